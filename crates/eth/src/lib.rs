@@ -1,0 +1,32 @@
+//! Ethereum encodings for shardsign: unsigned transactions (EIP-155 legacy, EIP-2930, EIP-1559),
+//! their signing hashes, signed raw transactions, sender recovery, EIP-55 addresses and EIP-191
+//! `personal_sign`.
+//!
+//! Pure functions over bytes: no I/O, nothing of ours below it. Every decoder is strict (canonical
+//! RLP, no trailing bytes, bounded sizes) and every error names the field it is about, because the
+//! node re-derives what it signs from these decoders and must never be talked into a different hash.
+
+mod address;
+mod error;
+mod keccak;
+mod limits;
+mod personal;
+mod quantity;
+mod rlp;
+mod signature;
+mod signed;
+mod tx;
+
+pub use address::Address;
+pub use error::EthError;
+pub use keccak::keccak256;
+pub use limits::Limits;
+pub use personal::{MAX_PERSONAL_MESSAGE_LEN, personal_sign_hash, personal_signature_bytes};
+pub use quantity::{parse_u64, parse_u256};
+pub use ruint::aliases::U256;
+pub use signature::{RecoveryId, Signature, sign_prehash};
+pub use signed::SignedTransaction;
+pub use tx::{
+    AccessList, AccessListItem, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, TxType,
+    UnsignedTransaction,
+};

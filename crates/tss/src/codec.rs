@@ -1,0 +1,19 @@
+//! The stable payload encoding (postcard, whose wire format is frozen at 1.0) with bounds checked
+//! before decoding and trailing bytes refused.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own in-memory protocol values cannot fail: postcard fails only on
+    // unsupported serde features (none are used by dkls23's message types) or on a full buffer.
+    postcard::to_allocvec(value).expect("postcard encodes dkls23 messages")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes", rest.len()));
+    }
+    Ok(value)
+}

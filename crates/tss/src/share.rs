@@ -1,0 +1,165 @@
+//! A party's key share: what DKG leaves on one node. Zeroized on drop (the inner `dkls23` party
+//! wipes itself), `***` in Debug, and a versioned encoding checked before and after decoding.
+
+use std::fmt;
+
+use dkls23::secp256k1::Party;
+use k256::ecdsa::VerifyingKey;
+use zeroize::Zeroizing;
+
+use crate::codec;
+use crate::error::TssError;
+use crate::ids::{PARTIES, PartyId, THRESHOLD};
+
+/// Largest encoded key share accepted (a 2-of-3 share is ~105 KB).
+pub const MAX_SHARE_LEN: usize = 256 * 1024;
+
+const SHARE_VERSION: u8 = 1;
+
+/// The group public key (SEC1 compressed). Public; safe to print and store in the clear.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 33]);
+
+impl PublicKey {
+    pub fn from_sec1(bytes: &[u8]) -> Result<Self, TssError> {
+        let key = VerifyingKey::from_sec1_bytes(bytes).map_err(|_| {
+            TssError::InvalidShare("public key is not a valid secp256k1 point".into())
+        })?;
+        Ok(Self::from_verifying_key(&key))
+    }
+
+    fn from_verifying_key(key: &VerifyingKey) -> Self {
+        let mut out = [0u8; 33];
+        out.copy_from_slice(key.to_sec1_point(true).as_bytes());
+        PublicKey(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 33] {
+        &self.0
+    }
+
+    pub fn to_verifying_key(&self) -> VerifyingKey {
+        // Constructed only from valid points.
+        VerifyingKey::from_sec1_bytes(&self.0).expect("PublicKey holds a valid point")
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One party's share of a 2-of-3 key.
+pub struct KeyShare {
+    party: Party,
+    id: PartyId,
+    public_key: PublicKey,
+}
+
+impl KeyShare {
+    /// Wraps a share produced by DKG, checking that it is one of ours.
+    pub(crate) fn from_party(party: Party) -> Result<Self, TssError> {
+        if party.parameters.threshold != THRESHOLD
+            || usize::from(party.parameters.share_count) != PARTIES.len()
+        {
+            return Err(TssError::InvalidShare(format!(
+                "parameters are {}-of-{}, expected {THRESHOLD}-of-{}",
+                party.parameters.threshold,
+                party.parameters.share_count,
+                PARTIES.len()
+            )));
+        }
+        let id = PartyId::from_dkls(party.party_index)
+            .ok_or_else(|| TssError::InvalidShare("party index out of range".into()))?;
+        let key = VerifyingKey::from_affine(party.pk)
+            .map_err(|_| TssError::InvalidShare("public key is the identity".into()))?;
+        // Signing indexes these maps by counterparty and panics on a missing entry: refuse a share
+        // whose maps do not name exactly the two other parties.
+        let others: Vec<_> = PARTIES
+            .iter()
+            .filter(|p| **p != id)
+            .map(|p| p.to_dkls())
+            .collect();
+        let senders: Vec<_> = party.mul_senders.keys().copied().collect();
+        let receivers: Vec<_> = party.mul_receivers.keys().copied().collect();
+        if senders != others || receivers != others {
+            return Err(TssError::InvalidShare(
+                "multiplication state does not match the cluster".into(),
+            ));
+        }
+        Ok(KeyShare {
+            public_key: PublicKey::from_verifying_key(&key),
+            party,
+            id,
+        })
+    }
+
+    pub fn party_id(&self) -> PartyId {
+        self.id
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    pub(crate) fn party(&self) -> &Party {
+        &self.party
+    }
+
+    /// The versioned encoding, in a buffer that is wiped when dropped. Serialised straight into
+    /// a buffer of the maximum size so that no reallocation leaves a copy behind.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut buf = Zeroizing::new(vec![0u8; MAX_SHARE_LEN]);
+        buf[0] = SHARE_VERSION;
+        let used = postcard::to_slice(&self.party, &mut buf[1..])
+            .expect("a 2-of-3 share fits in MAX_SHARE_LEN")
+            .len();
+        buf.truncate(1 + used);
+        buf
+    }
+
+    /// Decodes [`Self::to_bytes`]; the size and version are checked before parsing, the share's
+    /// shape after.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TssError> {
+        if bytes.len() > MAX_SHARE_LEN {
+            return Err(TssError::InvalidShare(format!(
+                "{} bytes is over the limit of {MAX_SHARE_LEN}",
+                bytes.len()
+            )));
+        }
+        match bytes.first() {
+            None => return Err(TssError::InvalidShare("empty".into())),
+            Some(&SHARE_VERSION) => {}
+            Some(&other) => {
+                return Err(TssError::InvalidShare(format!(
+                    "encoding version {other} is not supported"
+                )));
+            }
+        }
+        let party: Party = codec::decode(&bytes[1..]).map_err(|_| {
+            // postcard's message could echo share contents; say only what failed.
+            TssError::InvalidShare("encoding is truncated or corrupt".into())
+        })?;
+        KeyShare::from_party(party)
+    }
+}
+
+impl fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("party", &self.id.get())
+            .field("public_key", &self.public_key)
+            .field("secret", &"***")
+            .finish()
+    }
+}

@@ -1,1 +1,5 @@
-//! Shared helpers for the integration tests.
+//! Helpers shared by the integration tests: the eth-account bridge and transaction generators.
+
+pub mod eth_account;
+pub mod random_tx;
+pub mod tx_json;

@@ -1,0 +1,143 @@
+//! Cross-check of crates/eth against eth-account, a library nobody here wrote: the same key signs
+//! the same transactions on both sides and the raw bytes must be identical; transactions that
+//! eth-account made decode here to the same fields and sender; EIP-191 both ways.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use shardsign_eth::{
+    Address, Limits, SignedTransaction, TxType, personal_sign_hash, personal_signature_bytes,
+    sign_prehash,
+};
+use shardsign_tests::eth_account;
+use shardsign_tests::random_tx::random_tx;
+use shardsign_tests::tx_json::{from_json, hex0x, to_json, unhex};
+
+const PER_TYPE: usize = 100;
+
+fn seeded() -> (u64, StdRng) {
+    let seed = rand::random();
+    eprintln!("seed {seed}");
+    (seed, StdRng::seed_from_u64(seed))
+}
+
+fn signing_key(rng: &mut StdRng) -> k256::ecdsa::SigningKey {
+    loop {
+        if let Ok(key) = k256::ecdsa::SigningKey::from_slice(&rng.random::<[u8; 32]>()) {
+            return key;
+        }
+    }
+}
+
+#[test]
+fn rust_and_eth_account_produce_identical_signed_transactions() {
+    let (_, mut rng) = seeded();
+    let key = signing_key(&mut rng);
+    let mut txs = Vec::new();
+    for kind in [TxType::Legacy, TxType::Eip2930, TxType::Eip1559] {
+        for _ in 0..PER_TYPE {
+            txs.push(random_tx(&mut rng, kind));
+        }
+    }
+    let reply = eth_account::call(&json!({
+        "key": hex0x(&key.to_bytes()),
+        "sign_txs": txs.iter().map(to_json).collect::<Vec<_>>(),
+    }));
+    let ours_address = Address::from_public_key(key.verifying_key());
+    assert_eq!(
+        reply["address"].as_str().unwrap(),
+        ours_address.to_checksum()
+    );
+    let theirs = reply["signed"].as_array().unwrap();
+    assert_eq!(theirs.len(), txs.len());
+    for (tx, theirs) in txs.into_iter().zip(theirs) {
+        let signature = sign_prehash(&key, &tx.signing_hash());
+        let signed = tx.clone().into_signed(signature);
+        assert_eq!(
+            hex0x(signed.raw()),
+            theirs["raw"].as_str().unwrap(),
+            "raw transaction differs for {tx:?}"
+        );
+        assert_eq!(
+            hex0x(&signed.hash()),
+            theirs["hash"].as_str().unwrap(),
+            "hash differs"
+        );
+        assert_eq!(signed.recover_sender().unwrap(), ours_address);
+    }
+}
+
+#[test]
+fn transactions_made_by_eth_account_decode_to_their_fields_and_sender() {
+    let (seed, _) = seeded();
+    let reply = eth_account::call(&json!({
+        "generate": { "count": PER_TYPE, "seed": seed },
+    }));
+    let generated = reply["generated"].as_array().unwrap();
+    assert_eq!(generated.len(), 3 * PER_TYPE);
+    for item in generated {
+        let raw = unhex(item["raw"].as_str().unwrap());
+        let decoded = SignedTransaction::decode(&raw, &Limits::DEFAULT)
+            .unwrap_or_else(|e| panic!("decode {}: {e}", item["raw"]));
+        assert_eq!(
+            decoded.transaction(),
+            &from_json(&item["tx"]),
+            "fields differ"
+        );
+        assert_eq!(
+            decoded.recover_sender().unwrap(),
+            Address::parse("sender", item["sender"].as_str().unwrap()).unwrap()
+        );
+        assert_eq!(hex0x(&decoded.hash()), item["hash"].as_str().unwrap());
+        assert_eq!(decoded.v().to_string(), item["v"].as_str().unwrap());
+        assert_eq!(decoded.raw(), raw.as_slice());
+    }
+}
+
+#[test]
+fn personal_sign_signatures_match_and_recover_both_ways() {
+    let (_, mut rng) = seeded();
+    let key = signing_key(&mut rng);
+    let address = Address::from_public_key(key.verifying_key());
+    let mut messages: Vec<Vec<u8>> = vec![b"Hello World".to_vec(), vec![], vec![0u8; 1000]];
+    for _ in 0..50 {
+        let len = rng.random_range(0..300);
+        messages.push((0..len).map(|_| rng.random()).collect());
+    }
+    let ours: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            hex0x(&personal_signature_bytes(&sign_prehash(
+                &key,
+                &personal_sign_hash(m),
+            )))
+        })
+        .collect();
+    let reply = eth_account::call(&json!({
+        "key": hex0x(&key.to_bytes()),
+        "sign_msgs": messages.iter().map(|m| hex0x(m)).collect::<Vec<_>>(),
+        "recover_msgs": messages.iter().zip(&ours).map(|(m, s)| json!({"message": hex0x(m), "signature": s})).collect::<Vec<Value>>(),
+    }));
+    let theirs = reply["message_signatures"].as_array().unwrap();
+    let recovered = reply["recovered"].as_array().unwrap();
+    for (i, message) in messages.iter().enumerate() {
+        // eth-account recovers our signer...
+        assert_eq!(recovered[i].as_str().unwrap(), address.to_checksum());
+        // ...and signs exactly what we sign (both use RFC 6979 deterministic nonces)...
+        assert_eq!(theirs[i].as_str().unwrap(), ours[i]);
+        // ...and its signature recovers here to the same address.
+        let bytes = unhex(theirs[i].as_str().unwrap());
+        let signature = shardsign_eth::Signature::new(
+            bytes[..32].try_into().unwrap(),
+            bytes[32..64].try_into().unwrap(),
+            bytes[64] - 27,
+        )
+        .unwrap();
+        assert_eq!(
+            signature
+                .recover_address(&personal_sign_hash(message))
+                .unwrap(),
+            address
+        );
+    }
+}

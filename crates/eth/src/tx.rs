@@ -190,13 +190,13 @@ impl UnsignedTransaction {
         if self.gas_limit() == 0 {
             return Err(EthError::GasLimitZero);
         }
-        if let UnsignedTransaction::Eip1559(tx) = self {
-            if tx.max_priority_fee_per_gas > tx.max_fee_per_gas {
-                return Err(EthError::PriorityFeeAboveMaxFee {
-                    priority: tx.max_priority_fee_per_gas.to_string(),
-                    max_fee: tx.max_fee_per_gas.to_string(),
-                });
-            }
+        if let UnsignedTransaction::Eip1559(tx) = self
+            && tx.max_priority_fee_per_gas > tx.max_fee_per_gas
+        {
+            return Err(EthError::PriorityFeeAboveMaxFee {
+                priority: tx.max_priority_fee_per_gas.to_string(),
+                max_fee: tx.max_fee_per_gas.to_string(),
+            });
         }
         if self.data().len() > limits.max_data_len {
             return Err(EthError::DataTooLarge {

@@ -1,6 +1,182 @@
-//! shardsign signer node: holds one key share and joins signing sessions.
-//! (The node service arrives with the Signer node issue; for now it reports its version.)
+//! `shardsign-node`: create a node's encrypted store (`init`) and serve it (`run`).
 
-fn main() {
-    println!("shardsign-node {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use shardsign_node::config::{LogFormat, NodeConfig, validate_cluster_id};
+use shardsign_node::hardening::{Hardening, harden_process};
+use shardsign_node::kek::KekConfig;
+use shardsign_node::server::serve;
+use shardsign_node::sessions::Node;
+use shardsign_node::store::Store;
+use shardsign_tss::PartyId;
+
+#[derive(Parser)]
+#[command(
+    name = "shardsign-node",
+    version,
+    about = "shardsign signer node: holds one share of each key"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data directory, the encrypted store and this node's identity; print the
+    /// public identity. Refuses to overwrite an existing store.
+    Init(InitArgs),
+    /// Serve the node protocol over mutual TLS.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// This node's index in the cluster: 1, 2 or 3.
+    #[arg(long)]
+    node_id: u8,
+    #[arg(long)]
+    cluster_id: String,
+    /// Read the passphrase from this environment variable.
+    #[arg(long, group = "kek")]
+    passphrase_env: Option<String>,
+    /// Read the passphrase from this file.
+    #[arg(long, group = "kek")]
+    passphrase_file: Option<PathBuf>,
+    /// Read a 32-byte key (raw or hex) from this file instead of a passphrase.
+    #[arg(long, group = "kek")]
+    key_file: Option<PathBuf>,
+    /// Print the identity as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let node_id =
+        PartyId::new(args.node_id).map_err(|_| anyhow::anyhow!("--node-id: expected 1, 2 or 3"))?;
+    validate_cluster_id(&args.cluster_id)?;
+    let kek = KekConfig {
+        passphrase_env: args.passphrase_env,
+        passphrase_file: args.passphrase_file,
+        key_file: args.key_file,
+    }
+    .load()
+    .context(
+        "choose the key-encryption key with --passphrase-env, --passphrase-file or --key-file",
+    )?;
+    let (_, secret) = Store::init(&args.data_dir, node_id, &args.cluster_id, &kek)?;
+    let public = secret.public();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "node_id": node_id.get(),
+                "cluster_id": args.cluster_id,
+                "signing_key": hex::encode(public.signing_key()),
+                "kx_key": hex::encode(public.kx_key()),
+                "fingerprint": public.fingerprint(),
+            })
+        );
+    } else {
+        println!("node_id:     {}", node_id.get());
+        println!("cluster_id:  {}", args.cluster_id);
+        println!("signing_key: {}", hex::encode(public.signing_key()));
+        println!("kx_key:      {}", hex::encode(public.kx_key()));
+        println!("fingerprint: {}", public.fingerprint());
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&config_path)?;
+    init_logging(config.log_format);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %config.node_id,
+        core_dumps_disabled = hardening.core_dumps_disabled,
+        ptrace_attach_blocked = hardening.ptrace_blocked,
+        "starting shardsign-node (core dumps disabled: {}, ptrace attach blocked: {})",
+        hardening.core_dumps_disabled,
+        hardening.ptrace_blocked,
+    );
+    let kek = config.kek.load()?;
+    let (store, secret) = Store::open(&config.data_dir, &kek)?;
+    drop(kek);
+    if store.node_id() != config.node_id || store.cluster_id() != config.cluster_id {
+        anyhow::bail!(
+            "configuration: node_id/cluster_id ({}, {}) do not match the store in {} ({}, {})",
+            config.node_id,
+            config.cluster_id,
+            config.data_dir.display(),
+            store.node_id(),
+            store.cluster_id()
+        );
+    }
+    let node = Arc::new(Node::new(
+        store,
+        secret,
+        config.members.clone(),
+        config.round_timeout,
+        config.max_sessions,
+    )?);
+    serve(config, node, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    // Before anything is read: no core dumps, no ptrace, private files.
+    let hardening = harden_process();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => init(args),
+        Command::Run { config } => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(config, hardening))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear line, never a backtrace.
+            eprintln!("shardsign-node: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: the eth-account bridge and transaction generators.
 
+pub mod cluster;
 pub mod eth_account;
 pub mod random_tx;
+pub mod relay;
 pub mod tx_json;

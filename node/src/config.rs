@@ -1,0 +1,239 @@
+//! The node's configuration: one TOML file, read and validated once at start. A missing or
+//! malformed value stops the process with a message naming the setting and what it expects.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shardsign_seal::PublicIdentity;
+use shardsign_tss::PartyId;
+
+use crate::error::NodeError;
+use crate::kek::KekConfig;
+
+/// The file as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: u8,
+    cluster_id: String,
+    data_dir: PathBuf,
+    listen: String,
+    ready_file: Option<PathBuf>,
+    round_timeout_secs: Option<u64>,
+    max_sessions: Option<usize>,
+    log_format: Option<String>,
+    kek: KekConfig,
+    tls: RawTls,
+    members: Vec<RawMember>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    coordinator_cert_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    node_id: u8,
+    signing_key: String,
+    kx_key: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// TLS material, read from disk at start.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
+    pub client_ca_pem: String,
+    /// SHA-256 of the coordinator's client certificate (DER): the only client served.
+    pub coordinator_cert_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field(
+                "coordinator_cert_sha256",
+                &hex::encode(self.coordinator_cert_sha256),
+            )
+            .field("key_pem", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: PartyId,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub ready_file: Option<PathBuf>,
+    pub round_timeout: Duration,
+    pub max_sessions: usize,
+    pub log_format: LogFormat,
+    pub kek: KekConfig,
+    pub tls: TlsConfig,
+    /// The three nodes' public identities, this one included.
+    pub members: BTreeMap<PartyId, PublicIdentity>,
+}
+
+fn decode_key(setting: &str, text: &str) -> Result<[u8; 32], NodeError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim_start_matches("0x"), &mut out)
+        .map_err(|_| NodeError::config(setting, "expected 64 hex digits"))?;
+    Ok(out)
+}
+
+fn read_text(setting: &str, path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| NodeError::config(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+/// A cluster id: 1..=64 characters of `[A-Za-z0-9_.-]`.
+pub fn validate_cluster_id(cluster_id: &str) -> Result<(), NodeError> {
+    let ok = !cluster_id.is_empty()
+        && cluster_id.len() <= 64
+        && cluster_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(NodeError::config(
+            "cluster_id",
+            "expected 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::config(
+                "config file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| NodeError::config("config file", e.message().to_string()))?;
+        let node_id = PartyId::new(raw.node_id)
+            .map_err(|_| NodeError::config("node_id", "expected 1, 2 or 3"))?;
+        validate_cluster_id(&raw.cluster_id)?;
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|_| NodeError::config("listen", "expected an address like 127.0.0.1:7001"))?;
+        let round_timeout = Duration::from_secs(raw.round_timeout_secs.unwrap_or(10));
+        if round_timeout.is_zero() || round_timeout > Duration::from_secs(600) {
+            return Err(NodeError::config(
+                "round_timeout_secs",
+                "expected 1 to 600 seconds",
+            ));
+        }
+        let max_sessions = raw.max_sessions.unwrap_or(4096);
+        if max_sessions == 0 || max_sessions > 1_000_000 {
+            return Err(NodeError::config("max_sessions", "expected 1 to 1000000"));
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                return Err(NodeError::config(
+                    "log_format",
+                    "expected \"text\" or \"json\"",
+                ));
+            }
+        };
+        let mut members = BTreeMap::new();
+        for member in &raw.members {
+            let id = PartyId::new(member.node_id)
+                .map_err(|_| NodeError::config("members.node_id", "expected 1, 2 or 3"))?;
+            let setting = format!("members[node_id = {}]", member.node_id);
+            let identity = PublicIdentity::from_bytes(
+                &decode_key(&format!("{setting}.signing_key"), &member.signing_key)?,
+                &decode_key(&format!("{setting}.kx_key"), &member.kx_key)?,
+            )
+            .map_err(|e| NodeError::config(&setting, e.to_string()))?;
+            if members.insert(id, identity).is_some() {
+                return Err(NodeError::config(&setting, "listed twice"));
+            }
+        }
+        if members.len() != 3 {
+            return Err(NodeError::config(
+                "members",
+                "expected exactly three entries, node ids 1, 2 and 3",
+            ));
+        }
+        let tls = TlsConfig {
+            cert_pem: read_text("tls.cert", &raw.tls.cert)?,
+            key_pem: zeroize::Zeroizing::new(read_text("tls.key", &raw.tls.key)?),
+            client_ca_pem: read_text("tls.client_ca", &raw.tls.client_ca)?,
+            coordinator_cert_sha256: decode_key(
+                "tls.coordinator_cert_sha256",
+                &raw.tls.coordinator_cert_sha256,
+            )?,
+        };
+        Ok(NodeConfig {
+            node_id,
+            cluster_id: raw.cluster_id,
+            data_dir: raw.data_dir,
+            listen,
+            ready_file: raw.ready_file,
+            round_timeout,
+            max_sessions,
+            log_format,
+            kek: raw.kek,
+            tls,
+            members,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_setting() {
+        let error = NodeConfig::parse("node_id = 4").unwrap_err().to_string();
+        assert!(error.contains("config file"), "{error}");
+        let base = r#"
+            node_id = 9
+            cluster_id = "c"
+            data_dir = "/tmp/x"
+            listen = "127.0.0.1:1"
+            kek = { key_file = "/k" }
+            tls = { cert = "/c", key = "/k", client_ca = "/ca", coordinator_cert_sha256 = "00" }
+            members = []
+        "#;
+        let error = NodeConfig::parse(base).unwrap_err().to_string();
+        assert!(error.contains("node_id"), "{error}");
+        let error = NodeConfig::parse(
+            &base
+                .replace("node_id = 9", "node_id = 1")
+                .replace("127.0.0.1:1", "nowhere"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("listen"), "{error}");
+    }
+}

@@ -1,0 +1,75 @@
+//! The node's errors. Messages say what to do and never carry secret material.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("cannot unlock the store: wrong passphrase or key file")]
+    WrongKek,
+    #[error("the store was initialised with {expected}, but {given} was configured")]
+    KekKindMismatch {
+        expected: &'static str,
+        given: &'static str,
+    },
+    #[error("store error: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("a store already exists in {0}; refusing to overwrite it")]
+    StoreExists(PathBuf),
+    #[error("no store in {0}; create one with `shardsign-node init`")]
+    NoStore(PathBuf),
+    #[error("the store is corrupt or from another version: {0}")]
+    Corrupt(String),
+    #[error("configuration: {setting}: {problem}")]
+    Config { setting: String, problem: String },
+    #[error("key `{0}` is not held by this node")]
+    KeyNotFound(String),
+    #[error("key `{0}` already exists on this node")]
+    KeyExists(String),
+    #[error("session id has already been used on this node; the coordinator must make a fresh one")]
+    SessionReused,
+    #[error("unknown or expired session")]
+    UnknownSession,
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("chain id {chain_id} is not allowed for key `{key_id}`")]
+    ChainNotAllowed { chain_id: u64, key_id: String },
+    #[error("session aborted: {0}")]
+    Aborted(String),
+    #[error("session aborted, security event: {0}")]
+    Security(String),
+    #[error("{0} sessions are in flight, the most this node runs at once; retry later")]
+    Busy(usize),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl NodeError {
+    pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        NodeError::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn config(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        NodeError::Config {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        NodeError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

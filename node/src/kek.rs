@@ -1,0 +1,192 @@
+//! The key-encryption key (KEK): derived from an operator passphrase with Argon2id (salt and
+//! cost stored with the store), or read from a 32-byte key file. It only wraps the store's data
+//! key; nothing else is encrypted under it directly.
+
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::NodeError;
+
+/// Shortest passphrase accepted.
+pub const MIN_PASSPHRASE_LEN: usize = 12;
+/// Longest passphrase or key file read.
+const MAX_SECRET_FILE_LEN: u64 = 4096;
+
+/// Where the KEK comes from. Secrets are wiped on drop and never printed.
+pub enum KekSource {
+    Passphrase(Zeroizing<String>),
+    KeyFile(Zeroizing<[u8; 32]>),
+}
+
+impl std::fmt::Debug for KekSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KekSource::Passphrase(_) => "KekSource::Passphrase(***)",
+            KekSource::KeyFile(_) => "KekSource::KeyFile(***)",
+        })
+    }
+}
+
+fn read_secret_file(setting: &str, path: &Path) -> Result<Zeroizing<Vec<u8>>, NodeError> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| NodeError::config(setting, format!("cannot read {}: {e}", path.display())))?;
+    if metadata.len() > MAX_SECRET_FILE_LEN {
+        return Err(NodeError::config(
+            setting,
+            format!(
+                "{} is larger than {MAX_SECRET_FILE_LEN} bytes",
+                path.display()
+            ),
+        ));
+    }
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| NodeError::config(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+fn checked_passphrase(setting: &str, text: Zeroizing<String>) -> Result<KekSource, NodeError> {
+    let trimmed = Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_string());
+    if trimmed.chars().count() < MIN_PASSPHRASE_LEN {
+        return Err(NodeError::config(
+            setting,
+            format!("the passphrase must be at least {MIN_PASSPHRASE_LEN} characters"),
+        ));
+    }
+    Ok(KekSource::Passphrase(trimmed))
+}
+
+impl KekSource {
+    /// A passphrase from the environment variable `var`.
+    pub fn passphrase_env(var: &str) -> Result<Self, NodeError> {
+        let setting = format!("kek.passphrase_env ({var})");
+        let value = std::env::var(var)
+            .map_err(|_| NodeError::config(&setting, "the variable is not set or not UTF-8"))?;
+        checked_passphrase(&setting, Zeroizing::new(value))
+    }
+
+    /// A passphrase from the first line of a file.
+    pub fn passphrase_file(path: &Path) -> Result<Self, NodeError> {
+        let bytes = read_secret_file("kek.passphrase_file", path)?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| NodeError::config("kek.passphrase_file", "the file is not UTF-8"))?;
+        checked_passphrase("kek.passphrase_file", Zeroizing::new(text))
+    }
+
+    /// 32 bytes from a file: raw, or 64 hex digits (a trailing newline is allowed).
+    pub fn key_file(path: &Path) -> Result<Self, NodeError> {
+        let bytes = read_secret_file("kek.key_file", path)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() == 32 {
+            key.copy_from_slice(&bytes);
+        } else {
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| {
+                    NodeError::config("kek.key_file", "expected 32 raw bytes or 64 hex digits")
+                })?
+                .trim_end_matches(['\r', '\n']);
+            hex::decode_to_slice(text, key.as_mut_slice()).map_err(|_| {
+                NodeError::config("kek.key_file", "expected 32 raw bytes or 64 hex digits")
+            })?;
+        }
+        Ok(KekSource::KeyFile(key))
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            KekSource::Passphrase(_) => "a passphrase",
+            KekSource::KeyFile(_) => "a key file",
+        }
+    }
+}
+
+/// How the KEK is derived; stored in the clear beside the wrapped data key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KdfParams {
+    Argon2id {
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        salt: String,
+    },
+    KeyFile,
+}
+
+impl KdfParams {
+    /// Fresh parameters for `source`: Argon2id at 64 MiB, 3 passes (OWASP's recommendation).
+    pub(crate) fn for_source(source: &KekSource) -> Self {
+        match source {
+            KekSource::Passphrase(_) => KdfParams::Argon2id {
+                memory_kib: 64 * 1024,
+                iterations: 3,
+                parallelism: 1,
+                salt: hex::encode(rand::random::<[u8; 16]>()),
+            },
+            KekSource::KeyFile(_) => KdfParams::KeyFile,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            KdfParams::Argon2id { .. } => "a passphrase",
+            KdfParams::KeyFile => "a key file",
+        }
+    }
+
+    /// Derives the KEK.
+    pub(crate) fn derive(&self, source: &KekSource) -> Result<Zeroizing<[u8; 32]>, NodeError> {
+        match (self, source) {
+            (
+                KdfParams::Argon2id {
+                    memory_kib,
+                    iterations,
+                    parallelism,
+                    salt,
+                },
+                KekSource::Passphrase(passphrase),
+            ) => {
+                let salt = hex::decode(salt)
+                    .map_err(|_| NodeError::Corrupt("KDF salt is not hex".into()))?;
+                let params = Params::new(*memory_kib, *iterations, *parallelism, Some(32))
+                    .map_err(|_| NodeError::Corrupt("KDF parameters are invalid".into()))?;
+                let mut kek = Zeroizing::new([0u8; 32]);
+                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .hash_password_into(passphrase.as_bytes(), &salt, kek.as_mut_slice())
+                    .map_err(|_| NodeError::Corrupt("KDF failed".into()))?;
+                Ok(kek)
+            }
+            (KdfParams::KeyFile, KekSource::KeyFile(key)) => Ok(Zeroizing::new(**key)),
+            (params, source) => Err(NodeError::KekKindMismatch {
+                expected: params.kind(),
+                given: source.kind(),
+            }),
+        }
+    }
+}
+
+/// The configured KEK source, as written in the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KekConfig {
+    pub passphrase_env: Option<String>,
+    pub passphrase_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl KekConfig {
+    /// Reads the one configured source; zero or several is an error naming the settings.
+    pub fn load(&self) -> Result<KekSource, NodeError> {
+        match (&self.passphrase_env, &self.passphrase_file, &self.key_file) {
+            (Some(var), None, None) => KekSource::passphrase_env(var),
+            (None, Some(path), None) => KekSource::passphrase_file(path),
+            (None, None, Some(path)) => KekSource::key_file(path),
+            _ => Err(NodeError::config(
+                "kek",
+                "set exactly one of passphrase_env, passphrase_file or key_file",
+            )),
+        }
+    }
+}

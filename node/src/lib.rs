@@ -1,0 +1,18 @@
+//! The shardsign signer node: the only place a key share exists.
+//!
+//! `store` keeps shares and the node identity encrypted at rest; `sessions` runs key-generation
+//! and signing sessions over sealed envelopes; `service` and `server` expose them over mutual
+//! TLS to the coordinator only. Every byte that reaches the node is treated as hostile,
+//! including what the coordinator relays.
+
+pub mod config;
+pub mod error;
+pub mod hardening;
+pub mod kek;
+pub mod server;
+pub mod service;
+pub mod sessions;
+pub mod store;
+
+mod crypto;
+mod envelope;

@@ -1,0 +1,110 @@
+//! Serving: mutual TLS that admits only the coordinator's client certificate, the node service,
+//! gRPC health and reflection, a reaper for timed-out sessions, and a ready file that tells
+//! supervisors and tests the bound address.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use shardsign_proto::node::v1::node_server::NodeServer;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::service::NodeService;
+use crate::sessions::Node;
+
+/// Largest request the node decodes: a delivery of a few sealed envelopes.
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Admits only the client whose leaf certificate hashes to `pinned`.
+fn coordinator_only(
+    pinned: [u8; 32],
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let digest: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
+        if digest != pinned {
+            return Err(Status::permission_denied(
+                "this client certificate is not the coordinator's",
+            ));
+        }
+        Ok(request)
+    }
+}
+
+fn write_ready_file(path: &Path, address: &str) -> Result<(), NodeError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, address).map_err(|e| NodeError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| NodeError::io(path, e))
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    config: NodeConfig,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::config("listen", format!("cannot bind {}: {e}", config.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| NodeError::config("listen", e.to_string()))?;
+
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            &config.tls.cert_pem,
+            config.tls.key_pem.as_bytes(),
+        ))
+        .client_ca_root(Certificate::from_pem(&config.tls.client_ca_pem));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<NodeServer<NodeService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shardsign_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::config("reflection", e.to_string()))?;
+    let service = NodeServer::new(NodeService::new(node.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service = InterceptedService::new(
+        service,
+        coordinator_only(config.tls.coordinator_cert_sha256),
+    );
+
+    let reaper_node = node.clone();
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            reaper_node.reap_expired();
+        }
+    });
+
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, &address.to_string())?;
+    }
+    tracing::info!(%address, node_id = %node.node_id(), cluster_id = node.cluster_id(), "serving over mutual TLS");
+
+    let result = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| NodeError::config("tls", e.to_string()))?
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await;
+    reaper.abort();
+    result.map_err(|e| NodeError::config("listen", format!("server failed: {e}")))
+}

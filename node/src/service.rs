@@ -1,0 +1,207 @@
+//! The node's gRPC service: thin. It bounds and converts each request, runs the protocol work on
+//! the blocking pool (it is CPU-bound), and maps errors to status codes.
+
+use std::sync::Arc;
+
+use shardsign_proto::node::v1::node_server::Node as NodeRpc;
+use shardsign_proto::node::v1::{
+    CancelReply, CancelRequest, DeliverRequest, GetIdentityRequest, Identity, ListKeysReply,
+    ListKeysRequest, NodeKey, RoundReply, StartKeygenRequest, StartSignRequest, start_sign_request,
+};
+use shardsign_tss::{PartyId, SessionId};
+use tonic::{Request, Response, Status};
+
+use crate::error::NodeError;
+use crate::sessions::{Node, RoundOutcome, SignPayload, SignRequest};
+
+pub struct NodeService {
+    node: Arc<Node>,
+}
+
+impl NodeService {
+    pub fn new(node: Arc<Node>) -> Self {
+        NodeService { node }
+    }
+}
+
+/// The status a caller sees for each error; internal details stay in the node's log.
+pub fn status(error: NodeError) -> Status {
+    match error {
+        NodeError::KeyNotFound(_) | NodeError::UnknownSession => {
+            Status::not_found(error.to_string())
+        }
+        NodeError::KeyExists(_) | NodeError::SessionReused => {
+            Status::already_exists(error.to_string())
+        }
+        NodeError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+        NodeError::ChainNotAllowed { .. } => Status::permission_denied(error.to_string()),
+        NodeError::Security(_) => Status::permission_denied(error.to_string()),
+        NodeError::Aborted(_) => Status::aborted(error.to_string()),
+        NodeError::Busy(_) => Status::resource_exhausted(error.to_string()),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Status::internal("internal error on the node; see its log")
+        }
+    }
+}
+
+fn session_id(bytes: &[u8]) -> Result<SessionId, Status> {
+    let array: [u8; 32] = bytes.try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "session_id: expected 32 bytes, got {}",
+            bytes.len()
+        ))
+    })?;
+    Ok(SessionId(array))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Status::internal("internal error on the node; see its log"))?
+        .map_err(status)
+}
+
+fn reply(outcome: RoundOutcome) -> Response<RoundReply> {
+    Response::new(RoundReply {
+        envelopes: outcome.envelopes,
+        result: outcome.result,
+    })
+}
+
+#[tonic::async_trait]
+impl NodeRpc for NodeService {
+    async fn get_identity(
+        &self,
+        _: Request<GetIdentityRequest>,
+    ) -> Result<Response<Identity>, Status> {
+        let node = self.node.clone();
+        let key_count = blocking(move || node.store().list_keys()).await?.len() as u32;
+        let identity = self.node.identity();
+        Ok(Response::new(Identity {
+            node_id: u32::from(self.node.node_id().get()),
+            cluster_id: self.node.cluster_id().to_string(),
+            signing_key: identity.signing_key().to_vec(),
+            kx_key: identity.kx_key().to_vec(),
+            fingerprint: identity.fingerprint(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            key_count,
+        }))
+    }
+
+    async fn start_keygen(
+        &self,
+        request: Request<StartKeygenRequest>,
+    ) -> Result<Response<RoundReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        let node = self.node.clone();
+        let envelopes = blocking(move || {
+            node.start_keygen(session_id, &request.key_id, &request.allowed_chain_ids)
+        })
+        .await?;
+        Ok(reply(RoundOutcome {
+            envelopes,
+            result: None,
+        }))
+    }
+
+    async fn start_sign(
+        &self,
+        request: Request<StartSignRequest>,
+    ) -> Result<Response<RoundReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        let signers: [PartyId; 2] = match request.signers.as_slice() {
+            [a, b] => [a, b]
+                .map(|s| u8::try_from(*s).ok().and_then(|s| PartyId::new(s).ok()))
+                .map(|p| {
+                    p.ok_or_else(|| Status::invalid_argument("signers: node ids are 1, 2 or 3"))
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .try_into()
+                .expect("two signers"),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "signers: expected exactly two node ids",
+                ));
+            }
+        };
+        let payload = match request.payload {
+            Some(start_sign_request::Payload::Transaction(bytes)) => {
+                SignPayload::Transaction(bytes)
+            }
+            Some(start_sign_request::Payload::PersonalMessage(bytes)) => {
+                SignPayload::PersonalMessage(bytes)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "payload: a transaction or a personal_message is required",
+                ));
+            }
+        };
+        let expected_hash: [u8; 32] = request
+            .expected_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("expected_hash: expected 32 bytes"))?;
+        let sign = SignRequest {
+            session_id,
+            key_id: request.key_id,
+            signers,
+            payload,
+            expected_hash,
+        };
+        let node = self.node.clone();
+        let envelopes = blocking(move || node.start_sign(sign)).await?;
+        Ok(reply(RoundOutcome {
+            envelopes,
+            result: None,
+        }))
+    }
+
+    async fn deliver(
+        &self,
+        request: Request<DeliverRequest>,
+    ) -> Result<Response<RoundReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        let node = self.node.clone();
+        let outcome = blocking(move || node.deliver(session_id, request.envelopes)).await?;
+        Ok(reply(outcome))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelReply>, Status> {
+        let session_id = session_id(&request.into_inner().session_id)?;
+        let existed = self.node.cancel(&session_id);
+        if existed {
+            tracing::info!(session_id = %session_id, "session cancelled");
+        }
+        Ok(Response::new(CancelReply { existed }))
+    }
+
+    async fn list_keys(
+        &self,
+        _: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysReply>, Status> {
+        let node = self.node.clone();
+        let keys = blocking(move || node.store().list_keys()).await?;
+        Ok(Response::new(ListKeysReply {
+            keys: keys
+                .into_iter()
+                .map(|k| NodeKey {
+                    key_id: k.key_id,
+                    public_key: k.public_key,
+                    allowed_chain_ids: k.allowed_chain_ids,
+                    created_at_unix: k.created_at,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,621 @@
+//! The node's protocol sessions: key generation and signing driven round by round over sealed
+//! envelopes. Requests are checked before any protocol work: a signing request carries the full
+//! transaction (or EIP-191 message), from which the node computes the hash it signs itself.
+//!
+//! Key generation adds a confirmation round after the engine's three: each node signs a hash of
+//! every broadcast it saw and the resulting public key, and stores its share only when both other
+//! nodes confirm the same. A relay that showed different broadcasts to different nodes is caught
+//! there, before anything is stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use shardsign_eth::{Limits, MAX_PERSONAL_MESSAGE_LEN, UnsignedTransaction, personal_sign_hash};
+use shardsign_proto::node::v1::{Envelope, KeygenResult, SignatureResult, round_reply};
+use shardsign_seal::{NodeSecret, PublicIdentity};
+use shardsign_tss::{
+    DkgOutput, DkgSession, Message, PARTIES, PartyId, Protocol, Recipient, SessionId, SignSession,
+    TssError,
+};
+
+use crate::envelope::SessionContext;
+use crate::error::NodeError;
+use crate::store::Store;
+
+/// The round in which key-generation confirmations travel.
+const CONFIRM_ROUND: u8 = 4;
+/// Longest key id.
+pub const MAX_KEY_ID_LEN: usize = 64;
+/// Most chain ids one key may be allowed.
+pub const MAX_CHAIN_IDS: usize = 64;
+
+/// What a signing request asks the node to sign.
+#[derive(Debug, Clone)]
+pub enum SignPayload {
+    /// An unsigned transaction's signing payload.
+    Transaction(Vec<u8>),
+    /// An EIP-191 personal_sign message.
+    PersonalMessage(Vec<u8>),
+}
+
+/// A checked signing request.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    pub session_id: SessionId,
+    pub key_id: String,
+    pub signers: [PartyId; 2],
+    pub payload: SignPayload,
+    pub expected_hash: [u8; 32],
+}
+
+/// What a round produced.
+#[derive(Debug, Default)]
+pub struct RoundOutcome {
+    pub envelopes: Vec<Envelope>,
+    pub result: Option<round_reply::Result>,
+}
+
+struct KeygenState {
+    engine: DkgSession,
+    key_id: String,
+    allowed_chain_ids: Vec<u64>,
+    /// Digest of every broadcast payload seen, by (round, sender), this node's own included.
+    broadcasts: BTreeMap<(u8, u8), [u8; 32]>,
+    /// The engine's output and this node's confirmation, until both peers confirm.
+    finished: Option<(DkgOutput, Vec<u8>)>,
+    confirmations: BTreeMap<PartyId, ()>,
+}
+
+enum Engine {
+    Keygen(Box<KeygenState>),
+    /// The engine and the hash it signs (this node computed it from the request).
+    Sign(SignSession, [u8; 32]),
+}
+
+struct Session {
+    protocol: Protocol,
+    binding: [u8; 32],
+    participants: Vec<PartyId>,
+    engine: Engine,
+    deadline: Instant,
+}
+
+/// A signer node's protocol core: the store, the identity and the sessions in flight.
+pub struct Node {
+    store: Store,
+    secret: NodeSecret,
+    me: PartyId,
+    cluster_id: String,
+    members: BTreeMap<PartyId, PublicIdentity>,
+    sessions: Mutex<HashMap<[u8; 32], Arc<Mutex<Session>>>>,
+    round_timeout: Duration,
+    max_sessions: usize,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.me)
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a key id: 1..=64 characters of `[A-Za-z0-9_-]`.
+pub fn validate_key_id(key_id: &str) -> Result<(), NodeError> {
+    let ok = !key_id.is_empty()
+        && key_id.len() <= MAX_KEY_ID_LEN
+        && key_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(NodeError::invalid(
+            "key_id",
+            format!("expected 1 to {MAX_KEY_ID_LEN} characters of A-Z a-z 0-9 _ -"),
+        ));
+    }
+    Ok(())
+}
+
+fn keygen_binding(key_id: &str, chains: &[u64]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"shardsign-keygen-binding-v1\0");
+    hasher.update(key_id.as_bytes());
+    hasher.update([0]);
+    for chain in chains {
+        hasher.update(chain.to_be_bytes());
+    }
+    hasher.finalize().into()
+}
+
+fn sign_binding(key_id: &str, signers: &[PartyId; 2], hash: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"shardsign-sign-binding-v1\0");
+    hasher.update(key_id.as_bytes());
+    hasher.update([0, signers[0].get(), signers[1].get()]);
+    hasher.update(hash);
+    hasher.finalize().into()
+}
+
+fn digest(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
+impl Node {
+    pub fn new(
+        store: Store,
+        secret: NodeSecret,
+        members: BTreeMap<PartyId, PublicIdentity>,
+        round_timeout: Duration,
+        max_sessions: usize,
+    ) -> Result<Self, NodeError> {
+        let me = store.node_id();
+        match members.get(&me) {
+            Some(identity) if *identity == secret.public() => {}
+            Some(_) => {
+                return Err(NodeError::config(
+                    format!("members[node_id = {me}]"),
+                    "does not match this node's identity (compare the fingerprint printed by `init`)",
+                ));
+            }
+            None => {
+                return Err(NodeError::config(
+                    "members",
+                    format!("node {me} is not listed"),
+                ));
+            }
+        }
+        Ok(Node {
+            cluster_id: store.cluster_id().to_string(),
+            store,
+            secret,
+            me,
+            members,
+            sessions: Mutex::new(HashMap::new()),
+            round_timeout,
+            max_sessions,
+            limits: Limits::DEFAULT,
+        })
+    }
+
+    pub fn node_id(&self) -> PartyId {
+        self.me
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn identity(&self) -> PublicIdentity {
+        self.secret.public()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Mutex<Session>>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn sessions_in_flight(&self) -> usize {
+        self.sessions().len()
+    }
+
+    fn context<'a>(&'a self, session_id: SessionId, session: &Session) -> SessionContext<'a> {
+        SessionContext {
+            cluster_id: &self.cluster_id,
+            protocol: session.protocol,
+            session_id,
+            binding: session.binding,
+            me: self.me,
+            secret: &self.secret,
+            members: &self.members,
+        }
+    }
+
+    fn insert_session(&self, session_id: SessionId, session: Session) -> Result<(), NodeError> {
+        let mut sessions = self.sessions();
+        if sessions.len() >= self.max_sessions {
+            return Err(NodeError::Busy(self.max_sessions));
+        }
+        sessions.insert(session_id.0, Arc::new(Mutex::new(session)));
+        Ok(())
+    }
+
+    /// Starts this node's side of a key generation.
+    pub fn start_keygen(
+        &self,
+        session_id: SessionId,
+        key_id: &str,
+        allowed_chain_ids: &[u64],
+    ) -> Result<Vec<Envelope>, NodeError> {
+        validate_key_id(key_id)?;
+        if allowed_chain_ids.is_empty() || allowed_chain_ids.len() > MAX_CHAIN_IDS {
+            return Err(NodeError::invalid(
+                "allowed_chain_ids",
+                format!("expected 1 to {MAX_CHAIN_IDS} chain ids"),
+            ));
+        }
+        if allowed_chain_ids.contains(&0) {
+            return Err(NodeError::invalid(
+                "allowed_chain_ids",
+                "0 is not a valid chain id",
+            ));
+        }
+        let mut chains = allowed_chain_ids.to_vec();
+        chains.sort_unstable();
+        chains.dedup();
+        if self.store.key_exists(key_id)? {
+            return Err(NodeError::KeyExists(key_id.to_string()));
+        }
+        self.store.claim_session(session_id.as_bytes(), "keygen")?;
+        let (engine, messages) = DkgSession::start(self.me, session_id);
+        let mut session = Session {
+            protocol: Protocol::Dkg,
+            binding: keygen_binding(key_id, &chains),
+            participants: PARTIES.to_vec(),
+            engine: Engine::Keygen(Box::new(KeygenState {
+                engine,
+                key_id: key_id.to_string(),
+                allowed_chain_ids: chains,
+                broadcasts: BTreeMap::new(),
+                finished: None,
+                confirmations: BTreeMap::new(),
+            })),
+            deadline: Instant::now() + self.round_timeout,
+        };
+        let envelopes = self.seal_all(session_id, &mut session, messages)?;
+        self.insert_session(session_id, session)?;
+        tracing::info!(session_id = %session_id, key_id, "key generation started");
+        Ok(envelopes)
+    }
+
+    /// Computes the hash a signing request asks for, from the full payload.
+    fn signing_hash(
+        &self,
+        key_id: &str,
+        payload: &SignPayload,
+        allowed_chain_ids: &[u64],
+    ) -> Result<[u8; 32], NodeError> {
+        match payload {
+            SignPayload::Transaction(bytes) => {
+                let tx = UnsignedTransaction::decode_signing_payload(bytes, &self.limits)
+                    .map_err(|e| NodeError::invalid("transaction", e.to_string()))?;
+                if !allowed_chain_ids.contains(&tx.chain_id()) {
+                    return Err(NodeError::ChainNotAllowed {
+                        chain_id: tx.chain_id(),
+                        key_id: key_id.to_string(),
+                    });
+                }
+                Ok(tx.signing_hash())
+            }
+            SignPayload::PersonalMessage(message) => {
+                if message.len() > MAX_PERSONAL_MESSAGE_LEN {
+                    return Err(NodeError::invalid(
+                        "personal_message",
+                        format!(
+                            "{} bytes is over the limit of {MAX_PERSONAL_MESSAGE_LEN}",
+                            message.len()
+                        ),
+                    ));
+                }
+                Ok(personal_sign_hash(message))
+            }
+        }
+    }
+
+    /// Starts this node's side of a signing session, after checking the request in full.
+    pub fn start_sign(&self, request: SignRequest) -> Result<Vec<Envelope>, NodeError> {
+        validate_key_id(&request.key_id)?;
+        let [a, b] = request.signers;
+        if a == b || (a != self.me && b != self.me) {
+            return Err(NodeError::invalid(
+                "signers",
+                format!(
+                    "expected two distinct nodes including this one (node {})",
+                    self.me
+                ),
+            ));
+        }
+        let (share, allowed_chain_ids) = self.store.load_key(&request.key_id)?;
+        let hash = self.signing_hash(&request.key_id, &request.payload, &allowed_chain_ids)?;
+        if hash != request.expected_hash {
+            return Err(NodeError::invalid(
+                "expected_hash",
+                "does not match the hash of the transaction this node decoded; refusing to sign",
+            ));
+        }
+        self.store
+            .claim_session(request.session_id.as_bytes(), "sign")?;
+        let (engine, messages) =
+            SignSession::start(Arc::new(share), request.session_id, request.signers, hash)
+                .map_err(|e| NodeError::Aborted(e.to_string()))?;
+        let mut session = Session {
+            protocol: Protocol::Sign,
+            binding: sign_binding(&request.key_id, &request.signers, &hash),
+            participants: request.signers.to_vec(),
+            engine: Engine::Sign(engine, hash),
+            deadline: Instant::now() + self.round_timeout,
+        };
+        let envelopes = self.seal_all(request.session_id, &mut session, messages)?;
+        self.insert_session(request.session_id, session)?;
+        tracing::debug!(session_id = %request.session_id, key_id = request.key_id, "signing started");
+        Ok(envelopes)
+    }
+
+    /// Delivers envelopes to a session. Any failure aborts the session and drops its secrets.
+    pub fn deliver(
+        &self,
+        session_id: SessionId,
+        envelopes: Vec<Envelope>,
+    ) -> Result<RoundOutcome, NodeError> {
+        let session = self
+            .sessions()
+            .get(&session_id.0)
+            .cloned()
+            .ok_or(NodeError::UnknownSession)?;
+        let mut guard = session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = self.deliver_locked(session_id, &mut guard, envelopes);
+        let finished = match &result {
+            Ok(outcome) => outcome.result.is_some(),
+            Err(_) => true,
+        };
+        if let Err(error) = &result {
+            self.report_abort(session_id, error);
+        } else {
+            guard.deadline = Instant::now() + self.round_timeout;
+        }
+        drop(guard);
+        if finished {
+            self.sessions().remove(&session_id.0);
+        }
+        result
+    }
+
+    fn report_abort(&self, session_id: SessionId, error: &NodeError) {
+        match error {
+            NodeError::Security(detail) => {
+                tracing::warn!(target: "security", session_id = %session_id, detail, "security event: session aborted");
+                self.store.record_security_event(
+                    Some(session_id.as_bytes()),
+                    "envelope_rejected",
+                    detail,
+                );
+            }
+            other => tracing::warn!(session_id = %session_id, error = %other, "session aborted"),
+        }
+    }
+
+    fn deliver_locked(
+        &self,
+        session_id: SessionId,
+        session: &mut Session,
+        envelopes: Vec<Envelope>,
+    ) -> Result<RoundOutcome, NodeError> {
+        if envelopes.len() > 2 * PARTIES.len() {
+            return Err(NodeError::Security(format!(
+                "{} envelopes in one delivery",
+                envelopes.len()
+            )));
+        }
+        let max_round = match session.protocol {
+            Protocol::Dkg => CONFIRM_ROUND,
+            Protocol::Sign => 3,
+        };
+        let mut outcome = RoundOutcome::default();
+        for envelope in envelopes {
+            let (from, to, round, payload) = self
+                .context(session_id, session)
+                .open(&envelope, max_round)?;
+            if !session.participants.contains(&from) {
+                return Err(NodeError::Security(format!(
+                    "node {from} is not a participant of this session"
+                )));
+            }
+            if round == CONFIRM_ROUND {
+                if let Some(result) = self.confirm(session, from, &payload)? {
+                    outcome.result = Some(result);
+                }
+                continue;
+            }
+            if let (Engine::Keygen(state), Recipient::Broadcast) = (&mut session.engine, to) {
+                state
+                    .broadcasts
+                    .insert((round, from.get()), digest(&payload));
+            }
+            let message = Message {
+                session_id,
+                protocol: session.protocol,
+                round,
+                from,
+                to,
+                payload,
+            };
+            let produced = self.step(session, message)?;
+            outcome
+                .envelopes
+                .extend(self.seal_all(session_id, session, produced.0)?);
+            if let Some(result) = produced.1 {
+                outcome.result = Some(result);
+            }
+            if let Some(envelope) = produced.2 {
+                outcome.envelopes.push(envelope);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Runs one engine step: returns messages to seal, a final result, and a node-level envelope.
+    fn step(
+        &self,
+        session: &mut Session,
+        message: Message,
+    ) -> Result<(Vec<Message>, Option<round_reply::Result>, Option<Envelope>), NodeError> {
+        let session_id = message.session_id;
+        let binding = session.binding;
+        let protocol = session.protocol;
+        match &mut session.engine {
+            Engine::Sign(engine, hash) => {
+                let step = engine.handle(message).map_err(engine_error)?;
+                let hash = *hash;
+                let result = step.output.map(|signature| {
+                    round_reply::Result::Signature(SignatureResult {
+                        r: signature.r.to_vec(),
+                        s: signature.s.to_vec(),
+                        recovery_id: u32::from(signature.recovery_id),
+                        signed_hash: hash.to_vec(),
+                    })
+                });
+                Ok((step.outgoing, result, None))
+            }
+            Engine::Keygen(state) => {
+                if state.finished.is_some() {
+                    return Err(NodeError::Security(
+                        "engine message after key generation finished".into(),
+                    ));
+                }
+                let step = state.engine.handle(message).map_err(engine_error)?;
+                let mut confirm = None;
+                if let Some(output) = step.output {
+                    let payload = confirmation(&state.key_id, &state.broadcasts, &output);
+                    let context = SessionContext {
+                        cluster_id: &self.cluster_id,
+                        protocol,
+                        session_id,
+                        binding,
+                        me: self.me,
+                        secret: &self.secret,
+                        members: &self.members,
+                    };
+                    confirm = Some(context.sign_broadcast(CONFIRM_ROUND, &payload));
+                    state.finished = Some((output, payload));
+                }
+                Ok((step.outgoing, None, confirm))
+            }
+        }
+    }
+
+    /// Takes a peer's key-generation confirmation; stores the share once both agree with ours.
+    fn confirm(
+        &self,
+        session: &mut Session,
+        from: PartyId,
+        payload: &[u8],
+    ) -> Result<Option<round_reply::Result>, NodeError> {
+        let Engine::Keygen(state) = &mut session.engine else {
+            return Err(NodeError::Security(
+                "confirmation in a signing session".into(),
+            ));
+        };
+        let Some((output, ours)) = &state.finished else {
+            return Err(NodeError::Security(format!(
+                "confirmation from node {from} before key generation finished"
+            )));
+        };
+        if payload != ours.as_slice() {
+            return Err(NodeError::Security(format!(
+                "broadcast divergence: node {from} saw different broadcasts or derived a different key than this node"
+            )));
+        }
+        if state.confirmations.insert(from, ()).is_some() {
+            return Err(NodeError::Security(format!(
+                "second confirmation from node {from}"
+            )));
+        }
+        if state.confirmations.len() < PARTIES.len() - 1 {
+            return Ok(None);
+        }
+        self.store
+            .put_key(&state.key_id, &output.share, &state.allowed_chain_ids)?;
+        tracing::info!(key_id = state.key_id, public_key = %output.public_key, "key generation complete; share stored");
+        Ok(Some(round_reply::Result::Keygen(KeygenResult {
+            key_id: state.key_id.clone(),
+            public_key: output.public_key.as_bytes().to_vec(),
+        })))
+    }
+
+    fn seal_all(
+        &self,
+        session_id: SessionId,
+        session: &mut Session,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Envelope>, NodeError> {
+        let context = self.context(session_id, session);
+        let mut envelopes = Vec::with_capacity(messages.len());
+        let mut own_broadcasts = Vec::new();
+        for message in &messages {
+            if message.to == Recipient::Broadcast {
+                own_broadcasts.push((message.round, digest(&message.payload)));
+            }
+            envelopes.push(context.seal(message)?);
+        }
+        if let Engine::Keygen(state) = &mut session.engine {
+            for (round, digest) in own_broadcasts {
+                state.broadcasts.insert((round, self.me.get()), digest);
+            }
+        }
+        Ok(envelopes)
+    }
+
+    /// Drops a session; its secrets are wiped with it.
+    pub fn cancel(&self, session_id: &SessionId) -> bool {
+        self.sessions().remove(&session_id.0).is_some()
+    }
+
+    /// Drops sessions whose round deadline passed. Returns how many.
+    pub fn reap_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        let before = sessions.len();
+        sessions.retain(|id, session| {
+            // A session being worked on is locked and not expired by definition.
+            let Ok(session) = session.try_lock() else {
+                return true;
+            };
+            let keep = session.deadline > now;
+            if !keep {
+                tracing::warn!(session_id = %SessionId(*id), "session timed out and was dropped");
+            }
+            keep
+        });
+        before - sessions.len()
+    }
+}
+
+/// The signed confirmation: the transcript of broadcasts and the resulting public key.
+fn confirmation(
+    key_id: &str,
+    broadcasts: &BTreeMap<(u8, u8), [u8; 32]>,
+    output: &DkgOutput,
+) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(b"shardsign-keygen-transcript-v1\0");
+    hasher.update(key_id.as_bytes());
+    for ((round, from), digest) in broadcasts {
+        hasher.update([*round, *from]);
+        hasher.update(digest);
+    }
+    let mut payload = hasher.finalize().to_vec();
+    payload.extend_from_slice(output.public_key.as_bytes());
+    payload
+}
+
+fn engine_error(error: TssError) -> NodeError {
+    match error {
+        TssError::Protocol { ban: true, .. }
+        | TssError::MalformedPayload { .. }
+        | TssError::WrongSession
+        | TssError::WrongRecipient { .. }
+        | TssError::Reflected
+        | TssError::NotParticipant { .. } => NodeError::Security(error.to_string()),
+        other => NodeError::Aborted(other.to_string()),
+    }
+}

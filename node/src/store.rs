@@ -1,0 +1,470 @@
+//! The node's encrypted store: one SQLite database (WAL, full fsync, file mode 0600) holding the
+//! node identity and key shares only as AEAD ciphertext under a random data key, which the KEK
+//! wraps. Associated data binds each ciphertext to this node, cluster and row, so a blob copied
+//! to another row or node does not decrypt. Unlocking reads only; nothing is written until the
+//! KEK has proved right.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use shardsign_seal::NodeSecret;
+use shardsign_tss::{KeyShare, PartyId};
+use zeroize::Zeroizing;
+
+use crate::crypto;
+use crate::error::NodeError;
+use crate::kek::{KdfParams, KekSource};
+
+const DB_FILE: &str = "node.db";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE keys (
+         key_id TEXT PRIMARY KEY,
+         public_key BLOB NOT NULL,
+         share_ciphertext BLOB NOT NULL,
+         allowed_chain_ids TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE used_sessions (
+         session_id BLOB PRIMARY KEY,
+         kind TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE security_events (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         at INTEGER NOT NULL,
+         session_id BLOB,
+         kind TEXT NOT NULL,
+         detail TEXT NOT NULL
+     );",
+];
+
+/// A key this node holds a share of (public data only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub allowed_chain_ids: Vec<u64>,
+    pub created_at: i64,
+}
+
+/// The unlocked store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    data_key: Zeroizing<[u8; 32]>,
+    node_id: PartyId,
+    cluster_id: String,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("data_key", &"***")
+            .finish()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn data_key_aad(node_id: PartyId, cluster_id: &str) -> Vec<u8> {
+    format!("shardsign-data-key-v1\0{}\0{cluster_id}", node_id.get()).into_bytes()
+}
+
+fn identity_aad(node_id: PartyId, cluster_id: &str) -> Vec<u8> {
+    format!("shardsign-identity-v1\0{}\0{cluster_id}", node_id.get()).into_bytes()
+}
+
+fn share_aad(node_id: PartyId, cluster_id: &str, key_id: &str) -> Vec<u8> {
+    format!(
+        "shardsign-share-v1\0{}\0{cluster_id}\0{key_id}",
+        node_id.get()
+    )
+    .into_bytes()
+}
+
+fn apply_pragmas(conn: &Connection) -> Result<(), NodeError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk before it returns, including in WAL mode.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), NodeError> {
+    let applied: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(NodeError::Corrupt(format!(
+            "schema version {applied} is newer than this binary supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn meta(conn: &Connection, name: &str) -> Result<Vec<u8>, NodeError> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| NodeError::Corrupt(format!("meta entry `{name}` is missing")))
+}
+
+impl Store {
+    pub fn db_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(DB_FILE)
+    }
+
+    /// Creates the data directory (0700) and a new store with a fresh identity and data key.
+    /// Refuses to touch an existing store.
+    pub fn init(
+        data_dir: &Path,
+        node_id: PartyId,
+        cluster_id: &str,
+        kek: &KekSource,
+    ) -> Result<(Store, NodeSecret), NodeError> {
+        let path = Self::db_path(data_dir);
+        if path.exists() {
+            return Err(NodeError::StoreExists(data_dir.to_path_buf()));
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|e| NodeError::io(data_dir, e))?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| NodeError::io(data_dir, e))?;
+        // Create the file 0600 ourselves so it is never readable by others, even briefly.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| NodeError::io(&path, e))?;
+
+        let params = KdfParams::for_source(kek);
+        let kek_bytes = params.derive(kek)?;
+        let data_key = Zeroizing::new(rand::random::<[u8; 32]>());
+        let identity = NodeSecret::generate();
+
+        let mut conn = Connection::open(&path)?;
+        apply_pragmas(&conn)?;
+        migrate(&mut conn)?;
+        let tx = conn.transaction()?;
+        let insert = |name: &str, value: &[u8]| {
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )
+        };
+        insert("node_id", &[node_id.get()])?;
+        insert("cluster_id", cluster_id.as_bytes())?;
+        insert(
+            "kdf",
+            serde_json::to_string(&params)
+                .expect("KDF params serialise")
+                .as_bytes(),
+        )?;
+        insert(
+            "data_key",
+            &crypto::encrypt(
+                &kek_bytes,
+                &data_key_aad(node_id, cluster_id),
+                data_key.as_slice(),
+            ),
+        )?;
+        insert(
+            "identity",
+            &crypto::encrypt(
+                &data_key,
+                &identity_aad(node_id, cluster_id),
+                identity.to_bytes().as_slice(),
+            ),
+        )?;
+        let public = identity.public();
+        insert(
+            "identity_public",
+            &[public.signing_key(), public.kx_key()].concat(),
+        )?;
+        tx.commit()?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            data_key,
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            path,
+        };
+        Ok((store, identity))
+    }
+
+    /// Unlocks an existing store. The KEK is checked on a read-only connection, so a wrong
+    /// passphrase leaves every file as it was.
+    pub fn open(data_dir: &Path, kek: &KekSource) -> Result<(Store, NodeSecret), NodeError> {
+        let path = Self::db_path(data_dir);
+        if !path.exists() {
+            return Err(NodeError::NoStore(data_dir.to_path_buf()));
+        }
+        let (node_id, cluster_id, data_key, identity) = {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let node_id = PartyId::new(*meta(&conn, "node_id")?.first().unwrap_or(&0))
+                .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
+            let cluster_id = String::from_utf8(meta(&conn, "cluster_id")?)
+                .map_err(|_| NodeError::Corrupt("cluster id is not UTF-8".into()))?;
+            let params: KdfParams = serde_json::from_slice(&meta(&conn, "kdf")?)
+                .map_err(|_| NodeError::Corrupt("KDF parameters are unreadable".into()))?;
+            let kek_bytes = params.derive(kek)?;
+            let data_key_bytes = crypto::decrypt(
+                &kek_bytes,
+                &data_key_aad(node_id, &cluster_id),
+                &meta(&conn, "data_key")?,
+            )
+            .ok_or(NodeError::WrongKek)?;
+            let mut data_key = Zeroizing::new([0u8; 32]);
+            if data_key_bytes.len() != 32 {
+                return Err(NodeError::Corrupt("data key has the wrong length".into()));
+            }
+            data_key.copy_from_slice(&data_key_bytes);
+            let identity_bytes = crypto::decrypt(
+                &data_key,
+                &identity_aad(node_id, &cluster_id),
+                &meta(&conn, "identity")?,
+            )
+            .ok_or_else(|| NodeError::Corrupt("identity does not decrypt".into()))?;
+            let identity = NodeSecret::from_bytes(&identity_bytes)
+                .map_err(|_| NodeError::Corrupt("identity is malformed".into()))?;
+            (node_id, cluster_id, data_key, identity)
+        };
+        let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        apply_pragmas(&conn)?;
+        migrate(&mut conn)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            data_key,
+            node_id,
+            cluster_id,
+            path,
+        };
+        Ok((store, identity))
+    }
+
+    pub fn node_id(&self) -> PartyId {
+        self.node_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back), so a poisoned lock is still safe to use.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records `session_id` as used; refuses one seen before (across restarts too).
+    pub fn claim_session(&self, session_id: &[u8; 32], kind: &str) -> Result<(), NodeError> {
+        let inserted = self.conn().execute(
+            "INSERT OR IGNORE INTO used_sessions (session_id, kind, created_at) VALUES (?1, ?2, ?3)",
+            params![session_id.as_slice(), kind, now()],
+        )?;
+        if inserted == 0 {
+            return Err(NodeError::SessionReused);
+        }
+        Ok(())
+    }
+
+    pub fn key_exists(&self, key_id: &str) -> Result<bool, NodeError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM keys WHERE key_id = ?1", [key_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Stores a new share, all or nothing.
+    pub fn put_key(
+        &self,
+        key_id: &str,
+        share: &KeyShare,
+        allowed_chain_ids: &[u64],
+    ) -> Result<(), NodeError> {
+        let ciphertext = crypto::encrypt(
+            &self.data_key,
+            &share_aad(self.node_id, &self.cluster_id, key_id),
+            share.to_bytes().as_slice(),
+        );
+        let chains = serde_json::to_string(allowed_chain_ids).expect("numbers serialise");
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO keys (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now()],
+        )?;
+        if inserted == 0 {
+            return Err(NodeError::KeyExists(key_id.to_string()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The share of `key_id` and the chain ids it may sign for.
+    pub fn load_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>), NodeError> {
+        let row: Option<(Vec<u8>, String)> = self
+            .conn()
+            .query_row(
+                "SELECT share_ciphertext, allowed_chain_ids FROM keys WHERE key_id = ?1",
+                [key_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (ciphertext, chains) = row.ok_or_else(|| NodeError::KeyNotFound(key_id.to_string()))?;
+        let bytes = crypto::decrypt(
+            &self.data_key,
+            &share_aad(self.node_id, &self.cluster_id, key_id),
+            &ciphertext,
+        )
+        .ok_or_else(|| NodeError::Corrupt(format!("share of key `{key_id}` does not decrypt")))?;
+        let share = KeyShare::from_bytes(&bytes).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let chains = serde_json::from_str(&chains).map_err(|_| {
+            NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
+        })?;
+        Ok((share, chains))
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>, NodeError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT key_id, public_key, allowed_chain_ids, created_at FROM keys ORDER BY created_at, key_id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (key_id, public_key, chains, created_at) = row?;
+            let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
+                NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
+            })?;
+            keys.push(KeyRecord {
+                key_id,
+                public_key,
+                allowed_chain_ids,
+                created_at,
+            });
+        }
+        Ok(keys)
+    }
+
+    pub fn record_security_event(&self, session_id: Option<&[u8; 32]>, kind: &str, detail: &str) {
+        let result = self.conn().execute(
+            "INSERT INTO security_events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), session_id.map(|s| s.to_vec()), kind, detail],
+        );
+        if let Err(error) = result {
+            tracing::error!(%error, "could not record a security event in the store");
+        }
+    }
+
+    pub fn security_event_count(&self) -> Result<u64, NodeError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM security_events", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file_source(byte: u8) -> KekSource {
+        KekSource::KeyFile(Zeroizing::new([byte; 32]))
+    }
+
+    #[test]
+    fn init_open_and_refuse_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node");
+        let (store, identity) =
+            Store::init(&data, PartyId::new(2).unwrap(), "test", &key_file_source(1)).unwrap();
+        drop(store);
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let mode = std::fs::metadata(Store::db_path(&data))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(
+            Store::init(&data, PartyId::new(2).unwrap(), "test", &key_file_source(1)),
+            Err(NodeError::StoreExists(_))
+        ));
+        let (store, reopened) = Store::open(&data, &key_file_source(1)).unwrap();
+        assert_eq!(reopened.public(), identity.public());
+        assert_eq!(store.node_id().get(), 2);
+        assert!(matches!(
+            Store::open(&data, &key_file_source(2)),
+            Err(NodeError::WrongKek)
+        ));
+        let passphrase = KekSource::Passphrase(Zeroizing::new("a long passphrase".into()));
+        assert!(matches!(
+            Store::open(&data, &passphrase),
+            Err(NodeError::KekKindMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn session_ids_are_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(
+            dir.path(),
+            PartyId::new(1).unwrap(),
+            "test",
+            &key_file_source(3),
+        )
+        .unwrap();
+        store.claim_session(&[1; 32], "sign").unwrap();
+        assert!(matches!(
+            store.claim_session(&[1; 32], "sign"),
+            Err(NodeError::SessionReused)
+        ));
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &key_file_source(3)).unwrap();
+        assert!(matches!(
+            store.claim_session(&[1; 32], "keygen"),
+            Err(NodeError::SessionReused)
+        ));
+    }
+}

@@ -1,0 +1,345 @@
+//! Three real `shardsign-node` processes on loopback, for the integration tests and the latency
+//! bench: temporary data directories, a development CA, ephemeral ports reported through ready
+//! files, logs captured per node. The test process plays the coordinator (it holds the pinned
+//! client certificate). Processes are killed when the cluster is dropped, and also if the thread
+//! that started them dies (PR_SET_PDEATHSIG), so a failed test leaves nothing running.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shardsign_devcert::{DevCa, Issued, Usage};
+use shardsign_proto::node::v1::node_client::NodeClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How long a node may take to start before the harness gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a node's key-encryption key is supplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KekKind {
+    KeyFile,
+    Passphrase,
+}
+
+/// The `shardsign-node` binary: `SHARDSIGN_NODE_BIN`, or beside the test executable's `deps/`.
+pub fn node_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHARDSIGN_NODE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("shardsign-node");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p shardsign-node` (cargo test --workspace does)",
+        binary.display()
+    );
+    binary
+}
+
+/// One node process and its files.
+pub struct NodeProcess {
+    pub id: u8,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub address: String,
+    pub passphrase: String,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn ready_file(&self) -> PathBuf {
+        self.dir.join("ready")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending a signal to our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.ready_file());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut command = Command::new(node_binary());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("SHARDSIGN_TEST_PASSPHRASE", &self.passphrase)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // SAFETY: prctl in the child before exec; no allocation, no locks.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(command.spawn().expect("spawn shardsign-node"));
+    }
+
+    /// Starts the process and waits until it reports its address.
+    pub fn start(&mut self) {
+        self.spawn();
+        self.start_wait();
+    }
+
+    /// Runs `shardsign-node run` expecting it to fail; returns its stderr.
+    pub fn run_expecting_failure(&self, passphrase: &str) -> String {
+        let output = Command::new(node_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("SHARDSIGN_TEST_PASSPHRASE", passphrase)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shardsign-node");
+        assert!(
+            !output.status.success(),
+            "the node started although it should have failed"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three nodes and the material to talk to them as the coordinator.
+pub struct NodeCluster {
+    pub nodes: Vec<NodeProcess>,
+    pub ca: DevCa,
+    pub coordinator: Issued,
+    pub root: tempfile::TempDir,
+}
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+impl NodeCluster {
+    /// Initialises three stores (real `init` runs) and starts the three nodes.
+    pub fn start(kek: KekKind) -> NodeCluster {
+        let root = tempfile::Builder::new()
+            .prefix("shardsign-test-")
+            .tempdir()
+            .expect("tempdir");
+        let ca = DevCa::generate("shardsign test CA").expect("CA");
+        let coordinator = ca
+            .issue("coordinator", &["coordinator"], Usage::Client)
+            .expect("client cert");
+        write(&root.path().join("ca.pem"), ca.cert_pem());
+        let mut identities = Vec::new();
+        let mut nodes = Vec::new();
+        for id in 1..=3u8 {
+            let dir = root.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let passphrase = format!("test passphrase for node {id} {}", hex_random());
+            let mut init = Command::new(node_binary());
+            init.arg("init")
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .arg("--node-id")
+                .arg(id.to_string())
+                .arg("--cluster-id")
+                .arg("test-cluster")
+                .arg("--json");
+            let kek_line = match kek {
+                KekKind::KeyFile => {
+                    let key_file = dir.join("kek.key");
+                    write(&key_file, &hex_random());
+                    init.arg("--key-file").arg(&key_file);
+                    format!("kek = {{ key_file = \"{}\" }}", key_file.display())
+                }
+                KekKind::Passphrase => {
+                    init.arg("--passphrase-env")
+                        .arg("SHARDSIGN_TEST_PASSPHRASE")
+                        .env("SHARDSIGN_TEST_PASSPHRASE", &passphrase);
+                    "kek = { passphrase_env = \"SHARDSIGN_TEST_PASSPHRASE\" }".to_string()
+                }
+            };
+            let output = init.output().expect("run shardsign-node init");
+            assert!(
+                output.status.success(),
+                "init failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let identity: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("init --json");
+            identities.push(identity);
+            let cert = ca
+                .issue(
+                    &format!("node-{id}"),
+                    &["localhost", "127.0.0.1"],
+                    Usage::Server,
+                )
+                .expect("server cert");
+            write(&dir.join("cert.pem"), &cert.cert_pem);
+            write(&dir.join("key.pem"), &cert.key_pem);
+            nodes.push((id, dir, kek_line, passphrase));
+        }
+        let members: String = identities
+            .iter()
+            .map(|i| {
+                format!(
+                    "[[members]]\nnode_id = {}\nsigning_key = \"{}\"\nkx_key = \"{}\"\n",
+                    i["node_id"],
+                    i["signing_key"].as_str().unwrap(),
+                    i["kx_key"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let nodes = nodes
+            .into_iter()
+            .map(|(id, dir, kek_line, passphrase)| {
+                let config = dir.join("node.toml");
+                write(
+                    &config,
+                    &format!(
+                        "node_id = {id}\ncluster_id = \"test-cluster\"\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:0\"\n\
+                         ready_file = \"{ready}\"\nround_timeout_secs = 10\n{kek_line}\n\
+                         tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{ca}\", coordinator_cert_sha256 = \"{pin}\" }}\n\n{members}",
+                        data = dir.join("data").display(),
+                        ready = dir.join("ready").display(),
+                        cert = dir.join("cert.pem").display(),
+                        key = dir.join("key.pem").display(),
+                        ca = root.path().join("ca.pem").display(),
+                        pin = coordinator.fingerprint,
+                    ),
+                );
+                NodeProcess { id, log: dir.join("node.log"), dir, config, address: String::new(), passphrase, child: None }
+            })
+            .collect::<Vec<_>>();
+        let mut cluster = NodeCluster {
+            nodes,
+            ca,
+            coordinator,
+            root,
+        };
+        for node in &mut cluster.nodes {
+            node.spawn();
+        }
+        for node in &mut cluster.nodes {
+            node.start_wait();
+        }
+        cluster
+    }
+
+    pub fn node(&mut self, id: u8) -> &mut NodeProcess {
+        &mut self.nodes[usize::from(id - 1)]
+    }
+
+    /// A client for node `id` presenting `identity` (the coordinator's by default).
+    pub async fn client_with(&self, id: u8, identity: Option<&Issued>) -> NodeClient<Channel> {
+        let address = &self.nodes[usize::from(id - 1)].address;
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca.cert_pem()))
+            .domain_name("localhost");
+        if let Some(identity) = identity {
+            tls = tls.identity(Identity::from_pem(
+                &identity.cert_pem,
+                identity.key_pem.as_bytes(),
+            ));
+        }
+        let channel = Endpoint::from_shared(format!("https://{address}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        NodeClient::new(channel).max_decoding_message_size(4 * 1024 * 1024)
+    }
+
+    pub async fn client(&self, id: u8) -> NodeClient<Channel> {
+        self.client_with(id, Some(&self.coordinator)).await
+    }
+
+    /// Clients for nodes 1, 2, 3 (index 0, 1, 2).
+    pub async fn clients(&self) -> Vec<NodeClient<Channel>> {
+        let mut clients = Vec::new();
+        for id in 1..=3 {
+            clients.push(self.client(id).await);
+        }
+        clients
+    }
+
+    /// Every node's log, concatenated.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl NodeProcess {
+    fn start_wait(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(address) = std::fs::read_to_string(self.ready_file()) {
+                self.address = address.trim().to_string();
+                return;
+            }
+            if !self.is_running() {
+                panic!(
+                    "node {} exited during start; log:\n{}",
+                    self.id,
+                    self.log_text()
+                );
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "node {} did not start; log:\n{}",
+                self.id,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn hex_random() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}

@@ -9,4 +9,7 @@ export SHARDSIGN_PYTHON="$PWD/.venv/bin/python"
 if [ "$#" -eq 0 ]; then
   set -- --workspace
 fi
+# The cluster tests start the real binaries: build them first (cargo test builds a binary only
+# for its own package's integration tests).
+cargo build --locked --workspace --bins
 exec cargo test --locked "$@"

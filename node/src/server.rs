@@ -19,6 +19,9 @@ use crate::error::NodeError;
 use crate::service::NodeService;
 use crate::sessions::Node;
 
+/// How long a share may stay pending before it is deleted as abandoned.
+pub const PENDING_SHARE_TTL_SECS: i64 = 600;
+
 /// Largest request the node decodes: a delivery of a few sealed envelopes.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
@@ -89,6 +92,14 @@ pub async fn serve(
         loop {
             tick.tick().await;
             reaper_node.reap_expired();
+            match reaper_node.store().purge_pending(PENDING_SHARE_TTL_SECS) {
+                Ok(0) => {}
+                Ok(purged) => tracing::warn!(
+                    purged,
+                    "purged key shares whose key generation was never finalized"
+                ),
+                Err(error) => tracing::error!(%error, "could not purge unfinalized key shares"),
+            }
         }
     });
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
-    CancelReply, CancelRequest, DeliverRequest, GetIdentityRequest, Identity, ListKeysReply,
-    ListKeysRequest, NodeKey, RoundReply, StartKeygenRequest, StartSignRequest, start_sign_request,
+    CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest,
+    GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey, RoundReply,
+    StartKeygenRequest, StartSignRequest, start_sign_request,
 };
 use shardsign_tss::{PartyId, SessionId};
 use tonic::{Request, Response, Status};
@@ -78,7 +79,7 @@ impl NodeRpc for NodeService {
         _: Request<GetIdentityRequest>,
     ) -> Result<Response<Identity>, Status> {
         let node = self.node.clone();
-        let key_count = blocking(move || node.store().list_keys()).await?.len() as u32;
+        let key_count = blocking(move || node.store().list_keys(false)).await?.len() as u32;
         let identity = self.node.identity();
         Ok(Response::new(Identity {
             node_id: u32::from(self.node.node_id().get()),
@@ -186,12 +187,26 @@ impl NodeRpc for NodeService {
         Ok(Response::new(CancelReply { existed }))
     }
 
+    async fn finalize_keygen(
+        &self,
+        request: Request<FinalizeKeygenRequest>,
+    ) -> Result<Response<FinalizeKeygenReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        let node = self.node.clone();
+        let found =
+            blocking(move || node.finalize_keygen(session_id, &request.key_id, request.commit))
+                .await?;
+        Ok(Response::new(FinalizeKeygenReply { found }))
+    }
+
     async fn list_keys(
         &self,
-        _: Request<ListKeysRequest>,
+        request: Request<ListKeysRequest>,
     ) -> Result<Response<ListKeysReply>, Status> {
+        let include_pending = request.into_inner().include_pending;
         let node = self.node.clone();
-        let keys = blocking(move || node.store().list_keys()).await?;
+        let keys = blocking(move || node.store().list_keys(include_pending)).await?;
         Ok(Response::new(ListKeysReply {
             keys: keys
                 .into_iter()
@@ -200,6 +215,7 @@ impl NodeRpc for NodeService {
                     public_key: k.public_key,
                     allowed_chain_ids: k.allowed_chain_ids,
                     created_at_unix: k.created_at,
+                    status: k.status,
                 })
                 .collect(),
         }))

@@ -59,6 +59,7 @@ pub struct RoundOutcome {
 
 struct KeygenState {
     engine: DkgSession,
+    session_id: SessionId,
     key_id: String,
     allowed_chain_ids: Vec<u64>,
     /// Digest of every broadcast payload seen, by (round, sender), this node's own included.
@@ -262,6 +263,7 @@ impl Node {
             participants: PARTIES.to_vec(),
             engine: Engine::Keygen(Box::new(KeygenState {
                 engine,
+                session_id,
                 key_id: key_id.to_string(),
                 allowed_chain_ids: chains,
                 broadcasts: BTreeMap::new(),
@@ -533,9 +535,17 @@ impl Node {
         if state.confirmations.len() < PARTIES.len() - 1 {
             return Ok(None);
         }
-        self.store
-            .put_key(&state.key_id, &output.share, &state.allowed_chain_ids)?;
-        tracing::info!(key_id = state.key_id, public_key = %output.public_key, "key generation complete; share stored");
+        self.store.put_pending_key(
+            &state.key_id,
+            state.session_id.as_bytes(),
+            &output.share,
+            &state.allowed_chain_ids,
+        )?;
+        tracing::info!(
+            key_id = state.key_id,
+            public_key = %output.public_key,
+            "key generation complete; share stored, pending finalization"
+        );
         Ok(Some(round_reply::Result::Keygen(KeygenResult {
             key_id: state.key_id.clone(),
             public_key: output.public_key.as_bytes().to_vec(),
@@ -563,6 +573,23 @@ impl Node {
             }
         }
         Ok(envelopes)
+    }
+
+    /// Commits or aborts the pending share a key generation left.
+    pub fn finalize_keygen(
+        &self,
+        session_id: SessionId,
+        key_id: &str,
+        commit: bool,
+    ) -> Result<bool, NodeError> {
+        validate_key_id(key_id)?;
+        let found = self
+            .store
+            .finalize_key(key_id, session_id.as_bytes(), commit)?;
+        if found {
+            tracing::info!(session_id = %session_id, key_id, commit, "key generation finalized");
+        }
+        Ok(found)
     }
 
     /// Drops a session; its secrets are wiped with it.

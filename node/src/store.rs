@@ -43,6 +43,9 @@ const MIGRATIONS: &[&str] = &[
          kind TEXT NOT NULL,
          detail TEXT NOT NULL
      );",
+    // Two-phase key generation: a share is pending until the coordinator finalizes it.
+    "ALTER TABLE keys ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+     ALTER TABLE keys ADD COLUMN pending_session BLOB;",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -52,6 +55,8 @@ pub struct KeyRecord {
     pub public_key: Vec<u8>,
     pub allowed_chain_ids: Vec<u64>,
     pub created_at: i64,
+    /// `active`, or `pending` until finalized.
+    pub status: String,
 }
 
 /// The unlocked store.
@@ -305,10 +310,11 @@ impl Store {
             .is_some())
     }
 
-    /// Stores a new share, all or nothing.
-    pub fn put_key(
+    /// Stores a new share as pending (unusable until [`Self::finalize_key`]), all or nothing.
+    pub fn put_pending_key(
         &self,
         key_id: &str,
+        session_id: &[u8; 32],
         share: &KeyShare,
         allowed_chain_ids: &[u64],
     ) -> Result<(), NodeError> {
@@ -321,9 +327,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO keys (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now()],
+            "INSERT OR IGNORE INTO keys
+                 (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at, status, pending_session)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+            params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now(), session_id.as_slice()],
         )?;
         if inserted == 0 {
             return Err(NodeError::KeyExists(key_id.to_string()));
@@ -332,12 +339,40 @@ impl Store {
         Ok(())
     }
 
-    /// The share of `key_id` and the chain ids it may sign for.
+    /// Commits (makes usable) or aborts (deletes) the pending share of `key_id` made in
+    /// `session_id`. Returns whether there was one.
+    pub fn finalize_key(
+        &self,
+        key_id: &str,
+        session_id: &[u8; 32],
+        commit: bool,
+    ) -> Result<bool, NodeError> {
+        let sql = if commit {
+            "UPDATE keys SET status = 'active', pending_session = NULL
+             WHERE key_id = ?1 AND status = 'pending' AND pending_session = ?2"
+        } else {
+            "DELETE FROM keys WHERE key_id = ?1 AND status = 'pending' AND pending_session = ?2"
+        };
+        Ok(self
+            .conn()
+            .execute(sql, params![key_id, session_id.as_slice()])?
+            > 0)
+    }
+
+    /// Deletes pending shares older than `max_age_secs`: ceremonies nobody finalized.
+    pub fn purge_pending(&self, max_age_secs: i64) -> Result<usize, NodeError> {
+        Ok(self.conn().execute(
+            "DELETE FROM keys WHERE status = 'pending' AND created_at < ?1",
+            params![now() - max_age_secs],
+        )?)
+    }
+
+    /// The share of an active key and the chain ids it may sign for.
     pub fn load_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>), NodeError> {
         let row: Option<(Vec<u8>, String)> = self
             .conn()
             .query_row(
-                "SELECT share_ciphertext, allowed_chain_ids FROM keys WHERE key_id = ?1",
+                "SELECT share_ciphertext, allowed_chain_ids FROM keys WHERE key_id = ?1 AND status = 'active'",
                 [key_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -356,22 +391,25 @@ impl Store {
         Ok((share, chains))
     }
 
-    pub fn list_keys(&self) -> Result<Vec<KeyRecord>, NodeError> {
+    /// Active keys, and pending ones too if asked.
+    pub fn list_keys(&self, include_pending: bool) -> Result<Vec<KeyRecord>, NodeError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT key_id, public_key, allowed_chain_ids, created_at FROM keys ORDER BY created_at, key_id",
+            "SELECT key_id, public_key, allowed_chain_ids, created_at, status FROM keys
+             WHERE status = 'active' OR ?1 ORDER BY created_at, key_id",
         )?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map([include_pending], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         let mut keys = Vec::new();
         for row in rows {
-            let (key_id, public_key, chains, created_at) = row?;
+            let (key_id, public_key, chains, created_at, status) = row?;
             let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
                 NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
             })?;
@@ -380,6 +418,7 @@ impl Store {
                 public_key,
                 allowed_chain_ids,
                 created_at,
+                status,
             });
         }
         Ok(keys)

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{
-    CancelRequest, DeliverRequest, Envelope, KeygenResult, RoundReply, SignatureResult,
-    StartKeygenRequest, StartSignRequest, round_reply, start_sign_request,
+    CancelRequest, DeliverRequest, Envelope, FinalizeKeygenRequest, KeygenResult, RoundReply,
+    SignatureResult, StartKeygenRequest, StartSignRequest, round_reply, start_sign_request,
 };
 use tonic::Status;
 use tonic::transport::Channel;
@@ -146,14 +146,37 @@ pub async fn keygen(
         first.insert(node, reply.into_inner());
     }
     let mut default = no_hook();
-    let results = drive(clients, &session_id, first, hook.unwrap_or(&mut default)).await?;
-    Ok(results
-        .into_values()
-        .filter_map(|r| match r {
-            round_reply::Result::Keygen(k) => Some(k),
-            _ => None,
-        })
-        .collect())
+    let outcome = drive(clients, &session_id, first, hook.unwrap_or(&mut default)).await;
+    let results: Vec<KeygenResult> = match &outcome {
+        Ok(results) => results
+            .values()
+            .filter_map(|r| match r {
+                round_reply::Result::Keygen(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    // Commit only if every node finished with the same key; otherwise abort everywhere.
+    let commit = results.len() == clients.len()
+        && results
+            .iter()
+            .all(|r| r.public_key == results[0].public_key);
+    for (&node, client) in clients {
+        let finalized = client
+            .clone()
+            .finalize_keygen(FinalizeKeygenRequest {
+                session_id: session_id.clone(),
+                key_id: key_id.to_string(),
+                commit,
+            })
+            .await;
+        if commit {
+            finalized.map_err(|status| RelayError { node, status })?;
+        }
+    }
+    outcome?;
+    Ok(results)
 }
 
 /// What to sign.

@@ -72,7 +72,7 @@ struct KeygenState {
 enum Engine {
     Keygen(Box<KeygenState>),
     /// The engine and the hash it signs (this node computed it from the request).
-    Sign(SignSession, [u8; 32]),
+    Sign(Box<SignSession>, [u8; 32]),
 }
 
 struct Session {
@@ -82,6 +82,9 @@ struct Session {
     engine: Engine,
     deadline: Instant,
 }
+
+/// One engine step's products: messages to seal, a final result, and a node-level envelope.
+type StepOutput = (Vec<Message>, Option<round_reply::Result>, Option<Envelope>);
 
 /// A signer node's protocol core: the store, the identity and the sessions in flight.
 pub struct Node {
@@ -121,7 +124,8 @@ pub fn validate_key_id(key_id: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn keygen_binding(key_id: &str, chains: &[u64]) -> [u8; 32] {
+/// What a key generation's envelopes are bound to: the key id and its (sorted) chain ids.
+pub fn keygen_binding(key_id: &str, chains: &[u64]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"shardsign-keygen-binding-v1\0");
     hasher.update(key_id.as_bytes());
@@ -342,7 +346,7 @@ impl Node {
             protocol: Protocol::Sign,
             binding: sign_binding(&request.key_id, &request.signers, &hash),
             participants: request.signers.to_vec(),
-            engine: Engine::Sign(engine, hash),
+            engine: Engine::Sign(Box::new(engine), hash),
             deadline: Instant::now() + self.round_timeout,
         };
         let envelopes = self.seal_all(request.session_id, &mut session, messages)?;
@@ -456,11 +460,7 @@ impl Node {
     }
 
     /// Runs one engine step: returns messages to seal, a final result, and a node-level envelope.
-    fn step(
-        &self,
-        session: &mut Session,
-        message: Message,
-    ) -> Result<(Vec<Message>, Option<round_reply::Result>, Option<Envelope>), NodeError> {
+    fn step(&self, session: &mut Session, message: Message) -> Result<StepOutput, NodeError> {
         let session_id = message.session_id;
         let binding = session.binding;
         let protocol = session.protocol;

@@ -102,6 +102,14 @@ fn share_aad(node_id: PartyId, cluster_id: &str, key_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A path as the path part of an SQLite `file:` URI (`%`, `?` and `#` escaped).
+fn sqlite_uri_path(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23")
+}
+
 fn apply_pragmas(conn: &Connection) -> Result<(), NodeError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk before it returns, including in WAL mode.
@@ -214,6 +222,8 @@ impl Store {
             &[public.signing_key(), public.kx_key()].concat(),
         )?;
         tx.commit()?;
+        // Move the meta rows into the main file, where unlocking reads them.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let store = Store {
             conn: Mutex::new(conn),
             data_key,
@@ -232,7 +242,13 @@ impl Store {
             return Err(NodeError::NoStore(data_dir.to_path_buf()));
         }
         let (node_id, cluster_id, data_key, identity) = {
-            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            // `immutable=1`: no locks, no WAL or shared-memory files, nothing written; the meta
+            // rows live in the main file (init checkpoints them there).
+            let uri = format!("file:{}?immutable=1", sqlite_uri_path(&path));
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )?;
             let node_id = PartyId::new(*meta(&conn, "node_id")?.first().unwrap_or(&0))
                 .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
             let cluster_id = String::from_utf8(meta(&conn, "cluster_id")?)

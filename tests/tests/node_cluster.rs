@@ -317,12 +317,12 @@ async fn an_envelope_redirected_to_another_node_aborts_key_generation_and_stores
             if envelope.round == 1 && envelope.from == 1 {
                 if to == 2 {
                     for_two = Some(envelope.clone());
-                } else if to == 3 {
-                    if let Some(other) = &for_two {
-                        *envelope = other.clone();
-                        if rewrite {
-                            envelope.to = 3;
-                        }
+                } else if to == 3
+                    && let Some(other) = &for_two
+                {
+                    *envelope = other.clone();
+                    if rewrite {
+                        envelope.to = 3;
                     }
                 }
             }

@@ -1,0 +1,150 @@
+//! The key-generation confirmation round catches a divergent view of the broadcasts.
+//!
+//! Three nodes run in-process. After the engine's three rounds, node 1 (compromised, or a relay
+//! holding node 1's key) shows node 3 a confirmation that does not match what node 3 saw. An honest
+//! node 1 signs exactly one broadcast per round, so only a malicious signer can produce two
+//! versions; what node 3 must do either way is refuse to store anything.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardsign_node::kek::KekSource;
+use shardsign_node::sessions::{Node, keygen_binding};
+use shardsign_node::store::Store;
+use shardsign_proto::node::v1::Envelope;
+use shardsign_seal::{Context, NodeSecret, sign_broadcast};
+use shardsign_tss::{PARTIES, SessionId};
+use zeroize::Zeroizing;
+
+const KEY_ID: &str = "divergent";
+const CHAINS: [u64; 1] = [1];
+
+struct Cluster {
+    nodes: Vec<Node>,
+    secret_of_node_1: NodeSecret,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn cluster() -> Cluster {
+    let mut stores = Vec::new();
+    let mut dirs = Vec::new();
+    let mut members = BTreeMap::new();
+    let mut secret_of_node_1 = None;
+    for party in PARTIES {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = KekSource::KeyFile(Zeroizing::new([party.get(); 32]));
+        let (store, secret) = Store::init(dir.path(), party, "divergence-test", &kek).unwrap();
+        members.insert(party, secret.public());
+        if party.get() == 1 {
+            secret_of_node_1 = Some(NodeSecret::from_bytes(secret.to_bytes().as_slice()).unwrap());
+        }
+        stores.push((store, secret));
+        dirs.push(dir);
+    }
+    let nodes = stores
+        .into_iter()
+        .map(|(store, secret)| {
+            Node::new(store, secret, members.clone(), Duration::from_secs(30), 16).unwrap()
+        })
+        .collect();
+    Cluster {
+        nodes,
+        secret_of_node_1: secret_of_node_1.unwrap(),
+        _dirs: dirs,
+    }
+}
+
+fn recipients(envelope: &Envelope) -> Vec<u8> {
+    if envelope.to == 0 {
+        (1..=3).filter(|p| u32::from(*p) != envelope.from).collect()
+    } else {
+        vec![envelope.to as u8]
+    }
+}
+
+#[test]
+fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
+    let cluster = cluster();
+    let session_id = SessionId(rand::random());
+    let mut outgoing: Vec<Envelope> = Vec::new();
+    for node in &cluster.nodes {
+        outgoing.extend(node.start_keygen(session_id, KEY_ID, &CHAINS).unwrap());
+    }
+    // Rounds 1 to 3, delivered honestly.
+    for _ in 1..=3 {
+        let mut inbox: BTreeMap<u8, Vec<Envelope>> = BTreeMap::new();
+        for envelope in outgoing.drain(..) {
+            for to in recipients(&envelope) {
+                inbox.entry(to).or_default().push(envelope.clone());
+            }
+        }
+        for (to, envelopes) in inbox {
+            let outcome = cluster.nodes[usize::from(to - 1)]
+                .deliver(session_id, envelopes)
+                .unwrap();
+            assert!(outcome.result.is_none());
+            outgoing.extend(outcome.envelopes);
+        }
+    }
+    // Every node now sends its signed confirmation (round 4).
+    assert_eq!(outgoing.len(), 3);
+    assert!(outgoing.iter().all(|e| e.round == 4 && e.to == 0));
+
+    // Node 1's confirmation for node 3 is replaced by a validly signed, different one.
+    let binding = keygen_binding(KEY_ID, &CHAINS);
+    let context = Context {
+        cluster_id: "divergence-test",
+        protocol: 1,
+        session_id: session_id.as_bytes(),
+        round: 4,
+        from: 1,
+        to: 0,
+        binding: &binding,
+    };
+    let forged = Envelope {
+        from: 1,
+        to: 0,
+        round: 4,
+        body: sign_broadcast(&cluster.secret_of_node_1, &context, &[0x42; 65]),
+    };
+    let mut for_three: Vec<Envelope> = outgoing.iter().filter(|e| e.from != 3).cloned().collect();
+    for envelope in &mut for_three {
+        if envelope.from == 1 {
+            *envelope = forged.clone();
+        }
+    }
+    let error = cluster.nodes[2].deliver(session_id, for_three).unwrap_err();
+    assert!(
+        error.to_string().contains("broadcast divergence"),
+        "{error}"
+    );
+    let store = cluster.nodes[2].store();
+    assert!(
+        store.list_keys(true).unwrap().is_empty(),
+        "node 3 stored nothing"
+    );
+    assert_eq!(
+        store.security_event_count().unwrap(),
+        1,
+        "the event is on record"
+    );
+
+    // Nodes 1 and 2, given honest confirmations, finish; the relay then aborts everywhere
+    // because node 3 failed, and no usable share remains.
+    for (index, node) in cluster.nodes.iter().enumerate().take(2) {
+        let me = (index + 1) as u32;
+        let confirmations: Vec<Envelope> =
+            outgoing.iter().filter(|e| e.from != me).cloned().collect();
+        let outcome = node.deliver(session_id, confirmations).unwrap();
+        assert!(outcome.result.is_some(), "node {me} finished");
+        assert!(
+            node.store().list_keys(false).unwrap().is_empty(),
+            "pending shares are not usable"
+        );
+        assert!(node.finalize_keygen(session_id, KEY_ID, false).unwrap());
+        assert!(
+            node.store().list_keys(true).unwrap().is_empty(),
+            "the abort deleted the pending share"
+        );
+    }
+}

@@ -114,7 +114,12 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // No Nagle: each round is a small request answered at once; delayed ACKs would add
+            // tens of milliseconds per round trip.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     reaper.abort();
     result.map_err(|e| NodeError::config("listen", format!("server failed: {e}")))

@@ -1,6 +1,7 @@
-//! The key-generation confirmation round catches a divergent view of the broadcasts.
+//! Three nodes in-process (no network), for what needs a node's insides: a forged confirmation
+//! signed with a node's own key, and session deadlines.
 //!
-//! Three nodes run in-process. After the engine's three rounds, node 1 (compromised, or a relay
+//! The key-generation confirmation round catches a divergent view of the broadcasts. After the engine's three rounds, node 1 (compromised, or a relay
 //! holding node 1's key) shows node 3 a confirmation that does not match what node 3 saw. An honest
 //! node 1 signs exactly one broadcast per round, so only a malicious signer can produce two
 //! versions; what node 3 must do either way is refuse to store anything.
@@ -26,6 +27,10 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
+    cluster_with_timeout(Duration::from_secs(30))
+}
+
+fn cluster_with_timeout(round_timeout: Duration) -> Cluster {
     let mut stores = Vec::new();
     let mut dirs = Vec::new();
     let mut members = BTreeMap::new();
@@ -44,7 +49,7 @@ fn cluster() -> Cluster {
     let nodes = stores
         .into_iter()
         .map(|(store, secret)| {
-            Node::new(store, secret, members.clone(), Duration::from_secs(30), 16).unwrap()
+            Node::new(store, secret, members.clone(), round_timeout, 16).unwrap()
         })
         .collect();
     Cluster {
@@ -147,4 +152,24 @@ fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
             "the abort deleted the pending share"
         );
     }
+}
+
+#[test]
+fn a_session_past_its_round_deadline_is_dropped() {
+    let cluster = cluster_with_timeout(Duration::from_millis(50));
+    let session_id = SessionId(rand::random());
+    cluster.nodes[0]
+        .start_keygen(session_id, "slow", &CHAINS)
+        .unwrap();
+    assert_eq!(cluster.nodes[0].sessions_in_flight(), 1);
+    assert_eq!(cluster.nodes[0].reap_expired(), 0, "not expired yet");
+    // The deadline is the behaviour under test: wait past it.
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(cluster.nodes[0].reap_expired(), 1);
+    assert_eq!(cluster.nodes[0].sessions_in_flight(), 0);
+    let error = cluster.nodes[0].deliver(session_id, vec![]).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown or expired session"),
+        "{error}"
+    );
 }

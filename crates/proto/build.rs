@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [root.join("shardsign/node/v1/node.proto")];
+    let files = [
+        root.join("shardsign/v1/shardsign.proto"),
+        root.join("shardsign/node/v1/node.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

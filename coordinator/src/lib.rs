@@ -1,0 +1,6 @@
+//! The shardsign coordinator: the public gRPC API. It authenticates callers, keeps the key
+//! registry, picks a pair of healthy nodes, relays their sealed rounds, verifies the signature
+//! before replying, and runs the key-generation ceremony. It holds no share and cannot open
+//! what it relays.
+
+pub mod relay;

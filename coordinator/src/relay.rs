@@ -1,0 +1,287 @@
+//! The relay: delivers each round's sealed envelopes to their recipients until every participant
+//! has a result. It cannot read or alter what it carries (the nodes would notice); the hook
+//! exists so that tests can play a hostile relay against real nodes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardsign_proto::node::v1::node_client::NodeClient;
+use shardsign_proto::node::v1::{
+    CancelRequest, DeliverRequest, Envelope, FinalizeKeygenRequest, KeygenResult, RoundReply,
+    SignatureResult, StartKeygenRequest, StartSignRequest, round_reply, start_sign_request,
+};
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// What the relay does with one envelope on its way to a recipient.
+pub enum Action {
+    Deliver,
+    Drop,
+}
+
+/// Called for every (recipient, envelope) pair before delivery; may alter the envelope.
+pub type Hook<'a> = &'a mut (dyn FnMut(u8, &mut Envelope) -> Action + Send);
+
+/// A node refused or failed a call.
+#[derive(Debug)]
+pub struct RelayError {
+    pub node: u8,
+    pub status: Status,
+}
+
+/// Clients of the participating nodes, by node id.
+pub type Clients = BTreeMap<u8, NodeClient<Channel>>;
+
+pub fn fresh_session_id() -> Vec<u8> {
+    rand::random::<[u8; 32]>().to_vec()
+}
+
+fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Per-call limits and progress reporting.
+pub struct Options<'a> {
+    /// Deadline of each call to a node (one round's work).
+    pub call_timeout: Duration,
+    pub hook: Option<Hook<'a>>,
+    /// Told the number of each round as it is delivered.
+    pub on_round: Option<&'a mut (dyn FnMut(u32) + Send)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { call_timeout: Duration::from_secs(10), hook: None, on_round: None }
+    }
+}
+
+/// Delivers rounds until no envelopes are left; returns each node's result.
+pub async fn drive(
+    clients: &Clients,
+    session_id: &[u8],
+    first: BTreeMap<u8, RoundReply>,
+    options: &mut Options<'_>,
+) -> Result<BTreeMap<u8, round_reply::Result>, RelayError> {
+    let participants: Vec<u8> = clients.keys().copied().collect();
+    let mut replies = first;
+    let mut results = BTreeMap::new();
+    loop {
+        let mut inbox: BTreeMap<u8, Vec<Envelope>> = BTreeMap::new();
+        let mut round = 0;
+        for (node, reply) in replies {
+            if let Some(result) = reply.result {
+                results.insert(node, result);
+            }
+            for envelope in reply.envelopes {
+                round = round.max(envelope.round);
+                let recipients: Vec<u8> = if envelope.to == 0 {
+                    participants.iter().copied().filter(|p| u32::from(*p) != envelope.from).collect()
+                } else {
+                    // An address outside the session is the relay's to refuse.
+                    match u8::try_from(envelope.to).ok().filter(|to| participants.contains(to)) {
+                        Some(to) => vec![to],
+                        None => {
+                            return Err(RelayError {
+                                node,
+                                status: Status::internal(format!("node {node} addressed an envelope to node {}", envelope.to)),
+                            });
+                        }
+                    }
+                };
+                for to in recipients {
+                    let mut copy = envelope.clone();
+                    let action = match options.hook.as_mut() {
+                        Some(hook) => hook(to, &mut copy),
+                        None => Action::Deliver,
+                    };
+                    if let Action::Deliver = action {
+                        inbox.entry(to).or_default().push(copy);
+                    }
+                }
+            }
+        }
+        if inbox.is_empty() {
+            return Ok(results);
+        }
+        if let Some(on_round) = options.on_round.as_mut() {
+            on_round(round);
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for (to, envelopes) in inbox {
+            let mut client = clients[&to].clone();
+            let request = with_timeout(DeliverRequest { session_id: session_id.to_vec(), envelopes }, options.call_timeout);
+            calls.spawn(async move { (to, client.deliver(request).await) });
+        }
+        replies = BTreeMap::new();
+        let mut failure = None;
+        while let Some(joined) = calls.join_next().await {
+            let (node, outcome) = joined.map_err(|_| RelayError { node: 0, status: Status::internal("relay task failed") })?;
+            match outcome {
+                Ok(reply) => {
+                    replies.insert(node, reply.into_inner());
+                }
+                Err(status) => failure = failure.or(Some(RelayError { node, status })),
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+    }
+}
+
+/// Best-effort cancellation of a session on every participant.
+pub async fn cancel_all(clients: &Clients, session_id: &[u8]) {
+    let mut calls = tokio::task::JoinSet::new();
+    for client in clients.values() {
+        let mut client = client.clone();
+        let request = with_timeout(CancelRequest { session_id: session_id.to_vec() }, Duration::from_secs(2));
+        calls.spawn(async move { client.cancel(request).await });
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+/// Starts a session on every participant at once.
+async fn start_all<F, Fut>(clients: &Clients, start: F) -> Result<BTreeMap<u8, RoundReply>, RelayError>
+where
+    F: Fn(NodeClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<RoundReply>, Status>> + Send + 'static,
+{
+    let mut calls = tokio::task::JoinSet::new();
+    for (&node, client) in clients {
+        let call = start(client.clone());
+        calls.spawn(async move { (node, call.await) });
+    }
+    let mut first = BTreeMap::new();
+    let mut failure = None;
+    while let Some(joined) = calls.join_next().await {
+        let (node, outcome) = joined.map_err(|_| RelayError { node: 0, status: Status::internal("relay task failed") })?;
+        match outcome {
+            Ok(reply) => {
+                first.insert(node, reply.into_inner());
+            }
+            Err(status) => failure = failure.or(Some(RelayError { node, status })),
+        }
+    }
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(first),
+    }
+}
+
+/// Runs a key generation on all of `clients` (the three nodes) and finalizes it: committed on
+/// every node only if every node finished with the same key, aborted everywhere otherwise.
+pub async fn keygen(
+    clients: &Clients,
+    session_id: &[u8],
+    key_id: &str,
+    chains: &[u64],
+    options: &mut Options<'_>,
+) -> Result<Vec<KeygenResult>, RelayError> {
+    let timeout = options.call_timeout;
+    let started = start_all(clients, |mut client| {
+        let request = with_timeout(
+            StartKeygenRequest { session_id: session_id.to_vec(), key_id: key_id.to_string(), allowed_chain_ids: chains.to_vec() },
+            timeout,
+        );
+        async move { client.start_keygen(request).await }
+    })
+    .await;
+    let outcome = match started {
+        Ok(first) => drive(clients, session_id, first, options).await,
+        Err(error) => Err(error),
+    };
+    let results: Vec<KeygenResult> = match &outcome {
+        Ok(results) => results
+            .values()
+            .filter_map(|r| match r {
+                round_reply::Result::Keygen(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let commit = results.len() == clients.len() && results.iter().all(|r| r.public_key == results[0].public_key);
+    if !commit {
+        cancel_all(clients, session_id).await;
+    }
+    for (&node, client) in clients {
+        let request = with_timeout(
+            FinalizeKeygenRequest { session_id: session_id.to_vec(), key_id: key_id.to_string(), commit },
+            timeout,
+        );
+        let finalized = client.clone().finalize_keygen(request).await;
+        if commit {
+            finalized.map_err(|status| RelayError { node, status })?;
+        }
+    }
+    outcome?;
+    if !commit {
+        return Err(RelayError { node: 0, status: Status::internal("the nodes derived different keys") });
+    }
+    Ok(results)
+}
+
+/// What a signing session signs.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Transaction(Vec<u8>),
+    PersonalMessage(Vec<u8>),
+}
+
+/// Runs a signing session on `signers`; returns both nodes' results. On failure the session is
+/// cancelled on both.
+pub async fn sign(
+    clients: &Clients,
+    signers: [u8; 2],
+    key_id: &str,
+    payload: &Payload,
+    expected_hash: [u8; 32],
+    session_id: &[u8],
+    options: &mut Options<'_>,
+) -> Result<Vec<SignatureResult>, RelayError> {
+    let mut pair = Clients::new();
+    for signer in signers {
+        let client = clients
+            .get(&signer)
+            .ok_or_else(|| RelayError { node: signer, status: Status::internal("no client for this node") })?;
+        pair.insert(signer, client.clone());
+    }
+    let timeout = options.call_timeout;
+    let started = start_all(&pair, |mut client| {
+        let payload = match payload {
+            Payload::Transaction(bytes) => start_sign_request::Payload::Transaction(bytes.clone()),
+            Payload::PersonalMessage(bytes) => start_sign_request::Payload::PersonalMessage(bytes.clone()),
+        };
+        let request = with_timeout(
+            StartSignRequest {
+                session_id: session_id.to_vec(),
+                key_id: key_id.to_string(),
+                signers: signers.iter().map(|s| u32::from(*s)).collect(),
+                payload: Some(payload),
+                expected_hash: expected_hash.to_vec(),
+            },
+            timeout,
+        );
+        async move { client.start_sign(request).await }
+    })
+    .await;
+    let outcome = match started {
+        Ok(first) => drive(&pair, session_id, first, options).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(results) => Ok(results
+            .into_values()
+            .filter_map(|r| match r {
+                round_reply::Result::Signature(s) => Some(s),
+                _ => None,
+            })
+            .collect()),
+        Err(error) => {
+            cancel_all(&pair, session_id).await;
+            Err(error)
+        }
+    }
+}

@@ -3,4 +3,13 @@
 //! before replying, and runs the key-generation ceremony. It holds no share and cannot open
 //! what it relays.
 
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod core;
+pub mod error;
+pub mod pool;
+pub mod registry;
 pub mod relay;
+pub mod server;
+pub mod service;

@@ -49,11 +49,18 @@ pub struct Options<'a> {
     pub hook: Option<Hook<'a>>,
     /// Told the number of each round as it is delivered.
     pub on_round: Option<&'a mut (dyn FnMut(u32) + Send)>,
+    /// Told each node that joined the session.
+    pub on_joined: Option<&'a mut (dyn FnMut(u8) + Send)>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { call_timeout: Duration::from_secs(10), hook: None, on_round: None }
+        Options {
+            call_timeout: Duration::from_secs(10),
+            hook: None,
+            on_round: None,
+            on_joined: None,
+        }
     }
 }
 
@@ -77,15 +84,25 @@ pub async fn drive(
             for envelope in reply.envelopes {
                 round = round.max(envelope.round);
                 let recipients: Vec<u8> = if envelope.to == 0 {
-                    participants.iter().copied().filter(|p| u32::from(*p) != envelope.from).collect()
+                    participants
+                        .iter()
+                        .copied()
+                        .filter(|p| u32::from(*p) != envelope.from)
+                        .collect()
                 } else {
                     // An address outside the session is the relay's to refuse.
-                    match u8::try_from(envelope.to).ok().filter(|to| participants.contains(to)) {
+                    match u8::try_from(envelope.to)
+                        .ok()
+                        .filter(|to| participants.contains(to))
+                    {
                         Some(to) => vec![to],
                         None => {
                             return Err(RelayError {
                                 node,
-                                status: Status::internal(format!("node {node} addressed an envelope to node {}", envelope.to)),
+                                status: Status::internal(format!(
+                                    "node {node} addressed an envelope to node {}",
+                                    envelope.to
+                                )),
                             });
                         }
                     }
@@ -111,13 +128,22 @@ pub async fn drive(
         let mut calls = tokio::task::JoinSet::new();
         for (to, envelopes) in inbox {
             let mut client = clients[&to].clone();
-            let request = with_timeout(DeliverRequest { session_id: session_id.to_vec(), envelopes }, options.call_timeout);
+            let request = with_timeout(
+                DeliverRequest {
+                    session_id: session_id.to_vec(),
+                    envelopes,
+                },
+                options.call_timeout,
+            );
             calls.spawn(async move { (to, client.deliver(request).await) });
         }
         replies = BTreeMap::new();
         let mut failure = None;
         while let Some(joined) = calls.join_next().await {
-            let (node, outcome) = joined.map_err(|_| RelayError { node: 0, status: Status::internal("relay task failed") })?;
+            let (node, outcome) = joined.map_err(|_| RelayError {
+                node: 0,
+                status: Status::internal("relay task failed"),
+            })?;
             match outcome {
                 Ok(reply) => {
                     replies.insert(node, reply.into_inner());
@@ -136,14 +162,22 @@ pub async fn cancel_all(clients: &Clients, session_id: &[u8]) {
     let mut calls = tokio::task::JoinSet::new();
     for client in clients.values() {
         let mut client = client.clone();
-        let request = with_timeout(CancelRequest { session_id: session_id.to_vec() }, Duration::from_secs(2));
+        let request = with_timeout(
+            CancelRequest {
+                session_id: session_id.to_vec(),
+            },
+            Duration::from_secs(2),
+        );
         calls.spawn(async move { client.cancel(request).await });
     }
     while calls.join_next().await.is_some() {}
 }
 
 /// Starts a session on every participant at once.
-async fn start_all<F, Fut>(clients: &Clients, start: F) -> Result<BTreeMap<u8, RoundReply>, RelayError>
+async fn start_all<F, Fut>(
+    clients: &Clients,
+    start: F,
+) -> Result<BTreeMap<u8, RoundReply>, RelayError>
 where
     F: Fn(NodeClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<RoundReply>, Status>> + Send + 'static,
@@ -156,7 +190,10 @@ where
     let mut first = BTreeMap::new();
     let mut failure = None;
     while let Some(joined) = calls.join_next().await {
-        let (node, outcome) = joined.map_err(|_| RelayError { node: 0, status: Status::internal("relay task failed") })?;
+        let (node, outcome) = joined.map_err(|_| RelayError {
+            node: 0,
+            status: Status::internal("relay task failed"),
+        })?;
         match outcome {
             Ok(reply) => {
                 first.insert(node, reply.into_inner());
@@ -182,14 +219,23 @@ pub async fn keygen(
     let timeout = options.call_timeout;
     let started = start_all(clients, |mut client| {
         let request = with_timeout(
-            StartKeygenRequest { session_id: session_id.to_vec(), key_id: key_id.to_string(), allowed_chain_ids: chains.to_vec() },
+            StartKeygenRequest {
+                session_id: session_id.to_vec(),
+                key_id: key_id.to_string(),
+                allowed_chain_ids: chains.to_vec(),
+            },
             timeout,
         );
         async move { client.start_keygen(request).await }
     })
     .await;
     let outcome = match started {
-        Ok(first) => drive(clients, session_id, first, options).await,
+        Ok(first) => {
+            if let Some(on_joined) = options.on_joined.as_mut() {
+                first.keys().for_each(|node| on_joined(*node));
+            }
+            drive(clients, session_id, first, options).await
+        }
         Err(error) => Err(error),
     };
     let results: Vec<KeygenResult> = match &outcome {
@@ -202,13 +248,20 @@ pub async fn keygen(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let commit = results.len() == clients.len() && results.iter().all(|r| r.public_key == results[0].public_key);
+    let commit = results.len() == clients.len()
+        && results
+            .iter()
+            .all(|r| r.public_key == results[0].public_key);
     if !commit {
         cancel_all(clients, session_id).await;
     }
     for (&node, client) in clients {
         let request = with_timeout(
-            FinalizeKeygenRequest { session_id: session_id.to_vec(), key_id: key_id.to_string(), commit },
+            FinalizeKeygenRequest {
+                session_id: session_id.to_vec(),
+                key_id: key_id.to_string(),
+                commit,
+            },
             timeout,
         );
         let finalized = client.clone().finalize_keygen(request).await;
@@ -218,7 +271,10 @@ pub async fn keygen(
     }
     outcome?;
     if !commit {
-        return Err(RelayError { node: 0, status: Status::internal("the nodes derived different keys") });
+        return Err(RelayError {
+            node: 0,
+            status: Status::internal("the nodes derived different keys"),
+        });
     }
     Ok(results)
 }
@@ -243,16 +299,19 @@ pub async fn sign(
 ) -> Result<Vec<SignatureResult>, RelayError> {
     let mut pair = Clients::new();
     for signer in signers {
-        let client = clients
-            .get(&signer)
-            .ok_or_else(|| RelayError { node: signer, status: Status::internal("no client for this node") })?;
+        let client = clients.get(&signer).ok_or_else(|| RelayError {
+            node: signer,
+            status: Status::internal("no client for this node"),
+        })?;
         pair.insert(signer, client.clone());
     }
     let timeout = options.call_timeout;
     let started = start_all(&pair, |mut client| {
         let payload = match payload {
             Payload::Transaction(bytes) => start_sign_request::Payload::Transaction(bytes.clone()),
-            Payload::PersonalMessage(bytes) => start_sign_request::Payload::PersonalMessage(bytes.clone()),
+            Payload::PersonalMessage(bytes) => {
+                start_sign_request::Payload::PersonalMessage(bytes.clone())
+            }
         };
         let request = with_timeout(
             StartSignRequest {

@@ -10,7 +10,10 @@ use shardsign_proto::node::v1::{KeygenResult, SignatureResult};
 use tonic::transport::Channel;
 
 fn options(hook: Option<Hook<'_>>) -> production::Options<'_> {
-    production::Options { hook, ..Default::default() }
+    production::Options {
+        hook,
+        ..Default::default()
+    }
 }
 
 /// Runs and finalizes a key generation on the three nodes.
@@ -20,7 +23,14 @@ pub async fn keygen(
     chains: &[u64],
     hook: Option<Hook<'_>>,
 ) -> Result<Vec<KeygenResult>, RelayError> {
-    production::keygen(clients, &fresh_session_id(), key_id, chains, &mut options(hook)).await
+    production::keygen(
+        clients,
+        &fresh_session_id(),
+        key_id,
+        chains,
+        &mut options(hook),
+    )
+    .await
 }
 
 /// Runs a signing session on two nodes; returns both nodes' results.
@@ -34,5 +44,14 @@ pub async fn sign(
     hook: Option<Hook<'_>>,
 ) -> Result<Vec<SignatureResult>, RelayError> {
     let session_id = session_id.unwrap_or_else(fresh_session_id);
-    production::sign(clients, signers, key_id, payload, expected_hash, &session_id, &mut options(hook)).await
+    production::sign(
+        clients,
+        signers,
+        key_id,
+        payload,
+        expected_hash,
+        &session_id,
+        &mut options(hook),
+    )
+    .await
 }

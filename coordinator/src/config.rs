@@ -1,0 +1,257 @@
+//! The coordinator's configuration: one TOML file, validated once at start. Errors name the
+//! setting and what it expects. Tokens come from environment variables or files named here,
+//! never from the file itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::error::CoordError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_id: String,
+    listen: String,
+    database: PathBuf,
+    ready_file: Option<PathBuf>,
+    request_timeout_secs: Option<u64>,
+    round_timeout_secs: Option<u64>,
+    log_format: Option<String>,
+    auth: RawAuth,
+    tls: Option<RawServerTls>,
+    node_tls: RawNodeTls,
+    nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    admin_token_env: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    signer_token_env: Option<String>,
+    signer_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    node_id: u8,
+    address: String,
+    tls_name: String,
+    fingerprint: Option<String>,
+}
+
+/// A node as configured.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: u8,
+    pub address: String,
+    pub tls_name: String,
+    /// The node identity's fingerprint, checked by `ClusterStatus` when set.
+    pub fingerprint: Option<String>,
+}
+
+/// PEM material; the key is wiped on drop and never printed.
+#[derive(Clone)]
+pub struct Pem {
+    pub cert: String,
+    pub key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pem { key: *** }")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A bearer token; only its hash is kept once the process runs.
+pub struct Token(pub Zeroizing<String>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+#[derive(Debug)]
+pub struct CoordinatorConfig {
+    pub cluster_id: String,
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub ready_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub round_timeout: Duration,
+    pub log_format: LogFormat,
+    pub admin_token: Token,
+    pub signer_token: Token,
+    pub tls: Option<Pem>,
+    pub node_ca: String,
+    pub node_client: Pem,
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// Shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+const MAX_TOKEN_LEN: usize = 512;
+
+fn read(setting: &str, path: &Path) -> Result<String, CoordError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CoordError::config(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+fn token(setting: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<Token, CoordError> {
+    let value = match (env, file) {
+        (Some(var), None) => std::env::var(var).map_err(|_| {
+            CoordError::config(
+                format!("{setting}_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        (None, Some(path)) => read(&format!("{setting}_file"), path)?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        _ => {
+            return Err(CoordError::config(
+                setting,
+                format!("set exactly one of {setting}_env or {setting}_file"),
+            ));
+        }
+    };
+    let value = Zeroizing::new(value);
+    if value.len() < MIN_TOKEN_LEN
+        || value.len() > MAX_TOKEN_LEN
+        || !value.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(CoordError::config(
+            setting,
+            format!(
+                "a token is {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} printable ASCII characters without spaces"
+            ),
+        ));
+    }
+    Ok(Token(value))
+}
+
+fn seconds(setting: &str, value: Option<u64>, default: u64) -> Result<Duration, CoordError> {
+    let value = value.unwrap_or(default);
+    if value == 0 || value > 3600 {
+        return Err(CoordError::config(setting, "expected 1 to 3600 seconds"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+impl CoordinatorConfig {
+    pub fn load(path: &Path) -> Result<Self, CoordError> {
+        Self::parse(&read("config file", path)?)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CoordError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| CoordError::config("config file", e.message().to_string()))?;
+        if raw.cluster_id.is_empty() || raw.cluster_id.len() > 64 {
+            return Err(CoordError::config(
+                "cluster_id",
+                "expected 1 to 64 characters",
+            ));
+        }
+        let listen = raw
+            .listen
+            .parse()
+            .map_err(|_| CoordError::config("listen", "expected an address like 127.0.0.1:7000"))?;
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                return Err(CoordError::config(
+                    "log_format",
+                    "expected \"text\" or \"json\"",
+                ));
+            }
+        };
+        let mut nodes = Vec::new();
+        for node in raw.nodes {
+            if !(1..=3).contains(&node.node_id)
+                || nodes.iter().any(|n: &NodeConfig| n.node_id == node.node_id)
+            {
+                return Err(CoordError::config(
+                    "nodes.node_id",
+                    "expected node ids 1, 2 and 3, each once",
+                ));
+            }
+            if !node.address.starts_with("https://") {
+                return Err(CoordError::config(
+                    format!("nodes[{}].address", node.node_id),
+                    "expected https://host:port",
+                ));
+            }
+            nodes.push(NodeConfig {
+                node_id: node.node_id,
+                address: node.address,
+                tls_name: node.tls_name,
+                fingerprint: node.fingerprint,
+            });
+        }
+        if nodes.len() != 3 {
+            return Err(CoordError::config("nodes", "expected exactly three nodes"));
+        }
+        nodes.sort_by_key(|n| n.node_id);
+        let tls = match raw.tls {
+            Some(tls) => Some(Pem {
+                cert: read("tls.cert", &tls.cert)?,
+                key: Zeroizing::new(read("tls.key", &tls.key)?),
+            }),
+            None => None,
+        };
+        Ok(CoordinatorConfig {
+            cluster_id: raw.cluster_id,
+            listen,
+            database: raw.database,
+            ready_file: raw.ready_file,
+            request_timeout: seconds("request_timeout_secs", raw.request_timeout_secs, 30)?,
+            round_timeout: seconds("round_timeout_secs", raw.round_timeout_secs, 5)?,
+            log_format,
+            admin_token: token(
+                "auth.admin_token",
+                &raw.auth.admin_token_env,
+                &raw.auth.admin_token_file,
+            )?,
+            signer_token: token(
+                "auth.signer_token",
+                &raw.auth.signer_token_env,
+                &raw.auth.signer_token_file,
+            )?,
+            tls,
+            node_ca: read("node_tls.ca", &raw.node_tls.ca)?,
+            node_client: Pem {
+                cert: read("node_tls.cert", &raw.node_tls.cert)?,
+                key: Zeroizing::new(read("node_tls.key", &raw.node_tls.key)?),
+            },
+            nodes,
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The coordinator's errors, each mapped to one gRPC status with a message a caller can act on.
+
+use thiserror::Error;
+use tonic::{Code, Status};
+
+#[derive(Debug, Error)]
+pub enum CoordError {
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    /// The transaction is malformed; the message names the field.
+    #[error(transparent)]
+    InvalidTransaction(#[from] shardsign_eth::EthError),
+    #[error("key `{0}` not found")]
+    KeyNotFound(String),
+    #[error("key `{0}` is disabled")]
+    KeyDisabled(String),
+    #[error("key `{0}` already exists")]
+    KeyExists(String),
+    #[error("request_id `{0}` was already used with a different payload; use a fresh request id")]
+    RequestIdReused(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A node refused the request itself (policy, bad input it caught): passed through.
+    #[error("node {node}: {message}")]
+    NodeRefused {
+        node: u8,
+        code: Code,
+        message: String,
+    },
+    #[error("signing failed: {0}")]
+    SigningFailed(String),
+    #[error("key generation failed: {0}")]
+    KeygenFailed(String),
+    #[error("registry error: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("configuration: {setting}: {problem}")]
+    Config { setting: String, problem: String },
+}
+
+impl CoordError {
+    pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        CoordError::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn config(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        CoordError::Config {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<CoordError> for Status {
+    fn from(error: CoordError) -> Status {
+        let message = error.to_string();
+        match error {
+            CoordError::InvalidArgument { .. } | CoordError::InvalidTransaction(_) => {
+                Status::invalid_argument(message)
+            }
+            CoordError::KeyNotFound(_) => Status::not_found(message),
+            CoordError::KeyDisabled(_) => Status::failed_precondition(message),
+            CoordError::KeyExists(_) | CoordError::RequestIdReused(_) => {
+                Status::already_exists(message)
+            }
+            CoordError::Unavailable(_) => Status::unavailable(message),
+            CoordError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            CoordError::PermissionDenied(_) => Status::permission_denied(message),
+            CoordError::NodeRefused { code, .. } => Status::new(code, message),
+            CoordError::SigningFailed(_) | CoordError::KeygenFailed(_) => Status::aborted(message),
+            CoordError::Store(_) | CoordError::Config { .. } => {
+                tracing::error!(error = %message, "internal error");
+                Status::internal("internal error in the coordinator; see its log")
+            }
+        }
+    }
+}

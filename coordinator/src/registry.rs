@@ -1,0 +1,211 @@
+//! The coordinator's registry: keys (public data only) and idempotency records, in one SQLite
+//! database (WAL, full fsync), so a restart loses nothing.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::CoordError;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+         key_id TEXT PRIMARY KEY,
+         label TEXT NOT NULL,
+         public_key BLOB NOT NULL,
+         address TEXT NOT NULL,
+         allowed_chain_ids TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         status TEXT NOT NULL
+     );
+     CREATE TABLE requests (
+         request_id TEXT PRIMARY KEY,
+         request_hash BLOB NOT NULL,
+         response BLOB NOT NULL,
+         created_at INTEGER NOT NULL
+     );"];
+
+/// A registered key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub label: String,
+    pub public_key: Vec<u8>,
+    pub address: String,
+    pub allowed_chain_ids: Vec<u64>,
+    pub created_at: i64,
+    pub disabled: bool,
+}
+
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecord, String)> {
+    Ok((
+        KeyRecord {
+            key_id: row.get(0)?,
+            label: row.get(1)?,
+            public_key: row.get(2)?,
+            address: row.get(3)?,
+            allowed_chain_ids: Vec::new(),
+            created_at: row.get(5)?,
+            disabled: row.get::<_, String>(6)? == "disabled",
+        },
+        row.get(4)?,
+    ))
+}
+
+fn with_chains((mut key, chains): (KeyRecord, String)) -> Result<KeyRecord, CoordError> {
+    key.allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
+        CoordError::config(
+            "registry",
+            format!("chain ids of key `{}` are unreadable", key.key_id),
+        )
+    })?;
+    Ok(key)
+}
+
+const KEY_COLUMNS: &str =
+    "key_id, label, public_key, address, allowed_chain_ids, created_at, status";
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Self, CoordError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CoordError::config(
+                    "database",
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: usize =
+            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if applied > MIGRATIONS.len() {
+            return Err(CoordError::config(
+                "database",
+                "the schema is newer than this binary",
+            ));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Registry {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert_key(&self, key: &KeyRecord) -> Result<(), CoordError> {
+        let chains = serde_json::to_string(&key.allowed_chain_ids).expect("numbers serialise");
+        let inserted = self.conn().execute(
+            "INSERT OR IGNORE INTO keys (key_id, label, public_key, address, allowed_chain_ids, created_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active')",
+            params![key.key_id, key.label, key.public_key, key.address, chains, key.created_at],
+        )?;
+        if inserted == 0 {
+            return Err(CoordError::KeyExists(key.key_id.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn get_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
+                [key_id],
+                row_to_key,
+            )
+            .optional()?;
+        with_chains(row.ok_or_else(|| CoordError::KeyNotFound(key_id.to_string()))?)
+    }
+
+    pub fn key_exists(&self, key_id: &str) -> Result<bool, CoordError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM keys WHERE key_id = ?1", [key_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>, CoordError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
+        ))?;
+        let rows = statement.query_map([], row_to_key)?;
+        rows.map(|row| with_chains(row?)).collect()
+    }
+
+    pub fn disable_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
+        let updated = self.conn().execute(
+            "UPDATE keys SET status = 'disabled' WHERE key_id = ?1",
+            [key_id],
+        )?;
+        if updated == 0 {
+            return Err(CoordError::KeyNotFound(key_id.to_string()));
+        }
+        self.get_key(key_id)
+    }
+
+    /// The stored response of `request_id`, if any, after checking it was for the same request.
+    pub fn idempotent_response(
+        &self,
+        request_id: &str,
+        request_hash: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, CoordError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn()
+            .query_row(
+                "SELECT request_hash, response FROM requests WHERE request_id = ?1",
+                [request_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((hash, response)) if hash == request_hash => Ok(Some(response)),
+            Some(_) => Err(CoordError::RequestIdReused(request_id.to_string())),
+        }
+    }
+
+    /// Records a response; if a concurrent call with the same id won, returns its response.
+    pub fn record_response(
+        &self,
+        request_id: &str,
+        request_hash: &[u8; 32],
+        response: &[u8],
+    ) -> Result<Vec<u8>, CoordError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![request_id, request_hash.as_slice(), response, now()],
+        )?;
+        Ok(self
+            .idempotent_response(request_id, request_hash)?
+            .unwrap_or_else(|| response.to_vec()))
+    }
+}
+
+pub fn unix_now() -> i64 {
+    now()
+}

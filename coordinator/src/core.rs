@@ -451,7 +451,10 @@ impl Coordinator {
             ..Default::default()
         };
         let outcome = relay::keygen(&clients, &session_id, &key_id, &chains, &mut options).await;
+        // The progress closures own senders: drop them so that the forwarder sees the end.
         drop(options);
+        drop(on_joined);
+        drop(on_round);
         drop(progress_tx);
         let _ = forward.await;
         let result = match outcome {

@@ -7,6 +7,7 @@ strings, bytes as 0x-hex. Request keys (all optional):
   sign_msgs  0x-hex messages to sign with EIP-191 personal_sign
   recover_msgs  [{"message": hex, "signature": hex}] to recover the signer of
   generate   {"count": N, "seed": S}: make N random transactions of each type, sign them
+  recover_txs  0x-hex raw signed transactions to recover the sender and hash of
 """
 
 import json
@@ -16,7 +17,7 @@ import sys
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.typed_transactions import TypedTransaction
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
 
@@ -129,6 +130,11 @@ def main():
         reply["recovered"] = [
             Account.recover_message(encode_defunct(hexstr=item["message"]), signature=item["signature"])
             for item in request["recover_msgs"]
+        ]
+    if "recover_txs" in request:
+        reply["recovered_txs"] = [
+            {"sender": Account.recover_transaction(raw), "hash": hex0x(keccak(hexstr=raw))}
+            for raw in request["recover_txs"]
         ]
     if "generate" in request:
         reply["generated"] = generate(request["generate"])

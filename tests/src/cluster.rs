@@ -23,9 +23,9 @@ pub enum KekKind {
     Passphrase,
 }
 
-/// The `shardsign-node` binary: `SHARDSIGN_NODE_BIN`, or beside the test executable's `deps/`.
-pub fn node_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SHARDSIGN_NODE_BIN") {
+/// A workspace binary: `$env_var`, or beside the test executable's `deps/` directory.
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -33,13 +33,68 @@ pub fn node_binary() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("shardsign-node");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p shardsign-node` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test.sh does)",
         binary.display()
     );
     binary
+}
+
+/// The `shardsign-node` binary (`SHARDSIGN_NODE_BIN` overrides).
+pub fn node_binary() -> PathBuf {
+    workspace_binary("shardsign-node", "SHARDSIGN_NODE_BIN")
+}
+
+/// Starts `command` with its output appended to `log`, killed if the starting thread dies.
+pub fn spawn_logged(mut command: Command, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    // SAFETY: prctl in the child before exec; no allocation, no locks.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("spawn a workspace binary")
+}
+
+/// Waits until `ready_file` holds an address; panics with the log if the process dies first.
+pub fn wait_ready(name: &str, child: &mut Child, ready_file: &Path, log: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(address) = std::fs::read_to_string(ready_file) {
+            return address.trim().to_string();
+        }
+        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+        if !matches!(child.try_wait(), Ok(None)) {
+            panic!("{name} exited during start; log:\n{}", log_text());
+        }
+        assert!(
+            started.elapsed() < START_TIMEOUT,
+            "{name} did not start; log:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops a child with SIGTERM and waits for it.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: sending a signal to our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
 }
 
 /// One node process and its files.
@@ -77,39 +132,20 @@ impl NodeProcess {
     /// Stops the process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: sending a signal to our own child's pid.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let _ = child.wait();
+            terminate(&mut child);
         }
     }
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.ready_file());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
         let mut command = Command::new(node_binary());
         command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
             .env("SHARDSIGN_TEST_PASSPHRASE", &self.passphrase)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        // SAFETY: prctl in the child before exec; no allocation, no locks.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(command.spawn().expect("spawn shardsign-node"));
+            .env("RUST_LOG", "info,shardsign_node=debug");
+        self.child = Some(spawn_logged(command, &self.log));
     }
 
     /// Starts the process and waits until it reports its address.
@@ -316,30 +352,16 @@ impl NodeCluster {
 
 impl NodeProcess {
     fn start_wait(&mut self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(address) = std::fs::read_to_string(self.ready_file()) {
-                self.address = address.trim().to_string();
-                return;
-            }
-            if !self.is_running() {
-                panic!(
-                    "node {} exited during start; log:\n{}",
-                    self.id,
-                    self.log_text()
-                );
-            }
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "node {} did not start; log:\n{}",
-                self.id,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.as_mut().expect("spawned");
+        self.address = wait_ready(
+            &format!("node {}", self.id),
+            child,
+            &self.dir.join("ready"),
+            &self.log,
+        );
     }
 }
 
-fn hex_random() -> String {
+pub fn hex_random() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }

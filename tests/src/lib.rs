@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod eth_account;
+pub mod full;
 pub mod random_tx;
 pub mod relay;
 pub mod tx_json;

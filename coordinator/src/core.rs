@@ -444,15 +444,16 @@ impl Coordinator {
         let mut on_round = move |round: u32| {
             let _ = round_tx.send(Event::Round(Round { round }));
         };
-        let mut options = relay::Options {
-            call_timeout: self.round_timeout.max(Duration::from_secs(10)),
-            on_joined: Some(&mut on_joined),
-            on_round: Some(&mut on_round),
-            ..Default::default()
+        let outcome = {
+            let mut options = relay::Options {
+                call_timeout: self.round_timeout.max(Duration::from_secs(10)),
+                on_joined: Some(&mut on_joined),
+                on_round: Some(&mut on_round),
+                ..Default::default()
+            };
+            relay::keygen(&clients, &session_id, &key_id, &chains, &mut options).await
         };
-        let outcome = relay::keygen(&clients, &session_id, &key_id, &chains, &mut options).await;
         // The progress closures own senders: drop them so that the forwarder sees the end.
-        drop(options);
         drop(on_joined);
         drop(on_round);
         drop(progress_tx);

@@ -298,6 +298,13 @@ impl NodeCluster {
         }
         for node in &mut cluster.nodes {
             node.start_wait();
+            // Pin the port the node got, so that a restarted node is found where it was.
+            let config = std::fs::read_to_string(&node.config).expect("node config");
+            let pinned = config.replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{}\"", node.address),
+            );
+            std::fs::write(&node.config, pinned).expect("node config");
         }
         cluster
     }

@@ -154,7 +154,17 @@ async fn a_missing_or_malformed_setting_stops_the_node_with_its_name() {
     assert!(stderr.contains("round_timeout_secs"), "{stderr}");
     std::fs::write(
         &node.config,
-        config.replace("listen = \"127.0.0.1:0\"", "listen = \"not an address\""),
+        config
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen") {
+                    "listen = \"not an address\""
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
     .unwrap();
     let stderr = node.run_expecting_failure("");

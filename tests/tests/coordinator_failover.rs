@@ -1,0 +1,227 @@
+//! Node loss and recovery under the public API: one node killed before and during requests,
+//! two nodes down, nodes and the coordinator restarted, a key disabled. Each test runs its own
+//! cluster because it kills processes.
+
+use std::time::{Duration, Instant};
+
+use shardsign_eth::{Limits, SignedTransaction};
+use shardsign_proto::v1::create_key_event::Event;
+use shardsign_proto::v1::sign_transaction_request::Transaction;
+use shardsign_proto::v1::{
+    ClusterStatusRequest, CreateKeyRequest, DisableKeyRequest, Eip1559Transaction, Key, KeyStatus,
+    ListKeysRequest, SignTransactionRequest,
+};
+use shardsign_tests::full::{Cluster, Signer};
+use tonic::Code;
+
+async fn create_key(cluster: &Cluster) -> Key {
+    let request = CreateKeyRequest {
+        label: "failover".into(),
+        allowed_chain_ids: vec![1],
+        key_id: String::new(),
+    };
+    let mut stream = cluster
+        .admin()
+        .create_key(request)
+        .await
+        .expect("create_key")
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.expect("events") {
+        last = event.event;
+    }
+    match last {
+        Some(Event::Done(key)) => key,
+        other => panic!("ceremony ended with {other:?}"),
+    }
+}
+
+fn request(key: &Key, nonce: u64) -> SignTransactionRequest {
+    SignTransactionRequest {
+        key_id: key.key_id.clone(),
+        request_id: format!("req-{}", hex::encode(rand::random::<[u8; 12]>())),
+        transaction: Some(Transaction::Eip1559(Eip1559Transaction {
+            chain_id: 1,
+            nonce,
+            max_priority_fee_per_gas: "1".into(),
+            max_fee_per_gas: "100".into(),
+            gas_limit: 21_000,
+            to: "0x3535353535353535353535353535353535353535".into(),
+            value: "1".into(),
+            data: vec![],
+            access_list: vec![],
+        })),
+    }
+}
+
+async fn sign_ok(signer: &mut Signer, key: &Key, nonce: u64) {
+    let response = signer
+        .sign_transaction(request(key, nonce))
+        .await
+        .unwrap_or_else(|status| panic!("nonce {nonce}: {status:?}"))
+        .into_inner();
+    let decoded = SignedTransaction::decode(&response.raw_transaction, &Limits::DEFAULT).unwrap();
+    assert_eq!(decoded.recover_sender().unwrap().to_checksum(), key.address);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_survives_node_loss_and_recovers_without_operator_action() {
+    let mut cluster = Cluster::start();
+    let key = create_key(&cluster).await;
+    let mut signer = cluster.signer();
+    sign_ok(&mut signer, &key, 0).await;
+
+    // One node killed before the requests: every request still succeeds.
+    cluster.nodes.node(3).kill();
+    for nonce in 1..=6 {
+        sign_ok(&mut signer, &key, nonce).await;
+    }
+    cluster.nodes.node(3).start();
+
+    // One node killed while requests are in flight: every request still succeeds.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..6u64 {
+        let mut signer = cluster.signer();
+        let key = key.clone();
+        let done = done.clone();
+        tasks.spawn(async move {
+            for i in 0..6 {
+                sign_ok(&mut signer, &key, 100 + worker * 10 + i).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    // Kill once some requests have completed, so that others are mid-session.
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cluster.nodes.node(1).kill();
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("every in-flight request succeeds");
+    }
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 36);
+
+    // Two nodes down: Unavailable, naming them, well within the deadline.
+    cluster.nodes.node(2).kill();
+    let started = Instant::now();
+    let status = signer
+        .sign_transaction(request(&key, 500))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("node 1") && status.message().contains("node 2"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let health = cluster
+        .admin()
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!health.can_sign, "{health:?}");
+
+    // Restarted: signing works again, no operator action.
+    cluster.nodes.node(1).start();
+    cluster.nodes.node(2).start();
+    for nonce in 600..604 {
+        sign_ok(&mut signer, &key, nonce).await;
+    }
+    let health = cluster
+        .admin()
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(health.can_sign && health.can_create_keys, "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_a_coordinator_restart_and_a_disabled_key_refuses_to_sign() {
+    let mut cluster = Cluster::start();
+    let key = create_key(&cluster).await;
+    cluster.coordinator.stop();
+    cluster.coordinator.start();
+    let mut signer = cluster.signer();
+    let keys = signer
+        .list_keys(ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert!(keys.contains(&key), "{keys:?}");
+    sign_ok(&mut signer, &key, 1).await;
+
+    let disabled = cluster
+        .admin()
+        .disable_key(DisableKeyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(disabled.status, KeyStatus::Disabled as i32);
+    let status = signer.sign_transaction(request(&key, 2)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("disabled"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceremony_with_a_node_down_fails_cleanly_and_can_be_rerun() {
+    let mut cluster = Cluster::start();
+    cluster.nodes.node(2).kill();
+    let request = CreateKeyRequest {
+        label: "retry".into(),
+        allowed_chain_ids: vec![1],
+        key_id: "retry-me".into(),
+    };
+    let mut stream = cluster
+        .admin()
+        .create_key(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        last = event.event;
+    }
+    let Some(Event::Failed(failed)) = last else {
+        panic!("expected a failure, got {last:?}")
+    };
+    assert!(failed.reason.contains("node 2"), "{}", failed.reason);
+    let keys = cluster
+        .signer()
+        .list_keys(ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert!(keys.is_empty(), "no key registered");
+
+    cluster.nodes.node(2).start();
+    let mut stream = cluster
+        .admin()
+        .create_key(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        last = event.event;
+    }
+    assert!(
+        matches!(last, Some(Event::Done(ref key)) if key.key_id == "retry-me"),
+        "{last:?}"
+    );
+}

@@ -1,0 +1,183 @@
+//! Load generator: starts a local cluster (three nodes and a coordinator, release binaries),
+//! runs the ceremony, then `SignTransaction` at each concurrency level and prints p50/p95/p99,
+//! throughput and errors, beside the in-process engine time from the same run.
+//!
+//! ```sh
+//! cargo build --release --bins && cargo bench -p shardsign-benches --bench loadgen
+//! LOADGEN_REQUESTS=500 LOADGEN_CONCURRENCY=1,4,16 cargo bench -p shardsign-benches --bench loadgen
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shardsign_benches::{fresh_shares, median, ms, timed_sign};
+use shardsign_proto::v1::create_key_event::Event;
+use shardsign_proto::v1::sign_transaction_request::Transaction;
+use shardsign_proto::v1::{CreateKeyRequest, Eip1559Transaction, SignTransactionRequest};
+use shardsign_tests::full::Cluster;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn request(key_id: &str, nonce: u64) -> SignTransactionRequest {
+    SignTransactionRequest {
+        key_id: key_id.to_string(),
+        request_id: format!("load-{}", hex::encode(rand::random::<[u8; 12]>())),
+        transaction: Some(Transaction::Eip1559(Eip1559Transaction {
+            chain_id: 1,
+            nonce,
+            max_priority_fee_per_gas: "1000000000".into(),
+            max_fee_per_gas: "30000000000".into(),
+            gas_limit: 21_000,
+            to: "0x3535353535353535353535353535353535353535".into(),
+            value: "10000000000000000".into(),
+            data: vec![],
+            access_list: vec![],
+        })),
+    }
+}
+
+struct Level {
+    concurrency: usize,
+    latencies: Vec<Duration>,
+    errors: usize,
+    wall: Duration,
+}
+
+async fn run_level(cluster: &Cluster, key_id: &str, requests: usize, concurrency: usize) -> Level {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let mut signer = cluster.signer();
+        let next = next.clone();
+        let key_id = key_id.to_string();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= requests {
+                    return (latencies, errors);
+                }
+                let begun = Instant::now();
+                match signer.sign_transaction(request(&key_id, i as u64)).await {
+                    Ok(_) => latencies.push(begun.elapsed()),
+                    Err(status) => {
+                        errors += 1;
+                        eprintln!("request {i}: {status:?}");
+                    }
+                }
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut l, e) = joined.expect("worker");
+        latencies.append(&mut l);
+        errors += e;
+    }
+    latencies.sort();
+    Level {
+        concurrency,
+        latencies,
+        errors,
+        wall: started.elapsed(),
+    }
+}
+
+fn main() {
+    let requests = env_number("LOADGEN_REQUESTS", 200);
+    let levels: Vec<usize> = std::env::var("LOADGEN_CONCURRENCY")
+        .unwrap_or_else(|_| "1,16".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let cluster = Cluster::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (ceremony, results) = runtime.block_on(async {
+        let started = Instant::now();
+        let request = CreateKeyRequest {
+            label: "loadgen".into(),
+            allowed_chain_ids: vec![1],
+            key_id: String::new(),
+        };
+        let mut stream = cluster
+            .admin()
+            .create_key(request)
+            .await
+            .expect("create_key")
+            .into_inner();
+        let mut key = None;
+        while let Some(event) = stream.message().await.expect("events") {
+            if let Some(Event::Done(done)) = event.event {
+                key = Some(done);
+            }
+        }
+        let ceremony = started.elapsed();
+        let key = key.expect("ceremony succeeded");
+        // Warm up channels and caches.
+        run_level(&cluster, &key.key_id, 20, 4).await;
+        let mut results = Vec::new();
+        for &concurrency in &levels {
+            results.push(run_level(&cluster, &key.key_id, requests, concurrency).await);
+        }
+        (ceremony, results)
+    });
+
+    let shares = fresh_shares();
+    let timings: Vec<_> = (0..60)
+        .map(|_| timed_sign(&shares[0], &shares[1], rand::random()))
+        .collect();
+    let one_thread = median(timings.iter().map(|t| t.total()).collect());
+    let critical = median(timings.iter().map(|t| t.critical_path()).collect());
+
+    println!(
+        "== SignTransaction through the coordinator ({requests} requests per level; 3 nodes + coordinator on loopback, TLS + mTLS + sealing) =="
+    );
+    println!("concurrency  ok    errors  p50 ms   p95 ms   p99 ms   max ms   throughput/s");
+    for level in &results {
+        let ok = level.latencies.len();
+        println!(
+            "{:>11}  {:>4}  {:>6}  {:>7.2}  {:>7.2}  {:>7.2}  {:>7.2}  {:>12.1}",
+            level.concurrency,
+            ok,
+            level.errors,
+            ms(percentile(&level.latencies, 0.50)),
+            ms(percentile(&level.latencies, 0.95)),
+            ms(percentile(&level.latencies, 0.99)),
+            ms(level.latencies.last().copied().unwrap_or_default()),
+            ok as f64 / level.wall.as_secs_f64(),
+        );
+    }
+    println!(
+        "in-process engine (same run): one thread {:.2} ms, critical path {:.2} ms",
+        ms(one_thread),
+        ms(critical)
+    );
+    if let Some(first) = results.first() {
+        let p50 = ms(percentile(&first.latencies, 0.50));
+        println!(
+            "p50 at concurrency {} / critical path = {:.2}x; / one thread = {:.2}x",
+            first.concurrency,
+            p50 / ms(critical),
+            p50 / ms(one_thread)
+        );
+    }
+    println!(
+        "key-generation ceremony through the API: {:.0} ms",
+        ms(ceremony)
+    );
+}

@@ -89,6 +89,7 @@ impl NodeRpc for NodeService {
             fingerprint: identity.fingerprint(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             key_count,
+            sessions_in_flight: self.node.sessions_in_flight() as u32,
         }))
     }
 

@@ -129,6 +129,20 @@ impl NodeProcess {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: a node that accepts connections but
+    /// never answers.
+    pub fn freeze(&mut self, frozen: bool) {
+        if let Some(child) = &self.child {
+            // SAFETY: sending a signal to our own child's pid.
+            unsafe {
+                libc::kill(
+                    child.id() as i32,
+                    if frozen { libc::SIGSTOP } else { libc::SIGCONT },
+                );
+            }
+        }
+    }
+
     /// Stops the process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -225,3 +225,51 @@ async fn a_ceremony_with_a_node_down_fails_cleanly_and_can_be_rerun() {
         "{last:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_cancels_its_sessions_on_the_nodes() {
+    use shardsign_proto::node::v1::GetIdentityRequest;
+    let mut cluster = Cluster::start();
+    let key = create_key(&cluster).await;
+    // Node 2 accepts connections but never answers: sessions that include it hang.
+    cluster.nodes.node(2).freeze(true);
+    let mut signer = cluster.signer();
+    let mut abandoned = 0;
+    for nonce in 0..3 {
+        // The caller gives up after 300 ms (no grpc-timeout: it just goes away).
+        let call = signer.sign_transaction(request(&key, nonce));
+        if tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err()
+        {
+            abandoned += 1;
+        }
+    }
+    assert!(
+        abandoned >= 1,
+        "two of the three pairs include the frozen node"
+    );
+    // The nodes would keep a session for their 10 s round timeout, and the coordinator's own call
+    // to the frozen node times out after 5 s; only the caller's cancellation ends it sooner.
+    let started = Instant::now();
+    for id in [1u8, 3] {
+        let mut client = cluster.nodes.client(id).await;
+        loop {
+            let identity = client
+                .get_identity(GetIdentityRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if identity.sessions_in_flight == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "node {id} still has {} sessions",
+                identity.sessions_in_flight
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.nodes.node(2).freeze(false);
+}

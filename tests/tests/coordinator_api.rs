@@ -411,6 +411,15 @@ async fn bad_input_gets_the_documented_status_and_the_cluster_keeps_serving() {
         "{status:?}"
     );
 
+    // A deadline too short to sign in.
+    let mut short = tonic::Request::new(sign_request(key, eip1559(9)));
+    short.set_timeout(std::time::Duration::from_millis(2));
+    let status = signer.sign_transaction(short).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+
     // Credentials.
     let status = shared
         .cluster

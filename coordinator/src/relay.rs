@@ -137,23 +137,32 @@ pub async fn drive(
             );
             calls.spawn(async move { (to, client.deliver(request).await) });
         }
-        replies = BTreeMap::new();
-        let mut failure = None;
-        while let Some(joined) = calls.join_next().await {
-            let (node, outcome) = joined.map_err(|_| RelayError {
-                node: 0,
-                status: Status::internal("relay task failed"),
-            })?;
-            match outcome {
-                Ok(reply) => {
-                    replies.insert(node, reply.into_inner());
-                }
-                Err(status) => failure = failure.or(Some(RelayError { node, status })),
+        replies = collect(calls).await?;
+    }
+}
+
+type Calls = tokio::task::JoinSet<(u8, Result<tonic::Response<RoundReply>, Status>)>;
+
+/// Waits for every call; all replies by node, or the first failure (after all have ended, so
+/// that no call is left running unobserved).
+async fn collect(mut calls: Calls) -> Result<BTreeMap<u8, RoundReply>, RelayError> {
+    let mut replies = BTreeMap::new();
+    let mut failure = None;
+    while let Some(joined) = calls.join_next().await {
+        let (node, outcome) = joined.map_err(|_| RelayError {
+            node: 0,
+            status: Status::internal("relay task failed"),
+        })?;
+        match outcome {
+            Ok(reply) => {
+                replies.insert(node, reply.into_inner());
             }
+            Err(status) => failure = failure.or(Some(RelayError { node, status })),
         }
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
+    }
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(replies),
     }
 }
 
@@ -182,29 +191,12 @@ where
     F: Fn(NodeClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<RoundReply>, Status>> + Send + 'static,
 {
-    let mut calls = tokio::task::JoinSet::new();
+    let mut calls = Calls::new();
     for (&node, client) in clients {
         let call = start(client.clone());
         calls.spawn(async move { (node, call.await) });
     }
-    let mut first = BTreeMap::new();
-    let mut failure = None;
-    while let Some(joined) = calls.join_next().await {
-        let (node, outcome) = joined.map_err(|_| RelayError {
-            node: 0,
-            status: Status::internal("relay task failed"),
-        })?;
-        match outcome {
-            Ok(reply) => {
-                first.insert(node, reply.into_inner());
-            }
-            Err(status) => failure = failure.or(Some(RelayError { node, status })),
-        }
-    }
-    match failure {
-        Some(failure) => Err(failure),
-        None => Ok(first),
-    }
+    collect(calls).await
 }
 
 /// Runs a key generation on all of `clients` (the three nodes) and finalizes it: committed on

@@ -135,7 +135,17 @@ pub async fn drive(
                 },
                 options.call_timeout,
             );
-            calls.spawn(async move { (to, client.deliver(request).await) });
+            calls.spawn(async move {
+                let started = std::time::Instant::now();
+                let reply = client.deliver(request).await;
+                tracing::debug!(
+                    node = to,
+                    round,
+                    call_us = started.elapsed().as_micros() as u64,
+                    "delivery answered"
+                );
+                (to, reply)
+            });
         }
         replies = collect(calls).await?;
     }

@@ -172,7 +172,20 @@ impl NodeRpc for NodeService {
         let request = request.into_inner();
         let session_id = session_id(&request.session_id)?;
         let node = self.node.clone();
-        let outcome = blocking(move || node.deliver(session_id, request.envelopes)).await?;
+        let received = std::time::Instant::now();
+        let outcome = blocking(move || {
+            let queued = received.elapsed();
+            let started = std::time::Instant::now();
+            let outcome = node.deliver(session_id, request.envelopes);
+            tracing::debug!(
+                session_id = %session_id,
+                queued_us = queued.as_micros() as u64,
+                work_us = started.elapsed().as_micros() as u64,
+                "delivery processed"
+            );
+            outcome
+        })
+        .await?;
         Ok(reply(outcome))
     }
 

@@ -211,8 +211,11 @@ fn write(path: &Path, contents: &str) {
 impl NodeCluster {
     /// Initialises three stores (real `init` runs) and starts the three nodes.
     pub fn start(kek: KekKind) -> NodeCluster {
+        // SHARDSIGN_KEEP_TEST_DIRS=1 keeps data directories and logs for inspection.
+        let keep = std::env::var_os("SHARDSIGN_KEEP_TEST_DIRS").is_some();
         let root = tempfile::Builder::new()
             .prefix("shardsign-test-")
+            .disable_cleanup(keep)
             .tempdir()
             .expect("tempdir");
         let ca = DevCa::generate("shardsign test CA").expect("CA");

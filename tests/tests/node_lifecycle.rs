@@ -245,6 +245,10 @@ async fn no_secret_reaches_the_database_the_logs_or_debug_output() {
             format!("{store:?}").into_bytes(),
         ));
         assert!(
+            !node.log_text().contains('\x1b'),
+            "log files carry no terminal escape codes"
+        );
+        assert!(
             node.log_text().contains("key generation complete"),
             "the log was captured"
         );

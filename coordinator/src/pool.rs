@@ -18,8 +18,6 @@ use crate::relay::Clients;
 pub const PAIRS: [[u8; 2]; 3] = [[1, 2], [2, 3], [1, 3]];
 /// How long a failed node is avoided when choosing pairs.
 const AVOID_FOR: Duration = Duration::from_secs(5);
-/// HTTP/2 flow-control window per stream.
-const WINDOW_BYTES: u32 = 1024 * 1024;
 /// Largest node reply accepted (a round's envelopes).
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -59,9 +57,6 @@ impl NodePool {
                 .map_err(|e| CoordError::config("node_tls", e.to_string()))?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
-                // A round's envelopes (~80 KB) fit in one window: no WINDOW_UPDATE round trip.
-                .initial_stream_window_size(Some(WINDOW_BYTES))
-                .initial_connection_window_size(Some(4 * WINDOW_BYTES))
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true)
                 .connect_lazy();

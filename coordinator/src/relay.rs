@@ -308,7 +308,6 @@ pub async fn sign(
         pair.insert(signer, client.clone());
     }
     let timeout = options.call_timeout;
-    let began = std::time::Instant::now();
     let started = start_all(&pair, |mut client| {
         let payload = match payload {
             Payload::Transaction(bytes) => start_sign_request::Payload::Transaction(bytes.clone()),
@@ -329,10 +328,6 @@ pub async fn sign(
         async move { client.start_sign(request).await }
     })
     .await;
-    tracing::debug!(
-        start_us = began.elapsed().as_micros() as u64,
-        "signing sessions started"
-    );
     let outcome = match started {
         Ok(first) => drive(&pair, session_id, first, options).await,
         Err(error) => Err(error),

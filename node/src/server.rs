@@ -109,9 +109,6 @@ pub async fn serve(
     tracing::info!(%address, node_id = %node.node_id(), cluster_id = node.cluster_id(), "serving over mutual TLS");
 
     let result = Server::builder()
-        // A round's envelopes (~80 KB) fit in one window: no WINDOW_UPDATE round trip.
-        .initial_stream_window_size(Some(1024 * 1024))
-        .initial_connection_window_size(Some(4 * 1024 * 1024))
         .tls_config(tls)
         .map_err(|e| NodeError::config("tls", e.to_string()))?
         .add_service(health_service)

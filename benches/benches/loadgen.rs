@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo build --release --bins && cargo bench -p shardsign-benches --bench loadgen
 //! LOADGEN_REQUESTS=500 LOADGEN_CONCURRENCY=1,4,16 cargo bench -p shardsign-benches --bench loadgen
+//! # sustained: each level runs for a duration instead of a request count
+//! LOADGEN_DURATION_SECS=60 LOADGEN_CONCURRENCY=16 cargo bench -p shardsign-benches --bench loadgen
 //! ```
 
 use std::sync::Arc;
@@ -55,9 +57,20 @@ struct Level {
     wall: Duration,
 }
 
-async fn run_level(cluster: &Cluster, key_id: &str, requests: usize, concurrency: usize) -> Level {
+/// How much load a level applies: a number of requests, or as many as fit in a duration.
+#[derive(Clone, Copy)]
+enum Budget {
+    Requests(usize),
+    Duration(Duration),
+}
+
+async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency: usize) -> Level {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
+    let (requests, until) = match budget {
+        Budget::Requests(n) => (n, None),
+        Budget::Duration(d) => (usize::MAX, Some(started + d)),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let mut signer = cluster.signer();
@@ -68,7 +81,7 @@ async fn run_level(cluster: &Cluster, key_id: &str, requests: usize, concurrency
             let mut errors = 0;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= requests {
+                if i >= requests || until.is_some_and(|end| Instant::now() >= end) {
                     return (latencies, errors);
                 }
                 let begun = Instant::now();
@@ -100,6 +113,10 @@ async fn run_level(cluster: &Cluster, key_id: &str, requests: usize, concurrency
 
 fn main() {
     let requests = env_number("LOADGEN_REQUESTS", 200);
+    let budget = match env_number("LOADGEN_DURATION_SECS", 0) {
+        0 => Budget::Requests(requests),
+        seconds => Budget::Duration(Duration::from_secs(seconds as u64)),
+    };
     let levels: Vec<usize> = std::env::var("LOADGEN_CONCURRENCY")
         .unwrap_or_else(|_| "1,16".into())
         .split(',')
@@ -129,10 +146,10 @@ fn main() {
         let ceremony = started.elapsed();
         let key = key.expect("ceremony succeeded");
         // Warm up channels and caches.
-        run_level(&cluster, &key.key_id, 20, 4).await;
+        run_level(&cluster, &key.key_id, Budget::Requests(20), 4).await;
         let mut results = Vec::new();
         for &concurrency in &levels {
-            results.push(run_level(&cluster, &key.key_id, requests, concurrency).await);
+            results.push(run_level(&cluster, &key.key_id, budget, concurrency).await);
         }
         (ceremony, results)
     });
@@ -144,8 +161,12 @@ fn main() {
     let one_thread = median(timings.iter().map(|t| t.total()).collect());
     let critical = median(timings.iter().map(|t| t.critical_path()).collect());
 
+    let load = match budget {
+        Budget::Requests(n) => format!("{n} requests per level"),
+        Budget::Duration(d) => format!("{} s per level", d.as_secs()),
+    };
     println!(
-        "== SignTransaction through the coordinator ({requests} requests per level; 3 nodes + coordinator on loopback, TLS + mTLS + sealing) =="
+        "== SignTransaction through the coordinator ({load}; 3 nodes + coordinator on loopback, TLS + mTLS + sealing) =="
     );
     println!("concurrency  ok    errors  p50 ms   p95 ms   p99 ms   max ms   throughput/s");
     for level in &results {

@@ -272,7 +272,8 @@ impl Coordinator {
             return api::SignTransactionResponse::decode(stored.as_slice())
                 .map_err(|_| CoordError::config("registry", "a stored response is unreadable"));
         }
-        let hash = tx.signing_hash();
+        // The hash of the payload the nodes are sent (what they decode and hash themselves).
+        let hash = shardsign_eth::keccak256(&payload);
         let signature = self
             .threshold_sign(&key, Payload::Transaction(payload), hash, deadline)
             .await?;

@@ -116,16 +116,14 @@ impl NodeRpc for NodeService {
     ) -> Result<Response<RoundReply>, Status> {
         let request = request.into_inner();
         let session_id = session_id(&request.session_id)?;
+        let party = |id: &u32| {
+            u8::try_from(*id)
+                .ok()
+                .and_then(|id| PartyId::new(id).ok())
+                .ok_or_else(|| Status::invalid_argument("signers: node ids are 1, 2 or 3"))
+        };
         let signers: [PartyId; 2] = match request.signers.as_slice() {
-            [a, b] => [a, b]
-                .map(|s| u8::try_from(*s).ok().and_then(|s| PartyId::new(s).ok()))
-                .map(|p| {
-                    p.ok_or_else(|| Status::invalid_argument("signers: node ids are 1, 2 or 3"))
-                })
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-                .try_into()
-                .expect("two signers"),
+            [a, b] => [party(a)?, party(b)?],
             _ => {
                 return Err(Status::invalid_argument(
                     "signers: expected exactly two node ids",

@@ -461,9 +461,7 @@ impl Node {
 
     /// Runs one engine step: returns messages to seal, a final result, and a node-level envelope.
     fn step(&self, session: &mut Session, message: Message) -> Result<StepOutput, NodeError> {
-        let session_id = message.session_id;
-        let binding = session.binding;
-        let protocol = session.protocol;
+        let context = self.context(message.session_id, session);
         match &mut session.engine {
             Engine::Sign(engine, hash) => {
                 let step = engine.handle(message).map_err(engine_error)?;
@@ -488,15 +486,6 @@ impl Node {
                 let mut confirm = None;
                 if let Some(output) = step.output {
                     let payload = confirmation(&state.key_id, &state.broadcasts, &output);
-                    let context = SessionContext {
-                        cluster_id: &self.cluster_id,
-                        protocol,
-                        session_id,
-                        binding,
-                        me: self.me,
-                        secret: &self.secret,
-                        members: &self.members,
-                    };
                     confirm = Some(context.sign_broadcast(CONFIRM_ROUND, &payload));
                     state.finished = Some((output, payload));
                 }

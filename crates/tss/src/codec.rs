@@ -4,6 +4,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::error::TssError;
+use crate::ids::PartyId;
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising our own in-memory protocol values cannot fail: postcard fails only on
     // unsupported serde features (none are used by dkls23's message types) or on a full buffer.
@@ -16,4 +19,20 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         return Err(format!("{} trailing bytes", rest.len()));
     }
     Ok(value)
+}
+
+/// Decodes a payload from `from`; a failure blames the sender.
+pub(crate) fn decode_from<T: DeserializeOwned>(
+    from: PartyId,
+    payload: &[u8],
+) -> Result<T, TssError> {
+    decode(payload).map_err(|reason| TssError::MalformedPayload { from, reason })
+}
+
+/// The engine message inside an envelope names other parties than the envelope does.
+pub(crate) fn impersonation(from: PartyId) -> TssError {
+    TssError::MalformedPayload {
+        from,
+        reason: "the engine message names other parties than its envelope".into(),
+    }
 }

@@ -15,9 +15,9 @@ use dkls23::protocols::dkg::{
 };
 use dkls23::protocols::{Parameters, PartiesMessage, PartyIndex};
 use k256::{Scalar, Secp256k1};
-use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
+use crate::codec::{decode_from, impersonation};
 use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId, THRESHOLD};
 use crate::inbox::{Expect, Inbox, Round};
@@ -288,19 +288,5 @@ impl DkgSession {
         self.proofs.clear();
         self.chain_code_2.clear();
         self.chain_code_3.clear();
-    }
-}
-
-pub(crate) fn decode_from<T: DeserializeOwned>(
-    from: PartyId,
-    payload: &[u8],
-) -> Result<T, TssError> {
-    codec::decode(payload).map_err(|reason| TssError::MalformedPayload { from, reason })
-}
-
-pub(crate) fn impersonation(from: PartyId) -> TssError {
-    TssError::MalformedPayload {
-        from,
-        reason: "the engine message names other parties than its envelope".into(),
     }
 }

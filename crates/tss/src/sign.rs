@@ -14,7 +14,7 @@ use dkls23::protocols::signing::{
 };
 use k256::Secp256k1;
 
-use crate::dkg::{decode_from, impersonation};
+use crate::codec::{decode_from, impersonation};
 use crate::error::TssError;
 use crate::ids::{PartyId, SessionId};
 use crate::inbox::{Expect, Inbox, Round};

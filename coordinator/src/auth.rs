@@ -1,147 +1,343 @@
-//! Authentication of callers, in one place (interceptors) so that the Agent access work can
-//! replace it locally. Tokens are kept only as SHA-256 digests and compared in constant time;
-//! a presented token never reaches a log line or an error message.
+//! Who is calling: API keys (see `apikeys`) and the bootstrap credential, checked per RPC with
+//! the scope it needs. The keys live in memory (loaded from the registry at start, refreshed by
+//! every change made through this process), so the hot path does no database read.
+//!
+//! A presented key never reaches a log line, an error message or the audit log: failures are
+//! logged with the peer and, when the key parsed, its public id.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
+use crate::apikeys::{self, ApiKey, Match, Scope, SecretHasher};
 use crate::config::Token;
+use crate::error::CoordError;
+use crate::guard::FailureGuard;
+use crate::metrics::AccessMetrics;
+use crate::registry::{Registry, now_ms};
 
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Signer,
+/// Responses carry `x-key-expires-in` once the key is this close to its expiry.
+pub const EXPIRY_WARNING_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// The response header naming the seconds left.
+pub const EXPIRES_IN_HEADER: &str = "x-key-expires-in";
+/// Longest credential read from a request.
+const MAX_CREDENTIAL_LEN: usize = 512;
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The bootstrap credential from the config: may create the first admin key only.
+    Bootstrap,
+    ApiKey(Arc<ApiKey>),
 }
 
-/// The configured credentials, hashed.
-pub struct Credentials {
-    admin: [u8; 32],
-    signer: [u8; 32],
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The peer address, for the audit log.
+    pub peer: String,
+    /// Seconds until the key expires, when that is within the warning window.
+    pub expires_in: Option<i64>,
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-impl Credentials {
-    pub fn new(admin: Token, signer: Token) -> Self {
-        Credentials {
-            admin: digest(&admin.0),
-            signer: digest(&signer.0),
+impl Caller {
+    /// The public id for logs and the audit log: the API key id, or `bootstrap`.
+    pub fn id(&self) -> &str {
+        match &self.principal {
+            Principal::Bootstrap => "bootstrap",
+            Principal::ApiKey(key) => &key.id,
         }
     }
 
-    /// The role of the bearer of `token`, if any. Both digests are always compared.
-    fn role_of(&self, token: &str) -> Option<Role> {
-        let presented = digest(token);
-        let admin = presented.ct_eq(&self.admin);
-        let signer = presented.ct_eq(&self.signer);
-        if bool::from(admin) {
-            Some(Role::Admin)
-        } else if bool::from(signer) {
-            Some(Role::Signer)
-        } else {
-            None
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        match &self.principal {
+            Principal::ApiKey(key) => Some(key),
+            Principal::Bootstrap => None,
         }
     }
 
-    fn check(&self, request: &Request<()>, required: Role) -> Result<Role, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("missing credential: send `authorization: Bearer <token>`")
+    /// Adds the expiry header to a reply or an error.
+    pub fn annotate(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(seconds) = self.expires_in {
+            metadata.insert(EXPIRES_IN_HEADER, MetadataValue::from(seconds.max(0)));
+        }
+    }
+}
+
+/// Civil UTC time for messages (`2026-11-25 22:49:22 UTC`), without a date library.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub struct Authenticator {
+    hasher: SecretHasher,
+    environment: &'static str,
+    bootstrap: Option<[u8; 32]>,
+    keys: RwLock<HashMap<String, Arc<ApiKey>>>,
+    guard: FailureGuard,
+    pub metrics: Arc<AccessMetrics>,
+}
+
+fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated("missing credential: send `authorization: Bearer <api key>`")
+    })?;
+    let value = header
+        .to_str()
+        .ok()
+        .filter(|v| v.len() <= MAX_CREDENTIAL_LEN)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated("malformed authorization header: expected `Bearer <api key>`")
         })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("malformed authorization header: expected `Bearer <token>`")
-            })?;
-        let role = self.role_of(token).ok_or_else(|| {
-            tracing::warn!(target: "security", "authentication failed: unknown token");
-            Status::unauthenticated("invalid credential")
-        })?;
-        match (required, role) {
-            (Role::Admin, Role::Signer) => Err(Status::permission_denied(
-                "this credential may sign but not administer",
-            )),
-            _ => Ok(role),
-        }
-    }
+    Ok(value)
 }
 
-/// An interceptor admitting callers with at least `required`.
-pub fn require(
-    credentials: Arc<Credentials>,
-    required: Role,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut request: Request<()>| {
-        let role = credentials.check(&request, required)?;
-        request.extensions_mut().insert(role);
-        Ok(request)
+impl Authenticator {
+    pub fn new(
+        registry: &Registry,
+        hasher: SecretHasher,
+        environment: &'static str,
+        bootstrap: Option<Token>,
+        metrics: Arc<AccessMetrics>,
+    ) -> Result<Self, CoordError> {
+        let keys = registry
+            .load_api_keys()?
+            .into_iter()
+            .map(|key| (key.id.clone(), Arc::new(key)))
+            .collect();
+        Ok(Authenticator {
+            hasher,
+            environment,
+            bootstrap: bootstrap.map(|t| Sha256::digest(t.0.as_bytes()).into()),
+            keys: RwLock::new(keys),
+            guard: FailureGuard::default(),
+            metrics,
+        })
+    }
+
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
+    pub fn environment(&self) -> &'static str {
+        self.environment
+    }
+
+    /// The key as it is now (after any revocation or policy change).
+    pub fn current(&self, id: &str) -> Option<Arc<ApiKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<ApiKey>> {
+        let mut keys: Vec<_> = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        keys
+    }
+
+    /// Reloads one key from the registry after a change.
+    pub fn refresh(
+        &self,
+        registry: &Registry,
+        id: &str,
+    ) -> Result<Option<Arc<ApiKey>>, CoordError> {
+        let key = registry.load_api_key(id)?.map(Arc::new);
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &key {
+            Some(key) => keys.insert(id.to_string(), key.clone()),
+            None => keys.remove(id),
+        };
+        Ok(key)
+    }
+
+    /// Whether an admin API key that still works exists (which retires the bootstrap credential).
+    pub fn admin_key_exists(&self, now_ms: i64) -> bool {
+        self.all().iter().any(|key| {
+            key.scopes.admin && key.status(now_ms) == shardsign_proto::v1::ApiKeyStatus::Active
+        })
+    }
+
+    fn fail(&self, peer: Option<IpAddr>, id: Option<&str>, reason: &str) {
+        self.metrics.auth_failed();
+        let failures = self.guard.failed(peer, Instant::now());
+        tracing::warn!(
+            target: "security",
+            peer = peer.map(|p| p.to_string()).unwrap_or_default(),
+            api_key_id = id.unwrap_or(""),
+            failures,
+            reason,
+            "authentication failed"
+        );
+    }
+
+    /// Authenticates a request for an RPC needing `scope`. `bootstrap_allowed` marks the one RPC
+    /// the bootstrap credential may call.
+    pub async fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        scope: Scope,
+        bootstrap_allowed: bool,
+    ) -> Result<Caller, Status> {
+        let peer_addr = request.remote_addr();
+        let peer_ip = peer_addr.map(|a| a.ip());
+        let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+        let delay = self.guard.delay_for(peer_ip, Instant::now());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let token = match bearer(request) {
+            Ok(token) => token,
+            Err(status) => {
+                self.fail(peer_ip, None, "no or malformed authorization header");
+                return Err(status);
+            }
+        };
+        let now = now_ms();
+
+        if let Some(bootstrap) = &self.bootstrap {
+            let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            if bool::from(presented.ct_eq(bootstrap)) {
+                if !bootstrap_allowed {
+                    return Err(Status::permission_denied(
+                        "the bootstrap credential may only create the first admin API key (CreateApiKey)",
+                    ));
+                }
+                if self.admin_key_exists(now) {
+                    self.fail(
+                        peer_ip,
+                        None,
+                        "bootstrap credential used after an admin key exists",
+                    );
+                    return Err(Status::unauthenticated(
+                        "the bootstrap credential is retired once an admin API key exists; use that key (and remove bootstrap_token_* from the coordinator's config)",
+                    ));
+                }
+                self.guard.succeeded(peer_ip);
+                return Ok(Caller {
+                    principal: Principal::Bootstrap,
+                    peer,
+                    expires_in: None,
+                });
+            }
+        }
+
+        let Some(presented) = apikeys::parse(token) else {
+            self.fail(peer_ip, None, "malformed API key");
+            return Err(Status::unauthenticated(
+                "invalid API key: expected ss_live_<id>_<secret> or ss_test_<id>_<secret>",
+            ));
+        };
+        if presented.environment != self.environment {
+            self.fail(peer_ip, Some(presented.id), "wrong environment");
+            return Err(Status::unauthenticated(format!(
+                "this is an ss_{}_ key, but this deployment accepts ss_{}_ keys",
+                presented.environment, self.environment
+            )));
+        }
+        let Some(key) = self.current(presented.id) else {
+            self.fail(peer_ip, Some(presented.id), "unknown API key id");
+            return Err(Status::unauthenticated("invalid API key"));
+        };
+        match self.hasher.matches(&presented, &key.secrets, now) {
+            Match::Valid => {}
+            Match::RotatedOut => {
+                self.fail(peer_ip, Some(&key.id), "rotated-out secret");
+                return Err(Status::unauthenticated(format!(
+                    "API key {} was rotated and this secret's grace period is over; use the new secret",
+                    key.id
+                )));
+            }
+            Match::None => {
+                self.fail(peer_ip, Some(&key.id), "wrong secret");
+                return Err(Status::unauthenticated("invalid API key"));
+            }
+        }
+        // Only a holder of the real secret learns why a valid key stopped working.
+        if let Some(at) = key.revoked_at_ms {
+            self.fail(peer_ip, Some(&key.id), "revoked");
+            return Err(Status::unauthenticated(format!(
+                "API key {} was revoked at {}",
+                key.id,
+                utc(at)
+            )));
+        }
+        if let Some(at) = key.expires_at_ms.filter(|at| *at <= now) {
+            self.fail(peer_ip, Some(&key.id), "expired");
+            return Err(Status::unauthenticated(format!(
+                "API key {} expired at {}; ask an operator for a new key",
+                key.id,
+                utc(at)
+            )));
+        }
+        self.guard.succeeded(peer_ip);
+        let expires_in = key
+            .expires_at_ms
+            .filter(|at| at - now <= EXPIRY_WARNING_MS)
+            .map(|at| (at - now) / 1000);
+        let caller = Caller {
+            principal: Principal::ApiKey(key.clone()),
+            peer,
+            expires_in,
+        };
+        if !key.scopes.allows(scope) {
+            let mut status = Status::permission_denied(format!(
+                "API key {} lacks the `{}` scope (it has: {})",
+                key.id,
+                scope.name(),
+                key.scopes.names().join(", ")
+            ));
+            caller.annotate(status.metadata_mut());
+            return Err(status);
+        }
+        Ok(caller)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zeroize::Zeroizing;
-
-    fn credentials() -> Credentials {
-        Credentials::new(
-            Token(Zeroizing::new("admin-token-0123456789".into())),
-            Token(Zeroizing::new("signer-token-0123456789".into())),
-        )
-    }
-
-    fn request(header: Option<&str>) -> Request<()> {
-        let mut request = Request::new(());
-        if let Some(value) = header {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().unwrap());
-        }
-        request
-    }
 
     #[test]
-    fn roles_are_enforced() {
-        let c = credentials();
-        assert_eq!(
-            c.check(&request(Some("Bearer admin-token-0123456789")), Role::Admin)
-                .unwrap(),
-            Role::Admin
-        );
-        assert_eq!(
-            c.check(
-                &request(Some("Bearer signer-token-0123456789")),
-                Role::Signer
-            )
-            .unwrap(),
-            Role::Signer
-        );
-        assert_eq!(
-            c.check(
-                &request(Some("Bearer admin-token-0123456789")),
-                Role::Signer
-            )
-            .unwrap(),
-            Role::Admin
-        );
-        let denied = c
-            .check(
-                &request(Some("Bearer signer-token-0123456789")),
-                Role::Admin,
-            )
-            .unwrap_err();
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        for header in [None, Some("Bearer nope"), Some("Basic abc")] {
-            let status = c.check(&request(header), Role::Signer).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::Unauthenticated);
-            assert!(!status.message().contains("nope"));
-        }
+    fn utc_formats_civil_time() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }

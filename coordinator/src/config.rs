@@ -24,16 +24,23 @@ struct RawConfig {
     auth: RawAuth,
     tls: Option<RawServerTls>,
     node_tls: RawNodeTls,
+    /// Hex Ed25519 public key of the operator's policy key (the same one the nodes have).
+    policy_public_key: Option<String>,
     nodes: Vec<RawNode>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
-    admin_token_env: Option<String>,
-    admin_token_file: Option<PathBuf>,
-    signer_token_env: Option<String>,
-    signer_token_file: Option<PathBuf>,
+    /// The bootstrap credential: creates the first admin API key, nothing else. Omit both to
+    /// disable it.
+    bootstrap_token_env: Option<String>,
+    bootstrap_token_file: Option<PathBuf>,
+    /// 32 random bytes (64 hex digits) keying the API-key hashes; created on first start when
+    /// missing. Default: `api-key-hmac.key` beside the database.
+    api_key_hmac_key_file: Option<PathBuf>,
+    /// "live" (default) or "test": the API-key prefix this deployment issues and accepts.
+    environment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,8 +114,11 @@ pub struct CoordinatorConfig {
     pub request_timeout: Duration,
     pub round_timeout: Duration,
     pub log_format: LogFormat,
-    pub admin_token: Token,
-    pub signer_token: Token,
+    pub bootstrap_token: Option<Token>,
+    pub api_key_hmac_key_file: PathBuf,
+    /// `live` or `test`.
+    pub environment: &'static str,
+    pub policy_public_key: Option<String>,
     pub tls: Option<Pem>,
     pub node_ca: String,
     pub node_client: Pem,
@@ -124,8 +134,13 @@ fn read(setting: &str, path: &Path) -> Result<String, CoordError> {
         .map_err(|e| CoordError::config(setting, format!("cannot read {}: {e}", path.display())))
 }
 
-fn token(setting: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<Token, CoordError> {
+fn token(
+    setting: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Token>, CoordError> {
     let value = match (env, file) {
+        (None, None) => return Ok(None),
         (Some(var), None) => std::env::var(var).map_err(|_| {
             CoordError::config(
                 format!("{setting}_env"),
@@ -138,7 +153,7 @@ fn token(setting: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<
         _ => {
             return Err(CoordError::config(
                 setting,
-                format!("set exactly one of {setting}_env or {setting}_file"),
+                format!("set at most one of {setting}_env or {setting}_file"),
             ));
         }
     };
@@ -154,7 +169,7 @@ fn token(setting: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<
             ),
         ));
     }
-    Ok(Token(value))
+    Ok(Some(Token(value)))
 }
 
 fn seconds(setting: &str, value: Option<u64>, default: u64) -> Result<Duration, CoordError> {
@@ -227,6 +242,12 @@ impl CoordinatorConfig {
             }),
             None => None,
         };
+        let api_key_hmac_key_file = raw.auth.api_key_hmac_key_file.clone().unwrap_or_else(|| {
+            raw.database
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("api-key-hmac.key")
+        });
         Ok(CoordinatorConfig {
             cluster_id: raw.cluster_id,
             listen,
@@ -235,16 +256,23 @@ impl CoordinatorConfig {
             request_timeout: seconds("request_timeout_secs", raw.request_timeout_secs, 30)?,
             round_timeout: seconds("round_timeout_secs", raw.round_timeout_secs, 5)?,
             log_format,
-            admin_token: token(
-                "auth.admin_token",
-                &raw.auth.admin_token_env,
-                &raw.auth.admin_token_file,
+            bootstrap_token: token(
+                "auth.bootstrap_token",
+                &raw.auth.bootstrap_token_env,
+                &raw.auth.bootstrap_token_file,
             )?,
-            signer_token: token(
-                "auth.signer_token",
-                &raw.auth.signer_token_env,
-                &raw.auth.signer_token_file,
-            )?,
+            api_key_hmac_key_file,
+            environment: match raw.auth.environment.as_deref() {
+                None | Some("live") => "live",
+                Some("test") => "test",
+                Some(_) => {
+                    return Err(CoordError::config(
+                        "auth.environment",
+                        "expected \"live\" or \"test\"",
+                    ));
+                }
+            },
+            policy_public_key: raw.policy_public_key,
             tls,
             node_ca: read("node_tls.ca", &raw.node_tls.ca)?,
             node_client: Pem {

@@ -16,9 +16,13 @@ use shardsign_proto::v1 as api;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
+use crate::audit::{AuditEntry, Decision};
+use crate::auth::{Authenticator, Caller};
 use crate::error::CoordError;
+use crate::key_policies::KeyPolicies;
 use crate::pool::NodePool;
-use crate::registry::{KeyRecord, Registry, unix_now};
+use crate::ratelimit::RateLimiter;
+use crate::registry::{KeyRecord, Registry, now_ms, unix_now};
 use crate::relay::{self, Clients, Payload, RelayError};
 
 /// Longest request id.
@@ -31,6 +35,10 @@ pub struct Coordinator {
     pub pool: NodePool,
     pub limits: Limits,
     pub round_timeout: Duration,
+    pub cluster_id: String,
+    pub auth: Authenticator,
+    pub key_policies: KeyPolicies,
+    pub rate: RateLimiter,
 }
 
 /// Cancels a session on its nodes if dropped before it is disarmed: when the caller goes away
@@ -80,9 +88,13 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-fn request_hash(kind: &str, key_id: &str, payload: &[u8]) -> [u8; 32] {
+/// What identifies a request for idempotency: its kind, caller, key and payload (so one caller
+/// cannot read another's reply by reusing its request id).
+fn request_hash(kind: &str, caller: &str, key_id: &str, payload: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(kind.as_bytes());
+    hasher.update([0]);
+    hasher.update(caller.as_bytes());
     hasher.update([0]);
     hasher.update(key_id.as_bytes());
     hasher.update([0]);
@@ -131,6 +143,7 @@ impl Coordinator {
         key: &KeyRecord,
         payload: Payload,
         hash: [u8; 32],
+        signed_policy: &[u8],
         deadline: Instant,
     ) -> Result<Signature, CoordError> {
         let clients = self.pool.clients();
@@ -163,16 +176,13 @@ impl Coordinator {
                 call_timeout: remaining.min(self.round_timeout),
                 ..Default::default()
             };
-            let outcome = relay::sign(
-                &clients,
-                pair,
-                &key.key_id,
-                &payload,
-                hash,
-                &session_id,
-                &mut options,
-            )
-            .await;
+            let job = relay::SignJob {
+                key_id: &key.key_id,
+                payload: &payload,
+                expected_hash: hash,
+                signed_policy,
+            };
+            let outcome = relay::sign(&clients, pair, &job, &session_id, &mut options).await;
             guard.armed = false;
             match outcome {
                 Ok(results) => {
@@ -246,13 +256,93 @@ impl Coordinator {
         Ok(signature)
     }
 
+    /// Appends a signing request's outcome to the audit log. A failed audit write fails the
+    /// request: no signature leaves without its record.
+    fn audit_signing<T>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        key_id: &str,
+        request_id: &str,
+        outcome: Result<(T, Vec<u8>), CoordError>,
+    ) -> Result<T, CoordError> {
+        let (decision, detail, tx_hash) = match &outcome {
+            Ok((_, tx_hash)) => (Decision::Allowed, String::new(), tx_hash.clone()),
+            Err(error) if error.is_refusal() => (Decision::Refused, error.to_string(), Vec::new()),
+            Err(error) => (Decision::Failed, error.to_string(), Vec::new()),
+        };
+        let appending = Instant::now();
+        let record = self.registry.append_audit(AuditEntry {
+            at_ms: now_ms(),
+            api_key_id: caller.id().to_string(),
+            operation: operation.to_string(),
+            key_id: key_id.to_string(),
+            decision: decision.as_str().to_string(),
+            detail,
+            tx_hash,
+            request_id: request_id.to_string(),
+            peer: caller.peer.clone(),
+        });
+        tracing::debug!(
+            stage = "audit",
+            micros = appending.elapsed().as_micros() as u64,
+            "timing"
+        );
+        match (outcome, record) {
+            (Ok((value, _)), Ok(_)) => Ok(value),
+            (Ok(_), Err(error)) => {
+                tracing::error!(%error, "audit write failed; the signature is withheld");
+                Err(error)
+            }
+            (Err(error), Err(audit_error)) => {
+                tracing::error!(error = %audit_error, "audit write failed for a refused or failed request");
+                Err(error)
+            }
+            (Err(error), Ok(_)) => Err(error),
+        }
+    }
+
+    /// A revocation that landed while the request was in flight withholds the signature.
+    fn still_authorised(&self, caller: &Caller) -> Result<(), CoordError> {
+        if let Some(key) = caller.api_key() {
+            let now = self.auth.current(&key.id);
+            if now.is_none_or(|k| k.revoked_at_ms.is_some()) {
+                return Err(CoordError::Unauthenticated(format!(
+                    "API key {} was revoked while this request was in flight; the signature was discarded",
+                    key.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn sign_transaction(
         &self,
+        caller: &Caller,
+        request: api::SignTransactionRequest,
+        deadline: Instant,
+    ) -> Result<api::SignTransactionResponse, CoordError> {
+        let key_id = request.key_id.clone();
+        let request_id = request.request_id.clone();
+        let outcome = self
+            .sign_transaction_unaudited(caller, request, deadline)
+            .await
+            .map(|response| {
+                let tx_hash = response.tx_hash.clone();
+                (response, tx_hash)
+            });
+        self.audit_signing(caller, "sign_transaction", &key_id, &request_id, outcome)
+    }
+
+    async fn sign_transaction_unaudited(
+        &self,
+        caller: &Caller,
         request: api::SignTransactionRequest,
         deadline: Instant,
     ) -> Result<api::SignTransactionResponse, CoordError> {
         validate_request_id(&request.request_id)?;
         let key = self.usable_key(&request.key_id)?;
+        self.bound_api_key(caller, &key.key_id)?;
         let tx: UnsignedTransaction =
             crate::convert::transaction(request.transaction.as_ref(), &self.limits)?;
         if !key.allowed_chain_ids.contains(&tx.chain_id()) {
@@ -264,7 +354,7 @@ impl Coordinator {
             )));
         }
         let payload = tx.signing_payload();
-        let fingerprint = request_hash("tx", &key.key_id, &payload);
+        let fingerprint = request_hash("tx", caller.id(), &key.key_id, &payload);
         if let Some(stored) = self
             .registry
             .idempotent_response(&request.request_id, &fingerprint)?
@@ -272,10 +362,24 @@ impl Coordinator {
             return api::SignTransactionResponse::decode(stored.as_slice())
                 .map_err(|_| CoordError::config("registry", "a stored response is unreadable"));
         }
+        let admitting = Instant::now();
+        let admission = self.admit_transaction(caller, &key, &tx)?;
+        // Per-stage timings (the load generator reads them to report the access path's cost).
+        tracing::debug!(
+            stage = "admission",
+            micros = admitting.elapsed().as_micros() as u64,
+            "timing"
+        );
         // The hash of the payload the nodes are sent (what they decode and hash themselves).
         let hash = shardsign_eth::keccak256(&payload);
         let signature = self
-            .threshold_sign(&key, Payload::Transaction(payload), hash, deadline)
+            .threshold_sign(
+                &key,
+                Payload::Transaction(payload),
+                hash,
+                &admission.signed_policy,
+                deadline,
+            )
             .await?;
         let signed = tx.into_signed(signature);
         let sender = signed
@@ -297,17 +401,38 @@ impl Coordinator {
             y_parity: u32::from(signed.signature().recovery_id().to_u8()),
             sender: sender.to_checksum(),
         };
+        self.still_authorised(caller)?;
         let stored = self.registry.record_response(
             &request.request_id,
             &fingerprint,
             &response.encode_to_vec(),
         )?;
+        admission.commit();
         api::SignTransactionResponse::decode(stored.as_slice())
             .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))
     }
 
     pub async fn sign_message(
         &self,
+        caller: &Caller,
+        request: api::SignMessageRequest,
+        deadline: Instant,
+    ) -> Result<api::SignMessageResponse, CoordError> {
+        let key_id = request.key_id.clone();
+        let request_id = request.request_id.clone();
+        let outcome = self
+            .sign_message_unaudited(caller, request, deadline)
+            .await
+            .map(|response| {
+                let hash = response.message_hash.clone();
+                (response, hash)
+            });
+        self.audit_signing(caller, "sign_message", &key_id, &request_id, outcome)
+    }
+
+    async fn sign_message_unaudited(
+        &self,
+        caller: &Caller,
         request: api::SignMessageRequest,
         deadline: Instant,
     ) -> Result<api::SignMessageResponse, CoordError> {
@@ -322,7 +447,8 @@ impl Coordinator {
             ));
         }
         let key = self.usable_key(&request.key_id)?;
-        let fingerprint = request_hash("message", &key.key_id, &request.message);
+        self.bound_api_key(caller, &key.key_id)?;
+        let fingerprint = request_hash("message", caller.id(), &key.key_id, &request.message);
         if let Some(stored) = self
             .registry
             .idempotent_response(&request.request_id, &fingerprint)?
@@ -330,12 +456,14 @@ impl Coordinator {
             return api::SignMessageResponse::decode(stored.as_slice())
                 .map_err(|_| CoordError::config("registry", "a stored response is unreadable"));
         }
+        let admission = self.admit_message(caller, &key)?;
         let hash = personal_sign_hash(&request.message);
         let signature = self
             .threshold_sign(
                 &key,
                 Payload::PersonalMessage(request.message),
                 hash,
+                &admission.signed_policy,
                 deadline,
             )
             .await?;
@@ -344,11 +472,13 @@ impl Coordinator {
             message_hash: hash.to_vec(),
             signer: key.address.clone(),
         };
+        self.still_authorised(caller)?;
         let stored = self.registry.record_response(
             &request.request_id,
             &fingerprint,
             &response.encode_to_vec(),
         )?;
+        admission.commit();
         api::SignMessageResponse::decode(stored.as_slice())
             .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))
     }

@@ -34,6 +34,21 @@ pub enum CoordError {
         code: Code,
         message: String,
     },
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A policy rule refused the request; the message names the rule and the values.
+    #[error(transparent)]
+    PolicyRefused(#[from] shardsign_policy::Refusal),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error(
+        "key `{0}` has no signed policy; an operator must set one (shardsign policy set) before it can sign"
+    )]
+    NoKeyPolicy(String),
+    #[error("API key `{0}` not found")]
+    ApiKeyNotFound(String),
+    #[error(transparent)]
+    InvalidPolicy(#[from] shardsign_policy::PolicyError),
     #[error("signing failed: {0}")]
     SigningFailed(String),
     #[error("key generation failed: {0}")]
@@ -45,6 +60,22 @@ pub enum CoordError {
 }
 
 impl CoordError {
+    /// Whether a rule refused the request (as opposed to it failing): for the audit log.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            CoordError::PermissionDenied(_)
+            | CoordError::PolicyRefused(_)
+            | CoordError::RateLimited(_)
+            | CoordError::NoKeyPolicy(_)
+            | CoordError::KeyDisabled(_)
+            | CoordError::Unauthenticated(_) => true,
+            CoordError::NodeRefused { code, .. } => {
+                matches!(code, Code::PermissionDenied | Code::FailedPrecondition)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
         CoordError::InvalidArgument {
             field,
@@ -67,8 +98,16 @@ impl From<CoordError> for Status {
             CoordError::InvalidArgument { .. } | CoordError::InvalidTransaction(_) => {
                 Status::invalid_argument(message)
             }
-            CoordError::KeyNotFound(_) => Status::not_found(message),
-            CoordError::KeyDisabled(_) => Status::failed_precondition(message),
+            CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
+                Status::not_found(message)
+            }
+            CoordError::KeyDisabled(_) | CoordError::NoKeyPolicy(_) => {
+                Status::failed_precondition(message)
+            }
+            CoordError::Unauthenticated(_) => Status::unauthenticated(message),
+            CoordError::PolicyRefused(_) => Status::permission_denied(message),
+            CoordError::RateLimited(_) => Status::resource_exhausted(message),
+            CoordError::InvalidPolicy(_) => Status::invalid_argument(message),
             CoordError::KeyExists(_) | CoordError::RequestIdReused(_) => {
                 Status::already_exists(message)
             }

@@ -1,5 +1,15 @@
-//! The coordinator's registry: keys (public data only) and idempotency records, in one SQLite
-//! database (WAL, full fsync), so a restart loses nothing.
+//! The coordinator's registry: keys (public data only), idempotency records, API keys (hashed),
+//! signed key policies, spend counters and the audit log, in one SQLite database (WAL, full
+//! fsync), so a restart loses nothing. One connection behind a mutex: every check-and-write
+//! (spend reservation, audit append) is serialised.
+
+mod api_keys;
+mod audit;
+mod key_policies;
+mod spend;
+
+pub use key_policies::PolicyUpdate;
+pub use spend::Reservation;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -9,7 +19,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::CoordError;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE keys (
          key_id TEXT PRIMARY KEY,
          label TEXT NOT NULL,
          public_key BLOB NOT NULL,
@@ -23,7 +34,57 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
          request_hash BLOB NOT NULL,
          response BLOB NOT NULL,
          created_at INTEGER NOT NULL
-     );"];
+     );",
+    // Agent access: API keys, signed key policies, spend counters, the audit log.
+    "CREATE TABLE api_keys (
+         id TEXT PRIMARY KEY,
+         label TEXT NOT NULL,
+         scopes TEXT NOT NULL,
+         key_ids TEXT,
+         expires_at_ms INTEGER,
+         created_at_ms INTEGER NOT NULL,
+         created_by TEXT NOT NULL,
+         revoked_at_ms INTEGER,
+         policy BLOB NOT NULL
+     );
+     CREATE TABLE api_key_secrets (
+         api_key_id TEXT NOT NULL REFERENCES api_keys(id),
+         hash BLOB NOT NULL,
+         created_at_ms INTEGER NOT NULL,
+         valid_until_ms INTEGER
+     );
+     CREATE INDEX api_key_secrets_by_key ON api_key_secrets(api_key_id);
+     CREATE TABLE key_policies (
+         key_id TEXT PRIMARY KEY,
+         version INTEGER NOT NULL,
+         signed BLOB NOT NULL
+     );
+     CREATE TABLE spends (
+         id INTEGER PRIMARY KEY,
+         api_key_id TEXT NOT NULL,
+         at_ms INTEGER NOT NULL,
+         value TEXT NOT NULL
+     );
+     CREATE INDEX spends_by_key ON spends(api_key_id, at_ms);
+     CREATE TABLE audit (
+         seq INTEGER PRIMARY KEY,
+         at_ms INTEGER NOT NULL,
+         api_key_id TEXT NOT NULL,
+         operation TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         decision TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         tx_hash BLOB NOT NULL,
+         request_id TEXT NOT NULL,
+         peer TEXT NOT NULL,
+         prev_hash BLOB NOT NULL,
+         hash BLOB NOT NULL
+     );
+     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+];
 
 /// A registered key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,4 +269,12 @@ impl Registry {
 
 pub fn unix_now() -> i64 {
     now()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

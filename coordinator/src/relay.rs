@@ -288,17 +288,32 @@ pub enum Payload {
     PersonalMessage(Vec<u8>),
 }
 
+/// What a signing session is asked to sign, and the key policy that allows it.
+#[derive(Clone, Copy)]
+pub struct SignJob<'a> {
+    pub key_id: &'a str,
+    pub payload: &'a Payload,
+    /// The hash the coordinator computed; each node recomputes it and must agree.
+    pub expected_hash: [u8; 32],
+    /// The key's operator-signed policy (encoded), forwarded for the nodes to check.
+    pub signed_policy: &'a [u8],
+}
+
 /// Runs a signing session on `signers`; returns both nodes' results. On failure the session is
 /// cancelled on both.
 pub async fn sign(
     clients: &Clients,
     signers: [u8; 2],
-    key_id: &str,
-    payload: &Payload,
-    expected_hash: [u8; 32],
+    job: &SignJob<'_>,
     session_id: &[u8],
     options: &mut Options<'_>,
 ) -> Result<Vec<SignatureResult>, RelayError> {
+    let SignJob {
+        key_id,
+        payload,
+        expected_hash,
+        signed_policy,
+    } = *job;
     let mut pair = Clients::new();
     for signer in signers {
         let client = clients.get(&signer).ok_or_else(|| RelayError {
@@ -322,6 +337,7 @@ pub async fn sign(
                 signers: signers.iter().map(|s| u32::from(*s)).collect(),
                 payload: Some(payload),
                 expected_hash: expected_hash.to_vec(),
+                signed_policy: signed_policy.to_vec(),
             },
             timeout,
         );

@@ -1,4 +1,4 @@
-//! Serving the public API: TLS when configured, bearer-token interceptors per service, health
+//! Serving the public API: TLS when configured, the two services (each call authenticated inside), health
 //! and reflection, and a ready file with the bound address.
 
 use std::future::Future;
@@ -7,17 +7,21 @@ use std::sync::Arc;
 use shardsign_eth::Limits;
 use shardsign_proto::v1::admin_server::AdminServer;
 use shardsign_proto::v1::signer_server::SignerServer;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::auth::{Credentials, Role, require};
+use crate::apikeys::{SecretHasher, load_or_create_hmac_key};
+use crate::auth::Authenticator;
 use crate::config::CoordinatorConfig;
 use crate::core::Coordinator;
 use crate::error::CoordError;
+use crate::key_policies::KeyPolicies;
+use crate::metrics::AccessMetrics;
 use crate::pool::NodePool;
+use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::service::{AdminService, SignerService};
+use shardsign_policy::PolicyVerifier;
 
 /// Largest public request: a transaction with the largest allowed data, with room to spare.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -28,13 +32,39 @@ pub async fn serve(
 ) -> Result<(), CoordError> {
     let registry = Registry::open(&config.database)?;
     let pool = NodePool::new(&config)?;
+    let hmac_key = load_or_create_hmac_key(&config.api_key_hmac_key_file)?;
+    if config.bootstrap_token.is_some() {
+        tracing::info!("the bootstrap credential is enabled until an admin API key exists");
+    }
+    let auth = Authenticator::new(
+        &registry,
+        SecretHasher::new(hmac_key),
+        config.environment,
+        config.bootstrap_token,
+        Arc::new(AccessMetrics::default()),
+    )?;
+    let verifier = config
+        .policy_public_key
+        .as_deref()
+        .map(PolicyVerifier::from_hex)
+        .transpose()
+        .map_err(|e| CoordError::config("policy_public_key", e.to_string()))?;
+    if verifier.is_none() {
+        tracing::warn!(
+            "no policy_public_key configured: signing keys have no operator-signed policy (API-key policies still apply)"
+        );
+    }
+    let key_policies = KeyPolicies::load(verifier, &config.cluster_id, &registry)?;
     let core = Arc::new(Coordinator {
         registry,
         pool,
         limits: Limits::DEFAULT,
         round_timeout: config.round_timeout,
+        cluster_id: config.cluster_id.clone(),
+        auth,
+        key_policies,
+        rate: RateLimiter::default(),
     });
-    let credentials = Arc::new(Credentials::new(config.admin_token, config.signer_token));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -87,14 +117,8 @@ pub async fn serve(
     builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(InterceptedService::new(
-            signer,
-            require(credentials.clone(), Role::Signer),
-        ))
-        .add_service(InterceptedService::new(
-            admin,
-            require(credentials, Role::Admin),
-        ))
+        .add_service(signer)
+        .add_service(admin)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

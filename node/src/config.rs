@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use shardsign_policy::PolicyVerifier;
 use shardsign_seal::PublicIdentity;
 use shardsign_tss::PartyId;
 
@@ -27,6 +28,8 @@ struct RawConfig {
     log_format: Option<String>,
     kek: KekConfig,
     tls: RawTls,
+    /// Hex Ed25519 public key of the operator's policy key; without it, no key policy is checked.
+    policy_public_key: Option<String>,
     members: Vec<RawMember>,
 }
 
@@ -89,6 +92,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub kek: KekConfig,
     pub tls: TlsConfig,
+    /// Verifies operator-signed key policies; `None` disables the node's own policy check.
+    pub policy_verifier: Option<PolicyVerifier>,
     /// The three nodes' public identities, this one included.
     pub members: BTreeMap<PartyId, PublicIdentity>,
 }
@@ -192,7 +197,14 @@ impl NodeConfig {
                 &raw.tls.coordinator_cert_sha256,
             )?,
         };
+        let policy_verifier = raw
+            .policy_public_key
+            .as_deref()
+            .map(PolicyVerifier::from_hex)
+            .transpose()
+            .map_err(|e| NodeError::config("policy_public_key", e.to_string()))?;
         Ok(NodeConfig {
+            policy_verifier,
             node_id,
             cluster_id: raw.cluster_id,
             data_dir: raw.data_dir,

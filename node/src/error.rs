@@ -38,6 +38,15 @@ pub enum NodeError {
     },
     #[error("chain id {chain_id} is not allowed for key `{key_id}`")]
     ChainNotAllowed { chain_id: u64, key_id: String },
+    #[error(
+        "key `{0}` has no signed policy in this request; an operator must set one (shardsign policy set)"
+    )]
+    PolicyMissing(String),
+    #[error("signed policy refused: {0}")]
+    PolicyRejected(String),
+    /// The request is outside the key's policy; the message names the rule and the values.
+    #[error(transparent)]
+    PolicyRefused(#[from] shardsign_policy::Refusal),
     #[error("session aborted: {0}")]
     Aborted(String),
     #[error("session aborted, security event: {0}")]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod hardening;
 pub mod kek;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod sessions;

@@ -141,7 +141,13 @@ async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
         config.members.clone(),
         config.round_timeout,
         config.max_sessions,
+        config.policy_verifier.clone(),
     )?);
+    if !node.enforces_policies() {
+        tracing::warn!(
+            "no policy_public_key configured: this node does NOT check signed key policies and trusts the coordinator's"
+        );
+    }
     serve(config, node, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

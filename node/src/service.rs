@@ -6,8 +6,8 @@ use std::sync::Arc;
 use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
     CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest,
-    GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey, RoundReply,
-    StartKeygenRequest, StartSignRequest, start_sign_request,
+    GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey, PutPolicyReply,
+    PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest, start_sign_request,
 };
 use shardsign_tss::{PartyId, SessionId};
 use tonic::{Request, Response, Status};
@@ -35,7 +35,10 @@ pub fn status(error: NodeError) -> Status {
             Status::already_exists(error.to_string())
         }
         NodeError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
-        NodeError::ChainNotAllowed { .. } => Status::permission_denied(error.to_string()),
+        NodeError::ChainNotAllowed { .. }
+        | NodeError::PolicyRejected(_)
+        | NodeError::PolicyRefused(_) => Status::permission_denied(error.to_string()),
+        NodeError::PolicyMissing(_) => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::Aborted(_) => Status::aborted(error.to_string()),
         NodeError::Busy(_) => Status::resource_exhausted(error.to_string()),
@@ -154,6 +157,7 @@ impl NodeRpc for NodeService {
             signers,
             payload,
             expected_hash,
+            signed_policy: request.signed_policy,
         };
         let node = self.node.clone();
         let envelopes = blocking(move || node.start_sign(sign)).await?;
@@ -230,6 +234,19 @@ impl NodeRpc for NodeService {
                     status: k.status,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<PutPolicyRequest>,
+    ) -> Result<Response<PutPolicyReply>, Status> {
+        let signed = request.into_inner().signed_policy;
+        let node = self.node.clone();
+        let policy = blocking(move || node.put_policy(&signed)).await?;
+        Ok(Response::new(PutPolicyReply {
+            key_id: policy.key_id.clone(),
+            version: policy.version,
         }))
     }
 }

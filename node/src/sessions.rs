@@ -22,7 +22,9 @@ use shardsign_tss::{
 
 use crate::envelope::SessionContext;
 use crate::error::NodeError;
+use crate::policy::PolicyBook;
 use crate::store::Store;
+use shardsign_policy::{PolicyVerifier, Rules, VerifiedKeyPolicy};
 
 /// The round in which key-generation confirmations travel.
 const CONFIRM_ROUND: u8 = 4;
@@ -48,6 +50,8 @@ pub struct SignRequest {
     pub signers: [PartyId; 2],
     pub payload: SignPayload,
     pub expected_hash: [u8; 32],
+    /// The key's operator-signed policy (encoded `SignedKeyPolicy`), forwarded by the coordinator.
+    pub signed_policy: Vec<u8>,
 }
 
 /// What a round produced.
@@ -97,6 +101,7 @@ pub struct Node {
     round_timeout: Duration,
     max_sessions: usize,
     limits: Limits,
+    policies: PolicyBook,
 }
 
 impl std::fmt::Debug for Node {
@@ -156,6 +161,7 @@ impl Node {
         members: BTreeMap<PartyId, PublicIdentity>,
         round_timeout: Duration,
         max_sessions: usize,
+        policy_verifier: Option<PolicyVerifier>,
     ) -> Result<Self, NodeError> {
         let me = store.node_id();
         match members.get(&me) {
@@ -173,7 +179,9 @@ impl Node {
                 ));
             }
         }
+        let policies = PolicyBook::new(policy_verifier, store.cluster_id());
         Ok(Node {
+            policies,
             cluster_id: store.cluster_id().to_string(),
             store,
             secret,
@@ -200,6 +208,16 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Stores an operator-signed policy if it is valid and newer than the one held.
+    pub fn put_policy(&self, signed: &[u8]) -> Result<Arc<VerifiedKeyPolicy>, NodeError> {
+        self.policies.put(&self.store, signed)
+    }
+
+    /// Whether this node checks signed key policies.
+    pub fn enforces_policies(&self) -> bool {
+        self.policies.enforcing()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Mutex<Session>>>> {
@@ -288,6 +306,7 @@ impl Node {
         key_id: &str,
         payload: &SignPayload,
         allowed_chain_ids: &[u64],
+        rules: Option<&Rules>,
     ) -> Result<[u8; 32], NodeError> {
         match payload {
             SignPayload::Transaction(bytes) => {
@@ -298,6 +317,9 @@ impl Node {
                         chain_id: tx.chain_id(),
                         key_id: key_id.to_string(),
                     });
+                }
+                if let Some(rules) = rules {
+                    rules.check_transaction(&tx)?;
                 }
                 Ok(tx.signing_hash())
             }
@@ -310,6 +332,9 @@ impl Node {
                             message.len()
                         ),
                     ));
+                }
+                if let Some(rules) = rules {
+                    rules.check_message()?;
                 }
                 Ok(personal_sign_hash(message))
             }
@@ -329,8 +354,16 @@ impl Node {
                 ),
             ));
         }
+        let policy =
+            self.policies
+                .for_request(&self.store, &request.key_id, &request.signed_policy)?;
         let (share, allowed_chain_ids) = self.store.load_key(&request.key_id)?;
-        let hash = self.signing_hash(&request.key_id, &request.payload, &allowed_chain_ids)?;
+        let hash = self.signing_hash(
+            &request.key_id,
+            &request.payload,
+            &allowed_chain_ids,
+            policy.as_ref().map(|p| &p.rules),
+        )?;
         if hash != request.expected_hash {
             return Err(NodeError::invalid(
                 "expected_hash",

@@ -46,6 +46,12 @@ const MIGRATIONS: &[&str] = &[
     // Two-phase key generation: a share is pending until the coordinator finalizes it.
     "ALTER TABLE keys ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
      ALTER TABLE keys ADD COLUMN pending_session BLOB;",
+    // Operator-signed key policies: the newest version seen per key (signature kept).
+    "CREATE TABLE key_policies (
+         key_id TEXT PRIMARY KEY,
+         version INTEGER NOT NULL,
+         signed BLOB NOT NULL
+     );",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -438,6 +444,32 @@ impl Store {
             });
         }
         Ok(keys)
+    }
+
+    /// The newest signed policy held for `key_id`.
+    pub fn load_policy(&self, key_id: &str) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT signed FROM key_policies WHERE key_id = ?1",
+                [key_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores a policy only if it is newer than the one held (the check and the write are one
+    /// statement, so two concurrent requests cannot roll the version back).
+    pub fn store_policy(&self, key_id: &str, version: u64, signed: &[u8]) -> Result<(), NodeError> {
+        let version =
+            i64::try_from(version).map_err(|_| NodeError::invalid("version", "above 2^63 - 1"))?;
+        self.conn().execute(
+            "INSERT INTO key_policies (key_id, version, signed) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key_id) DO UPDATE SET version = excluded.version, signed = excluded.signed
+             WHERE excluded.version > key_policies.version",
+            params![key_id, version, signed],
+        )?;
+        Ok(())
     }
 
     pub fn record_security_event(&self, session_id: Option<&[u8; 32]>, kind: &str, detail: &str) {

@@ -49,7 +49,7 @@ fn cluster_with_timeout(round_timeout: Duration) -> Cluster {
     let nodes = stores
         .into_iter()
         .map(|(store, secret)| {
-            Node::new(store, secret, members.clone(), round_timeout, 16).unwrap()
+            Node::new(store, secret, members.clone(), round_timeout, 16, None).unwrap()
         })
         .collect();
     Cluster {

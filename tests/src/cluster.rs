@@ -209,8 +209,17 @@ fn write(path: &Path, contents: &str) {
 }
 
 impl NodeCluster {
-    /// Initialises three stores (real `init` runs) and starts the three nodes.
+    /// Initialises three stores (real `init` runs) and starts the three nodes, which check no
+    /// signed key policy.
     pub fn start(kek: KekKind) -> NodeCluster {
+        Self::start_with(kek, None)
+    }
+
+    /// `start`, with the nodes enforcing key policies signed by the key with this public half.
+    pub fn start_with(kek: KekKind, policy_public_key: Option<&str>) -> NodeCluster {
+        let policy_line = policy_public_key
+            .map(|key| format!("policy_public_key = \"{key}\"\n"))
+            .unwrap_or_default();
         // SHARDSIGN_KEEP_TEST_DIRS=1 keeps data directories and logs for inspection.
         let keep = std::env::var_os("SHARDSIGN_KEEP_TEST_DIRS").is_some();
         let root = tempfile::Builder::new()
@@ -291,7 +300,7 @@ impl NodeCluster {
                     &config,
                     &format!(
                         "node_id = {id}\ncluster_id = \"test-cluster\"\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:0\"\n\
-                         ready_file = \"{ready}\"\nround_timeout_secs = 10\n{kek_line}\n\
+                         ready_file = \"{ready}\"\nround_timeout_secs = 10\n{policy_line}{kek_line}\n\
                          tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{ca}\", coordinator_cert_sha256 = \"{pin}\" }}\n\n{members}",
                         data = dir.join("data").display(),
                         ready = dir.join("ready").display(),

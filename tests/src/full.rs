@@ -1,13 +1,22 @@
 //! A whole local cluster: three node processes and a coordinator process on loopback, with
-//! public-API clients that present the admin or signer token over TLS.
+//! public-API clients that present API keys over TLS. `start` also does what an operator does
+//! first: creates an admin API key with the bootstrap credential, and holds the operator's
+//! policy key to sign key policies (nodes and coordinator enforce them).
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use shardsign_devcert::Usage;
+use shardsign_policy::OperatorPolicyKey;
 use shardsign_proto::v1::admin_client::AdminClient;
 use shardsign_proto::v1::signer_client::SignerClient;
+use shardsign_proto::v1::{
+    ContractCall, CreateApiKeyRequest, CreateApiKeyResponse, Key, KeyPolicy, Policy,
+    SetKeyPolicyRequest, SetKeyPolicyResponse, SignedKeyPolicy,
+};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -42,8 +51,7 @@ pub struct CoordinatorProcess {
     pub log: PathBuf,
     pub address: String,
     child: Option<Child>,
-    admin_token: String,
-    signer_token: String,
+    bootstrap_token: String,
 }
 
 impl CoordinatorProcess {
@@ -58,8 +66,7 @@ impl CoordinatorProcess {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("SHARDSIGN_TEST_ADMIN_TOKEN", &self.admin_token)
-            .env("SHARDSIGN_TEST_SIGNER_TOKEN", &self.signer_token)
+            .env("SHARDSIGN_TEST_BOOTSTRAP_TOKEN", &self.bootstrap_token)
             .env("RUST_LOG", "info,shardsign_coordinator=debug");
         let mut child = spawn_logged(command, &self.log);
         self.address = wait_ready("coordinator", &mut child, &ready, &self.log);
@@ -89,8 +96,62 @@ impl Drop for CoordinatorProcess {
 pub struct Cluster {
     pub nodes: NodeCluster,
     pub coordinator: CoordinatorProcess,
+    pub bootstrap_token: String,
+    /// An admin API key (created with the bootstrap credential).
     pub admin_token: String,
+    /// A `read` + `sign` API key for every key, with a policy that allows everything.
     pub signer_token: String,
+    /// The operator's policy key (the nodes and the coordinator know its public half).
+    pub policy_key: OperatorPolicyKey,
+    policy_versions: AtomicU64,
+}
+
+/// A policy that grants everything on `chains` (what tests that are not about policy use).
+pub fn permissive_policy(chains: &[u64]) -> Policy {
+    Policy {
+        allowed_chain_ids: chains.to_vec(),
+        max_value_per_tx: "unlimited".into(),
+        max_value_per_24h: "unlimited".into(),
+        allowed_recipients: vec!["*".into()],
+        allowed_contract_calls: vec![ContractCall {
+            to: "*".into(),
+            selector: "*".into(),
+        }],
+        allow_contract_creation: true,
+        max_fee_per_gas: "unlimited".into(),
+        max_total_fee: "unlimited".into(),
+        requests_per_minute: 1_000_000,
+        allow_message_signing: true,
+    }
+}
+
+/// Every chain id the tests use with the coordinator.
+pub const TEST_CHAINS: &[u64] = &[1, 5, 10, 137, 8453, 11155111];
+
+/// A TLS channel to the coordinator (needs a tokio runtime).
+pub fn channel_to(address: &str, ca_pem: &str) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://{address}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// Runs `work` on a runtime of its own, from sync or async code alike.
+fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("helper thread")
 }
 
 fn write(path: &std::path::Path, contents: &str) {
@@ -99,7 +160,8 @@ fn write(path: &std::path::Path, contents: &str) {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let nodes = NodeCluster::start(KekKind::KeyFile);
+        let policy_key = OperatorPolicyKey::generate();
+        let nodes = NodeCluster::start_with(KekKind::KeyFile, Some(&policy_key.public_hex()));
         let dir = nodes.root.path().join("coordinator");
         std::fs::create_dir_all(&dir).expect("coordinator dir");
         let server = nodes
@@ -130,7 +192,8 @@ impl Cluster {
             &format!(
                 "cluster_id = \"test-cluster\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"{db}\"\nready_file = \"{ready}\"\n\
                  request_timeout_secs = 20\nround_timeout_secs = 5\n\
-                 auth = {{ admin_token_env = \"SHARDSIGN_TEST_ADMIN_TOKEN\", signer_token_env = \"SHARDSIGN_TEST_SIGNER_TOKEN\" }}\n\
+                 auth = {{ bootstrap_token_env = \"SHARDSIGN_TEST_BOOTSTRAP_TOKEN\", environment = \"test\" }}\n\
+                 policy_public_key = \"{policy_public_key}\"\n\
                  tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\
                  node_tls = {{ ca = \"{ca}\", cert = \"{client_cert}\", key = \"{client_key}\" }}\n\n{members}",
                 db = dir.join("coordinator.db").display(),
@@ -140,38 +203,119 @@ impl Cluster {
                 ca = nodes.root.path().join("ca.pem").display(),
                 client_cert = dir.join("node-client.pem").display(),
                 client_key = dir.join("node-client.key").display(),
+                policy_public_key = policy_key.public_hex(),
             ),
         );
-        let admin_token = format!("admin-{}", hex_random());
-        let signer_token = format!("signer-{}", hex_random());
+        let bootstrap_token = format!("bootstrap-{}", hex_random());
         let mut coordinator = CoordinatorProcess {
             log: dir.join("coordinator.log"),
             dir,
             config,
             address: String::new(),
             child: None,
-            admin_token: admin_token.clone(),
-            signer_token: signer_token.clone(),
+            bootstrap_token: bootstrap_token.clone(),
         };
         coordinator.start();
-        Cluster {
+        let mut cluster = Cluster {
             nodes,
             coordinator,
-            admin_token,
-            signer_token,
-        }
+            bootstrap_token: bootstrap_token.clone(),
+            admin_token: String::new(),
+            signer_token: String::new(),
+            policy_key,
+            policy_versions: AtomicU64::new(1),
+        };
+        let address = cluster.coordinator.address.clone();
+        let ca_pem = cluster.nodes.ca.cert_pem().to_string();
+        let (admin_token, signer_token) = on_own_runtime(async move {
+            let channel = channel_to(&address, &ca_pem);
+            let mut bootstrap =
+                AdminClient::with_interceptor(channel.clone(), Bearer(Some(bootstrap_token)));
+            let admin = bootstrap
+                .create_api_key(CreateApiKeyRequest {
+                    label: "test admin".into(),
+                    scopes: vec!["admin".into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("bootstrap creates the admin key")
+                .into_inner()
+                .api_key;
+            let signer = AdminClient::with_interceptor(channel, Bearer(Some(admin.clone())))
+                .create_api_key(CreateApiKeyRequest {
+                    label: "test signer".into(),
+                    scopes: vec!["read".into(), "sign".into()],
+                    all_keys: true,
+                    policy: Some(permissive_policy(TEST_CHAINS)),
+                    ..Default::default()
+                })
+                .await
+                .expect("admin creates the signer key")
+                .into_inner()
+                .api_key;
+            (admin, signer)
+        });
+        cluster.admin_token = admin_token;
+        cluster.signer_token = signer_token;
+        cluster
+    }
+
+    /// The next policy version (increasing across all keys, so always newer).
+    pub fn next_policy_version(&self) -> u64 {
+        self.policy_versions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A key policy signed by the operator's key.
+    pub fn signed_policy(&self, key_id: &str, rules: Policy, version: u64) -> SignedKeyPolicy {
+        self.policy_key
+            .sign(&KeyPolicy {
+                cluster_id: "test-cluster".into(),
+                key_id: key_id.into(),
+                version,
+                rules: Some(rules),
+                issued_at_unix: 0,
+            })
+            .expect("a valid policy")
+    }
+
+    /// Signs `rules` as the newest policy of `key_id` and sets it through the Admin API.
+    pub async fn set_key_policy(
+        &self,
+        key_id: &str,
+        rules: Policy,
+    ) -> Result<SetKeyPolicyResponse, Status> {
+        let signed = self.signed_policy(key_id, rules, self.next_policy_version());
+        self.admin()
+            .set_key_policy(SetKeyPolicyRequest {
+                signed_policy: Some(signed),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Gives a freshly created key a policy that allows everything on its chains.
+    pub async fn allow_everything(&self, key: &Key) {
+        let mut rules = permissive_policy(&key.allowed_chain_ids);
+        rules.max_value_per_24h.clear();
+        rules.requests_per_minute = 0;
+        let response = self
+            .set_key_policy(&key.key_id, rules)
+            .await
+            .expect("set key policy");
+        assert_eq!(response.nodes_updated, vec![1, 2, 3], "{response:?}");
+    }
+
+    /// Creates an API key through the admin key.
+    pub async fn create_api_key(&self, request: CreateApiKeyRequest) -> CreateApiKeyResponse {
+        self.admin()
+            .create_api_key(request)
+            .await
+            .expect("create_api_key")
+            .into_inner()
     }
 
     pub fn channel(&self) -> Channel {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.nodes.ca.cert_pem()))
-            .domain_name("localhost");
-        Endpoint::from_shared(format!("https://{}", self.coordinator.address))
-            .expect("endpoint")
-            .tls_config(tls)
-            .expect("tls")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy()
+        channel_to(&self.coordinator.address, self.nodes.ca.cert_pem())
     }
 
     pub fn signer_with(&self, token: Option<&str>) -> Signer {

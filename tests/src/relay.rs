@@ -43,15 +43,37 @@ pub async fn sign(
     session_id: Option<Vec<u8>>,
     hook: Option<Hook<'_>>,
 ) -> Result<Vec<SignatureResult>, RelayError> {
-    let session_id = session_id.unwrap_or_else(fresh_session_id);
-    production::sign(
+    sign_with_policy(
         clients,
         signers,
         key_id,
         payload,
         expected_hash,
-        &session_id,
-        &mut options(hook),
+        &[],
+        session_id,
+        hook,
     )
     .await
+}
+
+/// `sign`, forwarding a signed key policy as the coordinator does.
+#[allow(clippy::too_many_arguments)]
+pub async fn sign_with_policy(
+    clients: &BTreeMap<u8, NodeClient<Channel>>,
+    signers: [u8; 2],
+    key_id: &str,
+    payload: &Payload,
+    expected_hash: [u8; 32],
+    signed_policy: &[u8],
+    session_id: Option<Vec<u8>>,
+    hook: Option<Hook<'_>>,
+) -> Result<Vec<SignatureResult>, RelayError> {
+    let session_id = session_id.unwrap_or_else(fresh_session_id);
+    let job = production::SignJob {
+        key_id,
+        payload,
+        expected_hash,
+        signed_policy,
+    };
+    production::sign(clients, signers, &job, &session_id, &mut options(hook)).await
 }

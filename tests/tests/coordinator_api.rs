@@ -61,6 +61,7 @@ fn shared() -> &'static Shared {
             let (events, key) = runtime
                 .block_on(async { create_key(&mut cluster.admin(), "shared", &[1, 10]).await });
             let key = key.expect("ceremony");
+            runtime.block_on(cluster.allow_everything(&key));
             sender
                 .send(Shared {
                     cluster,

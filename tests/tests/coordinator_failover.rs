@@ -31,7 +31,10 @@ async fn create_key(cluster: &Cluster) -> Key {
         last = event.event;
     }
     match last {
-        Some(Event::Done(key)) => key,
+        Some(Event::Done(key)) => {
+            cluster.allow_everything(&key).await;
+            key
+        }
         other => panic!("ceremony ended with {other:?}"),
     }
 }

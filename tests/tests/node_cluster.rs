@@ -489,6 +489,7 @@ async fn malformed_requests_get_precise_errors() {
             tx.signing_payload(),
         )),
         expected_hash: tx.signing_hash().to_vec(),
+        signed_policy: Vec::new(),
     };
     let cases: Vec<(StartSignRequest, &str)> = vec![
         (

@@ -7,6 +7,7 @@
 //! node re-derives what it signs from these decoders and must never be talked into a different hash.
 
 mod address;
+mod amount;
 mod error;
 mod keccak;
 mod limits;
@@ -18,6 +19,7 @@ mod signed;
 mod tx;
 
 pub use address::Address;
+pub use amount::{format_eth, parse_amount};
 pub use error::EthError;
 pub use keccak::keccak256;
 pub use limits::Limits;

@@ -1,0 +1,355 @@
+//! The Admin API's access operations: API keys (create, list, rotate, revoke, policy), signing
+//! key policies (store, forward to the nodes), the audit log (verify, list) and `WhoAmI`. Every
+//! change is itself written to the audit log.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardsign_policy::{Rules, RulesFor};
+use shardsign_proto::node::v1::PutPolicyRequest;
+use shardsign_proto::v1 as api;
+
+use crate::apikeys::{self, ApiKey, Scopes};
+use crate::audit::{AuditEntry, Decision};
+use crate::auth::{Caller, Principal};
+use crate::core::{Coordinator, MAX_LABEL_LEN};
+use crate::error::CoordError;
+use crate::registry::{PolicyUpdate, now_ms};
+
+/// Default grace period of a rotated-out secret.
+pub const DEFAULT_GRACE_SECS: i64 = 24 * 60 * 60;
+/// Longest grace period.
+pub const MAX_GRACE_SECS: i64 = 30 * 24 * 60 * 60;
+/// Longest lifetime of an API key.
+pub const MAX_LIFETIME_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+/// Most signing keys one API key can be bound to.
+pub const MAX_BOUND_KEYS: usize = 1000;
+
+fn valid_key_id(key_id: &str) -> bool {
+    !key_id.is_empty()
+        && key_id.len() <= 64
+        && key_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Coordinator {
+    /// Appends an administrative action to the audit log.
+    pub fn audit_admin<T>(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        key_id: &str,
+        target: &str,
+        outcome: &Result<T, CoordError>,
+    ) -> Result<(), CoordError> {
+        let (decision, detail) = match outcome {
+            Ok(_) => (Decision::Allowed, target.to_string()),
+            Err(error) if error.is_refusal() => (Decision::Refused, format!("{target}: {error}")),
+            Err(error) => (Decision::Failed, format!("{target}: {error}")),
+        };
+        self.registry
+            .append_audit(AuditEntry {
+                at_ms: now_ms(),
+                api_key_id: caller.id().to_string(),
+                operation: operation.to_string(),
+                key_id: key_id.to_string(),
+                decision: decision.as_str().to_string(),
+                detail,
+                tx_hash: Vec::new(),
+                request_id: String::new(),
+                peer: caller.peer.clone(),
+            })
+            .map(|_| ())
+    }
+
+    fn api_key_or_not_found(&self, id: &str) -> Result<Arc<ApiKey>, CoordError> {
+        self.auth
+            .current(id)
+            .ok_or_else(|| CoordError::ApiKeyNotFound(id.to_string()))
+    }
+
+    pub fn create_api_key(
+        &self,
+        caller: &Caller,
+        request: api::CreateApiKeyRequest,
+    ) -> Result<api::CreateApiKeyResponse, CoordError> {
+        if request.label.is_empty()
+            || request.label.len() > MAX_LABEL_LEN
+            || request.label.chars().any(char::is_control)
+        {
+            return Err(CoordError::invalid(
+                "label",
+                format!("expected 1 to {MAX_LABEL_LEN} characters, no control characters"),
+            ));
+        }
+        let scopes = Scopes::parse(&request.scopes)?;
+        if matches!(caller.principal, Principal::Bootstrap) && !scopes.admin {
+            return Err(CoordError::PermissionDenied(
+                "the bootstrap credential may only create an admin API key".into(),
+            ));
+        }
+        if request.all_keys && !request.key_ids.is_empty() {
+            return Err(CoordError::invalid(
+                "key_ids",
+                "give key_ids or all_keys = true, not both",
+            ));
+        }
+        if request.key_ids.len() > MAX_BOUND_KEYS {
+            return Err(CoordError::invalid(
+                "key_ids",
+                format!("at most {MAX_BOUND_KEYS} keys"),
+            ));
+        }
+        if let Some(bad) = request.key_ids.iter().find(|id| !valid_key_id(id)) {
+            return Err(CoordError::invalid(
+                "key_ids",
+                format!(
+                    "`{}` is not a key id (1 to 64 characters of A-Z a-z 0-9 _ -)",
+                    bad.escape_default()
+                ),
+            ));
+        }
+        if !(0..=MAX_LIFETIME_SECS).contains(&request.expires_in_seconds) {
+            return Err(CoordError::invalid(
+                "expires_in_seconds",
+                format!("expected 0 (never) to {MAX_LIFETIME_SECS}"),
+            ));
+        }
+        let policy = request.policy.unwrap_or_default();
+        let rules = Rules::from_proto(&policy, RulesFor::ApiKey)?;
+        let now = now_ms();
+        let id = apikeys::new_id();
+        let key = ApiKey {
+            id: id.clone(),
+            label: request.label,
+            scopes,
+            key_ids: (!request.all_keys)
+                .then(|| request.key_ids.into_iter().collect::<BTreeSet<_>>()),
+            expires_at_ms: (request.expires_in_seconds > 0)
+                .then(|| now + request.expires_in_seconds * 1000),
+            created_at_ms: now,
+            created_by: caller.id().to_string(),
+            revoked_at_ms: None,
+            policy: rules.to_proto(RulesFor::ApiKey),
+            rules,
+            secrets: Vec::new(),
+        };
+        let (secret, hash) = self.auth.hasher().issue(self.auth.environment(), &id);
+        self.registry.insert_api_key(&key, &hash)?;
+        let key = self
+            .auth
+            .refresh(&self.registry, &id)?
+            .ok_or_else(|| CoordError::ApiKeyNotFound(id.clone()))?;
+        tracing::info!(
+            api_key_id = id,
+            created_by = caller.id(),
+            scopes = key.scopes.to_column(),
+            "API key created"
+        );
+        Ok(api::CreateApiKeyResponse {
+            info: Some(key.to_api(now)),
+            api_key: secret.0.to_string(),
+        })
+    }
+
+    pub fn list_api_keys(&self) -> api::ListApiKeysResponse {
+        let now = now_ms();
+        api::ListApiKeysResponse {
+            api_keys: self.auth.all().iter().map(|k| k.to_api(now)).collect(),
+        }
+    }
+
+    pub fn rotate_api_key(
+        &self,
+        request: api::RotateApiKeyRequest,
+    ) -> Result<api::CreateApiKeyResponse, CoordError> {
+        let key = self.api_key_or_not_found(&request.id)?;
+        let now = now_ms();
+        if key.status(now) != api::ApiKeyStatus::Active {
+            return Err(CoordError::PermissionDenied(format!(
+                "API key {} is revoked or expired; create a new one instead",
+                key.id
+            )));
+        }
+        let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
+        if !(0..=MAX_GRACE_SECS).contains(&grace) {
+            return Err(CoordError::invalid(
+                "grace_seconds",
+                format!("expected 0 to {MAX_GRACE_SECS} (30 days)"),
+            ));
+        }
+        let (secret, hash) = self.auth.hasher().issue(self.auth.environment(), &key.id);
+        self.registry
+            .rotate_api_key(&key.id, &hash, now, now + grace * 1000)?;
+        let key = self
+            .auth
+            .refresh(&self.registry, &key.id)?
+            .ok_or_else(|| CoordError::ApiKeyNotFound(request.id.clone()))?;
+        tracing::info!(
+            api_key_id = key.id,
+            grace_seconds = grace,
+            "API key rotated"
+        );
+        Ok(api::CreateApiKeyResponse {
+            info: Some(key.to_api(now)),
+            api_key: secret.0.to_string(),
+        })
+    }
+
+    pub fn revoke_api_key(&self, id: &str) -> Result<api::ApiKeyInfo, CoordError> {
+        let key = self.api_key_or_not_found(id)?;
+        let now = now_ms();
+        self.registry.revoke_api_key(&key.id, now)?;
+        self.rate.forget(&key.id);
+        let key = self
+            .auth
+            .refresh(&self.registry, &key.id)?
+            .ok_or_else(|| CoordError::ApiKeyNotFound(id.to_string()))?;
+        tracing::info!(api_key_id = key.id, "API key revoked");
+        Ok(key.to_api(now))
+    }
+
+    pub fn set_api_key_policy(
+        &self,
+        request: api::SetApiKeyPolicyRequest,
+    ) -> Result<api::ApiKeyInfo, CoordError> {
+        let key = self.api_key_or_not_found(&request.id)?;
+        let rules = Rules::from_proto(&request.policy.unwrap_or_default(), RulesFor::ApiKey)?;
+        self.registry
+            .set_api_key_policy(&key.id, &rules.to_proto(RulesFor::ApiKey))?;
+        self.rate.forget(&key.id);
+        let key = self
+            .auth
+            .refresh(&self.registry, &key.id)?
+            .ok_or_else(|| CoordError::ApiKeyNotFound(request.id.clone()))?;
+        tracing::info!(api_key_id = key.id, "API key policy replaced");
+        Ok(key.to_api(now_ms()))
+    }
+
+    /// Verifies, stores and forwards a signed key policy. Stored before it is forwarded, so a
+    /// node that accepted it is never ahead of the coordinator.
+    pub async fn set_key_policy(
+        &self,
+        request: api::SetKeyPolicyRequest,
+    ) -> Result<api::SetKeyPolicyResponse, CoordError> {
+        use prost::Message;
+        let signed = request
+            .signed_policy
+            .ok_or_else(|| CoordError::invalid("signed_policy", "missing"))?
+            .encode_to_vec();
+        let policy = self.key_policies.verify(&signed)?;
+        self.registry.get_key(&policy.key_id)?;
+        match self
+            .registry
+            .put_key_policy(&policy.key_id, policy.version, &signed)?
+        {
+            PolicyUpdate::Stored | PolicyUpdate::Unchanged => {}
+            PolicyUpdate::NotNewer { held } => {
+                return Err(CoordError::invalid(
+                    "version",
+                    format!(
+                        "version {} is not newer than version {held} already set for `{}`; sign it with a higher version",
+                        policy.version, policy.key_id
+                    ),
+                ));
+            }
+        }
+        let policy = Arc::new(policy);
+        self.key_policies.insert(policy.clone());
+        let mut calls = tokio::task::JoinSet::new();
+        for (node, client) in self.pool.clients() {
+            let mut client = client.clone();
+            let signed = signed.clone();
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(PutPolicyRequest {
+                    signed_policy: signed,
+                });
+                request.set_timeout(Duration::from_secs(5));
+                (node, client.put_policy(request).await)
+            });
+        }
+        let mut response = api::SetKeyPolicyResponse {
+            key_id: policy.key_id.clone(),
+            version: policy.version,
+            ..Default::default()
+        };
+        while let Some(Ok((node, outcome))) = calls.join_next().await {
+            match outcome {
+                Ok(_) => response.nodes_updated.push(u32::from(node)),
+                Err(status) => response
+                    .node_errors
+                    .push(format!("node {node}: {}", status.message())),
+            }
+        }
+        response.nodes_updated.sort_unstable();
+        response.node_errors.sort();
+        tracing::info!(key_id = policy.key_id, version = policy.version, nodes = ?response.nodes_updated, "key policy set");
+        Ok(response)
+    }
+
+    pub fn get_key_policy(&self, key_id: &str) -> Result<api::SignedKeyPolicy, CoordError> {
+        use prost::Message;
+        let policy = self
+            .key_policies
+            .get(key_id)
+            .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
+        api::SignedKeyPolicy::decode(policy.signed.as_slice())
+            .map_err(|_| CoordError::config("registry", "a stored policy is unreadable"))
+    }
+
+    pub fn verify_audit(&self) -> Result<api::VerifyAuditResponse, CoordError> {
+        let report = self.registry.verify_audit()?;
+        let (first_broken_seq, problem) = report.broken.unwrap_or((0, String::new()));
+        Ok(api::VerifyAuditResponse {
+            intact: first_broken_seq == 0,
+            records: report.records,
+            first_broken_seq,
+            problem,
+            head_hash: report.head_hash.to_vec(),
+        })
+    }
+
+    pub fn list_audit(
+        &self,
+        request: api::ListAuditRequest,
+    ) -> Result<api::ListAuditResponse, CoordError> {
+        let limit = match request.limit {
+            0 => 100,
+            n if n <= 1000 => n,
+            _ => return Err(CoordError::invalid("limit", "expected 1 to 1000")),
+        };
+        let records = self.registry.list_audit(request.after_seq, limit)?;
+        Ok(api::ListAuditResponse {
+            records: records
+                .into_iter()
+                .map(|r| api::AuditRecord {
+                    seq: r.seq,
+                    at_unix_ms: r.entry.at_ms,
+                    api_key_id: r.entry.api_key_id,
+                    operation: r.entry.operation,
+                    key_id: r.entry.key_id,
+                    decision: r.entry.decision,
+                    detail: r.entry.detail,
+                    tx_hash: r.entry.tx_hash,
+                    request_id: r.entry.request_id,
+                    peer: r.entry.peer,
+                    prev_hash: r.prev_hash,
+                    hash: r.hash,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn who_am_i(&self, caller: &Caller) -> api::ApiKeyInfo {
+        match &caller.principal {
+            Principal::ApiKey(key) => key.to_api(now_ms()),
+            Principal::Bootstrap => api::ApiKeyInfo {
+                id: "bootstrap".into(),
+                label: "bootstrap credential".into(),
+                ..Default::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The audit log's storage: append under the connection lock (so the chain has one order),
+//! read back for verification and listing.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Registry;
+use crate::audit::{self, AuditEntry, AuditReport, GENESIS, StoredRecord};
+use crate::error::CoordError;
+
+const COLUMNS: &str = "seq, at_ms, api_key_id, operation, key_id, decision, detail, tx_hash, request_id, peer, prev_hash, hash";
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        seq: row.get::<_, i64>(0)? as u64,
+        entry: AuditEntry {
+            at_ms: row.get(1)?,
+            api_key_id: row.get(2)?,
+            operation: row.get(3)?,
+            key_id: row.get(4)?,
+            decision: row.get(5)?,
+            detail: row.get(6)?,
+            tx_hash: row.get(7)?,
+            request_id: row.get(8)?,
+            peer: row.get(9)?,
+        },
+        prev_hash: row.get(10)?,
+        hash: row.get(11)?,
+    })
+}
+
+impl Registry {
+    /// Appends a record to the chain; returns its sequence number.
+    pub fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, CoordError> {
+        if entry.detail.len() > audit::MAX_DETAIL_LEN {
+            let mut cut = audit::MAX_DETAIL_LEN;
+            while !entry.detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            entry.detail.truncate(cut);
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (seq, prev) = match last {
+            Some((seq, hash)) => (
+                seq as u64 + 1,
+                <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS),
+            ),
+            None => (1, GENESIS),
+        };
+        let hash = audit::chain_hash(seq, &entry, &prev);
+        tx.execute(
+            &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            params![
+                seq as i64,
+                entry.at_ms,
+                entry.api_key_id,
+                entry.operation,
+                entry.key_id,
+                entry.decision,
+                entry.detail,
+                entry.tx_hash,
+                entry.request_id,
+                entry.peer,
+                prev.as_slice(),
+                hash.as_slice(),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Walks the whole chain.
+    pub fn verify_audit(&self) -> Result<AuditReport, CoordError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
+        let mut rows = statement.query([])?;
+        let mut records = Vec::new();
+        // Stream in chunks so a long log is not held in memory at once.
+        let mut report: Option<AuditReport> = None;
+        let mut offset_records = 0u64;
+        let mut prev_hash = GENESIS;
+        loop {
+            records.clear();
+            while records.len() < 10_000 {
+                match rows.next()? {
+                    Some(row) => records.push(read_record(row)?),
+                    None => break,
+                }
+            }
+            if records.is_empty() {
+                break;
+            }
+            // Re-base the chunk on the previous one's head.
+            let chunk = audit::verify_continuing(offset_records, prev_hash, records.drain(..));
+            offset_records = chunk.records;
+            prev_hash = chunk.head_hash;
+            if chunk.broken.is_some() {
+                report = Some(chunk);
+                break;
+            }
+        }
+        Ok(report.unwrap_or(AuditReport {
+            records: offset_records,
+            broken: None,
+            head_hash: prev_hash,
+        }))
+    }
+
+    pub fn list_audit(&self, after_seq: u64, limit: u32) -> Result<Vec<StoredRecord>, CoordError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(params![after_seq as i64, limit], read_record)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}

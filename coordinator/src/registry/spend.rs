@@ -1,0 +1,119 @@
+//! Rolling 24-hour spend per API key. A reservation is checked and written under the registry's
+//! one connection lock, so concurrent requests can never overspend; it is released if signing
+//! fails, and it survives a restart because it is a row, not a counter in memory.
+
+use rusqlite::params;
+use shardsign_eth::U256;
+
+use super::Registry;
+use crate::error::CoordError;
+
+const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The result of asking to spend.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved under this row id (release it if signing fails).
+    Reserved(i64),
+    /// Over the cap: what was already spent in the window.
+    Over { spent: U256 },
+}
+
+impl Registry {
+    /// Reserves `value` for `api_key_id` if the window's total stays within `cap`.
+    pub fn reserve_spend(
+        &self,
+        api_key_id: &str,
+        value: U256,
+        cap: U256,
+        now_ms: i64,
+    ) -> Result<Reservation, CoordError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM spends WHERE api_key_id = ?1 AND at_ms <= ?2",
+            params![api_key_id, now_ms - WINDOW_MS],
+        )?;
+        let spent = {
+            let mut statement =
+                tx.prepare_cached("SELECT value FROM spends WHERE api_key_id = ?1")?;
+            let values = statement.query_map([api_key_id], |r| r.get::<_, String>(0))?;
+            let mut spent = U256::ZERO;
+            for value in values {
+                let value: U256 = value?
+                    .parse()
+                    .map_err(|_| CoordError::config("registry", "a spend record is unreadable"))?;
+                spent = spent.saturating_add(value);
+            }
+            spent
+        };
+        if spent.checked_add(value).is_none_or(|total| total > cap) {
+            return Ok(Reservation::Over { spent });
+        }
+        tx.execute(
+            "INSERT INTO spends (api_key_id, at_ms, value) VALUES (?1, ?2, ?3)",
+            params![api_key_id, now_ms, value.to_string()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Reservation::Reserved(id))
+    }
+
+    /// Gives back a reservation whose signing failed.
+    pub fn release_spend(&self, reservation: i64) -> Result<(), CoordError> {
+        self.conn()
+            .execute("DELETE FROM spends WHERE id = ?1", [reservation])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_total_never_exceeds_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
+        let cap = U256::from(10u8);
+        let three = U256::from(3u8);
+        let mut reserved = Vec::new();
+        for _ in 0..3 {
+            match registry.reserve_spend("k", three, cap, 1_000).unwrap() {
+                Reservation::Reserved(id) => reserved.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            registry
+                .reserve_spend("k", U256::from(2u8), cap, 1_000)
+                .unwrap(),
+            Reservation::Over {
+                spent: U256::from(9u8)
+            }
+        );
+        assert!(matches!(
+            registry
+                .reserve_spend("k", U256::from(1u8), cap, 1_000)
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+        // Another key has its own window; a released reservation frees its value.
+        assert!(matches!(
+            registry.reserve_spend("other", cap, cap, 1_000).unwrap(),
+            Reservation::Reserved(_)
+        ));
+        registry.release_spend(reserved[0]).unwrap();
+        assert!(matches!(
+            registry.reserve_spend("k", three, cap, 1_000).unwrap(),
+            Reservation::Reserved(_)
+        ));
+        // 24 hours later the old spends no longer count.
+        assert!(matches!(
+            registry
+                .reserve_spend("k", cap, cap, 1_000 + WINDOW_MS)
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! Signing policies, shared by the coordinator (which checks API-key and key policies before it
+//! contacts a node) and the nodes (which check the operator-signed key policy themselves, so a
+//! compromised coordinator cannot make them sign what the policy forbids).
+//!
+//! - [`Rules`]: what a caller may sign, parsed and bounded from the wire `Policy`; deny by default.
+//! - [`Refusal`]: the rule that said no, with the values, for the caller to read.
+//! - [`signed`]: the operator's Ed25519 policy key, signing and verifying `KeyPolicy` bytes.
+
+mod error;
+mod rules;
+pub mod signed;
+
+pub use error::{PolicyError, Refusal};
+pub use rules::{Cap, ContractCallRule, Rules, RulesFor};
+pub use signed::{OperatorPolicyKey, PolicyVerifier, VerifiedKeyPolicy};

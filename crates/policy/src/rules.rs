@@ -1,0 +1,582 @@
+//! Rules over what may be signed. Parsed once from the wire `Policy` (bounded, validated, every
+//! problem named), then checked per request without allocation on the allowed path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use shardsign_eth::{Address, U256, UnsignedTransaction, format_eth, parse_amount};
+use shardsign_proto::v1 as api;
+
+use crate::error::{PolicyError, Refusal};
+
+/// Most chain ids in one policy.
+pub const MAX_CHAIN_IDS: usize = 64;
+/// Most recipients, and most contract-call entries, in one policy.
+pub const MAX_ALLOWLIST: usize = 1000;
+/// Highest requests_per_minute.
+pub const MAX_REQUESTS_PER_MINUTE: u32 = 1_000_000;
+const MAX_FIELD_LEN: usize = 100;
+
+/// An upper bound on an amount of wei.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    Unlimited,
+    Max(U256),
+}
+
+impl Cap {
+    fn parse(field: &'static str, text: &str) -> Result<Cap, PolicyError> {
+        let text = text.trim();
+        if text.len() > MAX_FIELD_LEN {
+            return Err(PolicyError::invalid(field, "longer than 100 characters"));
+        }
+        if text.is_empty() {
+            return Ok(Cap::Max(U256::ZERO));
+        }
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(Cap::Unlimited);
+        }
+        parse_amount(field, text)
+            .map(Cap::Max)
+            .map_err(|e| PolicyError::invalid(field, e.to_string()))
+    }
+
+    /// `Ok` when `value` is within the cap.
+    pub fn allows(&self, value: U256) -> bool {
+        match self {
+            Cap::Unlimited => true,
+            Cap::Max(max) => value <= *max,
+        }
+    }
+
+    fn to_wire(self) -> String {
+        match self {
+            Cap::Unlimited => "unlimited".into(),
+            Cap::Max(max) => max.to_string(),
+        }
+    }
+}
+
+/// How an amount is shown in a refusal.
+#[derive(Clone, Copy)]
+enum Unit {
+    Ether,
+    Gwei,
+}
+
+struct Shown(U256, Unit);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Unit::Ether => f.write_str(&format_eth(self.0)),
+            Unit::Gwei => {
+                let gwei = U256::from(1_000_000_000u64);
+                let (whole, fraction) = (self.0 / gwei, self.0 % gwei);
+                if fraction.is_zero() {
+                    write!(f, "{whole} gwei")
+                } else {
+                    let fraction = format!("{fraction:0>9}");
+                    write!(f, "{whole}.{} gwei", fraction.trim_end_matches('0'))
+                }
+            }
+        }
+    }
+}
+
+/// One allowed contract call: `None` is "any".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractCallRule {
+    pub to: Option<Address>,
+    pub selector: Option<[u8; 4]>,
+}
+
+/// Which kind of policy is being parsed: the per-API-key one has two rules more (the rolling
+/// 24 h value and the request rate), which nodes cannot enforce and so must not be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesFor {
+    ApiKey,
+    SigningKey,
+}
+
+/// A parsed policy. Every rule denies until granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub chain_ids: BTreeSet<u64>,
+    pub max_value_per_tx: Cap,
+    pub max_value_per_24h: Cap,
+    pub any_recipient: bool,
+    pub recipients: BTreeSet<Address>,
+    pub contract_calls: Vec<ContractCallRule>,
+    pub allow_contract_creation: bool,
+    pub max_fee_per_gas: Cap,
+    pub max_total_fee: Cap,
+    pub requests_per_minute: u32,
+    pub allow_message_signing: bool,
+}
+
+fn parse_selector(text: &str) -> Result<Option<[u8; 4]>, PolicyError> {
+    if text == "*" {
+        return Ok(None);
+    }
+    let hex_digits = text.strip_prefix("0x").ok_or_else(|| {
+        PolicyError::invalid(
+            "allowed_contract_calls",
+            "selector: expected 0x and 8 hex digits, or *",
+        )
+    })?;
+    let bytes = hex::decode(hex_digits)
+        .ok()
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .ok_or_else(|| {
+            PolicyError::invalid(
+                "allowed_contract_calls",
+                format!("selector `{text}`: expected 0x and 8 hex digits, or *"),
+            )
+        })?;
+    Ok(Some(bytes))
+}
+
+fn parse_address(field: &'static str, text: &str) -> Result<Address, PolicyError> {
+    if text.len() > MAX_FIELD_LEN {
+        return Err(PolicyError::invalid(
+            field,
+            "an entry is longer than 100 characters",
+        ));
+    }
+    Address::parse(field, text).map_err(|e| PolicyError::invalid(field, e.to_string()))
+}
+
+impl Rules {
+    /// Parses and bounds a wire policy.
+    pub fn from_proto(policy: &api::Policy, kind: RulesFor) -> Result<Rules, PolicyError> {
+        if policy.allowed_chain_ids.len() > MAX_CHAIN_IDS {
+            return Err(PolicyError::invalid(
+                "allowed_chain_ids",
+                format!("at most {MAX_CHAIN_IDS} chain ids"),
+            ));
+        }
+        if policy.allowed_chain_ids.contains(&0) {
+            return Err(PolicyError::invalid(
+                "allowed_chain_ids",
+                "0 is not a chain id",
+            ));
+        }
+        if policy.allowed_recipients.len() > MAX_ALLOWLIST
+            || policy.allowed_contract_calls.len() > MAX_ALLOWLIST
+        {
+            return Err(PolicyError::invalid(
+                "allowed_recipients",
+                format!("at most {MAX_ALLOWLIST} recipients and {MAX_ALLOWLIST} contract calls"),
+            ));
+        }
+        if policy.requests_per_minute > MAX_REQUESTS_PER_MINUTE {
+            return Err(PolicyError::invalid(
+                "requests_per_minute",
+                format!("at most {MAX_REQUESTS_PER_MINUTE}"),
+            ));
+        }
+        if kind == RulesFor::SigningKey
+            && (!policy.max_value_per_24h.is_empty() || policy.requests_per_minute != 0)
+        {
+            return Err(PolicyError::invalid(
+                "max_value_per_24h",
+                "max_value_per_24h and requests_per_minute belong on API keys; a signing key's policy must leave them empty",
+            ));
+        }
+        let mut any_recipient = false;
+        let mut recipients = BTreeSet::new();
+        for entry in &policy.allowed_recipients {
+            if entry == "*" {
+                any_recipient = true;
+            } else {
+                recipients.insert(parse_address("allowed_recipients", entry)?);
+            }
+        }
+        let contract_calls = policy
+            .allowed_contract_calls
+            .iter()
+            .map(|call| {
+                Ok(ContractCallRule {
+                    to: if call.to == "*" {
+                        None
+                    } else {
+                        Some(parse_address("allowed_contract_calls", &call.to)?)
+                    },
+                    selector: parse_selector(&call.selector)?,
+                })
+            })
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        Ok(Rules {
+            chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
+            max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
+            max_value_per_24h: match kind {
+                RulesFor::ApiKey => Cap::parse("max_value_per_24h", &policy.max_value_per_24h)?,
+                RulesFor::SigningKey => Cap::Unlimited,
+            },
+            any_recipient,
+            recipients,
+            contract_calls,
+            allow_contract_creation: policy.allow_contract_creation,
+            max_fee_per_gas: Cap::parse("max_fee_per_gas", &policy.max_fee_per_gas)?,
+            max_total_fee: Cap::parse("max_total_fee", &policy.max_total_fee)?,
+            requests_per_minute: match kind {
+                RulesFor::ApiKey => policy.requests_per_minute,
+                RulesFor::SigningKey => u32::MAX,
+            },
+            allow_message_signing: policy.allow_message_signing,
+        })
+    }
+
+    /// The wire form (amounts in wei), for showing a policy back to its owner.
+    pub fn to_proto(&self, kind: RulesFor) -> api::Policy {
+        let mut allowed_recipients: Vec<String> =
+            self.recipients.iter().map(Address::to_checksum).collect();
+        if self.any_recipient {
+            allowed_recipients.insert(0, "*".into());
+        }
+        api::Policy {
+            allowed_chain_ids: self.chain_ids.iter().copied().collect(),
+            max_value_per_tx: self.max_value_per_tx.to_wire(),
+            max_value_per_24h: match kind {
+                RulesFor::ApiKey => self.max_value_per_24h.to_wire(),
+                RulesFor::SigningKey => String::new(),
+            },
+            allowed_recipients,
+            allowed_contract_calls: self
+                .contract_calls
+                .iter()
+                .map(|call| api::ContractCall {
+                    to: call.to.map_or_else(|| "*".into(), |a| a.to_checksum()),
+                    selector: call
+                        .selector
+                        .map_or_else(|| "*".into(), |s| format!("0x{}", hex::encode(s))),
+                })
+                .collect(),
+            allow_contract_creation: self.allow_contract_creation,
+            max_fee_per_gas: self.max_fee_per_gas.to_wire(),
+            max_total_fee: self.max_total_fee.to_wire(),
+            requests_per_minute: match kind {
+                RulesFor::ApiKey => self.requests_per_minute,
+                RulesFor::SigningKey => 0,
+            },
+            allow_message_signing: self.allow_message_signing,
+        }
+    }
+
+    /// Checks a transaction against every per-transaction rule (not the rolling 24 h value and
+    /// not the request rate, which need state: the coordinator checks those).
+    pub fn check_transaction(&self, tx: &UnsignedTransaction) -> Result<(), Refusal> {
+        let chain_id = tx.chain_id();
+        if !self.chain_ids.contains(&chain_id) {
+            return Err(Refusal::new(
+                "allowed_chain_ids",
+                format!("chain id {chain_id} is not in {:?}", self.chain_ids),
+            ));
+        }
+        self.check_destination(tx)?;
+        let value = tx.value();
+        if !self.max_value_per_tx.allows(value) {
+            return Err(over(
+                "max_value_per_tx",
+                value,
+                self.max_value_per_tx,
+                Unit::Ether,
+            ));
+        }
+        let fee_per_gas = tx.max_fee_per_gas();
+        if !self.max_fee_per_gas.allows(fee_per_gas) {
+            return Err(over(
+                "max_fee_per_gas",
+                fee_per_gas,
+                self.max_fee_per_gas,
+                Unit::Gwei,
+            ));
+        }
+        let total_fee = tx.max_total_fee();
+        if !self.max_total_fee.allows(total_fee) {
+            return Err(over(
+                "max_total_fee",
+                total_fee,
+                self.max_total_fee,
+                Unit::Ether,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_destination(&self, tx: &UnsignedTransaction) -> Result<(), Refusal> {
+        let data = tx.data();
+        match tx.to() {
+            None if self.allow_contract_creation => Ok(()),
+            None => Err(Refusal::new(
+                "allow_contract_creation",
+                "this key may not create contracts",
+            )),
+            Some(to) if data.is_empty() => {
+                if self.any_recipient || self.recipients.contains(&to) {
+                    Ok(())
+                } else {
+                    Err(Refusal::new(
+                        "allowed_recipients",
+                        format!("{} is not an allowed recipient", to.to_checksum()),
+                    ))
+                }
+            }
+            Some(to) => {
+                let selector: Option<[u8; 4]> = data.get(..4).and_then(|s| s.try_into().ok());
+                let allowed = self.contract_calls.iter().any(|rule| {
+                    rule.to.is_none_or(|allowed| allowed == to)
+                        && rule
+                            .selector
+                            .is_none_or(|allowed| Some(allowed) == selector)
+                });
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(Refusal::new(
+                        "allowed_contract_calls",
+                        format!(
+                            "call to {} with selector {} is not allowed",
+                            to.to_checksum(),
+                            selector.map_or_else(
+                                || "(none: data shorter than 4 bytes)".into(),
+                                |s| format!("0x{}", hex::encode(s))
+                            )
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// EIP-191 message signing.
+    pub fn check_message(&self) -> Result<(), Refusal> {
+        if self.allow_message_signing {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                "allow_message_signing",
+                "this key may not sign EIP-191 messages",
+            ))
+        }
+    }
+}
+
+fn over(rule: &'static str, value: U256, cap: Cap, unit: Unit) -> Refusal {
+    let max = match cap {
+        Cap::Max(max) => max,
+        Cap::Unlimited => U256::MAX,
+    };
+    Refusal::new(
+        rule,
+        format!("{} > {}", Shown(value, unit), Shown(max, unit)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardsign_eth::{Eip1559Transaction, LegacyTransaction};
+
+    const ALICE: &str = "0x00000000000000000000000000000000000a11ce";
+    const TOKEN: &str = "0x000000000000000000000000000000000000070c";
+
+    fn eth(text: &str) -> U256 {
+        parse_amount("t", text).unwrap()
+    }
+
+    fn tx(to: Option<&str>, value: &str, data: Vec<u8>) -> UnsignedTransaction {
+        UnsignedTransaction::Eip1559(Eip1559Transaction {
+            chain_id: 1,
+            nonce: 0,
+            max_priority_fee_per_gas: eth("1gwei"),
+            max_fee_per_gas: eth("30gwei"),
+            gas_limit: 21_000,
+            to: to.map(|a| Address::parse("to", a).unwrap()),
+            value: eth(value),
+            data,
+            access_list: Vec::new(),
+        })
+    }
+
+    fn generous() -> api::Policy {
+        api::Policy {
+            allowed_chain_ids: vec![1],
+            max_value_per_tx: "1eth".into(),
+            max_value_per_24h: "2eth".into(),
+            allowed_recipients: vec![ALICE.into()],
+            allowed_contract_calls: vec![api::ContractCall {
+                to: TOKEN.into(),
+                selector: "0xa9059cbb".into(),
+            }],
+            allow_contract_creation: false,
+            max_fee_per_gas: "30gwei".into(),
+            max_total_fee: "0.00063eth".into(),
+            requests_per_minute: 10,
+            allow_message_signing: false,
+        }
+    }
+
+    #[test]
+    fn an_empty_policy_denies_everything() {
+        let rules = Rules::from_proto(&api::Policy::default(), RulesFor::ApiKey).unwrap();
+        assert_eq!(
+            rules
+                .check_transaction(&tx(Some(ALICE), "0", vec![]))
+                .unwrap_err()
+                .rule,
+            "allowed_chain_ids"
+        );
+        assert_eq!(
+            rules.check_message().unwrap_err().rule,
+            "allow_message_signing"
+        );
+        assert_eq!(rules.requests_per_minute, 0);
+        assert_eq!(rules.max_value_per_24h, Cap::Max(U256::ZERO));
+    }
+
+    #[test]
+    fn each_rule_allows_at_its_limit_and_refuses_one_above() {
+        let rules = Rules::from_proto(&generous(), RulesFor::ApiKey).unwrap();
+        rules
+            .check_transaction(&tx(Some(ALICE), "1eth", vec![]))
+            .unwrap();
+        let refusal = rules
+            .check_transaction(&tx(Some(ALICE), "1000000000000000001", vec![]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "max_value_per_tx");
+        assert_eq!(
+            refusal.to_string(),
+            "policy max_value_per_tx: 1.000000000000000001 ETH > 1 ETH"
+        );
+        let refusal = rules
+            .check_transaction(&tx(Some(TOKEN), "0", vec![]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "allowed_recipients");
+        rules
+            .check_transaction(&tx(Some(TOKEN), "0", vec![0xa9, 0x05, 0x9c, 0xbb, 1]))
+            .unwrap();
+        let refusal = rules
+            .check_transaction(&tx(Some(TOKEN), "0", vec![0x09, 0x5e, 0xa7, 0xb3]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "allowed_contract_calls");
+        let refusal = rules
+            .check_transaction(&tx(Some(ALICE), "0", vec![0xa9, 0x05, 0x9c, 0xbb]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "allowed_contract_calls");
+        assert_eq!(
+            rules
+                .check_transaction(&tx(None, "0", vec![1]))
+                .unwrap_err()
+                .rule,
+            "allow_contract_creation"
+        );
+
+        let mut fee = tx(Some(ALICE), "0", vec![]);
+        if let UnsignedTransaction::Eip1559(inner) = &mut fee {
+            inner.max_fee_per_gas = eth("30gwei") + U256::from(1u8);
+        }
+        let refusal = rules.check_transaction(&fee).unwrap_err();
+        assert_eq!(refusal.rule, "max_fee_per_gas");
+        assert_eq!(refusal.detail, "30.000000001 gwei > 30 gwei");
+
+        // 21000 * 30 gwei = 0.00063 ETH exactly; one more gas is over.
+        let mut total = tx(Some(ALICE), "0", vec![]);
+        rules.check_transaction(&total).unwrap();
+        if let UnsignedTransaction::Eip1559(inner) = &mut total {
+            inner.gas_limit = 21_001;
+        }
+        assert_eq!(
+            rules.check_transaction(&total).unwrap_err().rule,
+            "max_total_fee"
+        );
+
+        let legacy = UnsignedTransaction::Legacy(LegacyTransaction {
+            chain_id: 5,
+            nonce: 0,
+            gas_price: eth("1gwei"),
+            gas_limit: 21_000,
+            to: Some(Address::parse("to", ALICE).unwrap()),
+            value: U256::ZERO,
+            data: vec![],
+        });
+        assert_eq!(
+            rules.check_transaction(&legacy).unwrap_err().to_string(),
+            "policy allowed_chain_ids: chain id 5 is not in {1}"
+        );
+    }
+
+    #[test]
+    fn wildcards_and_round_trip() {
+        let mut policy = generous();
+        policy.allowed_recipients = vec!["*".into()];
+        policy.allowed_contract_calls = vec![api::ContractCall {
+            to: "*".into(),
+            selector: "*".into(),
+        }];
+        policy.max_value_per_tx = "unlimited".into();
+        policy.allow_message_signing = true;
+        let rules = Rules::from_proto(&policy, RulesFor::ApiKey).unwrap();
+        rules
+            .check_transaction(&tx(Some(TOKEN), "1000eth", vec![1, 2]))
+            .unwrap();
+        rules.check_message().unwrap();
+        let again = Rules::from_proto(&rules.to_proto(RulesFor::ApiKey), RulesFor::ApiKey).unwrap();
+        assert_eq!(again, rules);
+    }
+
+    #[test]
+    fn bad_policies_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut api::Policy)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|p| p.allowed_chain_ids = vec![0]),
+                "allowed_chain_ids",
+            ),
+            (
+                Box::new(|p| p.allowed_chain_ids = (1..=65).collect()),
+                "allowed_chain_ids",
+            ),
+            (
+                Box::new(|p| p.max_value_per_tx = "lots".into()),
+                "max_value_per_tx",
+            ),
+            (
+                Box::new(|p| p.max_fee_per_gas = "1.5wei".into()),
+                "max_fee_per_gas",
+            ),
+            (
+                Box::new(|p| p.allowed_recipients = vec!["0x12".into()]),
+                "allowed_recipients",
+            ),
+            (
+                Box::new(|p| {
+                    p.allowed_contract_calls = vec![api::ContractCall {
+                        to: "*".into(),
+                        selector: "a9059cbb".into(),
+                    }]
+                }),
+                "allowed_contract_calls",
+            ),
+            (
+                Box::new(|p| p.requests_per_minute = MAX_REQUESTS_PER_MINUTE + 1),
+                "requests_per_minute",
+            ),
+            (
+                Box::new(|p| p.allowed_recipients = vec![ALICE.into(); MAX_ALLOWLIST + 1]),
+                "allowed_recipients",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut policy = generous();
+            mutate(&mut policy);
+            match Rules::from_proto(&policy, RulesFor::ApiKey).unwrap_err() {
+                PolicyError::Invalid { field: got, .. } => assert_eq!(got, field),
+                other => panic!("{other:?}"),
+            }
+        }
+        let refusal = Rules::from_proto(&generous(), RulesFor::SigningKey).unwrap_err();
+        assert!(refusal.to_string().contains("belong on API keys"));
+    }
+}

@@ -1,0 +1,156 @@
+//! The node's own check of each key's operator-signed policy. The coordinator forwards the signed
+//! policy with every signing request; this node verifies it against the operator's public policy
+//! key, keeps the newest version per key (persisted, so a restart cannot roll it back), refuses an
+//! older or conflicting one, and checks the request against it. A compromised coordinator can
+//! therefore not make this node sign what the policy forbids.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shardsign_policy::{PolicyVerifier, VerifiedKeyPolicy};
+
+use crate::error::NodeError;
+use crate::store::Store;
+
+pub struct PolicyBook {
+    verifier: Option<PolicyVerifier>,
+    cluster_id: String,
+    /// Verified policies by key id; checked against the store's copy on first use.
+    cache: Mutex<HashMap<String, Arc<VerifiedKeyPolicy>>>,
+}
+
+impl PolicyBook {
+    pub fn new(verifier: Option<PolicyVerifier>, cluster_id: &str) -> Self {
+        PolicyBook {
+            verifier,
+            cluster_id: cluster_id.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn enforcing(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<VerifiedKeyPolicy>>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The newest policy this node holds for `key_id`, verified.
+    fn held(
+        &self,
+        verifier: &PolicyVerifier,
+        store: &Store,
+        key_id: &str,
+    ) -> Result<Option<Arc<VerifiedKeyPolicy>>, NodeError> {
+        if let Some(policy) = self.cache().get(key_id) {
+            return Ok(Some(policy.clone()));
+        }
+        let Some(signed) = store.load_policy(key_id)? else {
+            return Ok(None);
+        };
+        let policy = verifier
+            .verify(&self.cluster_id, &signed)
+            .map_err(|e| NodeError::Corrupt(format!("stored policy of `{key_id}`: {e}")))?;
+        let policy = Arc::new(policy);
+        self.cache().insert(key_id.to_string(), policy.clone());
+        Ok(Some(policy))
+    }
+
+    /// Accepts `signed` if it verifies and is not older than what is held; stores a newer one.
+    fn accept(
+        &self,
+        verifier: &PolicyVerifier,
+        store: &Store,
+        signed: &[u8],
+        expected_key: Option<&str>,
+    ) -> Result<Arc<VerifiedKeyPolicy>, NodeError> {
+        if let Some(key_id) = expected_key
+            && let Some(held) = self.held(verifier, store, key_id)?
+            && held.signed == signed
+        {
+            return Ok(held);
+        }
+        let policy = verifier
+            .verify(&self.cluster_id, signed)
+            .map_err(|e| self.reject(store, e.to_string()))?;
+        if let Some(key_id) = expected_key
+            && policy.key_id != key_id
+        {
+            return Err(self.reject(
+                store,
+                format!("the policy is for key `{}`, not `{key_id}`", policy.key_id),
+            ));
+        }
+        if !store.key_exists(&policy.key_id)? {
+            return Err(NodeError::KeyNotFound(policy.key_id));
+        }
+        if let Some(held) = self.held(verifier, store, &policy.key_id)? {
+            if policy.version < held.version {
+                return Err(self.reject(
+                    store,
+                    format!(
+                        "policy version {} of `{}` is older than version {} held here",
+                        policy.version, policy.key_id, held.version
+                    ),
+                ));
+            }
+            if policy.version == held.version {
+                if policy.signed == held.signed {
+                    return Ok(held);
+                }
+                return Err(self.reject(
+                    store,
+                    format!(
+                        "a different policy with the same version {} for `{}`",
+                        policy.version, policy.key_id
+                    ),
+                ));
+            }
+        }
+        store.store_policy(&policy.key_id, policy.version, &policy.signed)?;
+        let policy = Arc::new(policy);
+        self.cache().insert(policy.key_id.clone(), policy.clone());
+        tracing::info!(
+            key_id = policy.key_id,
+            version = policy.version,
+            "key policy updated"
+        );
+        Ok(policy)
+    }
+
+    fn reject(&self, store: &Store, detail: String) -> NodeError {
+        tracing::warn!(target: "security", detail, "signed policy rejected");
+        store.record_security_event(None, "policy_rejected", &detail);
+        NodeError::PolicyRejected(detail)
+    }
+
+    /// `PutPolicy`: stores a newer signed policy.
+    pub fn put(&self, store: &Store, signed: &[u8]) -> Result<Arc<VerifiedKeyPolicy>, NodeError> {
+        let verifier = self.verifier.as_ref().ok_or_else(|| {
+            NodeError::config(
+                "policy_public_key",
+                "this node is not configured with an operator policy key",
+            )
+        })?;
+        self.accept(verifier, store, signed, None)
+    }
+
+    /// The policy a signing request must satisfy: `None` only when this node enforces none.
+    pub fn for_request(
+        &self,
+        store: &Store,
+        key_id: &str,
+        signed: &[u8],
+    ) -> Result<Option<Arc<VerifiedKeyPolicy>>, NodeError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        if signed.is_empty() {
+            return Err(NodeError::PolicyMissing(key_id.to_string()));
+        }
+        self.accept(verifier, store, signed, Some(key_id)).map(Some)
+    }
+}

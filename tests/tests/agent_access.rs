@@ -1,0 +1,748 @@
+//! Agent access on a shared cluster (three node processes and a coordinator): scopes and key
+//! bindings, the key-expiry header, each policy rule at its limit and one unit above, signing
+//! key policies enforced by the coordinator, and by the nodes when a compromised coordinator
+//! calls them directly.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use prost::Message;
+use shardsign_eth::{Limits, UnsignedTransaction, parse_amount};
+use shardsign_policy::OperatorPolicyKey;
+use shardsign_proto::v1::create_key_event::Event;
+use shardsign_proto::v1::sign_transaction_request::Transaction;
+use shardsign_proto::v1::{
+    ContractCall, CreateApiKeyRequest, CreateKeyRequest, Eip1559Transaction, GetKeyPolicyRequest,
+    Key, KeyPolicy, ListKeysRequest, Policy, SignMessageRequest, SignTransactionRequest,
+    SignTransactionResponse, SignedKeyPolicy, WhoAmIRequest,
+};
+use shardsign_tests::full::{Cluster, permissive_policy};
+use shardsign_tests::relay::{self, Payload};
+use tonic::{Code, Status};
+
+const ALICE: &str = "0x00000000000000000000000000000000000A11cE";
+const BOB: &str = "0x0000000000000000000000000000000000000B0b";
+const TOKEN: &str = "0x000000000000000000000000000000000000070C";
+const TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
+
+struct Shared {
+    cluster: Cluster,
+    /// A key whose own policy allows everything: API-key policies are what is tested on it.
+    key: Key,
+    /// A key with a tight signing-key policy (1 ETH per tx, to ALICE only, 30 gwei).
+    tight: Key,
+    /// The tight key's first (looser) policy, now superseded.
+    tight_v1: SignedKeyPolicy,
+}
+
+async fn ceremony(cluster: &Cluster, label: &str, chains: &[u64]) -> Key {
+    let mut stream = cluster
+        .admin()
+        .create_key(CreateKeyRequest {
+            label: label.into(),
+            allowed_chain_ids: chains.to_vec(),
+            key_id: String::new(),
+        })
+        .await
+        .expect("create_key")
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.expect("events") {
+        last = event.event;
+    }
+    match last {
+        Some(Event::Done(key)) => key,
+        other => panic!("ceremony ended with {other:?}"),
+    }
+}
+
+fn tight_key_rules() -> Policy {
+    Policy {
+        allowed_chain_ids: vec![1],
+        max_value_per_tx: "1eth".into(),
+        allowed_recipients: vec![ALICE.into()],
+        max_fee_per_gas: "30gwei".into(),
+        max_total_fee: "unlimited".into(),
+        ..Default::default()
+    }
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let cluster = Cluster::start();
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let shared = runtime.block_on(async {
+                let key = ceremony(&cluster, "agent-access", &[1, 5]).await;
+                cluster.allow_everything(&key).await;
+                let tight = ceremony(&cluster, "tight", &[1]).await;
+                let mut loose = tight_key_rules();
+                loose.max_value_per_tx = "unlimited".into();
+                let tight_v1 =
+                    cluster.signed_policy(&tight.key_id, loose, cluster.next_policy_version());
+                cluster
+                    .admin()
+                    .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
+                        signed_policy: Some(tight_v1.clone()),
+                    })
+                    .await
+                    .expect("v1");
+                let response = cluster
+                    .set_key_policy(&tight.key_id, tight_key_rules())
+                    .await
+                    .expect("v2");
+                assert_eq!(response.nodes_updated, vec![1, 2, 3]);
+                Shared {
+                    cluster,
+                    key,
+                    tight,
+                    tight_v1,
+                }
+            });
+            sender.send(shared).expect("send");
+            loop {
+                std::thread::park();
+            }
+        });
+        receiver.recv().expect("shared cluster")
+    })
+}
+
+/// The policy the table starts from; each test loosens nothing and tightens one rule.
+fn base_policy() -> Policy {
+    Policy {
+        allowed_chain_ids: vec![1],
+        max_value_per_tx: "1eth".into(),
+        max_value_per_24h: "unlimited".into(),
+        allowed_recipients: vec![ALICE.into()],
+        allowed_contract_calls: vec![ContractCall {
+            to: TOKEN.into(),
+            selector: "0xa9059cbb".into(),
+        }],
+        allow_contract_creation: false,
+        max_fee_per_gas: "30gwei".into(),
+        max_total_fee: "0.00063eth".into(),
+        requests_per_minute: 1000,
+        allow_message_signing: false,
+    }
+}
+
+async fn agent(policy: Policy) -> String {
+    let shared = shared();
+    shared
+        .cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "agent".into(),
+            scopes: vec!["sign".into(), "read".into()],
+            key_ids: vec![shared.key.key_id.clone(), shared.tight.key_id.clone()],
+            policy: Some(policy),
+            ..Default::default()
+        })
+        .await
+        .api_key
+}
+
+#[derive(Clone)]
+struct Tx {
+    chain_id: u64,
+    to: &'static str,
+    value: String,
+    data: Vec<u8>,
+    max_fee: String,
+    gas: u64,
+}
+
+fn transfer(value: &str) -> Tx {
+    Tx {
+        chain_id: 1,
+        to: ALICE,
+        value: parse_amount("value", value).unwrap().to_string(),
+        data: vec![],
+        max_fee: "30000000000".into(),
+        gas: 21_000,
+    }
+}
+
+fn wei(text: &str) -> String {
+    parse_amount("amount", text).unwrap().to_string()
+}
+
+fn plus_one(text: &str) -> String {
+    (parse_amount("amount", text).unwrap() + shardsign_eth::U256::from(1u8)).to_string()
+}
+
+async fn sign_with(token: &str, key: &Key, tx: Tx) -> Result<SignTransactionResponse, Status> {
+    shared()
+        .cluster
+        .signer_with(Some(token))
+        .sign_transaction(SignTransactionRequest {
+            key_id: key.key_id.clone(),
+            request_id: format!("req-{}", hex::encode(rand::random::<[u8; 12]>())),
+            transaction: Some(Transaction::Eip1559(Eip1559Transaction {
+                chain_id: tx.chain_id,
+                nonce: 0,
+                max_priority_fee_per_gas: "1".into(),
+                max_fee_per_gas: tx.max_fee,
+                gas_limit: tx.gas,
+                to: tx.to.into(),
+                value: tx.value,
+                data: tx.data,
+                access_list: vec![],
+            })),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The rule allows `at_limit` and refuses `above` with PermissionDenied naming `rule`.
+async fn rule_holds(policy: Policy, at_limit: Tx, above: Tx, rule: &str) -> Status {
+    let shared = shared();
+    let token = agent(policy).await;
+    sign_with(&token, &shared.key, at_limit)
+        .await
+        .unwrap_or_else(|s| panic!("at the limit of {rule}: {s:?}"));
+    let status = sign_with(&token, &shared.key, above)
+        .await
+        .expect_err("one unit above the limit");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains(&format!("policy {rule}: ")),
+        "{}",
+        status.message()
+    );
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_allowed_chain_ids() {
+    let mut other_chain = transfer("0");
+    other_chain.chain_id = 5;
+    let status = rule_holds(
+        base_policy(),
+        transfer("0"),
+        other_chain,
+        "allowed_chain_ids",
+    )
+    .await;
+    assert!(
+        status.message().contains("chain id 5 is not in {1}"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_max_value_per_tx() {
+    let mut above = transfer("1eth");
+    above.value = plus_one("1eth");
+    let status = rule_holds(base_policy(), transfer("1eth"), above, "max_value_per_tx").await;
+    assert!(
+        status
+            .message()
+            .ends_with("max_value_per_tx: 1.000000000000000001 ETH > 1 ETH"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_allowed_recipients() {
+    let mut to_bob = transfer("0");
+    to_bob.to = BOB;
+    rule_holds(base_policy(), transfer("0"), to_bob, "allowed_recipients").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_allowed_contract_calls() {
+    let mut call = transfer("0");
+    call.to = TOKEN;
+    call.data = [TRANSFER.as_slice(), &[0u8; 64]].concat();
+    call.gas = 21_000;
+    let mut approve = call.clone();
+    approve.data[..4].copy_from_slice(&[0x09, 0x5e, 0xa7, 0xb3]);
+    rule_holds(base_policy(), call, approve, "allowed_contract_calls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_allow_contract_creation() {
+    let mut create = transfer("0");
+    create.to = "";
+    create.data = vec![0x60, 0x00];
+    let mut allowed = base_policy();
+    allowed.allow_contract_creation = true;
+    let shared = shared();
+    sign_with(&agent(allowed).await, &shared.key, create.clone())
+        .await
+        .expect("creation allowed when granted");
+    let status = sign_with(&agent(base_policy()).await, &shared.key, create)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("policy allow_contract_creation"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_max_fee_per_gas() {
+    let mut above = transfer("0");
+    above.max_fee = plus_one("30gwei");
+    above.gas = 20_000;
+    let mut at = transfer("0");
+    at.max_fee = wei("30gwei");
+    let status = rule_holds(base_policy(), at, above, "max_fee_per_gas").await;
+    assert!(
+        status.message().contains("30.000000001 gwei > 30 gwei"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_max_total_fee() {
+    // 21000 gas at 30 gwei is exactly 0.00063 ETH.
+    let mut policy = base_policy();
+    policy.max_fee_per_gas = "unlimited".into();
+    let mut above = transfer("0");
+    above.gas = 21_001;
+    rule_holds(policy, transfer("0"), above, "max_total_fee").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_max_value_per_24h() {
+    let mut policy = base_policy();
+    policy.max_value_per_24h = "0.02eth".into();
+    let shared = shared();
+    let token = agent(policy).await;
+    for _ in 0..2 {
+        sign_with(&token, &shared.key, transfer("0.01eth"))
+            .await
+            .expect("within the 24 h cap");
+    }
+    let mut above = transfer("0");
+    above.value = "1".into();
+    let status = sign_with(&token, &shared.key, above).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains(
+            "policy max_value_per_24h: 0.02 ETH already signed in the last 24 h + 0.000000000000000001 ETH > 0.02 ETH"
+        ),
+        "{}",
+        status.message()
+    );
+    // Transfers of nothing are not counted.
+    sign_with(&token, &shared.key, transfer("0"))
+        .await
+        .expect("zero value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_requests_per_minute() {
+    let mut policy = base_policy();
+    policy.requests_per_minute = 2;
+    let shared = shared();
+    let token = agent(policy).await;
+    for _ in 0..2 {
+        sign_with(&token, &shared.key, transfer("0"))
+            .await
+            .expect("within the rate");
+    }
+    let status = sign_with(&token, &shared.key, transfer("0"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("policy requests_per_minute: limit of 2 reached; retry in"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_allow_message_signing() {
+    let shared = shared();
+    let message = |token: String| {
+        let key_id = shared.key.key_id.clone();
+        async move {
+            shared
+                .cluster
+                .signer_with(Some(&token))
+                .sign_message(SignMessageRequest {
+                    key_id,
+                    request_id: format!("msg-{}", hex::encode(rand::random::<[u8; 8]>())),
+                    message: b"hello".to_vec(),
+                })
+                .await
+        }
+    };
+    let mut allowed = base_policy();
+    allowed.allow_message_signing = true;
+    message(agent(allowed).await).await.expect("granted");
+    let status = message(agent(base_policy()).await).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("policy allow_message_signing"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_api_key_with_no_policy_can_sign_nothing() {
+    let shared = shared();
+    let token = agent(Policy::default()).await;
+    let status = sign_with(&token, &shared.key, transfer("0"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("requests_per_minute: 0"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_and_key_bindings_limit_what_a_key_reaches() {
+    let shared = shared();
+    let cluster = &shared.cluster;
+    let reader = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "reader".into(),
+            scopes: vec!["read".into()],
+            key_ids: vec![shared.tight.key_id.clone()],
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    let status = sign_with(&reader, &shared.tight, transfer("0"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("lacks the `sign` scope"),
+        "{}",
+        status.message()
+    );
+    let keys = cluster
+        .signer_with(Some(&reader))
+        .list_keys(ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let ids: Vec<_> = keys.iter().map(|k| k.key_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![shared.tight.key_id.as_str()],
+        "only the bound key is listed"
+    );
+
+    let bound = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "bound".into(),
+            scopes: vec!["sign".into()],
+            key_ids: vec![shared.tight.key_id.clone()],
+            policy: Some(base_policy()),
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    let status = sign_with(&bound, &shared.key, transfer("0"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("is not allowed to use key"),
+        "{}",
+        status.message()
+    );
+
+    let status = cluster
+        .admin_with(Some(&bound))
+        .list_api_keys(shardsign_proto::v1::ListApiKeysRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    let me = cluster
+        .signer_with(Some(&bound))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.scopes, vec!["sign"]);
+    assert_eq!(me.key_ids, vec![shared.tight.key_id.clone()]);
+    assert!(bound.contains(&me.id) && !format!("{me:?}").contains(&bound[25..]));
+
+    // The bootstrap credential retires once an admin key exists.
+    let status = cluster
+        .admin_with(Some(&cluster.bootstrap_token))
+        .create_api_key(CreateApiKeyRequest {
+            label: "second admin".into(),
+            scopes: vec!["admin".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("retired"), "{}", status.message());
+
+    // Keys of another environment, and things that are not keys, are told apart.
+    let live = bound.replacen("ss_test_", "ss_live_", 1);
+    let status = cluster
+        .signer_with(Some(&live))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("accepts ss_test_ keys"),
+        "{}",
+        status.message()
+    );
+    let mut wrong_secret = bound.clone();
+    let last = wrong_secret.pop().unwrap();
+    wrong_secret.push(if last == '0' { '1' } else { '0' });
+    let status = cluster
+        .signer_with(Some(&wrong_secret))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unauthenticated, "invalid API key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_carry_the_expiry_header_within_seven_days_of_expiry() {
+    let shared = shared();
+    let cluster = &shared.cluster;
+    let create = |days: i64| CreateApiKeyRequest {
+        label: format!("expires in {days} days"),
+        scopes: vec!["read".into()],
+        all_keys: true,
+        expires_in_seconds: days * 86_400,
+        ..Default::default()
+    };
+    let soon = cluster.create_api_key(create(3)).await.api_key;
+    let response = cluster
+        .signer_with(Some(&soon))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap();
+    let seconds: i64 = response
+        .metadata()
+        .get("x-key-expires-in")
+        .expect("header within 7 days")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (3 * 86_400 - 60..=3 * 86_400).contains(&seconds),
+        "{seconds}"
+    );
+    // On errors too.
+    let status = sign_with(&soon, &shared.key, transfer("0"))
+        .await
+        .unwrap_err();
+    assert!(status.metadata().get("x-key-expires-in").is_some());
+
+    let later = cluster.create_api_key(create(30)).await.api_key;
+    let response = cluster
+        .signer_with(Some(&later))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap();
+    assert!(response.metadata().get("x-key-expires-in").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_policy_is_enforced_before_the_nodes_are_asked() {
+    let shared = shared();
+    let token = &shared.cluster.signer_token; // its API-key policy allows everything
+    sign_with(token, &shared.tight, transfer("1eth"))
+        .await
+        .expect("within the key policy");
+    let mut above = transfer("1eth");
+    above.value = plus_one("1eth");
+    let status = sign_with(token, &shared.tight, above).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains(
+            "policy max_value_per_tx: 1.000000000000000001 ETH > 1 ETH (signing key policy v"
+        ),
+        "{}",
+        status.message()
+    );
+    // An older version cannot replace the newer one.
+    let status = shared
+        .cluster
+        .admin()
+        .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
+            signed_policy: Some(shared.tight_v1.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("not newer"),
+        "{}",
+        status.message()
+    );
+    // A policy signed by someone else is refused.
+    let forged = OperatorPolicyKey::generate()
+        .sign(&KeyPolicy {
+            cluster_id: "test-cluster".into(),
+            key_id: shared.tight.key_id.clone(),
+            version: u64::MAX / 2,
+            rules: Some(permissive_policy(&[1])).map(|mut p| {
+                p.max_value_per_24h.clear();
+                p.requests_per_minute = 0;
+                p
+            }),
+            issued_at_unix: 0,
+        })
+        .unwrap();
+    let status = shared
+        .cluster
+        .admin()
+        .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
+            signed_policy: Some(forged),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("does not verify"),
+        "{}",
+        status.message()
+    );
+}
+
+/// What a compromised coordinator would do: call two nodes directly, with the relay the
+/// coordinator uses, for a transfer the key's policy forbids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
+    let shared = shared();
+    let clients: BTreeMap<u8, _> = (1..=3u8)
+        .zip(shared.cluster.nodes.clients().await)
+        .collect();
+    let current = shared
+        .cluster
+        .admin()
+        .get_key_policy(GetKeyPolicyRequest {
+            key_id: shared.tight.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .encode_to_vec();
+    let tx = |value: &str| {
+        let tx = UnsignedTransaction::Eip1559(shardsign_eth::Eip1559Transaction {
+            chain_id: 1,
+            nonce: 7,
+            max_priority_fee_per_gas: parse_amount("t", "1gwei").unwrap(),
+            max_fee_per_gas: parse_amount("t", "30gwei").unwrap(),
+            gas_limit: 21_000,
+            to: Some(shardsign_eth::Address::parse("to", ALICE).unwrap()),
+            value: parse_amount("t", value).unwrap(),
+            data: vec![],
+            access_list: vec![],
+        });
+        tx.validate(&Limits::DEFAULT).unwrap();
+        tx
+    };
+    let direct = |tx: UnsignedTransaction, policy: Vec<u8>| {
+        let clients = clients.clone();
+        let key_id = shared.tight.key_id.clone();
+        async move {
+            relay::sign_with_policy(
+                &clients,
+                [1, 2],
+                &key_id,
+                &Payload::Transaction(tx.signing_payload()),
+                tx.signing_hash(),
+                &policy,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    // The same path signs what the policy allows: the refusals below are the policy's doing.
+    let results = direct(tx("0.5eth"), current.clone())
+        .await
+        .expect("within the policy");
+    assert_eq!(results.len(), 2);
+
+    let refused = direct(tx("2eth"), current.clone()).await.unwrap_err();
+    assert_eq!(
+        refused.status.code(),
+        Code::PermissionDenied,
+        "{:?}",
+        refused.status
+    );
+    assert!(
+        refused
+            .status
+            .message()
+            .contains("policy max_value_per_tx: 2 ETH > 1 ETH"),
+        "{}",
+        refused.status.message()
+    );
+    let missing = direct(tx("2eth"), Vec::new()).await.unwrap_err();
+    assert_eq!(
+        missing.status.code(),
+        Code::FailedPrecondition,
+        "{:?}",
+        missing.status
+    );
+    let older = direct(tx("2eth"), shared.tight_v1.encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(older.status.code(), Code::PermissionDenied);
+    assert!(
+        older.status.message().contains("is older than version"),
+        "{}",
+        older.status.message()
+    );
+    let forged = OperatorPolicyKey::generate()
+        .sign(&KeyPolicy {
+            cluster_id: "test-cluster".into(),
+            key_id: shared.tight.key_id.clone(),
+            version: 1_000_000,
+            rules: Some(Policy {
+                allowed_chain_ids: vec![1],
+                max_value_per_tx: "unlimited".into(),
+                allowed_recipients: vec!["*".into()],
+                max_fee_per_gas: "unlimited".into(),
+                max_total_fee: "unlimited".into(),
+                ..Default::default()
+            }),
+            issued_at_unix: 0,
+        })
+        .unwrap()
+        .encode_to_vec();
+    let forged = direct(tx("2eth"), forged).await.unwrap_err();
+    assert_eq!(forged.status.code(), Code::PermissionDenied);
+    assert!(
+        forged.status.message().contains("does not verify"),
+        "{}",
+        forged.status.message()
+    );
+    // The nodes recorded the rejected policies as security events.
+    let logs = shared.cluster.nodes.logs();
+    assert!(
+        logs.contains("signed policy rejected"),
+        "security events logged"
+    );
+}

@@ -142,8 +142,14 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// Whether this API key may sign with `key_id` (scopes aside).
     pub fn may_use(&self, key_id: &str) -> bool {
         self.key_ids.as_ref().is_none_or(|ids| ids.contains(key_id))
+    }
+
+    /// Whether this API key may see `key_id`: its bound keys, or every key for an admin.
+    pub fn may_read(&self, key_id: &str) -> bool {
+        self.scopes.admin || self.may_use(key_id)
     }
 
     pub fn status(&self, now_ms: i64) -> api::ApiKeyStatus {

@@ -45,6 +45,8 @@ pub struct Caller {
     pub peer: String,
     /// Seconds until the key expires, when that is within the warning window.
     pub expires_in: Option<i64>,
+    /// When the request arrived (for latency metrics).
+    pub started: Instant,
 }
 
 impl Caller {
@@ -215,6 +217,7 @@ impl Authenticator {
         scope: Scope,
         bootstrap_allowed: bool,
     ) -> Result<Caller, Status> {
+        let started = Instant::now();
         let peer_addr = request.remote_addr();
         let peer_ip = peer_addr.map(|a| a.ip());
         let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -254,6 +257,7 @@ impl Authenticator {
                     principal: Principal::Bootstrap,
                     peer,
                     expires_in: None,
+                    started,
                 });
             }
         }
@@ -315,6 +319,7 @@ impl Authenticator {
             principal: Principal::ApiKey(key.clone()),
             peer,
             expires_in,
+            started,
         };
         if !key.scopes.allows(scope) {
             let mut status = Status::permission_denied(format!(

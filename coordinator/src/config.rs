@@ -18,6 +18,8 @@ struct RawConfig {
     listen: String,
     database: PathBuf,
     ready_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`); off when absent.
+    metrics_listen: Option<String>,
     request_timeout_secs: Option<u64>,
     round_timeout_secs: Option<u64>,
     log_format: Option<String>,
@@ -111,6 +113,7 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub database: PathBuf,
     pub ready_file: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
     pub request_timeout: Duration,
     pub round_timeout: Duration,
     pub log_format: LogFormat,
@@ -253,6 +256,18 @@ impl CoordinatorConfig {
             listen,
             database: raw.database,
             ready_file: raw.ready_file,
+            metrics_listen: raw
+                .metrics_listen
+                .as_deref()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        CoordError::config(
+                            "metrics_listen",
+                            "expected an address like 127.0.0.1:9100",
+                        )
+                    })
+                })
+                .transpose()?,
             request_timeout: seconds("request_timeout_secs", raw.request_timeout_secs, 30)?,
             round_timeout: seconds("round_timeout_secs", raw.round_timeout_secs, 5)?,
             log_format,

@@ -190,6 +190,7 @@ impl Coordinator {
                     return self.verified(key, &results, hash);
                 }
                 Err(RelayError { node, status }) if retryable(&status) => {
+                    self.auth.metrics.attempt_failed(node, status.code());
                     tracing::warn!(node, code = ?status.code(), message = status.message(), "signing attempt failed; trying another pair");
                     self.pool.mark_failed(node, status.message());
                     failed.insert(node);
@@ -261,11 +262,12 @@ impl Coordinator {
     fn audit_signing<T>(
         &self,
         caller: &Caller,
-        operation: &str,
+        operation: &'static str,
         key_id: &str,
         request_id: &str,
         outcome: Result<(T, Vec<u8>), CoordError>,
     ) -> Result<T, CoordError> {
+        let started = caller.started;
         let (decision, detail, tx_hash) = match &outcome {
             Ok((_, tx_hash)) => (Decision::Allowed, String::new(), tx_hash.clone()),
             Err(error) if error.is_refusal() => (Decision::Refused, error.to_string(), Vec::new()),
@@ -288,6 +290,13 @@ impl Coordinator {
             micros = appending.elapsed().as_micros() as u64,
             "timing"
         );
+        let decision_name = match (&record, decision) {
+            (Err(_), Decision::Allowed) => Decision::Failed.as_str(),
+            _ => decision.as_str(),
+        };
+        self.auth
+            .metrics
+            .signed(operation, decision_name, started.elapsed());
         match (outcome, record) {
             (Ok((value, _)), Ok(_)) => Ok(value),
             (Ok(_), Err(error)) => {
@@ -324,6 +333,7 @@ impl Coordinator {
     ) -> Result<api::SignTransactionResponse, CoordError> {
         let key_id = request.key_id.clone();
         let request_id = request.request_id.clone();
+        let _in_flight = self.auth.metrics.in_flight();
         let outcome = self
             .sign_transaction_unaudited(caller, request, deadline)
             .await
@@ -420,6 +430,7 @@ impl Coordinator {
     ) -> Result<api::SignMessageResponse, CoordError> {
         let key_id = request.key_id.clone();
         let request_id = request.request_id.clone();
+        let _in_flight = self.auth.metrics.in_flight();
         let outcome = self
             .sign_message_unaudited(caller, request, deadline)
             .await

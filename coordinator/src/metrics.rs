@@ -1,33 +1,97 @@
-//! Counters the coordinator keeps about access decisions (exposed by the metrics endpoint).
+//! The coordinator's metrics (served on `metrics_listen` at `/metrics`): signing requests by
+//! operation and decision, signing latency, authentication failures, policy refusals by rule,
+//! failed signing attempts by node, node availability and requests in flight.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+pub use shardsign_metrics::Metrics;
+
+pub const AUTH_FAILURES: &str = "shardsign_auth_failures_total";
+pub const POLICY_REFUSALS: &str = "shardsign_policy_refusals_total";
+pub const SIGN_REQUESTS: &str = "shardsign_sign_requests_total";
+pub const SIGN_SECONDS: &str = "shardsign_sign_duration_seconds";
+pub const ATTEMPT_FAILURES: &str = "shardsign_signing_attempt_failures_total";
+pub const NODE_AVAILABLE: &str = "shardsign_node_available";
+pub const IN_FLIGHT: &str = "shardsign_sign_requests_in_flight";
 
 #[derive(Default)]
 pub struct AccessMetrics {
-    pub auth_failures: AtomicU64,
-    policy_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    pub registry: Metrics,
+    in_flight: AtomicI64,
 }
 
 impl AccessMetrics {
+    pub fn new() -> Self {
+        let metrics = AccessMetrics::default();
+        metrics
+            .registry
+            .describe_counter(AUTH_FAILURES, "Failed authentications (any reason)");
+        metrics.registry.describe_counter(
+            POLICY_REFUSALS,
+            "Requests refused by a policy rule, by rule",
+        );
+        metrics
+            .registry
+            .describe_counter(SIGN_REQUESTS, "Signing requests by operation and decision");
+        metrics
+    }
+
     pub fn auth_failed(&self) {
-        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+        self.registry
+            .inc(AUTH_FAILURES, "Failed authentications (any reason)", &[]);
     }
 
     pub fn refused(&self, rule: &'static str) {
-        *self
-            .policy_refusals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(rule)
-            .or_default() += 1;
+        self.registry.inc(
+            POLICY_REFUSALS,
+            "Requests refused by a policy rule, by rule",
+            &[("rule", rule)],
+        );
     }
 
-    pub fn policy_refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.policy_refusals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    /// A finished signing request: `decision` is allowed, refused or failed.
+    pub fn signed(&self, operation: &'static str, decision: &'static str, took: Duration) {
+        self.registry.inc(
+            SIGN_REQUESTS,
+            "Signing requests by operation and decision",
+            &[("operation", operation), ("decision", decision)],
+        );
+        if decision == "allowed" {
+            self.registry.observe(
+                SIGN_SECONDS,
+                "Latency of allowed signing requests, end to end in the coordinator",
+                &[("operation", operation)],
+                took,
+            );
+        }
+    }
+
+    pub fn attempt_failed(&self, node: u8, code: tonic::Code) {
+        let node = node.to_string();
+        let code = format!("{code:?}");
+        self.registry.inc(
+            ATTEMPT_FAILURES,
+            "Signing attempts that failed on a node (then retried on another pair), by node and code",
+            &[("node", &node), ("code", &code)],
+        );
+    }
+
+    /// Tracks a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+pub struct InFlight<'a>(&'a AccessMetrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

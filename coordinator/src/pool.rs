@@ -120,6 +120,11 @@ impl NodePool {
         *self.health(node) = Health::default();
     }
 
+    /// Whether the node has not failed recently.
+    pub fn available(&self, node: u8) -> bool {
+        !self.recently_failed(node)
+    }
+
     pub fn last_error(&self, node: u8) -> Option<String> {
         self.health(node).last_error.clone()
     }

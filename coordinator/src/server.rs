@@ -41,7 +41,7 @@ pub async fn serve(
         SecretHasher::new(hmac_key),
         config.environment,
         config.bootstrap_token,
-        Arc::new(AccessMetrics::default()),
+        Arc::new(AccessMetrics::new()),
     )?;
     let verifier = config
         .policy_public_key
@@ -89,8 +89,8 @@ pub async fn serve(
         request_timeout: config.request_timeout,
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin =
-        AdminServer::new(AdminService { core }).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin = AdminServer::new(AdminService { core: core.clone() })
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let mut builder = Server::builder();
     match &config.tls {
@@ -106,6 +106,45 @@ pub async fn serve(
             tracing::warn!(%address, "serving WITHOUT TLS on a non-loopback address: bearer tokens travel in the clear");
         }
         None => {}
+    }
+    if let Some(metrics_address) = config.metrics_listen {
+        let refresh_core = core.clone();
+        let bound = shardsign_metrics::spawn(
+            metrics_address,
+            core.auth.metrics.registry.clone(),
+            Arc::new(move |m: &shardsign_metrics::Metrics| {
+                for node in [1u8, 2, 3] {
+                    let up = if refresh_core.pool.available(node) {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    m.set(
+                        crate::metrics::NODE_AVAILABLE,
+                        "1 if the node has not failed in the last 5 s",
+                        &[("node", &node.to_string())],
+                        up,
+                    );
+                }
+                m.set(
+                    crate::metrics::IN_FLIGHT,
+                    "Signing requests being served",
+                    &[],
+                    refresh_core.auth.metrics.in_flight_now() as f64,
+                );
+            }),
+        )
+        .await
+        .map_err(|e| {
+            CoordError::config(
+                "metrics_listen",
+                format!("cannot bind {metrics_address}: {e}"),
+            )
+        })?;
+        if let Some(path) = &config.ready_file {
+            std::fs::write(path.with_extension("metrics"), bound.to_string())
+                .map_err(|e| CoordError::config("ready_file", e.to_string()))?;
+        }
     }
     if let Some(path) = &config.ready_file {
         let tmp = path.with_extension("tmp");

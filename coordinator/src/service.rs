@@ -86,11 +86,17 @@ impl Signer for SignerService {
             .authenticate(&request, Scope::Read, false)
             .await?;
         let key_id = request.into_inner().key_id;
-        let result = self
-            .core
-            .bound_api_key(&caller, &key_id)
-            .and_then(|_| self.core.registry.get_key(&key_id))
-            .map(|key| key_to_api(&key));
+        let result = if caller.api_key().is_some_and(|k| k.may_read(&key_id)) {
+            self.core
+                .registry
+                .get_key(&key_id)
+                .map(|key| key_to_api(&key))
+        } else {
+            Err(CoordError::PermissionDenied(format!(
+                "API key {} is not allowed to use key `{key_id}`",
+                caller.id()
+            )))
+        };
         respond(&caller, result)
     }
 
@@ -106,7 +112,7 @@ impl Signer for SignerService {
         let result = self.core.registry.list_keys().map(|keys| ListKeysResponse {
             keys: keys
                 .iter()
-                .filter(|key| caller.api_key().is_some_and(|k| k.may_use(&key.key_id)))
+                .filter(|key| caller.api_key().is_some_and(|k| k.may_read(&key.key_id)))
                 .map(key_to_api)
                 .collect(),
         });

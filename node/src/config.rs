@@ -23,6 +23,8 @@ struct RawConfig {
     data_dir: PathBuf,
     listen: String,
     ready_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`, plain HTTP: bind it to a private address).
+    metrics_listen: Option<String>,
     round_timeout_secs: Option<u64>,
     max_sessions: Option<usize>,
     log_format: Option<String>,
@@ -87,6 +89,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ready_file: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
     pub round_timeout: Duration,
     pub max_sessions: usize,
     pub log_format: LogFormat,
@@ -210,6 +213,18 @@ impl NodeConfig {
             data_dir: raw.data_dir,
             listen,
             ready_file: raw.ready_file,
+            metrics_listen: raw
+                .metrics_listen
+                .as_deref()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        NodeError::config(
+                            "metrics_listen",
+                            "expected an address like 127.0.0.1:9101",
+                        )
+                    })
+                })
+                .transpose()?,
             round_timeout,
             max_sessions,
             log_format,

@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::service::NodeService;
-use crate::sessions::Node;
+use crate::sessions::{Node, metric};
 
 /// How long a share may stay pending before it is deleted as abandoned.
 pub const PENDING_SHARE_TTL_SECS: i64 = 600;
@@ -103,6 +103,39 @@ pub async fn serve(
         }
     });
 
+    if let Some(metrics_address) = config.metrics_listen {
+        let refresh_node = node.clone();
+        let bound = shardsign_metrics::spawn(
+            metrics_address,
+            node.metrics().clone(),
+            Arc::new(move |m: &shardsign_metrics::Metrics| {
+                m.set(
+                    metric::IN_FLIGHT,
+                    "Key-generation and signing sessions open on this node",
+                    &[],
+                    refresh_node.sessions_in_flight() as f64,
+                );
+                if let Ok(keys) = refresh_node.store().list_keys(false) {
+                    m.set(
+                        metric::KEYS,
+                        "Keys this node holds a share of",
+                        &[],
+                        keys.len() as f64,
+                    );
+                }
+            }),
+        )
+        .await
+        .map_err(|e| {
+            NodeError::config(
+                "metrics_listen",
+                format!("cannot bind {metrics_address}: {e}"),
+            )
+        })?;
+        if let Some(path) = &config.ready_file {
+            write_ready_file(&path.with_extension("metrics"), &bound.to_string())?;
+        }
+    }
     if let Some(path) = &config.ready_file {
         write_ready_file(path, &address.to_string())?;
     }

@@ -13,7 +13,7 @@ use shardsign_tss::{PartyId, SessionId};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
-use crate::sessions::{Node, RoundOutcome, SignPayload, SignRequest};
+use crate::sessions::{Node, RoundOutcome, SignPayload, SignRequest, metric};
 
 pub struct NodeService {
     node: Arc<Node>,
@@ -66,6 +66,16 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| Status::internal("internal error on the node; see its log"))?
         .map_err(status)
+}
+
+/// Records how long an RPC took, from arrival to reply.
+fn timed(node: &Node, rpc: &'static str, since: std::time::Instant) {
+    node.metrics().observe(
+        metric::RPC_SECONDS,
+        "Node RPC latency (queueing and work), by RPC",
+        &[("rpc", rpc)],
+        since.elapsed(),
+    );
 }
 
 fn reply(outcome: RoundOutcome) -> Response<RoundReply> {
@@ -160,7 +170,9 @@ impl NodeRpc for NodeService {
             signed_policy: request.signed_policy,
         };
         let node = self.node.clone();
+        let arrived = std::time::Instant::now();
         let envelopes = blocking(move || node.start_sign(sign)).await?;
+        timed(&self.node, "start_sign", arrived);
         Ok(reply(RoundOutcome {
             envelopes,
             result: None,
@@ -188,6 +200,7 @@ impl NodeRpc for NodeService {
             outcome
         })
         .await?;
+        timed(&self.node, "deliver", received);
         Ok(reply(outcome))
     }
 

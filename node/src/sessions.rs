@@ -24,6 +24,7 @@ use crate::envelope::SessionContext;
 use crate::error::NodeError;
 use crate::policy::PolicyBook;
 use crate::store::Store;
+use shardsign_metrics::Metrics;
 use shardsign_policy::{PolicyVerifier, Rules, VerifiedKeyPolicy};
 
 /// The round in which key-generation confirmations travel.
@@ -102,6 +103,25 @@ pub struct Node {
     max_sessions: usize,
     limits: Limits,
     policies: PolicyBook,
+    metrics: Metrics,
+}
+
+/// Metric names (served on `metrics_listen` at `/metrics`).
+pub mod metric {
+    pub const STARTED: &str = "shardsign_node_sessions_started_total";
+    pub const COMPLETED: &str = "shardsign_node_sessions_completed_total";
+    pub const ABORTS: &str = "shardsign_node_session_aborts_total";
+    pub const POLICY_REFUSALS: &str = "shardsign_node_policy_refusals_total";
+    pub const IN_FLIGHT: &str = "shardsign_node_sessions_in_flight";
+    pub const KEYS: &str = "shardsign_node_keys";
+    pub const RPC_SECONDS: &str = "shardsign_node_rpc_duration_seconds";
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Dkg => "keygen",
+        Protocol::Sign => "sign",
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -180,8 +200,15 @@ impl Node {
             }
         }
         let policies = PolicyBook::new(policy_verifier, store.cluster_id());
+        let metrics = Metrics::new();
+        metrics.describe_counter(metric::ABORTS, "Sessions aborted, by reason");
+        metrics.describe_counter(
+            metric::POLICY_REFUSALS,
+            "Signing requests refused by the key policy, by reason",
+        );
         Ok(Node {
             policies,
+            metrics,
             cluster_id: store.cluster_id().to_string(),
             store,
             secret,
@@ -213,6 +240,10 @@ impl Node {
     /// Stores an operator-signed policy if it is valid and newer than the one held.
     pub fn put_policy(&self, signed: &[u8]) -> Result<Arc<VerifiedKeyPolicy>, NodeError> {
         self.policies.put(&self.store, signed)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Whether this node checks signed key policies.
@@ -247,6 +278,11 @@ impl Node {
         if sessions.len() >= self.max_sessions {
             return Err(NodeError::Busy(self.max_sessions));
         }
+        self.metrics.inc(
+            metric::STARTED,
+            "Sessions started, by protocol",
+            &[("protocol", protocol_name(session.protocol))],
+        );
         sessions.insert(session_id.0, Arc::new(Mutex::new(session)));
         Ok(())
     }
@@ -354,16 +390,19 @@ impl Node {
                 ),
             ));
         }
-        let policy =
-            self.policies
-                .for_request(&self.store, &request.key_id, &request.signed_policy)?;
+        let policy = self
+            .policies
+            .for_request(&self.store, &request.key_id, &request.signed_policy)
+            .inspect_err(|error| self.count_policy_refusal(error))?;
         let (share, allowed_chain_ids) = self.store.load_key(&request.key_id)?;
-        let hash = self.signing_hash(
-            &request.key_id,
-            &request.payload,
-            &allowed_chain_ids,
-            policy.as_ref().map(|p| &p.rules),
-        )?;
+        let hash = self
+            .signing_hash(
+                &request.key_id,
+                &request.payload,
+                &allowed_chain_ids,
+                policy.as_ref().map(|p| &p.rules),
+            )
+            .inspect_err(|error| self.count_policy_refusal(error))?;
         if hash != request.expected_hash {
             return Err(NodeError::invalid(
                 "expected_hash",
@@ -407,6 +446,16 @@ impl Node {
             Ok(outcome) => outcome.result.is_some(),
             Err(_) => true,
         };
+        if let Ok(RoundOutcome {
+            result: Some(_), ..
+        }) = &result
+        {
+            self.metrics.inc(
+                metric::COMPLETED,
+                "Sessions completed, by protocol",
+                &[("protocol", protocol_name(guard.protocol))],
+            );
+        }
         if let Err(error) = &result {
             self.report_abort(session_id, error);
         } else {
@@ -419,7 +468,33 @@ impl Node {
         result
     }
 
+    fn count_policy_refusal(&self, error: &NodeError) {
+        let reason = match error {
+            NodeError::PolicyRefused(refusal) => refusal.rule,
+            NodeError::PolicyRejected(_) => "policy_rejected",
+            NodeError::PolicyMissing(_) => "policy_missing",
+            _ => return,
+        };
+        self.metrics.inc(
+            metric::POLICY_REFUSALS,
+            "Signing requests refused by the key policy, by reason",
+            &[("reason", reason)],
+        );
+    }
+
     fn report_abort(&self, session_id: SessionId, error: &NodeError) {
+        let reason = match error {
+            NodeError::Security(_) => "security",
+            NodeError::Aborted(_) => "protocol",
+            NodeError::UnknownSession => "unknown_session",
+            NodeError::InvalidArgument { .. } => "invalid",
+            _ => "other",
+        };
+        self.metrics.inc(
+            metric::ABORTS,
+            "Sessions aborted, by reason",
+            &[("reason", reason)],
+        );
         match error {
             NodeError::Security(detail) => {
                 tracing::warn!(target: "security", session_id = %session_id, detail, "security event: session aborted");
@@ -632,6 +707,11 @@ impl Node {
             let keep = session.deadline > now;
             if !keep {
                 tracing::warn!(session_id = %SessionId(*id), "session timed out and was dropped");
+                self.metrics.inc(
+                    metric::ABORTS,
+                    "Sessions aborted, by reason",
+                    &[("reason", "timeout")],
+                );
             }
             keep
         });

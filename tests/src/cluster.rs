@@ -185,6 +185,11 @@ impl NodeProcess {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// Where this node serves `/metrics`.
+    pub fn metrics_address(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ready.metrics")).expect("metrics address")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -300,7 +305,7 @@ impl NodeCluster {
                     &config,
                     &format!(
                         "node_id = {id}\ncluster_id = \"test-cluster\"\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:0\"\n\
-                         ready_file = \"{ready}\"\nround_timeout_secs = 10\n{policy_line}{kek_line}\n\
+                         ready_file = \"{ready}\"\nmetrics_listen = \"127.0.0.1:0\"\nround_timeout_secs = 10\n{policy_line}{kek_line}\n\
                          tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{ca}\", coordinator_cert_sha256 = \"{pin}\" }}\n\n{members}",
                         data = dir.join("data").display(),
                         ready = dir.join("ready").display(),
@@ -397,4 +402,28 @@ impl NodeProcess {
 
 pub fn hex_random() -> String {
     hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// `GET /metrics` from `address`, the body.
+pub fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of one series (`name{labels}`) in a scrape, 0 when absent.
+pub fn metric_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

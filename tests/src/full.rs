@@ -79,6 +79,11 @@ impl CoordinatorProcess {
         }
     }
 
+    /// Where the coordinator serves `/metrics`.
+    pub fn metrics_address(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ready.metrics")).expect("metrics address")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -190,7 +195,7 @@ impl Cluster {
         write(
             &config,
             &format!(
-                "cluster_id = \"test-cluster\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"{db}\"\nready_file = \"{ready}\"\n\
+                "cluster_id = \"test-cluster\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"{db}\"\nready_file = \"{ready}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
                  request_timeout_secs = 20\nround_timeout_secs = 5\n\
                  auth = {{ bootstrap_token_env = \"SHARDSIGN_TEST_BOOTSTRAP_TOKEN\", environment = \"test\" }}\n\
                  policy_public_key = \"{policy_public_key}\"\n\

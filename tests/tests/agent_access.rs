@@ -746,3 +746,82 @@ async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
         "security events logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_signatures_refusals_and_failed_logins() {
+    use shardsign_tests::cluster::{metric_value, scrape};
+    let shared = shared();
+    let coordinator = shared.cluster.coordinator.metrics_address();
+    let nodes: Vec<String> = shared
+        .cluster
+        .nodes
+        .nodes
+        .iter()
+        .map(|n| n.metrics_address())
+        .collect();
+    let node_signatures = |scrapes: &[String]| -> f64 {
+        scrapes
+            .iter()
+            .map(|s| {
+                metric_value(
+                    s,
+                    "shardsign_node_sessions_completed_total{protocol=\"sign\"}",
+                )
+            })
+            .sum()
+    };
+    let allowed =
+        "shardsign_sign_requests_total{operation=\"sign_transaction\",decision=\"allowed\"}";
+    let refused_rule = "shardsign_policy_refusals_total{rule=\"max_value_per_tx\"}";
+    let before = scrape(&coordinator);
+    let nodes_before: Vec<String> = nodes.iter().map(|a| scrape(a)).collect();
+
+    let token = agent(base_policy()).await;
+    for _ in 0..3 {
+        sign_with(&token, &shared.key, transfer("0.1eth"))
+            .await
+            .expect("signed");
+    }
+    sign_with(&token, &shared.key, transfer("2eth"))
+        .await
+        .expect_err("over the cap");
+    shared
+        .cluster
+        .signer_with(Some("not-a-key"))
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .expect_err("bad credential");
+
+    let after = scrape(&coordinator);
+    let nodes_after: Vec<String> = nodes.iter().map(|a| scrape(a)).collect();
+    assert!(
+        metric_value(&after, allowed) >= metric_value(&before, allowed) + 3.0,
+        "{after}"
+    );
+    assert!(metric_value(&after, refused_rule) >= metric_value(&before, refused_rule) + 1.0);
+    assert!(
+        metric_value(&after, "shardsign_auth_failures_total")
+            >= metric_value(&before, "shardsign_auth_failures_total") + 1.0
+    );
+    let latency = "shardsign_sign_duration_seconds_count{operation=\"sign_transaction\"}";
+    assert!(metric_value(&after, latency) >= metric_value(&before, latency) + 3.0);
+    for node in 1..=3 {
+        assert_eq!(
+            metric_value(
+                &after,
+                &format!("shardsign_node_available{{node=\"{node}\"}}")
+            ),
+            1.0,
+            "{after}"
+        );
+    }
+    // Each signature ran a session on two nodes.
+    assert!(node_signatures(&nodes_after) >= node_signatures(&nodes_before) + 6.0);
+    assert!(
+        nodes_after
+            .iter()
+            .all(|s| metric_value(s, "shardsign_node_keys") >= 2.0)
+    );
+    // Nothing secret is exported.
+    assert!(!after.contains(&token[25..]) && !after.contains("ss_test_"));
+}

@@ -1,0 +1,74 @@
+use thiserror::Error;
+use tonic::{Code, Status};
+
+/// What went wrong, sorted by what the caller should do about it.
+#[derive(Debug, Clone, Error)]
+pub enum ClientError {
+    /// A policy rule refused the request; the message names the rule and the values. Do not
+    /// retry the same request.
+    #[error("refused: {0}")]
+    PolicyRefused(String),
+    /// The key's requests-per-minute budget is used up; retry later.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// The API key lacks the scope or the binding for this call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The API key expired: an operator must issue a new one.
+    #[error("API key expired: {0}")]
+    KeyExpired(String),
+    /// Missing, wrong, rotated-out or revoked API key.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Fewer than two signer nodes are reachable, or the service is down; retried already.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The client's own configuration (endpoint, CA, API key shape).
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// The reply did not check out (it never should): do not use it.
+    #[error("bad reply from the service: {0}")]
+    BadReply(String),
+    #[error("{code:?}: {message}")]
+    Other { code: Code, message: String },
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::PermissionDenied if message.contains("policy ") => {
+                ClientError::PolicyRefused(message)
+            }
+            Code::PermissionDenied => ClientError::PermissionDenied(message),
+            Code::ResourceExhausted => ClientError::RateLimited(message),
+            Code::Unauthenticated if message.contains("expired") => {
+                ClientError::KeyExpired(message)
+            }
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
+            Code::Unavailable => ClientError::Unavailable(message),
+            Code::DeadlineExceeded => ClientError::DeadlineExceeded(message),
+            Code::InvalidArgument => ClientError::InvalidArgument(message),
+            Code::NotFound => ClientError::NotFound(message),
+            code => ClientError::Other { code, message },
+        }
+    }
+}
+
+impl ClientError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unavailable(_)
+                | ClientError::RateLimited(_)
+                | ClientError::DeadlineExceeded(_)
+        )
+    }
+}

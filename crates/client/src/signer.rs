@@ -1,0 +1,409 @@
+//! The client proper: one HTTP/2 channel (TLS), the credential on every call, retries of
+//! `UNAVAILABLE` inside a total deadline, and typed results checked before they are returned.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardsign_eth::{Limits, UnsignedTransaction};
+use shardsign_proto::v1 as api;
+use shardsign_proto::v1::admin_client::AdminClient;
+use shardsign_proto::v1::signer_client::SignerClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::credential::Credential;
+use crate::error::ClientError;
+
+/// Adds the credential to every call.
+#[derive(Clone)]
+pub struct Auth(Credential);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = self.0.header();
+        let mut value: MetadataValue<_> = header
+            .parse()
+            .map_err(|_| Status::invalid_argument("the credential is not a valid header value"))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+type Stub<T> = T;
+pub type SignerStub = Stub<SignerClient<InterceptedService<Channel, Auth>>>;
+pub type AdminStub = Stub<AdminClient<InterceptedService<Channel, Auth>>>;
+
+/// How `UNAVAILABLE` is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_attempts: 5,
+        }
+    }
+}
+
+type ExpiryCallback = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    endpoint: String,
+    credential: Credential,
+    ca_pem: Option<String>,
+    tls_name: Option<String>,
+    deadline: Duration,
+    retry: RetryPolicy,
+    on_expiry: Option<ExpiryCallback>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("credential", &self.credential)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// `endpoint` like `https://shardsign.example:7100`. TLS uses the system roots unless a CA is
+    /// given.
+    pub fn new(endpoint: impl Into<String>, credential: Credential) -> Self {
+        ClientConfig {
+            endpoint: endpoint.into(),
+            credential,
+            ca_pem: None,
+            tls_name: None,
+            deadline: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            on_expiry: None,
+        }
+    }
+
+    /// Trust this CA (PEM) instead of the system roots.
+    pub fn with_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The name the server certificate must carry, when it is not the endpoint's host.
+    pub fn with_tls_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_name = Some(name.into());
+        self
+    }
+
+    /// The total time one call may take, retries included (default 30 s).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Called with the time left whenever the service says the key expires within 7 days.
+    pub fn on_key_expiry(mut self, callback: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        self.on_expiry = Some(Arc::new(callback));
+        self
+    }
+}
+
+/// A signed transaction, checked: it decodes, and it recovers to the key's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTransaction {
+    /// Ready to broadcast (`eth_sendRawTransaction`).
+    pub raw_transaction: Vec<u8>,
+    pub tx_hash: [u8; 32],
+    pub r: [u8; 32],
+    pub s: [u8; 32],
+    /// Legacy: recovery id + 35 + 2 * chain id; typed: the y-parity.
+    pub v: u64,
+    /// EIP-55 address of the signer.
+    pub sender: String,
+}
+
+/// An EIP-191 signature: `r || s || v` with v = 27 or 28.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSignature {
+    pub signature: [u8; 65],
+    pub message_hash: [u8; 32],
+    pub signer: String,
+}
+
+/// A connected client. Cheap to clone; clones share the channel.
+#[derive(Clone)]
+pub struct Client {
+    signer: SignerStub,
+    admin: AdminStub,
+    config: ClientConfig,
+    expires_in: Arc<Mutex<Option<(Duration, Instant)>>>,
+}
+
+fn fresh_request_id() -> String {
+    format!("rs-{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+fn bytes32(field: &str, bytes: &[u8]) -> Result<[u8; 32], ClientError> {
+    bytes
+        .try_into()
+        .map_err(|_| ClientError::BadReply(format!("{field} is not 32 bytes")))
+}
+
+impl Client {
+    /// Connects (TLS) and checks the endpoint answers.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| ClientError::Config(format!("endpoint `{}`: {e}", config.endpoint)))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") {
+            let mut tls = match &config.ca_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            if let Some(name) = &config.tls_name {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            ClientError::Unavailable(format!("cannot connect to {}: {e}", config.endpoint))
+        })?;
+        let auth = Auth(config.credential.clone());
+        Ok(Client {
+            signer: SignerClient::with_interceptor(channel.clone(), auth.clone()),
+            admin: AdminClient::with_interceptor(channel, auth),
+            config,
+            expires_in: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The raw Admin stub (with this client's credential), for operator tooling.
+    pub fn admin(&self) -> AdminStub {
+        self.admin.clone()
+    }
+
+    /// The raw Signer stub (with this client's credential).
+    pub fn signer(&self) -> SignerStub {
+        self.signer.clone()
+    }
+
+    /// Time left before the API key expires, when the service said it is within 7 days.
+    pub fn key_expires_in(&self) -> Option<Duration> {
+        let seen = *self.expires_in.lock().unwrap_or_else(|p| p.into_inner());
+        seen.map(|(left, at)| left.saturating_sub(at.elapsed()))
+    }
+
+    /// Notes the expiry header of a reply or error.
+    pub fn observe(&self, metadata: &tonic::metadata::MetadataMap) {
+        let Some(seconds) = metadata
+            .get("x-key-expires-in")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let left = Duration::from_secs(seconds);
+        *self.expires_in.lock().unwrap_or_else(|p| p.into_inner()) = Some((left, Instant::now()));
+        if let Some(callback) = &self.config.on_expiry {
+            callback(left);
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails with something other than `UNAVAILABLE`, runs out of
+    /// attempts, or the deadline passes. Each attempt gets the time that is left.
+    pub async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut backoff = self.config.retry.first_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match call(left).await {
+                Ok(response) => {
+                    self.observe(response.metadata());
+                    return Ok(response.into_inner());
+                }
+                Err(status) => {
+                    self.observe(status.metadata());
+                    let retry = status.code() == tonic::Code::Unavailable
+                        && attempt < self.config.retry.max_attempts
+                        && Instant::now() + backoff < deadline;
+                    if !retry {
+                        return Err(status.into());
+                    }
+                    tracing::debug!(attempt, message = status.message(), "unavailable; retrying");
+                    // Jitter so that many clients do not retry in step.
+                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(self.config.retry.max_backoff);
+                }
+            }
+        }
+    }
+
+    fn timed<T>(message: T, left: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(left.max(Duration::from_millis(1)));
+        request
+    }
+
+    pub async fn get_key(&self, key_id: &str) -> Result<api::Key, ClientError> {
+        self.with_retries(|left| {
+            let mut stub = self.signer.clone();
+            let request = Self::timed(
+                api::GetKeyRequest {
+                    key_id: key_id.to_string(),
+                },
+                left,
+            );
+            async move { stub.get_key(request).await }
+        })
+        .await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<api::Key>, ClientError> {
+        self.with_retries(|left| {
+            let mut stub = self.signer.clone();
+            let request = Self::timed(api::ListKeysRequest {}, left);
+            async move { stub.list_keys(request).await }
+        })
+        .await
+        .map(|r| r.keys)
+    }
+
+    pub async fn who_am_i(&self) -> Result<api::ApiKeyInfo, ClientError> {
+        self.with_retries(|left| {
+            let mut stub = self.signer.clone();
+            let request = Self::timed(api::WhoAmIRequest {}, left);
+            async move { stub.who_am_i(request).await }
+        })
+        .await
+    }
+
+    /// Signs `tx` with `key_id`. The reply is decoded and must be this transaction, signed by
+    /// the address the service names.
+    pub async fn sign_transaction(
+        &self,
+        key_id: &str,
+        tx: &UnsignedTransaction,
+    ) -> Result<SignedTransaction, ClientError> {
+        tx.validate(&Limits::DEFAULT)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let request_id = fresh_request_id();
+        let payload = tx.signing_payload();
+        let reply = self
+            .with_retries(|left| {
+                let mut stub = self.signer.clone();
+                let request = Self::timed(
+                    api::SignTransactionRequest {
+                        key_id: key_id.to_string(),
+                        request_id: request_id.clone(),
+                        transaction: Some(api::sign_transaction_request::Transaction::UnsignedRlp(
+                            payload.clone(),
+                        )),
+                    },
+                    left,
+                );
+                async move { stub.sign_transaction(request).await }
+            })
+            .await?;
+        let signed =
+            shardsign_eth::SignedTransaction::decode(&reply.raw_transaction, &Limits::DEFAULT)
+                .map_err(|e| ClientError::BadReply(format!("raw transaction: {e}")))?;
+        if signed.transaction() != tx {
+            return Err(ClientError::BadReply(
+                "the signed transaction is not the one that was sent".into(),
+            ));
+        }
+        let sender = signed
+            .recover_sender()
+            .map_err(|e| ClientError::BadReply(e.to_string()))?
+            .to_checksum();
+        if sender != reply.sender {
+            return Err(ClientError::BadReply(
+                "the signature does not recover to the key's address".into(),
+            ));
+        }
+        Ok(SignedTransaction {
+            tx_hash: bytes32("tx_hash", &reply.tx_hash)?,
+            r: bytes32("r", &reply.r)?,
+            s: bytes32("s", &reply.s)?,
+            raw_transaction: reply.raw_transaction,
+            v: reply.v,
+            sender,
+        })
+    }
+
+    /// EIP-191 `personal_sign` of `message` with `key_id`; the signature is checked to recover
+    /// to the signer the service names.
+    pub async fn sign_message(
+        &self,
+        key_id: &str,
+        message: &[u8],
+    ) -> Result<MessageSignature, ClientError> {
+        let request_id = fresh_request_id();
+        let reply = self
+            .with_retries(|left| {
+                let mut stub = self.signer.clone();
+                let request = Self::timed(
+                    api::SignMessageRequest {
+                        key_id: key_id.to_string(),
+                        request_id: request_id.clone(),
+                        message: message.to_vec(),
+                    },
+                    left,
+                );
+                async move { stub.sign_message(request).await }
+            })
+            .await?;
+        let signature: [u8; 65] = reply
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::BadReply("signature is not 65 bytes".into()))?;
+        let hash = shardsign_eth::personal_sign_hash(message);
+        let parsed = shardsign_eth::Signature::new(
+            bytes32("r", &signature[..32])?,
+            bytes32("s", &signature[32..64])?,
+            signature[64].wrapping_sub(27),
+        )
+        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let recovered = parsed
+            .recover_address(&hash)
+            .map_err(|e| ClientError::BadReply(e.to_string()))?
+            .to_checksum();
+        if recovered != reply.signer {
+            return Err(ClientError::BadReply(
+                "the signature does not recover to the key's address".into(),
+            ));
+        }
+        Ok(MessageSignature {
+            signature,
+            message_hash: hash,
+            signer: recovered,
+        })
+    }
+}

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# The test command: prepares the pinned Python venv for the eth-account cross-check, then runs
-# every Rust test in the workspace (unit, property, engine, cross-check). Extra arguments go to
-# `cargo test` (e.g. `scripts/test.sh -p shardsign-eth`).
+# The test command: prepares the pinned Python venv for the eth-account cross-check, builds the
+# binaries, runs every Rust test in the workspace (unit, property, engine, cluster, cross-check),
+# the Python client's tests against a real local cluster, then the docker-compose cluster test
+# (skipped, loudly, where no Docker engine runs). Extra arguments run only `cargo test` with them
+# (e.g. `scripts/test.sh -p shardsign-eth`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
 export SHARDSIGN_PYTHON="$PWD/.venv/bin/python"
-if [ "$#" -eq 0 ]; then
-  set -- --workspace
-fi
 # The cluster tests start the real binaries: build them first (cargo test builds a binary only
 # for its own package's integration tests).
 cargo build --locked --workspace --bins
-exec cargo test --locked "$@"
+if [ "$#" -gt 0 ]; then
+  exec cargo test --locked "$@"
+fi
+cargo test --locked --workspace
+
+if [ -x clients/python/run-tests.sh ]; then
+  echo "== Python client tests (pytest, real local cluster)"
+  clients/python/run-tests.sh
+fi
+
+echo "== docker-compose cluster test"
+if docker info >/dev/null 2>&1 && { command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1; }; then
+  SHARDSIGN_PROFILE=debug scripts/compose.sh test
+else
+  echo "##########################################################################"
+  echo "## SKIPPED: the docker-compose cluster test needs a running Docker engine ##"
+  echo "## and docker-compose; none here. It did NOT run and did NOT pass.        ##"
+  echo "##########################################################################"
+fi

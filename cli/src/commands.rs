@@ -157,6 +157,11 @@ pub enum PolicyCommand {
         #[arg(long)]
         key: String,
     },
+    /// Print the public half of a policy key (for `policy_public_key` in configs).
+    PublicKey {
+        #[arg(long)]
+        policy_key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -653,6 +658,12 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
                     line
                 },
             );
+        }
+        PolicyCommand::PublicKey { policy_key } => {
+            let key = OperatorPolicyKey::from_secret_hex(&read_secret(&policy_key)?)?;
+            out.show(&json!({"public_key": key.public_hex()}), || {
+                key.public_hex()
+            });
         }
         PolicyCommand::Show { key } => {
             let client = global.client().await?;

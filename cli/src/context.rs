@@ -22,6 +22,10 @@ pub struct Global {
     /// cluster's admin key).
     #[arg(long, global = true)]
     pub api_key_file: Option<PathBuf>,
+    /// Present the coordinator's bootstrap token from this file instead of an API key (it can
+    /// only create the first admin key).
+    #[arg(long, global = true, conflicts_with = "api_key_file")]
+    pub bootstrap_token_file: Option<PathBuf>,
     /// The dev cluster's state directory.
     #[arg(
         long,
@@ -67,6 +71,9 @@ impl Global {
     }
 
     fn credential(&self) -> anyhow::Result<Credential> {
+        if let Some(path) = &self.bootstrap_token_file {
+            return Ok(Credential::bootstrap(read_secret(path)?.as_str()));
+        }
         if let Some(path) = &self.api_key_file {
             return Ok(Credential::api_key(read_secret(path)?.as_str())?);
         }

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The docker-compose cluster: three node containers and a coordinator from the local FROM-scratch
+# image, each node with its own volume, the API on 127.0.0.1:$SHARDSIGN_API_PORT (default 7300).
+#
+#   scripts/compose.sh up     build the image, generate certificates/configs/secrets into
+#                             deploy/generated/ (0700, git-ignored), init the node stores in
+#                             their volumes, start, and create an admin API key
+#   scripts/compose.sh down   remove containers, network and volumes (keys are lost)
+#   scripts/compose.sh test   up, ceremony through the CLI, sign, stop one node and sign again,
+#                             restart it, down -v; always cleans up (CI runs this)
+#
+# Which binaries: $SHARDSIGN_PROFILE (release by default; `cargo build --$profile --bins` first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${SHARDSIGN_PROFILE:-release}
+port=${SHARDSIGN_API_PORT:-7300}
+gen=deploy/generated
+if command -v docker-compose >/dev/null; then
+  compose=(docker-compose -p shardsign -f docker-compose.yml)
+else
+  compose=(docker compose -p shardsign -f docker-compose.yml)
+fi
+cli=(target/$profile/shardsign --endpoint "https://127.0.0.1:$port" --ca "$gen/certs/ca.pem" --dir "$gen")
+export SHARDSIGN_API_PORT=$port
+
+random_hex() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+generate() {
+  mkdir -p "$gen/secrets" "$gen/config" && chmod 700 "$gen" "$gen/secrets"
+  (umask 077
+   [ -f "$gen/secrets/node-passphrase" ] || random_hex >"$gen/secrets/node-passphrase"
+   [ -f "$gen/secrets/bootstrap-token" ] || echo "bootstrap-$(random_hex)" >"$gen/secrets/bootstrap-token")
+  [ -f "$gen/secrets/policy.key" ] || "${cli[@]}" policy keygen --out "$gen/secrets/policy.key" >/dev/null
+  [ -f "$gen/certs/ca.pem" ] || "target/$profile/shardsign-devcert" "$gen/certs" >/dev/null
+  # Private keys are read by the containers' root user through read-only bind mounts.
+  chmod 644 "$gen"/certs/*.key "$gen"/secrets/node-passphrase "$gen"/secrets/bootstrap-token
+  policy_public=$("${cli[@]}" --json policy public-key --policy-key "$gen/secrets/policy.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')
+  # Bind-mount sources must exist before any container starts (else Docker makes directories).
+  for name in node-1 node-2 node-3 coordinator; do touch "$gen/config/$name.toml"; done
+  members=""
+  for i in 1 2 3; do
+    if [ ! -s "$gen/identity-$i.json" ]; then
+      "${compose[@]}" run --rm --no-deps -T node-$i init --data-dir /data/store --node-id "$i" \
+        --cluster-id compose --passphrase-file /run/secrets/node_passphrase --json >"$gen/identity-$i.json"
+    fi
+    members+=$(python3 - "$gen/identity-$i.json" "$i" <<'PY'
+import json, sys
+identity = json.load(open(sys.argv[1]))
+print(f'[[members]]\nnode_id = {sys.argv[2]}\nsigning_key = "{identity["signing_key"]}"\nkx_key = "{identity["kx_key"]}"\n')
+PY
+)$'\n'
+  done
+  pin=$(cat "$gen/certs/coordinator-client.sha256")
+  for i in 1 2 3; do
+    cat >"$gen/config/node-$i.toml" <<TOML
+node_id = $i
+cluster_id = "compose"
+data_dir = "/data/store"
+listen = "0.0.0.0:7001"
+metrics_listen = "0.0.0.0:9100"
+log_format = "json"
+policy_public_key = "$policy_public"
+kek = { passphrase_file = "/run/secrets/node_passphrase" }
+tls = { cert = "/certs/node.pem", key = "/certs/node.key", client_ca = "/certs/ca.pem", coordinator_cert_sha256 = "$pin" }
+
+$members
+TOML
+  done
+  cat >"$gen/config/coordinator.toml" <<TOML
+cluster_id = "compose"
+listen = "0.0.0.0:7100"
+metrics_listen = "0.0.0.0:9100"
+database = "/data/coordinator.db"
+log_format = "json"
+policy_public_key = "$policy_public"
+auth = { bootstrap_token_file = "/run/secrets/bootstrap_token", environment = "test" }
+tls = { cert = "/certs/api.pem", key = "/certs/api.key" }
+node_tls = { ca = "/certs/ca.pem", cert = "/certs/coordinator-client.pem", key = "/certs/coordinator-client.key" }
+$(for i in 1 2 3; do printf '\n[[nodes]]\nnode_id = %s\naddress = "https://node-%s:7001"\ntls_name = "node-%s"\n' "$i" "$i" "$i"; done)
+TOML
+}
+
+up() {
+  scripts/docker-image.sh
+  generate
+  "${compose[@]}" up -d
+  wait_for_api_port
+  if [ ! -s "$gen/secrets/admin.key" ]; then
+    "${cli[@]}" --bootstrap-token-file "$gen/secrets/bootstrap-token" --json apikeys create \
+      --label "compose admin" --scopes admin |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' >"$gen/secrets/admin.key"
+    chmod 600 "$gen/secrets/admin.key"
+  fi
+  echo "compose cluster up: API https://127.0.0.1:$port (CA $gen/certs/ca.pem), admin key in $gen/secrets/admin.key"
+}
+
+# The API answers: any reply but "cannot connect" (the bootstrap token is refused for cluster
+# status, which is fine: it proves the server is up).
+wait_for_api_port() {
+  for _ in $(seq 1 300); do
+    out=$("${cli[@]}" --bootstrap-token-file "$gen/secrets/bootstrap-token" cluster status 2>&1 || true)
+    grep -qE "cannot connect|transport|tls" <<<"$out" || return 0
+    sleep 0.2
+  done
+  echo "the coordinator did not answer on 127.0.0.1:$port" >&2
+  "${compose[@]}" logs --tail 30 >&2 || true
+  return 1
+}
+
+down() {
+  "${compose[@]}" down -v --remove-orphans
+  rm -rf "$gen"
+}
+
+sign() { # label
+  SHARDSIGN_API_KEY=$(cat "$gen/secrets/agent.key") "${cli[@]}" --json sign tx --key compose-key \
+    --chain-id 11155111 --nonce "$1" --to 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --value 0.01eth
+}
+
+test_cluster() {
+  trap 'status=$?; [ $status -eq 0 ] || "${compose[@]}" logs --tail 40 >&2 || true; down >/dev/null 2>&1 || true; exit $status' EXIT
+  down >/dev/null 2>&1 || true
+  up
+  admin=(--api-key-file "$gen/secrets/admin.key")
+  "${cli[@]}" "${admin[@]}" keys create --label compose --chain-id 11155111 --key-id compose-key
+  cat >"$gen/policy.json" <<JSON
+{"allowed_chain_ids": [11155111], "max_value_per_tx": "1eth", "allowed_recipients": ["*"],
+ "max_fee_per_gas": "100gwei", "max_total_fee": "0.01eth"}
+JSON
+  "${cli[@]}" "${admin[@]}" policy set --key compose-key --policy-file "$gen/policy.json" \
+    --policy-key "$gen/secrets/policy.key" --cluster-id compose
+  cat >"$gen/agent-policy.json" <<JSON
+{"allowed_chain_ids": [11155111], "max_value_per_tx": "0.1eth", "max_value_per_24h": "1eth",
+ "allowed_recipients": ["*"], "max_fee_per_gas": "100gwei", "max_total_fee": "0.01eth",
+ "requests_per_minute": 60}
+JSON
+  "${cli[@]}" "${admin[@]}" --json apikeys create --label agent --scopes sign --key compose-key \
+    --policy-file "$gen/agent-policy.json" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' >"$gen/secrets/agent.key"
+  sign 0
+  echo "signed with all three nodes up"
+  "${compose[@]}" stop node-2
+  "${cli[@]}" "${admin[@]}" cluster status || true
+  sign 1
+  echo "signed with node-2 stopped"
+  "${compose[@]}" start node-2
+  for _ in $(seq 1 300); do
+    "${cli[@]}" "${admin[@]}" cluster status | grep -q "can create keys: true" && break
+    sleep 0.2
+  done
+  "${cli[@]}" "${admin[@]}" cluster status | grep -q "can create keys: true"
+  sign 2
+  "${cli[@]}" "${admin[@]}" audit verify
+  echo "compose test passed"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  test) test_cluster ;;
+  *) echo "usage: $0 up|down|test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,284 @@
+//! The `shardsign` CLI against a real cluster, as an operator and a script would use it: the
+//! ceremony with progress events, a signed key policy, an agent key, signing (checked with
+//! eth-account), a policy refusal as one clear line with a non-zero exit, API-key rotation and
+//! revocation, the audit check and cluster status, all with `--json`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use shardsign_tests::cluster::workspace_binary;
+use shardsign_tests::eth_account;
+use shardsign_tests::full::Cluster;
+
+struct Cli {
+    base: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(cluster: &Cluster) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, contents: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            path.display().to_string()
+        };
+        let ca = write("ca.pem", cluster.nodes.ca.cert_pem());
+        let admin = write("admin.key", &cluster.admin_token);
+        write("policy.key", &cluster.policy_key.to_secret_hex());
+        let base = vec![
+            "--endpoint".into(),
+            format!("https://{}", cluster.coordinator.address),
+            "--ca".into(),
+            ca,
+            "--api-key-file".into(),
+            admin,
+            "--dir".into(),
+            dir.path().join("no-dev-cluster").display().to_string(),
+        ];
+        Cli { base, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str], api_key: Option<&str>) -> Output {
+        let mut command = Command::new(workspace_binary("shardsign", "SHARDSIGN_CLI_BIN"));
+        let mut base = self.base.clone();
+        if let Some(key) = api_key {
+            // An agent key comes from the environment, not the admin key file.
+            let at = base.iter().position(|a| a == "--api-key-file").unwrap();
+            base.drain(at..at + 2);
+            command.env("SHARDSIGN_API_KEY", key);
+        } else {
+            command.env_remove("SHARDSIGN_API_KEY");
+        }
+        command
+            .args(&base)
+            .args(args)
+            .output()
+            .expect("run shardsign")
+    }
+
+    /// Runs with `--json`, expects success, returns the last JSON line.
+    fn json(&self, args: &[&str], api_key: Option<&str>) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.run(&all, api_key);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "shardsign {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_and_an_agent_work_through_the_cli() {
+    let cluster = Cluster::start();
+    let cli = Cli::new(&cluster);
+
+    // The ceremony: progress events, then the key.
+    let output = cli.run(
+        &[
+            "--json",
+            "keys",
+            "create",
+            "--label",
+            "cli",
+            "--chain-id",
+            "1,5",
+            "--key-id",
+            "cli-key",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.iter().filter(|k| **k == "node_joined").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| **k == "round").count(), 4);
+    let address = events.last().unwrap()["key"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A signed key policy and an agent key, from JSON files.
+    std::fs::write(
+        cli.path("key-policy.json"),
+        json!({"allowed_chain_ids": [1, 5], "max_value_per_tx": "1eth", "allowed_recipients": ["*"],
+               "max_fee_per_gas": "100gwei", "max_total_fee": "0.1eth"})
+        .to_string(),
+    )
+    .unwrap();
+    let policy_key = cli.path("policy.key").display().to_string();
+    let key_policy_file = cli.path("key-policy.json").display().to_string();
+    let set = cli.json(
+        &[
+            "policy",
+            "set",
+            "--key",
+            "cli-key",
+            "--policy-file",
+            &key_policy_file,
+            "--policy-key",
+            &policy_key,
+            "--cluster-id",
+            "test-cluster",
+        ],
+        None,
+    );
+    assert_eq!(set["version"], 1);
+    assert_eq!(set["nodes_updated"], json!([1, 2, 3]));
+    std::fs::write(
+        cli.path("agent.json"),
+        json!({"allowed_chain_ids": [1], "max_value_per_tx": "0.1eth", "max_value_per_24h": "1eth", "allowed_recipients": ["*"],
+               "max_fee_per_gas": "100gwei", "max_total_fee": "0.1eth", "requests_per_minute": 100})
+        .to_string(),
+    )
+    .unwrap();
+    let agent_file = cli.path("agent.json").display().to_string();
+    let created = cli.json(
+        &[
+            "apikeys",
+            "create",
+            "--label",
+            "agent",
+            "--scopes",
+            "sign,read",
+            "--key",
+            "cli-key",
+            "--policy-file",
+            &agent_file,
+            "--expires-in",
+            "3d",
+        ],
+        None,
+    );
+    let agent = created["api_key"].as_str().unwrap().to_string();
+    let agent_id = created["info"]["id"].as_str().unwrap().to_string();
+    let whoami = cli.json(&["apikeys", "whoami"], Some(&agent));
+    assert_eq!(whoami["id"], agent_id.as_str());
+    assert_eq!(whoami["policy"]["max_value_per_tx"], "100000000000000000");
+
+    // Sign: legacy and EIP-1559; eth-account recovers the key's address from both.
+    let mut raws = Vec::new();
+    for extra in [vec![], vec!["--gas-price", "20gwei"]] {
+        let mut args = vec![
+            "sign",
+            "tx",
+            "--key",
+            "cli-key",
+            "--chain-id",
+            "1",
+            "--nonce",
+            "3",
+            "--to",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "--value",
+            "0.05eth",
+        ];
+        args.extend(extra);
+        let signed = cli.json(&args, Some(&agent));
+        assert_eq!(signed["sender"], address.as_str());
+        raws.push(signed["raw_transaction"].as_str().unwrap().to_string());
+    }
+    let reply = eth_account::call(&json!({ "recover_txs": raws }));
+    for recovered in reply["recovered_txs"].as_array().unwrap() {
+        assert_eq!(recovered["sender"], address.as_str());
+    }
+    let message = cli.run(
+        &["sign", "message", "--key", "cli-key", "--message", "hi"],
+        Some(&agent),
+    );
+    assert!(
+        !message.status.success(),
+        "messages are not granted to this agent"
+    );
+
+    // A refusal: one line, the rule and the values, exit code 1, no backtrace.
+    let refused = cli.run(
+        &[
+            "sign",
+            "tx",
+            "--key",
+            "cli-key",
+            "--chain-id",
+            "1",
+            "--to",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "--value",
+            "0.5eth",
+        ],
+        Some(&agent),
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: refused: policy max_value_per_tx: 0.5 ETH > 0.1 ETH",
+        "{stderr}"
+    );
+    let bad = cli.run(
+        &[
+            "sign",
+            "tx",
+            "--key",
+            "cli-key",
+            "--chain-id",
+            "1",
+            "--to",
+            "0x12",
+        ],
+        Some(&agent),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+
+    // Rotate and revoke.
+    let rotated = cli.json(&["apikeys", "rotate", &agent_id, "--grace", "0s"], None);
+    let new_agent = rotated["api_key"].as_str().unwrap().to_string();
+    let old = cli.run(&["apikeys", "whoami"], Some(&agent));
+    // With no grace the old secret is gone at once.
+    assert!(String::from_utf8_lossy(&old.stderr).contains("unauthenticated: invalid API key"));
+    cli.json(&["apikeys", "whoami"], Some(&new_agent));
+    let revoked = cli.json(&["apikeys", "revoke", &agent_id], None);
+    assert_eq!(revoked["status"], "revoked");
+    let after = cli.run(&["apikeys", "whoami"], Some(&new_agent));
+    assert!(String::from_utf8_lossy(&after.stderr).contains("revoked"));
+    let listed = cli.json(&["apikeys", "list"], None);
+    assert!(
+        !listed.to_string().contains(&new_agent[25..]),
+        "no secret in listings"
+    );
+
+    // Audit, status, keys.
+    let audit = cli.json(&["audit", "verify"], None);
+    assert_eq!(audit["intact"], true);
+    let status = cli.json(&["cluster", "status"], None);
+    assert_eq!(status["can_sign"], true);
+    let keys = cli.json(&["keys", "list"], None);
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key_id"] == "cli-key")
+    );
+    let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
+    assert_eq!(shown["version"], 1);
+}

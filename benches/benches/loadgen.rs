@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardsign_benches::{fresh_shares, median, ms, timed_sign};
+use shardsign_client::{Client, ClientConfig, Credential};
+use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
+use shardsign_proto::v1::CreateKeyRequest;
 use shardsign_proto::v1::create_key_event::Event;
-use shardsign_proto::v1::sign_transaction_request::Transaction;
-use shardsign_proto::v1::{CreateKeyRequest, Eip1559Transaction, SignTransactionRequest};
 use shardsign_tests::full::Cluster;
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -32,22 +33,53 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn request(key_id: &str, nonce: u64) -> SignTransactionRequest {
-    SignTransactionRequest {
-        key_id: key_id.to_string(),
-        request_id: format!("load-{}", hex::encode(rand::random::<[u8; 12]>())),
-        transaction: Some(Transaction::Eip1559(Eip1559Transaction {
-            chain_id: 1,
-            nonce,
-            max_priority_fee_per_gas: "1000000000".into(),
-            max_fee_per_gas: "30000000000".into(),
-            gas_limit: 21_000,
-            to: "0x3535353535353535353535353535353535353535".into(),
-            value: "10000000000000000".into(),
-            data: vec![],
-            access_list: vec![],
-        })),
+fn transaction(nonce: u64) -> UnsignedTransaction {
+    UnsignedTransaction::Eip1559(Eip1559Transaction {
+        chain_id: 1,
+        nonce,
+        max_priority_fee_per_gas: parse_amount("tip", "1gwei").expect("amount"),
+        max_fee_per_gas: parse_amount("fee", "30gwei").expect("amount"),
+        gas_limit: 21_000,
+        to: Some(
+            Address::parse("to", "0x3535353535353535353535353535353535353535").expect("address"),
+        ),
+        value: parse_amount("value", "0.01eth").expect("amount"),
+        data: vec![],
+        access_list: vec![],
+    })
+}
+
+/// A client of the public API, as an agent would use it (the shardsign-client crate).
+async fn client(cluster: &Cluster) -> Client {
+    let config = ClientConfig::new(
+        format!("https://{}", cluster.coordinator.address),
+        Credential::api_key(cluster.signer_token.clone()).expect("API key"),
+    )
+    .with_ca_pem(cluster.nodes.ca.cert_pem())
+    .with_tls_name("localhost");
+    Client::connect(config).await.expect("connect")
+}
+
+/// Medians of the coordinator's per-stage debug timings (`stage="..." micros=N`), in ms.
+fn stage_medians(log: &str, stage: &str) -> Option<f64> {
+    let tag = format!("stage=\"{stage}\"");
+    let mut micros: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains(&tag))
+        .filter_map(|line| {
+            line.split("micros=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if micros.is_empty() {
+        return None;
     }
+    micros.sort_unstable();
+    Some(micros[micros.len() / 2] as f64 / 1000.0)
 }
 
 struct Level {
@@ -73,7 +105,7 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
     };
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let mut signer = cluster.signer();
+        let signer = client(cluster).await;
         let next = next.clone();
         let key_id = key_id.to_string();
         tasks.spawn(async move {
@@ -85,11 +117,14 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
                     return (latencies, errors);
                 }
                 let begun = Instant::now();
-                match signer.sign_transaction(request(&key_id, i as u64)).await {
+                match signer
+                    .sign_transaction(&key_id, &transaction(i as u64))
+                    .await
+                {
                     Ok(_) => latencies.push(begun.elapsed()),
-                    Err(status) => {
+                    Err(error) => {
                         errors += 1;
-                        eprintln!("request {i}: {status:?}");
+                        eprintln!("request {i}: {error}");
                     }
                 }
             }
@@ -202,4 +237,22 @@ fn main() {
         "key-generation ceremony through the API: {:.0} ms",
         ms(ceremony)
     );
+    let log = cluster.coordinator.log_text();
+    if let (Some(admission), Some(audit)) = (
+        stage_medians(&log, "admission"),
+        stage_medians(&log, "audit"),
+    ) {
+        println!(
+            "access path in the coordinator (median per request, all levels): admission (rate, rules, key policy, 24 h reservation) {admission:.3} ms + audit append {audit:.3} ms = {:.3} ms",
+            admission + audit
+        );
+        if let Some(first) = results.first() {
+            let p50 = ms(percentile(&first.latencies, 0.50));
+            println!(
+                "p50 at concurrency {}: {p50:.2} ms with policy + audit; {:.2} ms without (p50 minus the median access path)",
+                first.concurrency,
+                p50 - admission - audit
+            );
+        }
+    }
 }

@@ -17,6 +17,7 @@ use shardsign_proto::v1::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::apikeys::Scope;
 use crate::auth::Caller;
@@ -158,7 +159,17 @@ impl Signer for SignerService {
         let deadline = deadline(&request, self.request_timeout);
         let request = request.into_inner();
         let key_id = request.key_id.clone();
-        let result = self.core.sign_message(&caller, request, deadline).await;
+        let span = tracing::info_span!(
+            "sign_message",
+            key_id = %key_id,
+            api_key_id = caller.id(),
+            request_id = %request.request_id.escape_default()
+        );
+        let result = self
+            .core
+            .sign_message(&caller, request, deadline)
+            .instrument(span)
+            .await;
         if let Err(error) = &result {
             tracing::info!(key_id, api_key_id = caller.id(), %error, "sign_message refused or failed");
         }

@@ -171,7 +171,16 @@ impl NodeRpc for NodeService {
         };
         let node = self.node.clone();
         let arrived = std::time::Instant::now();
-        let envelopes = blocking(move || node.start_sign(sign)).await?;
+        let envelopes = blocking(move || {
+            let _span = tracing::info_span!(
+                "start_sign",
+                session_id = %sign.session_id,
+                key_id = %sign.key_id
+            )
+            .entered();
+            node.start_sign(sign)
+        })
+        .await?;
         timed(&self.node, "start_sign", arrived);
         Ok(reply(RoundOutcome {
             envelopes,
@@ -188,6 +197,7 @@ impl NodeRpc for NodeService {
         let node = self.node.clone();
         let received = std::time::Instant::now();
         let outcome = blocking(move || {
+            let _span = tracing::info_span!("deliver", session_id = %session_id).entered();
             let queued = received.elapsed();
             let started = std::time::Instant::now();
             let outcome = node.deliver(session_id, request.envelopes);

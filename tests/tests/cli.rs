@@ -281,4 +281,16 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
     );
     let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
     assert_eq!(shown["version"], 1);
+
+    // The coordinator gone: the client says unavailable, in one line.
+    let mut cluster = cluster;
+    cluster.coordinator.stop();
+    let down = cli.run(&["keys", "list"], None);
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        stderr.starts_with("error: unavailable: cannot connect"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

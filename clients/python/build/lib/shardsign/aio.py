@@ -1,0 +1,90 @@
+"""The asyncio signer (grpc.aio), same API as `ShardsignSigner` with `await`."""
+
+import asyncio
+import time
+
+import grpc
+
+from . import _common
+from .errors import ShardsignError, Unavailable, from_rpc_error
+from .v1 import shardsign_pb2 as pb
+from .v1 import shardsign_pb2_grpc as rpc
+
+
+class AsyncShardsignSigner:
+    def __init__(self, endpoint, api_key=None, key_id=None, ca_cert=None, timeout=30.0, tls_name=None, retries=4):
+        if not key_id:
+            raise _common.ConfigurationError("key_id: the signing key to use is required")
+        self._api_key = _common.ApiKey(api_key)
+        self.endpoint = _common.target_of(endpoint)
+        self.key_id = key_id
+        self.timeout = timeout
+        self.retries = retries
+        self.key_expires_in = None
+        options = [("grpc.ssl_target_name_override", tls_name)] if tls_name else []
+        credentials = grpc.ssl_channel_credentials(root_certificates=_common.read_ca(ca_cert))
+        self._channel = grpc.aio.secure_channel(self.endpoint, credentials, options=options)
+        self._stub = rpc.SignerStub(self._channel)
+        self._address = None
+
+    def __repr__(self):
+        return f"AsyncShardsignSigner(endpoint={self.endpoint!r}, key_id={self.key_id!r}, api_key={self._api_key!r})"
+
+    async def close(self):
+        await self._channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _call(self, method, request):
+        deadline = time.monotonic() + self.timeout
+        backoff = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            left = max(deadline - time.monotonic(), 0.001)
+            call = method(request, timeout=left, metadata=[self._api_key.header()])
+            try:
+                reply = await call
+                self.key_expires_in = _common.expires_in(await call.initial_metadata())
+                return reply
+            except grpc.RpcError as error:
+                seconds = _common.expires_in(await call.trailing_metadata())
+                if seconds is not None:
+                    self.key_expires_in = seconds
+                mapped = from_rpc_error(error)
+                retry = (
+                    isinstance(mapped, Unavailable)
+                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    and attempt <= self.retries
+                    and time.monotonic() + backoff < deadline
+                )
+                if not retry:
+                    raise mapped from None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def address(self):
+        """The key's EIP-55 address (a coroutine here)."""
+        if self._address is None:
+            reply = await self._call(self._stub.GetKey, pb.GetKeyRequest(key_id=self.key_id))
+            self._address = reply.address
+        return self._address
+
+    async def sign_transaction(self, transaction_dict):
+        request = _common.sign_request(self.key_id, transaction_dict)
+        signed = _common.SignedTransaction.from_reply(await self._call(self._stub.SignTransaction, request))
+        if self._address is not None and signed.sender != self._address:
+            raise ShardsignError("the signed transaction does not recover to this key's address")
+        return signed
+
+    async def sign_message(self, signable_message):
+        request = pb.SignMessageRequest(
+            key_id=self.key_id,
+            request_id=_common.request_id(),
+            message=_common.message_bytes(signable_message),
+        )
+        return _common.SignedMessage.from_reply(await self._call(self._stub.SignMessage, request))

@@ -1,0 +1,34 @@
+"""shardsign: sign Ethereum transactions with a 2-of-3 threshold key held by shardsign nodes,
+in place of a local private key. See README.md."""
+
+from ._common import ApiKey, SignedMessage, SignedTransaction
+from ._sync import ShardsignSigner
+from .errors import (
+    ConfigurationError,
+    InvalidRequest,
+    KeyExpired,
+    NotFound,
+    PermissionDenied,
+    PolicyRefused,
+    RateLimited,
+    ShardsignError,
+    Unauthenticated,
+    Unavailable,
+)
+
+__all__ = [
+    "ApiKey",
+    "ConfigurationError",
+    "InvalidRequest",
+    "KeyExpired",
+    "NotFound",
+    "PermissionDenied",
+    "PolicyRefused",
+    "RateLimited",
+    "ShardsignError",
+    "ShardsignSigner",
+    "SignedMessage",
+    "SignedTransaction",
+    "Unauthenticated",
+    "Unavailable",
+]

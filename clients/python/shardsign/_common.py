@@ -1,0 +1,271 @@
+"""What the sync and async signers share: the API key (validated, hidden), the conversion of
+eth-account transaction dicts to the API's messages, and the result types."""
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+from .errors import ConfigurationError, InvalidRequest
+from .v1 import shardsign_pb2 as pb
+
+API_KEY_ENV = "SHARDSIGN_API_KEY"
+_API_KEY = re.compile(r"^ss_(live|test)_[0-9a-f]{16}_[0-9a-f]{64}$")
+EXPIRES_IN_HEADER = "x-key-expires-in"
+
+try:  # The type eth-account returns, when it is installed: agent code then sees no difference.
+    from hexbytes import HexBytes as _Bytes
+except ImportError:  # pragma: no cover - plain bytes otherwise
+    _Bytes = bytes
+
+
+class ApiKey:
+    """An API key that never shows itself: not in repr, str, or exceptions."""
+
+    __slots__ = ("_value", "public_id")
+
+    def __init__(self, value):
+        if value is None:
+            value = os.environ.get(API_KEY_ENV)
+        if not value:
+            raise ConfigurationError(
+                f"no API key: pass api_key= or set {API_KEY_ENV}"
+            )
+        value = value.strip()
+        if not _API_KEY.match(value):
+            raise ConfigurationError(
+                "the API key is malformed: expected ss_live_<16 hex>_<64 hex> (or ss_test_)"
+            )
+        self._value = value
+        self.public_id = value[:24]
+
+    def header(self):
+        return ("authorization", "Bearer " + self._value)
+
+    def __repr__(self):
+        return f"ApiKey({self.public_id}_***)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("an API key cannot be pickled")
+
+
+def read_ca(ca_cert):
+    """PEM bytes from a path, bytes or str; None for the system roots."""
+    if ca_cert is None:
+        return None
+    if isinstance(ca_cert, bytes):
+        return ca_cert
+    if isinstance(ca_cert, str) and ca_cert.lstrip().startswith("-----BEGIN"):
+        return ca_cert.encode()
+    try:
+        with open(ca_cert, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the CA certificate {ca_cert}: {error.strerror}") from None
+
+
+def target_of(endpoint):
+    """`host:port` from `host:port` or `https://host:port`."""
+    for prefix in ("https://", "grpcs://"):
+        if endpoint.startswith(prefix):
+            endpoint = endpoint[len(prefix):]
+    if endpoint.startswith("http://"):
+        raise ConfigurationError("shardsign is served over TLS: use https:// or host:port")
+    return endpoint.rstrip("/")
+
+
+def request_id():
+    return "py-" + secrets.token_hex(16)
+
+
+def _quantity(tx, field, required=True, default=None):
+    if field not in tx:
+        if required:
+            raise InvalidRequest(f"{field}: missing")
+        return default
+    value = tx[field]
+    if isinstance(value, bool):
+        raise InvalidRequest(f"{field}: expected an int or a hex string")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidRequest(f"{field}: negative")
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise InvalidRequest(f"{field}: expected an int or a hex string")
+
+
+def _u64(tx, field, required=True, default=0):
+    value = _quantity(tx, field, required, None)
+    if value is None:
+        return default
+    try:
+        number = int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        raise InvalidRequest(f"{field}: not a number") from None
+    if not 0 <= number < 2**64:
+        raise InvalidRequest(f"{field}: does not fit in 64 bits")
+    return number
+
+
+def _data(tx):
+    data = tx.get("data", tx.get("input", b""))
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        text = data[2:] if data.lower().startswith("0x") else data
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise InvalidRequest("data: not hex") from None
+    raise InvalidRequest("data: expected bytes or a hex string")
+
+
+def _to(tx):
+    to = tx.get("to")
+    if to in (None, b"", ""):
+        return ""
+    if isinstance(to, (bytes, bytearray)):
+        return "0x" + bytes(to).hex()
+    return str(to)
+
+
+def _access_list(tx):
+    items = []
+    for item in tx.get("accessList", []) or []:
+        keys = []
+        for key in item.get("storageKeys", []):
+            if isinstance(key, (bytes, bytearray)):
+                keys.append(bytes(key))
+            else:
+                text = key[2:] if key.lower().startswith("0x") else key
+                try:
+                    keys.append(bytes.fromhex(text))
+                except ValueError:
+                    raise InvalidRequest("accessList: storage keys must be hex") from None
+        items.append(pb.AccessListItem(address=str(item.get("address", "")), storage_keys=keys))
+    return items
+
+
+def _tx_type(tx):
+    declared = tx.get("type")
+    if declared is not None:
+        number = int(declared, 16) if isinstance(declared, str) else int(declared)
+        if number not in (0, 1, 2):
+            raise InvalidRequest(f"type: 0x{number:x} is not supported (0, 1, 2)")
+        return number
+    if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
+        return 2
+    if "accessList" in tx:
+        return 1
+    return 0
+
+
+def sign_request(key_id, tx):
+    """A SignTransactionRequest from an eth-account transaction dict."""
+    if not isinstance(tx, dict):
+        raise InvalidRequest("the transaction must be a dict, as for eth_account.Account.sign_transaction")
+    kind = _tx_type(tx)
+    common = dict(
+        chain_id=_u64(tx, "chainId"),
+        nonce=_u64(tx, "nonce"),
+        to=_to(tx),
+        value=_quantity(tx, "value", required=False, default="0"),
+        data=_data(tx),
+    )
+    request = pb.SignTransactionRequest(key_id=key_id, request_id=request_id())
+    if kind == 2:
+        request.eip1559.CopyFrom(
+            pb.Eip1559Transaction(
+                max_priority_fee_per_gas=_quantity(tx, "maxPriorityFeePerGas"),
+                max_fee_per_gas=_quantity(tx, "maxFeePerGas"),
+                gas_limit=_u64(tx, "gas"),
+                access_list=_access_list(tx),
+                **common,
+            )
+        )
+    elif kind == 1:
+        request.eip2930.CopyFrom(
+            pb.Eip2930Transaction(
+                gas_price=_quantity(tx, "gasPrice"),
+                gas_limit=_u64(tx, "gas"),
+                access_list=_access_list(tx),
+                **common,
+            )
+        )
+    else:
+        request.legacy.CopyFrom(
+            pb.LegacyTransaction(gas_price=_quantity(tx, "gasPrice"), gas_limit=_u64(tx, "gas"), **common)
+        )
+    return request
+
+
+def message_bytes(signable_message):
+    """The bytes to sign from an eth-account SignableMessage (EIP-191 version E only), or bytes."""
+    if isinstance(signable_message, (bytes, bytearray)):
+        return bytes(signable_message)
+    version = getattr(signable_message, "version", None)
+    body = getattr(signable_message, "body", None)
+    if version is None or body is None:
+        raise InvalidRequest("expected an eth_account.messages.SignableMessage (encode_defunct) or bytes")
+    if bytes(version) != b"E":
+        raise InvalidRequest("only EIP-191 personal messages (encode_defunct) are supported")
+    return bytes(body)
+
+
+@dataclass(frozen=True)
+class SignedTransaction:
+    """As eth-account's: raw_transaction and hash are HexBytes (bytes without hexbytes), r, s, v
+    ints."""
+
+    raw_transaction: bytes
+    hash: bytes
+    r: int
+    s: int
+    v: int
+    sender: str
+
+    @classmethod
+    def from_reply(cls, reply):
+        return cls(
+            raw_transaction=_Bytes(reply.raw_transaction),
+            hash=_Bytes(reply.tx_hash),
+            r=int.from_bytes(reply.r, "big"),
+            s=int.from_bytes(reply.s, "big"),
+            v=int(reply.v),
+            sender=reply.sender,
+        )
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """As eth-account's: message_hash and signature bytes, r, s, v ints."""
+
+    message_hash: bytes
+    r: int
+    s: int
+    v: int
+    signature: bytes
+
+    @classmethod
+    def from_reply(cls, reply):
+        signature = _Bytes(reply.signature)
+        return cls(
+            message_hash=_Bytes(reply.message_hash),
+            r=int.from_bytes(signature[:32], "big"),
+            s=int.from_bytes(signature[32:64], "big"),
+            v=signature[64],
+            signature=signature,
+        )
+
+
+def expires_in(metadata):
+    for key, value in metadata or ():
+        if key == EXPIRES_IN_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

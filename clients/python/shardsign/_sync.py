@@ -1,0 +1,98 @@
+"""The blocking signer."""
+
+import time
+
+import grpc
+
+from . import _common
+from .errors import ShardsignError, Unavailable, from_rpc_error
+from .v1 import shardsign_pb2 as pb
+from .v1 import shardsign_pb2_grpc as rpc
+
+
+class ShardsignSigner:
+    """Signs with a shardsign key: `address`, `sign_transaction(tx)`, `sign_message(msg)`.
+
+    `endpoint` is `host:port` (TLS always); `api_key` defaults to $SHARDSIGN_API_KEY; `ca_cert`
+    is a PEM path or bytes (default: system roots). Calls that find the service unavailable are
+    retried with backoff within `timeout` seconds, with the same request id (never signed twice).
+    """
+
+    def __init__(self, endpoint, api_key=None, key_id=None, ca_cert=None, timeout=30.0, tls_name=None, retries=4):
+        if not key_id:
+            raise _common.ConfigurationError("key_id: the signing key to use is required")
+        self._api_key = _common.ApiKey(api_key)
+        self.endpoint = _common.target_of(endpoint)
+        self.key_id = key_id
+        self.timeout = timeout
+        self.retries = retries
+        self.key_expires_in = None
+        options = [("grpc.ssl_target_name_override", tls_name)] if tls_name else []
+        credentials = grpc.ssl_channel_credentials(root_certificates=_common.read_ca(ca_cert))
+        self._channel = grpc.secure_channel(self.endpoint, credentials, options=options)
+        self._stub = rpc.SignerStub(self._channel)
+        self._address = None
+
+    def __repr__(self):
+        return f"ShardsignSigner(endpoint={self.endpoint!r}, key_id={self.key_id!r}, api_key={self._api_key!r})"
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request):
+        deadline = time.monotonic() + self.timeout
+        backoff = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            left = max(deadline - time.monotonic(), 0.001)
+            try:
+                reply, call = method.with_call(request, timeout=left, metadata=[self._api_key.header()])
+                self.key_expires_in = _common.expires_in(call.initial_metadata())
+                return reply
+            except grpc.RpcError as error:
+                seconds = _common.expires_in(error.trailing_metadata() if hasattr(error, "trailing_metadata") else None)
+                if seconds is not None:
+                    self.key_expires_in = seconds
+                mapped = from_rpc_error(error)
+                retry = (
+                    isinstance(mapped, Unavailable)
+                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    and attempt <= self.retries
+                    and time.monotonic() + backoff < deadline
+                )
+                if not retry:
+                    raise mapped from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    @property
+    def address(self):
+        """The key's EIP-55 address."""
+        if self._address is None:
+            self._address = self._call(self._stub.GetKey, pb.GetKeyRequest(key_id=self.key_id)).address
+        return self._address
+
+    def sign_transaction(self, transaction_dict):
+        """Signs an eth-account style transaction dict; returns raw_transaction, hash, r, s, v."""
+        request = _common.sign_request(self.key_id, transaction_dict)
+        reply = self._call(self._stub.SignTransaction, request)
+        signed = _common.SignedTransaction.from_reply(reply)
+        if self._address is not None and signed.sender != self._address:
+            raise ShardsignError("the signed transaction does not recover to this key's address")
+        return signed
+
+    def sign_message(self, signable_message):
+        """EIP-191 personal_sign of an `encode_defunct(...)` message (or raw bytes)."""
+        request = pb.SignMessageRequest(
+            key_id=self.key_id,
+            request_id=_common.request_id(),
+            message=_common.message_bytes(signable_message),
+        )
+        return _common.SignedMessage.from_reply(self._call(self._stub.SignMessage, request))

@@ -1,0 +1,156 @@
+"""The Python client against a real cluster, checked with eth-account (a library nobody here
+wrote): every transaction type decodes to the fields sent and recovers to the key's address."""
+
+import asyncio
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.typed_transactions import TypedTransaction
+from eth_utils import keccak
+
+import shardsign
+from shardsign.aio import AsyncShardsignSigner
+
+from conftest import DEMO_RECIPIENT
+
+SEPOLIA = 11155111
+GWEI = 10**9
+
+
+def signer_for(cluster, api_key=None, **kwargs):
+    return shardsign.ShardsignSigner(
+        cluster.endpoint,
+        api_key=api_key or cluster.agent_key,
+        key_id="demo",
+        ca_cert=cluster.ca,
+        **kwargs,
+    )
+
+
+def transactions():
+    base = {"chainId": SEPOLIA, "nonce": 7, "to": DEMO_RECIPIENT, "value": 10**16, "gas": 21000}
+    legacy = dict(base, gasPrice=20 * GWEI)
+    eip2930 = dict(
+        base,
+        gasPrice="0x4a817c800",
+        gas=30000,
+        accessList=[{"address": DEMO_RECIPIENT, "storageKeys": ["0x" + "00" * 31 + "01"]}],
+        type=1,
+    )
+    eip1559 = dict(base, maxFeePerGas=30 * GWEI, maxPriorityFeePerGas="0x3b9aca00", value="0x2386f26fc10000", type="0x2")
+    return {"legacy": legacy, "eip2930": eip2930, "eip1559": eip1559}
+
+
+def decoded_fields(raw):
+    """What eth-account reads back from the raw transaction."""
+    if raw[0] in (1, 2):
+        return TypedTransaction.from_bytes(raw).as_dict()
+    from eth_account._utils.legacy_transactions import Transaction
+
+    return Transaction.from_bytes(raw).as_dict()
+
+
+@pytest.mark.parametrize("kind", ["legacy", "eip2930", "eip1559"])
+def test_every_transaction_type_signs_and_eth_account_agrees(cluster, kind):
+    tx = transactions()[kind]
+    with signer_for(cluster) as signer:
+        address = signer.address
+        signed = signer.sign_transaction(tx)
+    assert Account.recover_transaction(signed.raw_transaction) == address
+    assert signed.hash == keccak(signed.raw_transaction)
+    assert signed.sender == address
+    fields = decoded_fields(signed.raw_transaction)
+    assert fields["nonce"] == 7
+    assert fields["value"] == 10**16
+    assert fields["gas"] == tx["gas"]
+    assert bytes(fields["to"]).hex() == DEMO_RECIPIENT[2:].lower()
+    assert fields["r"] == signed.r and fields["s"] == signed.s and fields["v"] == signed.v
+    if kind == "legacy":
+        assert signed.v in (SEPOLIA * 2 + 35, SEPOLIA * 2 + 36)
+        assert fields["gasPrice"] == 20 * GWEI
+    else:
+        assert fields["chainId"] == SEPOLIA
+        assert signed.v in (0, 1)
+    if kind == "eip2930":
+        assert len(fields["accessList"]) == 1
+    if kind == "eip1559":
+        assert fields["maxFeePerGas"] == 30 * GWEI
+        assert fields["maxPriorityFeePerGas"] == GWEI
+
+
+def test_eip191_messages_recover_to_the_address(cluster):
+    with signer_for(cluster) as signer:
+        message = encode_defunct(text="I am an agent")
+        signed = signer.sign_message(message)
+        assert Account.recover_message(message, signature=signed.signature) == signer.address
+        assert signed.v in (27, 28)
+
+
+def test_a_policy_refusal_raises_policy_refused(cluster):
+    tx = dict(transactions()["eip1559"], value=5 * 10**17)
+    with signer_for(cluster) as signer:
+        with pytest.raises(shardsign.PolicyRefused) as refused:
+            signer.sign_transaction(tx)
+    assert "max_value_per_tx: 0.5 ETH > 0.1 ETH" in str(refused.value)
+    assert refused.value.code == "PERMISSION_DENIED"
+
+
+def test_a_wrong_key_raises_unauthenticated_and_never_shows(cluster):
+    wrong = cluster.agent_key[:-4] + ("0000" if not cluster.agent_key.endswith("0000") else "1111")
+    signer = signer_for(cluster, api_key=wrong)
+    with pytest.raises(shardsign.Unauthenticated) as error:
+        signer.sign_transaction(transactions()["legacy"])
+    secret = wrong[25:]
+    assert secret not in str(error.value) and secret not in repr(error.value)
+    assert secret not in repr(signer) and wrong[:24] in repr(signer)
+    with pytest.raises(shardsign.ConfigurationError) as malformed:
+        signer_for(cluster, api_key=wrong + "x")
+    assert secret not in str(malformed.value)
+    assert cluster.agent_key[25:] not in repr(signer_for(cluster))
+
+
+def test_the_key_can_come_from_the_environment(cluster, monkeypatch):
+    monkeypatch.setenv("SHARDSIGN_API_KEY", cluster.agent_key)
+    signer = shardsign.ShardsignSigner(cluster.endpoint, key_id="demo", ca_cert=cluster.ca)
+    assert signer.address.startswith("0x")
+    monkeypatch.delenv("SHARDSIGN_API_KEY")
+    with pytest.raises(shardsign.ConfigurationError):
+        shardsign.ShardsignSigner(cluster.endpoint, key_id="demo", ca_cert=cluster.ca)
+
+
+def test_bad_transactions_are_refused_with_the_field(cluster):
+    with signer_for(cluster) as signer:
+        with pytest.raises(shardsign.InvalidRequest) as missing:
+            signer.sign_transaction({"chainId": SEPOLIA, "to": DEMO_RECIPIENT, "gas": 21000, "gasPrice": 1})
+        assert "nonce" in str(missing.value)
+        with pytest.raises(shardsign.InvalidRequest) as bad:
+            signer.sign_transaction(dict(transactions()["legacy"], value=2**256))
+        assert "value" in str(bad.value)
+
+
+def test_the_expiry_header_is_surfaced(cluster):
+    created = cluster.cli(
+        "--api-key-file", str(cluster.dir / "secrets" / "admin.key"),
+        "apikeys", "create", "--label", "expiring", "--scopes", "read", "--all-keys", "--expires-in", "2d",
+    )
+    signer = signer_for(cluster, api_key=created["api_key"])
+    assert signer.address
+    assert 2 * 86400 - 120 <= signer.key_expires_in <= 2 * 86400
+    assert signer_for(cluster).key_expires_in is None
+
+
+def test_the_async_signer_does_the_same(cluster):
+    async def run():
+        async with AsyncShardsignSigner(cluster.endpoint, api_key=cluster.agent_key, key_id="demo", ca_cert=cluster.ca) as signer:
+            address = await signer.address()
+            signed = await signer.sign_transaction(transactions()["eip1559"])
+            message = encode_defunct(text="async")
+            signature = await signer.sign_message(message)
+            with pytest.raises(shardsign.PolicyRefused):
+                await signer.sign_transaction(dict(transactions()["eip1559"], value=10**18))
+            return address, signed, message, signature
+
+    address, signed, message, signature = asyncio.run(run())
+    assert Account.recover_transaction(signed.raw_transaction) == address
+    assert Account.recover_message(message, signature=signature.signature) == address

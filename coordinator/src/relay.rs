@@ -3,6 +3,9 @@
 //! exists so that tests can play a hostile relay against real nodes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prost::Message as _;
 use std::time::Duration;
 
 use shardsign_proto::node::v1::node_client::NodeClient;
@@ -128,13 +131,12 @@ pub async fn drive(
         let mut calls = tokio::task::JoinSet::new();
         for (to, envelopes) in inbox {
             let mut client = clients[&to].clone();
-            let request = with_timeout(
-                DeliverRequest {
-                    session_id: session_id.to_vec(),
-                    envelopes,
-                },
-                options.call_timeout,
-            );
+            let delivery = DeliverRequest {
+                session_id: session_id.to_vec(),
+                envelopes,
+            };
+            RELAYED_TO_NODES.fetch_add(delivery.encoded_len() as u64, Ordering::Relaxed);
+            let request = with_timeout(delivery, options.call_timeout);
             calls.spawn(async move {
                 let started = std::time::Instant::now();
                 let reply = client.deliver(request).await;
@@ -155,6 +157,11 @@ type Calls = tokio::task::JoinSet<(u8, Result<tonic::Response<RoundReply>, Statu
 
 /// Waits for every call; all replies by node, or the first failure (after all have ended, so
 /// that no call is left running unobserved).
+/// Bytes of protocol traffic: node replies (every message as a node produced it) and deliveries
+/// (each message as forwarded to its recipients), protobuf-encoded, for the metrics and benches.
+pub static RELAYED_FROM_NODES: AtomicU64 = AtomicU64::new(0);
+pub static RELAYED_TO_NODES: AtomicU64 = AtomicU64::new(0);
+
 async fn collect(mut calls: Calls) -> Result<BTreeMap<u8, RoundReply>, RelayError> {
     let mut replies = BTreeMap::new();
     let mut failure = None;
@@ -165,7 +172,9 @@ async fn collect(mut calls: Calls) -> Result<BTreeMap<u8, RoundReply>, RelayErro
         })?;
         match outcome {
             Ok(reply) => {
-                replies.insert(node, reply.into_inner());
+                let reply = reply.into_inner();
+                RELAYED_FROM_NODES.fetch_add(reply.encoded_len() as u64, Ordering::Relaxed);
+                replies.insert(node, reply);
             }
             Err(status) => failure = failure.or(Some(RelayError { node, status })),
         }

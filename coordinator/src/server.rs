@@ -126,6 +126,17 @@ pub async fn serve(
                         up,
                     );
                 }
+                for (direction, counter) in [
+                    ("from_nodes", &crate::relay::RELAYED_FROM_NODES),
+                    ("to_nodes", &crate::relay::RELAYED_TO_NODES),
+                ] {
+                    m.set(
+                        "shardsign_relayed_bytes",
+                        "Protocol bytes relayed between nodes (protobuf-encoded), by direction",
+                        &[("direction", direction)],
+                        counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                    );
+                }
                 m.set(
                     crate::metrics::IN_FLIGHT,
                     "Signing requests being served",

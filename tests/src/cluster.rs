@@ -185,6 +185,11 @@ impl NodeProcess {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// The node process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Where this node serves `/metrics`.
     pub fn metrics_address(&self) -> String {
         std::fs::read_to_string(self.dir.join("ready.metrics")).expect("metrics address")
@@ -332,8 +337,8 @@ impl NodeCluster {
             // Pin the port the node got, so that a restarted node is found where it was.
             let config = std::fs::read_to_string(&node.config).expect("node config");
             let pinned = config.replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"{}\"", node.address),
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"{}\"", node.address),
             );
             std::fs::write(&node.config, pinned).expect("node config");
         }

@@ -1,0 +1,376 @@
+//! The end-to-end benchmark, one command: starts a cluster (three nodes and a coordinator from
+//! the release binaries, TLS + mTLS + sealing + policy + audit on), runs the key ceremony, warms
+//! up, then for each concurrency level signs EIP-1559 transactions through the public API with
+//! `shardsign-client` and reports p50/p95/p99/max latency, throughput, errors and bytes relayed
+//! per signature; in the same run it times the bare protocol in-process (both parties in one
+//! thread, and the critical path) and a single-key k256 signature, with the ratios. Optionally
+//! (`--memory-keys N`) it creates N more keys and reports the nodes' resident memory per key and
+//! signing latency with N keys held.
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1,16 --requests 300
+//! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 16 --duration 60s --json out.json
+//! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1 --memory-keys 100
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+use shardsign_benches::{fresh_shares, median, ms, timed_sign};
+use shardsign_client::{Client, ClientConfig, Credential};
+use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
+use shardsign_proto::v1::CreateKeyRequest;
+use shardsign_proto::v1::create_key_event::Event;
+use shardsign_tests::cluster::{metric_value, scrape};
+use shardsign_tests::full::Cluster;
+
+#[derive(Parser)]
+#[command(about = "shardsign end-to-end signing benchmark")]
+struct Args {
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    concurrency: Vec<usize>,
+    /// Requests per level (ignored with --duration).
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Run each level for this long instead (e.g. 60s).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// After the levels, create this many more keys and measure node memory per key.
+    #[arg(long, default_value_t = 0)]
+    memory_keys: usize,
+}
+
+fn parse_duration(text: &str) -> Duration {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().expect("a duration like 60s or 2m");
+    match unit {
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        other => panic!("unknown duration unit `{other}`"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn transaction(nonce: u64) -> UnsignedTransaction {
+    UnsignedTransaction::Eip1559(Eip1559Transaction {
+        chain_id: 1,
+        nonce,
+        max_priority_fee_per_gas: parse_amount("tip", "1gwei").expect("amount"),
+        max_fee_per_gas: parse_amount("fee", "30gwei").expect("amount"),
+        gas_limit: 21_000,
+        to: Some(
+            Address::parse("to", "0x3535353535353535353535353535353535353535").expect("address"),
+        ),
+        value: parse_amount("value", "0.01eth").expect("amount"),
+        data: vec![],
+        access_list: vec![],
+    })
+}
+
+async fn client(cluster: &Cluster) -> Client {
+    let config = ClientConfig::new(
+        format!("https://{}", cluster.coordinator.address),
+        Credential::api_key(cluster.signer_token.clone()).expect("API key"),
+    )
+    .with_ca_pem(cluster.nodes.ca.cert_pem())
+    .with_tls_name("localhost");
+    Client::connect(config).await.expect("connect")
+}
+
+#[derive(Clone, Copy)]
+enum Budget {
+    Requests(usize),
+    Duration(Duration),
+}
+
+struct Level {
+    concurrency: usize,
+    latencies: Vec<Duration>,
+    errors: usize,
+    wall: Duration,
+    relayed_bytes: f64,
+}
+
+fn relayed(cluster: &Cluster) -> f64 {
+    let text = scrape(&cluster.coordinator.metrics_address());
+    metric_value(&text, "shardsign_relayed_bytes{direction=\"from_nodes\"}")
+        + metric_value(&text, "shardsign_relayed_bytes{direction=\"to_nodes\"}")
+}
+
+async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency: usize) -> Level {
+    let next = Arc::new(AtomicUsize::new(0));
+    let bytes_before = relayed(cluster);
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        clients.push(client(cluster).await);
+    }
+    let started = Instant::now();
+    let (requests, until) = match budget {
+        Budget::Requests(n) => (n, None),
+        Budget::Duration(d) => (usize::MAX, Some(started + d)),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for signer in clients {
+        let next = next.clone();
+        let key_id = key_id.to_string();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests || until.is_some_and(|end| Instant::now() >= end) {
+                    return (latencies, errors);
+                }
+                let begun = Instant::now();
+                match signer
+                    .sign_transaction(&key_id, &transaction(i as u64))
+                    .await
+                {
+                    Ok(_) => latencies.push(begun.elapsed()),
+                    Err(error) => {
+                        errors += 1;
+                        eprintln!("request {i}: {error}");
+                    }
+                }
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut l, e) = joined.expect("worker");
+        latencies.append(&mut l);
+        errors += e;
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    let relayed_bytes = (relayed(cluster) - bytes_before) / latencies.len().max(1) as f64;
+    Level {
+        concurrency,
+        latencies,
+        errors,
+        wall,
+        relayed_bytes,
+    }
+}
+
+async fn ceremony(cluster: &Cluster, label: &str) -> (Duration, String) {
+    let started = Instant::now();
+    let mut stream = cluster
+        .admin()
+        .create_key(CreateKeyRequest {
+            label: label.into(),
+            allowed_chain_ids: vec![1],
+            key_id: String::new(),
+        })
+        .await
+        .expect("create_key")
+        .into_inner();
+    let mut key = None;
+    while let Some(event) = stream.message().await.expect("events") {
+        if let Some(Event::Done(done)) = event.event {
+            key = Some(done);
+        }
+    }
+    let took = started.elapsed();
+    let key = key.expect("ceremony succeeded");
+    cluster.allow_everything(&key).await;
+    (took, key.key_id)
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn stage_median_ms(log: &str, stage: &str) -> Option<f64> {
+    let tag = format!("stage=\"{stage}\"");
+    let mut micros: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains(&tag))
+        .filter_map(|line| {
+            line.split("micros=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    micros.sort_unstable();
+    micros.get(micros.len() / 2).map(|m| *m as f64 / 1000.0)
+}
+
+fn level_json(level: &Level) -> serde_json::Value {
+    let ok = level.latencies.len();
+    json!({
+        "concurrency": level.concurrency, "ok": ok, "errors": level.errors,
+        "p50_ms": ms(percentile(&level.latencies, 0.50)), "p95_ms": ms(percentile(&level.latencies, 0.95)),
+        "p99_ms": ms(percentile(&level.latencies, 0.99)),
+        "max_ms": ms(level.latencies.last().copied().unwrap_or_default()),
+        "throughput_per_s": ok as f64 / level.wall.as_secs_f64(),
+        "relayed_bytes_per_signature": level.relayed_bytes,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let budget = match &args.duration {
+        Some(d) => Budget::Duration(parse_duration(d)),
+        None => Budget::Requests(args.requests),
+    };
+    let cluster = Cluster::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (ceremonies, results, memory) = runtime.block_on(async {
+        let mut ceremonies = Vec::new();
+        let (took, key_id) = ceremony(&cluster, "bench").await;
+        ceremonies.push(took);
+        run_level(&cluster, &key_id, Budget::Requests(20), 4).await; // warm-up
+        let mut results = Vec::new();
+        for &concurrency in &args.concurrency {
+            results.push(run_level(&cluster, &key_id, budget, concurrency).await);
+        }
+        let mut memory = None;
+        if args.memory_keys > 0 {
+            let pids: Vec<u32> = cluster.nodes.nodes.iter().filter_map(|n| n.pid()).collect();
+            let before: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();
+            for i in 0..args.memory_keys {
+                let (took, _) = ceremony(&cluster, &format!("memory-{i}")).await;
+                ceremonies.push(took);
+            }
+            let after: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();
+            let slope: Vec<f64> = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| (a - b) / args.memory_keys as f64)
+                .collect();
+            let with_keys = run_level(&cluster, &key_id, Budget::Requests(args.requests), 1).await;
+            memory = Some((before, after, slope, with_keys));
+        }
+        (ceremonies, results, memory)
+    });
+
+    let shares = fresh_shares();
+    let timings: Vec<_> = (0..60)
+        .map(|_| timed_sign(&shares[0], &shares[1], rand::random()))
+        .collect();
+    let one_thread = ms(median(timings.iter().map(|t| t.total()).collect()));
+    let critical = ms(median(timings.iter().map(|t| t.critical_path()).collect()));
+    let single_key = {
+        let key =
+            k256::ecdsa::SigningKey::from_bytes(&rand::random::<[u8; 32]>().into()).expect("key");
+        let samples: Vec<Duration> = (0..200)
+            .map(|_| {
+                let hash: [u8; 32] = rand::random();
+                let started = Instant::now();
+                std::hint::black_box(shardsign_eth::sign_prehash(&key, &hash));
+                started.elapsed()
+            })
+            .collect();
+        ms(median(samples))
+    };
+    let ceremony_ms = ms(median(ceremonies.clone()));
+    let log = cluster.coordinator.log_text();
+    let admission = stage_median_ms(&log, "admission").unwrap_or(0.0);
+    let audit = stage_median_ms(&log, "audit").unwrap_or(0.0);
+
+    println!(
+        "== SignTransaction through the public API (3 nodes + coordinator on loopback; TLS, mTLS, sealing, policy, audit) =="
+    );
+    println!(
+        "concurrency  ok     errors  p50 ms   p95 ms   p99 ms   max ms   throughput/s  relayed B/sig"
+    );
+    for level in &results {
+        let v = level_json(level);
+        println!(
+            "{:>11}  {:>5}  {:>6}  {:>7.2}  {:>7.2}  {:>7.2}  {:>7.2}  {:>12.1}  {:>13.0}",
+            level.concurrency,
+            v["ok"],
+            v["errors"],
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p95_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["max_ms"].as_f64().unwrap_or(0.0),
+            v["throughput_per_s"].as_f64().unwrap_or(0.0),
+            level.relayed_bytes
+        );
+    }
+    println!(
+        "in-process, same run: 2-party sign one thread {one_thread:.2} ms, critical path {critical:.2} ms, single-key k256 {single_key:.3} ms"
+    );
+    if let Some(first) = results.first() {
+        let p50 = ms(percentile(&first.latencies, 0.50));
+        println!(
+            "p50 at concurrency {}: {:.2}x critical path, {:.2}x one thread, {:.0}x single key",
+            first.concurrency,
+            p50 / critical,
+            p50 / one_thread,
+            p50 / single_key
+        );
+    }
+    println!(
+        "access path in the coordinator (median): admission {admission:.3} ms + audit append {audit:.3} ms"
+    );
+    println!(
+        "key ceremony through the API: median {ceremony_ms:.0} ms over {} ceremonies",
+        ceremonies.len()
+    );
+    let memory_json = memory.as_ref().map(|(before, after, slope, with_keys)| {
+        println!(
+            "node RSS KiB before/after {} more keys: {:?} -> {:?}; per key: {:?} KiB",
+            args.memory_keys,
+            before,
+            after,
+            slope
+                .iter()
+                .map(|s| (s * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "signing p50 with {} keys held: {:.2} ms (concurrency 1)",
+            args.memory_keys + 1,
+            ms(percentile(&with_keys.latencies, 0.5))
+        );
+        json!({"keys_added": args.memory_keys, "rss_kib_before": before, "rss_kib_after": after,
+               "kib_per_key": slope, "p50_ms_with_keys": ms(percentile(&with_keys.latencies, 0.5))})
+    });
+    if let Some(path) = &args.json {
+        let report = json!({
+            "levels": results.iter().map(level_json).collect::<Vec<_>>(),
+            "engine": {"one_thread_ms": one_thread, "critical_path_ms": critical, "single_key_ms": single_key},
+            "access_path_ms": {"admission": admission, "audit": audit},
+            "ceremony_median_ms": ceremony_ms,
+            "memory": memory_json,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report).expect("json"))
+            .expect("write json");
+        println!("JSON written to {}", path.display());
+    }
+}

@@ -29,10 +29,16 @@ pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    // A test runs from target/<profile>/deps/, a binary (the benchmark) from target/<profile>/.
+    let beside = exe.parent().expect("a directory").to_path_buf();
+    let profile_dir = if beside.join(name).exists() {
+        beside
+    } else {
+        beside
+            .parent()
+            .expect("target/<profile>/deps/<test>")
+            .to_path_buf()
+    };
     let binary = profile_dir.join(name);
     assert!(
         binary.exists(),

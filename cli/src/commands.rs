@@ -7,10 +7,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use prost::Message;
 use serde_json::{Value, json};
+use shardsign_client::TransactionBuilder;
 use shardsign_client::api;
-use shardsign_eth::{
-    AccessList, Address, Eip1559Transaction, LegacyTransaction, UnsignedTransaction, parse_amount,
-};
+use shardsign_eth::parse_amount;
 use shardsign_policy::OperatorPolicyKey;
 
 use crate::context::{Global, read_secret};
@@ -329,35 +328,21 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
     let client = global.client().await?;
     match command {
         SignCommand::Tx(args) => {
-            let to = args
-                .to
-                .as_deref()
-                .map(|to| Address::parse("to", to))
-                .transpose()?;
-            let value = parse_amount("value", &args.value)?;
-            let data = hex_bytes("data", &args.data)?;
-            let tx = match &args.gas_price {
-                Some(price) => UnsignedTransaction::Legacy(LegacyTransaction {
-                    chain_id: args.chain_id,
-                    nonce: args.nonce,
-                    gas_price: parse_amount("gas_price", price)?,
-                    gas_limit: args.gas,
-                    to,
-                    value,
-                    data,
-                }),
-                None => UnsignedTransaction::Eip1559(Eip1559Transaction {
-                    chain_id: args.chain_id,
-                    nonce: args.nonce,
-                    max_priority_fee_per_gas: parse_amount("priority_fee", &args.priority_fee)?,
-                    max_fee_per_gas: parse_amount("max_fee", &args.max_fee)?,
-                    gas_limit: args.gas,
-                    to,
-                    value,
-                    data,
-                    access_list: AccessList::new(),
-                }),
+            let builder = match &args.gas_price {
+                Some(price) => TransactionBuilder::legacy(args.chain_id)
+                    .gas_price(parse_amount("gas_price", price)?),
+                None => TransactionBuilder::eip1559(args.chain_id)
+                    .fees_str(&args.max_fee, &args.priority_fee)?,
             };
+            let mut builder = builder
+                .nonce(args.nonce)
+                .gas_limit(args.gas)
+                .value_str(&args.value)?
+                .data(hex_bytes("data", &args.data)?);
+            if let Some(to) = &args.to {
+                builder = builder.to_str(to)?;
+            }
+            let tx = builder.build()?;
             let signed = client.sign_transaction(&args.key, &tx).await?;
             out.show(
                 &json!({

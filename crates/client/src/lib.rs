@@ -21,10 +21,12 @@
 //!   optional callback.
 //! - Errors say whether a policy refused, the key is bad or expired, or the service is down.
 
+mod builder;
 mod credential;
 mod error;
 mod signer;
 
+pub use builder::TransactionBuilder;
 pub use credential::Credential;
 pub use error::ClientError;
 pub use signer::{Client, ClientConfig, MessageSignature, RetryPolicy, SignedTransaction};

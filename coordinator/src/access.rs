@@ -35,6 +35,16 @@ fn valid_key_id(key_id: &str) -> bool {
 }
 
 impl Coordinator {
+    /// Appends `entry` to the audit log as `caller`'s (time, caller id and peer filled in here).
+    pub fn audit(&self, caller: &Caller, entry: AuditEntry) -> Result<u64, CoordError> {
+        self.registry.append_audit(AuditEntry {
+            at_ms: now_ms(),
+            api_key_id: caller.id().to_string(),
+            peer: caller.peer.clone(),
+            ..entry
+        })
+    }
+
     /// Appends an administrative action to the audit log.
     pub fn audit_admin<T>(
         &self,
@@ -46,22 +56,19 @@ impl Coordinator {
     ) -> Result<(), CoordError> {
         let (decision, detail) = match outcome {
             Ok(_) => (Decision::Allowed, target.to_string()),
-            Err(error) if error.is_refusal() => (Decision::Refused, format!("{target}: {error}")),
-            Err(error) => (Decision::Failed, format!("{target}: {error}")),
+            Err(error) => (Decision::of(error), format!("{target}: {error}")),
         };
-        self.registry
-            .append_audit(AuditEntry {
-                at_ms: now_ms(),
-                api_key_id: caller.id().to_string(),
+        self.audit(
+            caller,
+            AuditEntry {
                 operation: operation.to_string(),
                 key_id: key_id.to_string(),
                 decision: decision.as_str().to_string(),
                 detail,
-                tx_hash: Vec::new(),
-                request_id: String::new(),
-                peer: caller.peer.clone(),
-            })
-            .map(|_| ())
+                ..Default::default()
+            },
+        )
+        .map(|_| ())
     }
 
     fn api_key_or_not_found(&self, id: &str) -> Result<Arc<ApiKey>, CoordError> {

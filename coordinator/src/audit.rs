@@ -18,6 +18,15 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// How a request that ended in `error` is recorded: refused by a rule, or failed.
+    pub fn of(error: &crate::error::CoordError) -> Decision {
+        if error.is_refusal() {
+            Decision::Refused
+        } else {
+            Decision::Failed
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allowed => "allowed",

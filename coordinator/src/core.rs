@@ -22,7 +22,7 @@ use crate::error::CoordError;
 use crate::key_policies::KeyPolicies;
 use crate::pool::NodePool;
 use crate::ratelimit::RateLimiter;
-use crate::registry::{KeyRecord, Registry, now_ms, unix_now};
+use crate::registry::{KeyRecord, Registry, unix_now};
 use crate::relay::{self, Clients, Payload, RelayError};
 
 /// Longest request id.
@@ -270,21 +270,21 @@ impl Coordinator {
         let started = caller.started;
         let (decision, detail, tx_hash) = match &outcome {
             Ok((_, tx_hash)) => (Decision::Allowed, String::new(), tx_hash.clone()),
-            Err(error) if error.is_refusal() => (Decision::Refused, error.to_string(), Vec::new()),
-            Err(error) => (Decision::Failed, error.to_string(), Vec::new()),
+            Err(error) => (Decision::of(error), error.to_string(), Vec::new()),
         };
         let appending = Instant::now();
-        let record = self.registry.append_audit(AuditEntry {
-            at_ms: now_ms(),
-            api_key_id: caller.id().to_string(),
-            operation: operation.to_string(),
-            key_id: key_id.to_string(),
-            decision: decision.as_str().to_string(),
-            detail,
-            tx_hash,
-            request_id: request_id.to_string(),
-            peer: caller.peer.clone(),
-        });
+        let record = self.audit(
+            caller,
+            AuditEntry {
+                operation: operation.to_string(),
+                key_id: key_id.to_string(),
+                decision: decision.as_str().to_string(),
+                detail,
+                tx_hash,
+                request_id: request_id.to_string(),
+                ..Default::default()
+            },
+        );
         tracing::debug!(
             stage = "audit",
             micros = appending.elapsed().as_micros() as u64,

@@ -310,6 +310,30 @@ impl Cluster {
         assert_eq!(response.nodes_updated, vec![1, 2, 3], "{response:?}");
     }
 
+    /// Runs the key ceremony through the Admin API; panics if it does not end with a key.
+    pub async fn ceremony(&self, label: &str, chains: &[u64]) -> Key {
+        use shardsign_proto::v1::CreateKeyRequest;
+        use shardsign_proto::v1::create_key_event::Event;
+        let mut stream = self
+            .admin()
+            .create_key(CreateKeyRequest {
+                label: label.into(),
+                allowed_chain_ids: chains.to_vec(),
+                key_id: String::new(),
+            })
+            .await
+            .expect("create_key")
+            .into_inner();
+        let mut last = None;
+        while let Some(event) = stream.message().await.expect("ceremony events") {
+            last = event.event;
+        }
+        match last {
+            Some(Event::Done(key)) => key,
+            other => panic!("ceremony ended with {other:?}"),
+        }
+    }
+
     /// Creates an API key through the admin key.
     pub async fn create_api_key(&self, request: CreateApiKeyRequest) -> CreateApiKeyResponse {
         self.admin()

@@ -9,12 +9,11 @@ use std::sync::OnceLock;
 use prost::Message;
 use shardsign_eth::{Limits, UnsignedTransaction, parse_amount};
 use shardsign_policy::OperatorPolicyKey;
-use shardsign_proto::v1::create_key_event::Event;
 use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
-    ContractCall, CreateApiKeyRequest, CreateKeyRequest, Eip1559Transaction, GetKeyPolicyRequest,
-    Key, KeyPolicy, ListKeysRequest, Policy, SignMessageRequest, SignTransactionRequest,
-    SignTransactionResponse, SignedKeyPolicy, WhoAmIRequest,
+    ContractCall, CreateApiKeyRequest, Eip1559Transaction, GetKeyPolicyRequest, Key, KeyPolicy,
+    ListKeysRequest, Policy, SignMessageRequest, SignTransactionRequest, SignTransactionResponse,
+    SignedKeyPolicy, WhoAmIRequest,
 };
 use shardsign_tests::full::{Cluster, permissive_policy};
 use shardsign_tests::relay::{self, Payload};
@@ -33,27 +32,6 @@ struct Shared {
     tight: Key,
     /// The tight key's first (looser) policy, now superseded.
     tight_v1: SignedKeyPolicy,
-}
-
-async fn ceremony(cluster: &Cluster, label: &str, chains: &[u64]) -> Key {
-    let mut stream = cluster
-        .admin()
-        .create_key(CreateKeyRequest {
-            label: label.into(),
-            allowed_chain_ids: chains.to_vec(),
-            key_id: String::new(),
-        })
-        .await
-        .expect("create_key")
-        .into_inner();
-    let mut last = None;
-    while let Some(event) = stream.message().await.expect("events") {
-        last = event.event;
-    }
-    match last {
-        Some(Event::Done(key)) => key,
-        other => panic!("ceremony ended with {other:?}"),
-    }
 }
 
 fn tight_key_rules() -> Policy {
@@ -75,9 +53,9 @@ fn shared() -> &'static Shared {
             let cluster = Cluster::start();
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
             let shared = runtime.block_on(async {
-                let key = ceremony(&cluster, "agent-access", &[1, 5]).await;
+                let key = cluster.ceremony("agent-access", &[1, 5]).await;
                 cluster.allow_everything(&key).await;
-                let tight = ceremony(&cluster, "tight", &[1]).await;
+                let tight = cluster.ceremony("tight", &[1]).await;
                 let mut loose = tight_key_rules();
                 loose.max_value_per_tx = "unlimited".into();
                 let tight_v1 =

@@ -5,12 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use shardsign_proto::v1::create_key_event::Event;
 use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
-    ApiKeyStatus, CreateApiKeyRequest, CreateKeyRequest, Eip1559Transaction, Key,
-    ListApiKeysRequest, ListAuditRequest, Policy, RevokeApiKeyRequest, RotateApiKeyRequest,
-    SignTransactionRequest, SignTransactionResponse, VerifyAuditRequest, WhoAmIRequest,
+    ApiKeyStatus, CreateApiKeyRequest, Eip1559Transaction, Key, ListApiKeysRequest,
+    ListAuditRequest, Policy, RevokeApiKeyRequest, RotateApiKeyRequest, SignTransactionRequest,
+    SignTransactionResponse, VerifyAuditRequest, WhoAmIRequest,
 };
 use shardsign_tests::full::{Cluster, permissive_policy};
 use tonic::{Code, Status};
@@ -64,23 +63,7 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_lives_rotates_dies_and_leaves_an_intact_trail() {
     let mut cluster = Cluster::start();
-    let mut stream = cluster
-        .admin()
-        .create_key(CreateKeyRequest {
-            label: "lifecycle".into(),
-            allowed_chain_ids: vec![1],
-            key_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut key = None;
-    while let Some(event) = stream.message().await.unwrap() {
-        if let Some(Event::Done(done)) = event.event {
-            key = Some(done);
-        }
-    }
-    let key = key.expect("ceremony");
+    let key = cluster.ceremony("lifecycle", &[1]).await;
     cluster.allow_everything(&key).await;
     let mut secrets: Vec<String> = vec![
         cluster.admin_token.clone(),

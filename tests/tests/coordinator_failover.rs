@@ -15,28 +15,9 @@ use shardsign_tests::full::{Cluster, Signer};
 use tonic::Code;
 
 async fn create_key(cluster: &Cluster) -> Key {
-    let request = CreateKeyRequest {
-        label: "failover".into(),
-        allowed_chain_ids: vec![1],
-        key_id: String::new(),
-    };
-    let mut stream = cluster
-        .admin()
-        .create_key(request)
-        .await
-        .expect("create_key")
-        .into_inner();
-    let mut last = None;
-    while let Some(event) = stream.message().await.expect("events") {
-        last = event.event;
-    }
-    match last {
-        Some(Event::Done(key)) => {
-            cluster.allow_everything(&key).await;
-            key
-        }
-        other => panic!("ceremony ended with {other:?}"),
-    }
+    let key = cluster.ceremony("failover", &[1]).await;
+    cluster.allow_everything(&key).await;
+    key
 }
 
 fn request(key: &Key, nonce: u64) -> SignTransactionRequest {

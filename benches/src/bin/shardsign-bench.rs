@@ -23,8 +23,6 @@ use serde_json::json;
 use shardsign_benches::{fresh_shares, median, ms, timed_sign};
 use shardsign_client::{Client, ClientConfig, Credential};
 use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
-use shardsign_proto::v1::CreateKeyRequest;
-use shardsign_proto::v1::create_key_event::Event;
 use shardsign_tests::cluster::{metric_value, scrape};
 use shardsign_tests::full::Cluster;
 
@@ -173,24 +171,8 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
 
 async fn ceremony(cluster: &Cluster, label: &str) -> (Duration, String) {
     let started = Instant::now();
-    let mut stream = cluster
-        .admin()
-        .create_key(CreateKeyRequest {
-            label: label.into(),
-            allowed_chain_ids: vec![1],
-            key_id: String::new(),
-        })
-        .await
-        .expect("create_key")
-        .into_inner();
-    let mut key = None;
-    while let Some(event) = stream.message().await.expect("events") {
-        if let Some(Event::Done(done)) = event.event {
-            key = Some(done);
-        }
-    }
+    let key = cluster.ceremony(label, &[1]).await;
     let took = started.elapsed();
-    let key = key.expect("ceremony succeeded");
     cluster.allow_everything(&key).await;
     (took, key.key_id)
 }

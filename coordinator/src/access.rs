@@ -37,12 +37,18 @@ fn valid_key_id(key_id: &str) -> bool {
 impl Coordinator {
     /// Appends `entry` to the audit log as `caller`'s (time, caller id and peer filled in here).
     pub fn audit(&self, caller: &Caller, entry: AuditEntry) -> Result<u64, CoordError> {
-        self.registry.append_audit(AuditEntry {
+        self.registry
+            .append_audit(Self::callers_entry(caller, entry))
+    }
+
+    /// `entry` with the time, the caller's id and peer filled in.
+    pub(crate) fn callers_entry(caller: &Caller, entry: AuditEntry) -> AuditEntry {
+        AuditEntry {
             at_ms: now_ms(),
             api_key_id: caller.id().to_string(),
             peer: caller.peer.clone(),
             ..entry
-        })
+        }
     }
 
     /// Appends an administrative action to the audit log.

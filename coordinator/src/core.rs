@@ -18,11 +18,12 @@ use tonic::{Code, Status};
 
 use crate::audit::{AuditEntry, Decision};
 use crate::auth::{Authenticator, Caller};
+use crate::enforce::Admission;
 use crate::error::CoordError;
 use crate::key_policies::KeyPolicies;
 use crate::pool::NodePool;
 use crate::ratelimit::RateLimiter;
-use crate::registry::{KeyRecord, Registry, unix_now};
+use crate::registry::{IdempotencyRecord, KeyRecord, Registry, unix_now};
 use crate::relay::{self, Clients, Payload, RelayError};
 
 /// Longest request id.
@@ -39,6 +40,44 @@ pub struct Coordinator {
     pub auth: Authenticator,
     pub key_policies: KeyPolicies,
     pub rate: RateLimiter,
+}
+
+/// A signing response before it is made durable: the hash the audit row names, and for a fresh
+/// signature the idempotency record to store and the admission to keep once stored (a replayed
+/// response was stored before).
+struct Signed<'a, T> {
+    evidence: Vec<u8>,
+    value: T,
+    fresh: Option<(IdempotencyRecord, Admission<'a>)>,
+}
+
+impl<'a, T: prost::Message> Signed<'a, T> {
+    fn replayed(evidence: Vec<u8>, value: T) -> Self {
+        Signed {
+            evidence,
+            value,
+            fresh: None,
+        }
+    }
+
+    fn fresh(
+        evidence: Vec<u8>,
+        value: T,
+        request_id: String,
+        request_hash: [u8; 32],
+        admission: Admission<'a>,
+    ) -> Self {
+        let record = IdempotencyRecord {
+            request_id,
+            request_hash,
+            response: value.encode_to_vec(),
+        };
+        Signed {
+            evidence,
+            value,
+            fresh: Some((record, admission)),
+        }
+    }
 }
 
 /// Cancels a session on its nodes if dropped before it is disarmed: when the caller goes away
@@ -257,23 +296,23 @@ impl Coordinator {
         Ok(signature)
     }
 
-    /// Appends a signing request's outcome to the audit log. A failed audit write fails the
-    /// request: no signature leaves without its record.
-    fn audit_signing<T>(
+    /// Makes a signing request's outcome durable: its audit row and, for a fresh signature, its
+    /// idempotency record, in one group commit (one fsync shared with every request waiting).
+    /// A failed write fails the request: no signature leaves without its record.
+    async fn complete_signing<T: prost::Message + Default>(
         &self,
         caller: &Caller,
         operation: &'static str,
         key_id: &str,
         request_id: &str,
-        outcome: Result<(T, Vec<u8>), CoordError>,
+        outcome: Result<Signed<'_, T>, CoordError>,
     ) -> Result<T, CoordError> {
         let started = caller.started;
         let (decision, detail, tx_hash) = match &outcome {
-            Ok((_, tx_hash)) => (Decision::Allowed, String::new(), tx_hash.clone()),
+            Ok(signed) => (Decision::Allowed, String::new(), signed.evidence.clone()),
             Err(error) => (Decision::of(error), error.to_string(), Vec::new()),
         };
-        let appending = Instant::now();
-        let record = self.audit(
+        let entry = Self::callers_entry(
             caller,
             AuditEntry {
                 operation: operation.to_string(),
@@ -285,20 +324,42 @@ impl Coordinator {
                 ..Default::default()
             },
         );
+        let (outcome, record) = match outcome {
+            Ok(Signed {
+                value,
+                fresh: Some((record, admission)),
+                ..
+            }) => (Ok((value, Some(admission))), Some(record)),
+            Ok(Signed { value, .. }) => (Ok((value, None)), None),
+            Err(error) => (Err(error), None),
+        };
+        let writing = Instant::now();
+        let written = self.registry.complete_signing(entry, record).wait().await;
         tracing::debug!(
             stage = "audit",
-            micros = appending.elapsed().as_micros() as u64,
+            micros = writing.elapsed().as_micros() as u64,
             "timing"
         );
-        let decision_name = match (&record, decision) {
+        let decision_name = match (&written, decision) {
             (Err(_), Decision::Allowed) => Decision::Failed.as_str(),
             _ => decision.as_str(),
         };
         self.auth
             .metrics
             .signed(operation, decision_name, started.elapsed());
-        match (outcome, record) {
-            (Ok((value, _)), Ok(_)) => Ok(value),
+        match (outcome, written) {
+            (Ok((value, admission)), Ok(completed)) => {
+                if let Some(admission) = admission {
+                    admission.commit();
+                }
+                match completed.stored_response {
+                    // What was stored under the request id (a concurrent retry may have won).
+                    Some(bytes) => T::decode(bytes.as_slice()).map_err(|_| {
+                        CoordError::config("registry", "a stored response is unreadable")
+                    }),
+                    None => Ok(value),
+                }
+            }
             (Ok(_), Err(error)) => {
                 tracing::error!(%error, "audit write failed; the signature is withheld");
                 Err(error)
@@ -336,12 +397,9 @@ impl Coordinator {
         let _in_flight = self.auth.metrics.in_flight();
         let outcome = self
             .sign_transaction_unaudited(caller, request, deadline)
+            .await;
+        self.complete_signing(caller, "sign_transaction", &key_id, &request_id, outcome)
             .await
-            .map(|response| {
-                let tx_hash = response.tx_hash.clone();
-                (response, tx_hash)
-            });
-        self.audit_signing(caller, "sign_transaction", &key_id, &request_id, outcome)
     }
 
     async fn sign_transaction_unaudited(
@@ -349,7 +407,7 @@ impl Coordinator {
         caller: &Caller,
         request: api::SignTransactionRequest,
         deadline: Instant,
-    ) -> Result<api::SignTransactionResponse, CoordError> {
+    ) -> Result<Signed<'_, api::SignTransactionResponse>, CoordError> {
         validate_request_id(&request.request_id)?;
         let key = self.usable_key(&request.key_id)?;
         self.bound_api_key(caller, &key.key_id)?;
@@ -369,8 +427,9 @@ impl Coordinator {
             .registry
             .idempotent_response(&request.request_id, &fingerprint)?
         {
-            return api::SignTransactionResponse::decode(stored.as_slice())
-                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"));
+            let value = api::SignTransactionResponse::decode(stored.as_slice())
+                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))?;
+            return Ok(Signed::replayed(value.tx_hash.clone(), value));
         }
         let admitting = Instant::now();
         let admission = self.admit_transaction(caller, &key, &tx)?;
@@ -412,14 +471,13 @@ impl Coordinator {
             sender: sender.to_checksum(),
         };
         self.still_authorised(caller)?;
-        let stored = self.registry.record_response(
-            &request.request_id,
-            &fingerprint,
-            &response.encode_to_vec(),
-        )?;
-        admission.commit();
-        api::SignTransactionResponse::decode(stored.as_slice())
-            .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))
+        Ok(Signed::fresh(
+            response.tx_hash.clone(),
+            response,
+            request.request_id,
+            fingerprint,
+            admission,
+        ))
     }
 
     pub async fn sign_message(
@@ -431,14 +489,9 @@ impl Coordinator {
         let key_id = request.key_id.clone();
         let request_id = request.request_id.clone();
         let _in_flight = self.auth.metrics.in_flight();
-        let outcome = self
-            .sign_message_unaudited(caller, request, deadline)
+        let outcome = self.sign_message_unaudited(caller, request, deadline).await;
+        self.complete_signing(caller, "sign_message", &key_id, &request_id, outcome)
             .await
-            .map(|response| {
-                let hash = response.message_hash.clone();
-                (response, hash)
-            });
-        self.audit_signing(caller, "sign_message", &key_id, &request_id, outcome)
     }
 
     async fn sign_message_unaudited(
@@ -446,7 +499,7 @@ impl Coordinator {
         caller: &Caller,
         request: api::SignMessageRequest,
         deadline: Instant,
-    ) -> Result<api::SignMessageResponse, CoordError> {
+    ) -> Result<Signed<'_, api::SignMessageResponse>, CoordError> {
         validate_request_id(&request.request_id)?;
         if request.message.len() > MAX_PERSONAL_MESSAGE_LEN {
             return Err(CoordError::invalid(
@@ -464,8 +517,9 @@ impl Coordinator {
             .registry
             .idempotent_response(&request.request_id, &fingerprint)?
         {
-            return api::SignMessageResponse::decode(stored.as_slice())
-                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"));
+            let value = api::SignMessageResponse::decode(stored.as_slice())
+                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))?;
+            return Ok(Signed::replayed(value.message_hash.clone(), value));
         }
         let admission = self.admit_message(caller, &key)?;
         let hash = personal_sign_hash(&request.message);
@@ -484,14 +538,13 @@ impl Coordinator {
             signer: key.address.clone(),
         };
         self.still_authorised(caller)?;
-        let stored = self.registry.record_response(
-            &request.request_id,
-            &fingerprint,
-            &response.encode_to_vec(),
-        )?;
-        admission.commit();
-        api::SignMessageResponse::decode(stored.as_slice())
-            .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))
+        Ok(Signed::fresh(
+            response.message_hash.clone(),
+            response,
+            request.request_id,
+            fingerprint,
+            admission,
+        ))
     }
 
     /// Validates a key-creation request; returns the key id to use.

@@ -55,6 +55,8 @@ pub enum CoordError {
     KeygenFailed(String),
     #[error("registry error: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error("registry error: {0}")]
+    Commit(#[from] shardsign_groupcommit::CommitFailed),
     #[error("configuration: {setting}: {problem}")]
     Config { setting: String, problem: String },
 }
@@ -116,7 +118,7 @@ impl From<CoordError> for Status {
             CoordError::PermissionDenied(_) => Status::permission_denied(message),
             CoordError::NodeRefused { code, .. } => Status::new(code, message),
             CoordError::SigningFailed(_) | CoordError::KeygenFailed(_) => Status::aborted(message),
-            CoordError::Store(_) | CoordError::Config { .. } => {
+            CoordError::Store(_) | CoordError::Commit(_) | CoordError::Config { .. } => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal("internal error in the coordinator; see its log")
             }

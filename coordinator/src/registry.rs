@@ -1,7 +1,9 @@
 //! The coordinator's registry: keys (public data only), idempotency records, API keys (hashed),
 //! signed key policies, spend counters and the audit log, in one SQLite database (WAL, full
 //! fsync), so a restart loses nothing. One connection behind a mutex: every check-and-write
-//! (spend reservation, audit append) is serialised.
+//! (spend reservation, audit append) is serialised. The writes on the signing path (a response's
+//! idempotency record and its audit row) go through a group-commit writer: one transaction, one
+//! fsync for everything waiting, and nobody answered before their write is on disk.
 
 mod api_keys;
 mod audit;
@@ -12,10 +14,11 @@ pub use key_policies::PolicyUpdate;
 pub use spend::Reservation;
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use shardsign_groupcommit::{GroupCommit, Ticket};
 
 use crate::error::CoordError;
 
@@ -99,7 +102,22 @@ pub struct KeyRecord {
 }
 
 pub struct Registry {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    writer: GroupCommit,
+}
+
+/// A signing request's outcome, on disk.
+pub struct Completed {
+    pub audit_seq: u64,
+    /// The response stored under the request id, if a record was written.
+    pub stored_response: Option<Vec<u8>>,
+}
+
+/// A signing response to keep for retries with the same request id.
+pub struct IdempotencyRecord {
+    pub request_id: String,
+    pub request_hash: [u8; 32],
+    pub response: Vec<u8>,
 }
 
 fn now() -> i64 {
@@ -165,9 +183,11 @@ impl Registry {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Registry {
-            conn: Mutex::new(conn),
-        })
+        let conn = Arc::new(Mutex::new(conn));
+        let writer = GroupCommit::start(conn.clone(), "registry-writer").map_err(|e| {
+            CoordError::config("database", format!("cannot start the writer thread: {e}"))
+        })?;
+        Ok(Registry { conn, writer })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -235,36 +255,61 @@ impl Registry {
         request_id: &str,
         request_hash: &[u8; 32],
     ) -> Result<Option<Vec<u8>>, CoordError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = self
-            .conn()
-            .query_row(
-                "SELECT request_hash, response FROM requests WHERE request_id = ?1",
-                [request_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((hash, response)) if hash == request_hash => Ok(Some(response)),
-            Some(_) => Err(CoordError::RequestIdReused(request_id.to_string())),
-        }
+        stored_response(&self.conn(), request_id, request_hash)
     }
 
-    /// Records a response; if a concurrent call with the same id won, returns its response.
-    pub fn record_response(
+    /// Makes a signing request's outcome durable in one group commit: its audit row and, for a
+    /// signature, its idempotency record. The ticket answers once both are on disk, with the
+    /// audit sequence number and the response to return (a concurrent call with the same request
+    /// id may have stored its own first; then that one is returned).
+    pub fn complete_signing(
         &self,
-        request_id: &str,
-        request_hash: &[u8; 32],
-        response: &[u8],
-    ) -> Result<Vec<u8>, CoordError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![request_id, request_hash.as_slice(), response, now()],
-        )?;
-        Ok(self
-            .idempotent_response(request_id, request_hash)?
-            .unwrap_or_else(|| response.to_vec()))
+        entry: crate::audit::AuditEntry,
+        record: Option<IdempotencyRecord>,
+    ) -> Ticket<Result<Completed, CoordError>> {
+        self.writer.submit(move |conn| {
+            let stored_response = match record {
+                Some(record) => Some(insert_response(conn, &record)?),
+                None => None,
+            };
+            let audit_seq = audit::append(conn, entry)?;
+            Ok(Completed {
+                audit_seq,
+                stored_response,
+            })
+        })
     }
+}
+
+fn stored_response(
+    conn: &Connection,
+    request_id: &str,
+    request_hash: &[u8; 32],
+) -> Result<Option<Vec<u8>>, CoordError> {
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT request_hash, response FROM requests WHERE request_id = ?1",
+            [request_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((hash, response)) if hash == request_hash => Ok(Some(response)),
+        Some(_) => Err(CoordError::RequestIdReused(request_id.to_string())),
+    }
+}
+
+/// Records a response; if a concurrent call with the same id won, returns its response.
+fn insert_response(conn: &Connection, record: &IdempotencyRecord) -> Result<Vec<u8>, CoordError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![record.request_id, record.request_hash.as_slice(), record.response, now()],
+    )?;
+    Ok(
+        stored_response(conn, &record.request_id, &record.request_hash)?
+            .unwrap_or_else(|| record.response.clone()),
+    )
 }
 
 pub fn unix_now() -> i64 {

@@ -15,6 +15,8 @@ pub enum NodeError {
     },
     #[error("store error: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error("store error: {0}")]
+    Commit(#[from] shardsign_groupcommit::CommitFailed),
     #[error("a store already exists in {0}; refusing to overwrite it")]
     StoreExists(PathBuf),
     #[error("no store in {0}; create one with `shardsign-node init`")]

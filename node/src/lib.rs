@@ -13,6 +13,7 @@ pub mod policy;
 pub mod server;
 pub mod service;
 pub mod sessions;
+mod share_cache;
 pub mod store;
 
 mod crypto;

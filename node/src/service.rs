@@ -178,7 +178,17 @@ impl NodeRpc for NodeService {
                 key_id = %sign.key_id
             )
             .entered();
-            node.start_sign(sign)
+            let queued = arrived.elapsed();
+            let started = std::time::Instant::now();
+            let session_id = sign.session_id;
+            let envelopes = node.start_sign(sign);
+            tracing::debug!(
+                session_id = %session_id,
+                queued_us = queued.as_micros() as u64,
+                work_us = started.elapsed().as_micros() as u64,
+                "start processed"
+            );
+            envelopes
         })
         .await?;
         timed(&self.node, "start_sign", arrived);

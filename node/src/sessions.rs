@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use shardsign_eth::{Limits, MAX_PERSONAL_MESSAGE_LEN, UnsignedTransaction, personal_sign_hash};
+use shardsign_groupcommit::Ticket;
 use shardsign_proto::node::v1::{Envelope, KeygenResult, SignatureResult, round_reply};
 use shardsign_seal::{NodeSecret, PublicIdentity};
 use shardsign_tss::{
@@ -29,6 +30,9 @@ use shardsign_policy::{PolicyVerifier, Rules, VerifiedKeyPolicy};
 
 /// The round in which key-generation confirmations travel.
 const CONFIRM_ROUND: u8 = 4;
+/// The signing round that carries the signature fragments: a session's id is durably claimed
+/// before this round's messages (or a signature) leave the node.
+const SIGN_FRAGMENT_ROUND: u32 = 3;
 /// Longest key id.
 pub const MAX_KEY_ID_LEN: usize = 64;
 /// Most chain ids one key may be allowed.
@@ -86,6 +90,10 @@ struct Session {
     participants: Vec<PartyId>,
     engine: Engine,
     deadline: Instant,
+    /// The durable claim of the session id, still being written (signing only). The rounds run
+    /// meanwhile; nothing of the last round leaves before the claim is on disk (see
+    /// [`Node::start_sign`]).
+    claim: Option<Ticket<Result<(), NodeError>>>,
 }
 
 /// One engine step's products: messages to seal, a final result, and a node-level envelope.
@@ -275,6 +283,9 @@ impl Node {
 
     fn insert_session(&self, session_id: SessionId, session: Session) -> Result<(), NodeError> {
         let mut sessions = self.sessions();
+        if sessions.contains_key(&session_id.0) {
+            return Err(NodeError::SessionReused);
+        }
         if sessions.len() >= self.max_sessions {
             return Err(NodeError::Busy(self.max_sessions));
         }
@@ -329,6 +340,7 @@ impl Node {
                 confirmations: BTreeMap::new(),
             })),
             deadline: Instant::now() + self.round_timeout,
+            claim: None,
         };
         let envelopes = self.seal_all(session_id, &mut session, messages)?;
         self.insert_session(session_id, session)?;
@@ -379,6 +391,7 @@ impl Node {
 
     /// Starts this node's side of a signing session, after checking the request in full.
     pub fn start_sign(&self, request: SignRequest) -> Result<Vec<Envelope>, NodeError> {
+        let checking = Instant::now();
         validate_key_id(&request.key_id)?;
         let [a, b] = request.signers;
         if a == b || (a != self.me && b != self.me) {
@@ -409,21 +422,41 @@ impl Node {
                 "does not match the hash of the transaction this node decoded; refusing to sign",
             ));
         }
-        self.store
-            .claim_session(request.session_id.as_bytes(), "sign")?;
+        // A session id is used once, across restarts too. The read refuses a replay at once; the
+        // durable claim (an fsync) is written by the store's group-commit writer while the first
+        // rounds run, and `deliver` waits for it before any signature fragment leaves. A crash
+        // before the claim is on disk therefore leaves only earlier-round messages out, sealed
+        // to the peer, which refuses to run the same session again (its own claim).
+        if self.store.session_used(request.session_id.as_bytes())? {
+            return Err(NodeError::SessionReused);
+        }
+        let claim = self
+            .store
+            .claim_session_later(request.session_id.as_bytes(), "sign");
+        let starting = Instant::now();
+        let checks_time = starting - checking;
         let (engine, messages) =
-            SignSession::start(Arc::new(share), request.session_id, request.signers, hash)
+            SignSession::start(share, request.session_id, request.signers, hash)
                 .map_err(|e| NodeError::Aborted(e.to_string()))?;
+        let sealing = Instant::now();
         let mut session = Session {
             protocol: Protocol::Sign,
             binding: sign_binding(&request.key_id, &request.signers, &hash),
             participants: request.signers.to_vec(),
             engine: Engine::Sign(Box::new(engine), hash),
             deadline: Instant::now() + self.round_timeout,
+            claim: Some(claim),
         };
         let envelopes = self.seal_all(request.session_id, &mut session, messages)?;
         self.insert_session(request.session_id, session)?;
-        tracing::debug!(session_id = %request.session_id, key_id = request.key_id, "signing started");
+        let micros = |d: Duration| d.as_micros() as u64;
+        tracing::debug!(
+            stage = "start",
+            checks_us = micros(checks_time),
+            engine_us = micros(sealing - starting),
+            seal_us = micros(sealing.elapsed()),
+            "timing"
+        );
         Ok(envelopes)
     }
 
@@ -441,7 +474,19 @@ impl Node {
         let mut guard = session
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.deliver_locked(session_id, &mut guard, envelopes);
+        let result = self
+            .deliver_locked(session_id, &mut guard, envelopes)
+            .and_then(|outcome| {
+                let last_round = outcome.result.is_some()
+                    || outcome
+                        .envelopes
+                        .iter()
+                        .any(|e| e.round >= SIGN_FRAGMENT_ROUND);
+                if last_round && let Some(claim) = guard.claim.take() {
+                    claim.wait_blocking()?;
+                }
+                Ok(outcome)
+            });
         let finished = match &result {
             Ok(outcome) => outcome.result.is_some(),
             Err(_) => true,
@@ -525,10 +570,14 @@ impl Node {
             Protocol::Sign => 3,
         };
         let mut outcome = RoundOutcome::default();
+        // Per-stage timings for the profile (debug level; `shardsign-bench --keep-logs`).
+        let (mut open_time, mut engine_time, mut seal_time) = Default::default();
         for envelope in envelopes {
+            let opening = Instant::now();
             let (from, to, round, payload) = self
                 .context(session_id, session)
                 .open(&envelope, max_round)?;
+            open_time += opening.elapsed();
             if !session.participants.contains(&from) {
                 return Err(NodeError::Security(format!(
                     "node {from} is not a participant of this session"
@@ -553,10 +602,14 @@ impl Node {
                 to,
                 payload,
             };
+            let stepping = Instant::now();
             let produced = self.step(session, message)?;
+            let sealing = Instant::now();
+            engine_time += sealing - stepping;
             outcome
                 .envelopes
                 .extend(self.seal_all(session_id, session, produced.0)?);
+            seal_time += sealing.elapsed();
             if let Some(result) = produced.1 {
                 outcome.result = Some(result);
             }
@@ -564,6 +617,14 @@ impl Node {
                 outcome.envelopes.push(envelope);
             }
         }
+        let micros = |d: Duration| d.as_micros() as u64;
+        tracing::debug!(
+            stage = "round",
+            open_us = micros(open_time),
+            engine_us = micros(engine_time),
+            seal_us = micros(seal_time),
+            "timing"
+        );
         Ok(outcome)
     }
 

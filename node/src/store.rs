@@ -7,10 +7,11 @@
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use shardsign_groupcommit::{GroupCommit, Ticket};
 use shardsign_seal::NodeSecret;
 use shardsign_tss::{KeyShare, PartyId};
 use zeroize::Zeroizing;
@@ -18,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::crypto;
 use crate::error::NodeError;
 use crate::kek::{KdfParams, KekSource};
+use crate::share_cache::ShareCache;
 
 const DB_FILE: &str = "node.db";
 
@@ -67,7 +69,10 @@ pub struct KeyRecord {
 
 /// The unlocked store.
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Batches the session claims of concurrent signing requests into one fsync.
+    writer: GroupCommit,
+    shares: ShareCache,
     data_key: Zeroizing<[u8; 32]>,
     node_id: PartyId,
     cluster_id: String,
@@ -230,8 +235,12 @@ impl Store {
         tx.commit()?;
         // Move the meta rows into the main file, where unlocking reads them.
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let conn = Arc::new(Mutex::new(conn));
         let store = Store {
-            conn: Mutex::new(conn),
+            writer: GroupCommit::start(conn.clone(), "store-writer")
+                .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?,
+            shares: ShareCache::default(),
+            conn,
             data_key,
             node_id,
             cluster_id: cluster_id.to_string(),
@@ -286,8 +295,12 @@ impl Store {
         let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         apply_pragmas(&conn)?;
         migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
         let store = Store {
-            conn: Mutex::new(conn),
+            writer: GroupCommit::start(conn.clone(), "store-writer")
+                .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?,
+            shares: ShareCache::default(),
+            conn,
             data_key,
             node_id,
             cluster_id,
@@ -322,6 +335,39 @@ impl Store {
             return Err(NodeError::SessionReused);
         }
         Ok(())
+    }
+
+    /// Whether `session_id` was claimed before (a read; the claim itself is [`Self::claim_session_later`]).
+    pub fn session_used(&self, session_id: &[u8; 32]) -> Result<bool, NodeError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM used_sessions WHERE session_id = ?1",
+                [session_id.as_slice()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Queues the durable claim of `session_id` into the next group commit; the ticket answers
+    /// once it is on disk, or with [`NodeError::SessionReused`] if the id was claimed before.
+    pub fn claim_session_later(
+        &self,
+        session_id: &[u8; 32],
+        kind: &'static str,
+    ) -> Ticket<Result<(), NodeError>> {
+        let session_id = *session_id;
+        self.writer.submit(move |conn| {
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO used_sessions (session_id, kind, created_at) VALUES (?1, ?2, ?3)",
+                params![session_id.as_slice(), kind, now()],
+            )?;
+            if inserted == 0 {
+                return Err(NodeError::SessionReused);
+            }
+            Ok(())
+        })
     }
 
     pub fn key_exists(&self, key_id: &str) -> Result<bool, NodeError> {
@@ -389,8 +435,21 @@ impl Store {
         )?)
     }
 
-    /// The share of an active key and the chain ids it may sign for.
-    pub fn load_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>), NodeError> {
+    /// The share of an active key and the chain ids it may sign for, from the share cache when
+    /// it was used recently (see `share_cache` for why that is safe).
+    pub fn load_key(&self, key_id: &str) -> Result<(Arc<KeyShare>, Vec<u64>), NodeError> {
+        let now = Instant::now();
+        if let Some(cached) = self.shares.get(key_id, now) {
+            return Ok(cached);
+        }
+        let (share, chains) = self.decrypt_key(key_id)?;
+        let share = Arc::new(share);
+        self.shares
+            .insert(key_id, share.clone(), chains.clone(), now);
+        Ok((share, chains))
+    }
+
+    fn decrypt_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>), NodeError> {
         let row: Option<(Vec<u8>, String)> = self
             .conn()
             .query_row(
@@ -551,6 +610,38 @@ mod tests {
         let (store, _) = Store::open(dir.path(), &key_file_source(3)).unwrap();
         assert!(matches!(
             store.claim_session(&[1; 32], "keygen"),
+            Err(NodeError::SessionReused)
+        ));
+    }
+
+    #[test]
+    fn a_group_committed_claim_is_on_disk_when_its_ticket_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(
+            dir.path(),
+            PartyId::new(1).unwrap(),
+            "test",
+            &key_file_source(3),
+        )
+        .unwrap();
+        let tickets: Vec<_> = (0..50u8)
+            .map(|i| store.claim_session_later(&[i; 32], "sign"))
+            .collect();
+        let again = store.claim_session_later(&[7; 32], "sign");
+        for ticket in tickets {
+            ticket.wait_blocking().expect("claimed");
+        }
+        assert!(matches!(
+            again.wait_blocking(),
+            Err(NodeError::SessionReused)
+        ));
+        assert!(store.session_used(&[49; 32]).unwrap());
+        assert!(!store.session_used(&[50; 32]).unwrap());
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &key_file_source(3)).unwrap();
+        assert!(store.session_used(&[0; 32]).unwrap());
+        assert!(matches!(
+            store.claim_session_later(&[3; 32], "sign").wait_blocking(),
             Err(NodeError::SessionReused)
         ));
     }

@@ -44,6 +44,9 @@ struct Args {
     /// After the levels, create this many more keys and measure node memory per key.
     #[arg(long, default_value_t = 0)]
     memory_keys: usize,
+    /// Copy the coordinator's and nodes' logs (with per-stage debug timings) into this directory.
+    #[arg(long)]
+    keep_logs: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Duration {
@@ -280,6 +283,14 @@ fn main() {
     };
     let ceremony_ms = ms(median(ceremonies.clone()));
     let log = cluster.coordinator.log_text();
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir).expect("create the log directory");
+        std::fs::write(dir.join("coordinator.log"), &log).expect("write coordinator.log");
+        for node in &cluster.nodes.nodes {
+            std::fs::copy(&node.log, dir.join(format!("node-{}.log", node.id)))
+                .expect("copy a node log");
+        }
+    }
     let admission = stage_median_ms(&log, "admission").unwrap_or(0.0);
     let audit = stage_median_ms(&log, "audit").unwrap_or(0.0);
 
@@ -318,7 +329,7 @@ fn main() {
         );
     }
     println!(
-        "access path in the coordinator (median): admission {admission:.3} ms + audit append {audit:.3} ms"
+        "access path in the coordinator (median): admission {admission:.3} ms + durable write (audit row + idempotency record, group commit) {audit:.3} ms"
     );
     println!(
         "key ceremony through the API: median {ceremony_ms:.0} ms over {} ceremonies",

@@ -1,7 +1,7 @@
 //! The audit log's storage: append under the connection lock (so the chain has one order),
 //! read back for verification and listing.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Registry;
 use crate::audit::{self, AuditEntry, AuditReport, GENESIS, StoredRecord};
@@ -29,53 +29,62 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
 }
 
 impl Registry {
-    /// Appends a record to the chain; returns its sequence number.
-    pub fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, CoordError> {
-        if entry.detail.len() > audit::MAX_DETAIL_LEN {
-            let mut cut = audit::MAX_DETAIL_LEN;
-            while !entry.detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            entry.detail.truncate(cut);
-        }
+    /// Appends a record to the chain in its own transaction; returns its sequence number.
+    pub fn append_audit(&self, entry: AuditEntry) -> Result<u64, CoordError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (seq, prev) = match last {
-            Some((seq, hash)) => (
-                seq as u64 + 1,
-                <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS),
-            ),
-            None => (1, GENESIS),
-        };
-        let hash = audit::chain_hash(seq, &entry, &prev);
-        tx.execute(
-            &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-            params![
-                seq as i64,
-                entry.at_ms,
-                entry.api_key_id,
-                entry.operation,
-                entry.key_id,
-                entry.decision,
-                entry.detail,
-                entry.tx_hash,
-                entry.request_id,
-                entry.peer,
-                prev.as_slice(),
-                hash.as_slice(),
-            ],
-        )?;
+        let seq = append(&tx, entry)?;
         tx.commit()?;
         Ok(seq)
     }
+}
 
+/// Appends a record to the chain within the caller's transaction (which keeps the chain in one
+/// order: the connection is held for the whole transaction).
+pub(super) fn append(tx: &Connection, mut entry: AuditEntry) -> Result<u64, CoordError> {
+    if entry.detail.len() > audit::MAX_DETAIL_LEN {
+        let mut cut = audit::MAX_DETAIL_LEN;
+        while !entry.detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        entry.detail.truncate(cut);
+    }
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (
+            seq as u64 + 1,
+            <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS),
+        ),
+        None => (1, GENESIS),
+    };
+    let hash = audit::chain_hash(seq, &entry, &prev);
+    tx.execute(
+        &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            seq as i64,
+            entry.at_ms,
+            entry.api_key_id,
+            entry.operation,
+            entry.key_id,
+            entry.decision,
+            entry.detail,
+            entry.tx_hash,
+            entry.request_id,
+            entry.peer,
+            prev.as_slice(),
+            hash.as_slice(),
+        ],
+    )?;
+    Ok(seq)
+}
+
+impl Registry {
     /// Walks the whole chain.
     pub fn verify_audit(&self) -> Result<AuditReport, CoordError> {
         let conn = self.conn();

@@ -52,12 +52,12 @@ pub fn seal_direct(
     let ephemeral = EphemeralSecret::random_from_rng(OsRng);
     let ephemeral_public = PublicKey::from(&ephemeral);
     let ephemeral_shared = ephemeral.diffie_hellman(&recipient.kx);
-    let static_shared = sender.kx.diffie_hellman(&recipient.kx);
+    let static_shared = sender.static_shared(&recipient.kx);
     let key = derive_key(
         ephemeral_shared.as_bytes(),
-        static_shared.as_bytes(),
+        &static_shared,
         ephemeral_public.as_bytes(),
-        &PublicKey::from(&sender.kx),
+        sender.kx_public(),
         &recipient.kx,
     );
     let aad = context.encode(DIRECT_DOMAIN);
@@ -99,13 +99,13 @@ pub fn open_direct(
     if !ephemeral_shared.was_contributory() {
         return Err(SealError::Unauthentic);
     }
-    let static_shared = recipient.kx.diffie_hellman(&sender.kx);
+    let static_shared = recipient.static_shared(&sender.kx);
     let key = derive_key(
         ephemeral_shared.as_bytes(),
-        static_shared.as_bytes(),
+        &static_shared,
         &ephemeral_bytes,
         &sender.kx,
-        &PublicKey::from(&recipient.kx),
+        recipient.kx_public(),
     );
     let aad = context.encode(DIRECT_DOMAIN);
     ChaCha20Poly1305::new(Key::from_slice(key.as_slice()))

@@ -404,6 +404,41 @@ async fn a_reused_session_id_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_id_used_twice_at_once_signs_at_most_once() {
+    // The durable claim is written while the rounds run; the id must still be refused at once
+    // (in memory) to a second session started alongside the first.
+    let shared = shared();
+    let clients = clients(&shared.cluster).await;
+    let tx = transaction(TxType::Eip1559);
+    let payload = Payload::Transaction(tx.signing_payload());
+    let session_id = relay::fresh_session_id();
+    let attempt = || {
+        relay::sign(
+            &clients,
+            [1, 3],
+            &shared.key.key_id,
+            &payload,
+            tx.signing_hash(),
+            Some(session_id.clone()),
+            None,
+        )
+    };
+    let (first, second) = tokio::join!(attempt(), attempt());
+    assert!(
+        !(first.is_ok() && second.is_ok()),
+        "a session id signed twice"
+    );
+    let refused = [&first, &second]
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err())
+        .any(|error| error.status.code() == Code::AlreadyExists);
+    assert!(
+        refused,
+        "no attempt was refused as a reuse: {first:?} / {second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_envelope_is_rejected_before_it_is_opened() {
     let shared = shared();
     let clients = clients(&shared.cluster).await;

@@ -78,6 +78,21 @@ fn timed(node: &Node, rpc: &'static str, since: std::time::Instant) {
     );
 }
 
+/// Runs one session step (on the blocking pool, inside the step's span), logging at debug level
+/// how long it waited for a thread and how long it worked: the profile's per-call figures.
+fn timed_step<T>(step: &'static str, arrived: std::time::Instant, work: impl FnOnce() -> T) -> T {
+    let queued = arrived.elapsed();
+    let started = std::time::Instant::now();
+    let outcome = work();
+    tracing::debug!(
+        step,
+        queued_us = queued.as_micros() as u64,
+        work_us = started.elapsed().as_micros() as u64,
+        "step processed"
+    );
+    outcome
+}
+
 fn reply(outcome: RoundOutcome) -> Response<RoundReply> {
     Response::new(RoundReply {
         envelopes: outcome.envelopes,
@@ -178,17 +193,7 @@ impl NodeRpc for NodeService {
                 key_id = %sign.key_id
             )
             .entered();
-            let queued = arrived.elapsed();
-            let started = std::time::Instant::now();
-            let session_id = sign.session_id;
-            let envelopes = node.start_sign(sign);
-            tracing::debug!(
-                session_id = %session_id,
-                queued_us = queued.as_micros() as u64,
-                work_us = started.elapsed().as_micros() as u64,
-                "start processed"
-            );
-            envelopes
+            timed_step("start", arrived, || node.start_sign(sign))
         })
         .await?;
         timed(&self.node, "start_sign", arrived);
@@ -208,16 +213,9 @@ impl NodeRpc for NodeService {
         let received = std::time::Instant::now();
         let outcome = blocking(move || {
             let _span = tracing::info_span!("deliver", session_id = %session_id).entered();
-            let queued = received.elapsed();
-            let started = std::time::Instant::now();
-            let outcome = node.deliver(session_id, request.envelopes);
-            tracing::debug!(
-                session_id = %session_id,
-                queued_us = queued.as_micros() as u64,
-                work_us = started.elapsed().as_micros() as u64,
-                "delivery processed"
-            );
-            outcome
+            timed_step("deliver", received, || {
+                node.deliver(session_id, request.envelopes)
+            })
         })
         .await?;
         timed(&self.node, "deliver", received);

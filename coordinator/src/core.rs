@@ -340,6 +340,9 @@ impl Coordinator {
             micros = writing.elapsed().as_micros() as u64,
             "timing"
         );
+        // One result: the response to return instead of ours (if any), or why there is none
+        // (the write failed, or the request id was reused for another request).
+        let written = written.and_then(|completed| completed.earlier_response);
         let decision_name = match (&written, decision) {
             (Err(_), Decision::Allowed) => Decision::Failed.as_str(),
             _ => decision.as_str(),
@@ -348,18 +351,19 @@ impl Coordinator {
             .metrics
             .signed(operation, decision_name, started.elapsed());
         match (outcome, written) {
-            (Ok((value, admission)), Ok(completed)) => {
+            (Ok((value, admission)), Ok(earlier)) => {
                 if let Some(admission) = admission {
                     admission.commit();
                 }
-                match completed.stored_response {
-                    // What was stored under the request id (a concurrent retry may have won).
+                match earlier {
+                    // A concurrent call with the same request id stored its response first.
                     Some(bytes) => T::decode(bytes.as_slice()).map_err(|_| {
                         CoordError::config("registry", "a stored response is unreadable")
                     }),
                     None => Ok(value),
                 }
             }
+            (Ok(_), Err(error @ CoordError::RequestIdReused(_))) => Err(error),
             (Ok(_), Err(error)) => {
                 tracing::error!(%error, "audit write failed; the signature is withheld");
                 Err(error)

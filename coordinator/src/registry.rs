@@ -108,9 +108,10 @@ pub struct Registry {
 
 /// A signing request's outcome, on disk.
 pub struct Completed {
-    pub audit_seq: u64,
-    /// The response stored under the request id, if a record was written.
-    pub stored_response: Option<Vec<u8>>,
+    /// `Ok(None)`: this call's record was stored (or none was due). `Ok(Some)`: a concurrent call
+    /// with the same request stored its response first; return that one. `Err`: the request id
+    /// was used for a different request (recorded as such in the audit row).
+    pub earlier_response: Result<Option<Vec<u8>>, CoordError>,
 }
 
 /// A signing response to keep for retries with the same request id.
@@ -259,24 +260,29 @@ impl Registry {
     }
 
     /// Makes a signing request's outcome durable in one group commit: its audit row and, for a
-    /// signature, its idempotency record. The ticket answers once both are on disk, with the
-    /// audit sequence number and the response to return (a concurrent call with the same request
-    /// id may have stored its own first; then that one is returned).
+    /// signature, its idempotency record. The ticket answers once both are on disk.
     pub fn complete_signing(
         &self,
         entry: crate::audit::AuditEntry,
         record: Option<IdempotencyRecord>,
     ) -> Ticket<Result<Completed, CoordError>> {
         self.writer.submit(move |conn| {
-            let stored_response = match record {
-                Some(record) => Some(insert_response(conn, &record)?),
-                None => None,
+            let earlier_response = match record {
+                Some(record) => insert_response(conn, &record),
+                None => Ok(None),
             };
-            let audit_seq = audit::append(conn, entry)?;
-            Ok(Completed {
-                audit_seq,
-                stored_response,
-            })
+            // A request id reused for another request is still audited, as what it became.
+            let entry = match &earlier_response {
+                Err(error) => crate::audit::AuditEntry {
+                    decision: crate::audit::Decision::of(error).as_str().to_string(),
+                    detail: error.to_string(),
+                    tx_hash: Vec::new(),
+                    ..entry
+                },
+                Ok(_) => entry,
+            };
+            audit::append(conn, entry)?;
+            Ok(Completed { earlier_response })
         })
     }
 }
@@ -300,16 +306,20 @@ fn stored_response(
     }
 }
 
-/// Records a response; if a concurrent call with the same id won, returns its response.
-fn insert_response(conn: &Connection, record: &IdempotencyRecord) -> Result<Vec<u8>, CoordError> {
-    conn.execute(
+/// Records a response; if a concurrent call with the same id stored one first, returns that one
+/// (the row is read back only then).
+fn insert_response(
+    conn: &Connection,
+    record: &IdempotencyRecord,
+) -> Result<Option<Vec<u8>>, CoordError> {
+    let inserted = conn.execute(
         "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![record.request_id, record.request_hash.as_slice(), record.response, now()],
     )?;
-    Ok(
-        stored_response(conn, &record.request_id, &record.request_hash)?
-            .unwrap_or_else(|| record.response.clone()),
-    )
+    if inserted == 1 {
+        return Ok(None);
+    }
+    stored_response(conn, &record.request_id, &record.request_hash)
 }
 
 pub fn unix_now() -> i64 {
@@ -322,4 +332,69 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditEntry;
+
+    fn entry(request_id: &str) -> AuditEntry {
+        AuditEntry {
+            operation: "sign_message".into(),
+            decision: "allowed".into(),
+            request_id: request_id.into(),
+            tx_hash: vec![1; 32],
+            ..Default::default()
+        }
+    }
+
+    fn record(request_id: &str, hash: u8, response: &[u8]) -> Option<IdempotencyRecord> {
+        Some(IdempotencyRecord {
+            request_id: request_id.into(),
+            request_hash: [hash; 32],
+            response: response.to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_completed_signing_stores_its_record_and_audit_row_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
+        let first = registry
+            .complete_signing(entry("r1"), record("r1", 7, b"first"))
+            .wait_blocking()
+            .unwrap();
+        assert!(matches!(first.earlier_response, Ok(None)));
+        assert_eq!(
+            registry.idempotent_response("r1", &[7; 32]).unwrap(),
+            Some(b"first".to_vec())
+        );
+        // The same request again (a concurrent retry that signed too): the first response wins.
+        let retry = registry
+            .complete_signing(entry("r1"), record("r1", 7, b"second"))
+            .wait_blocking()
+            .unwrap();
+        assert_eq!(retry.earlier_response.unwrap(), Some(b"first".to_vec()));
+        // Another request under the same id: refused, and still audited as what it became.
+        let reused = registry
+            .complete_signing(entry("r1"), record("r1", 8, b"other"))
+            .wait_blocking()
+            .unwrap();
+        assert!(matches!(
+            reused.earlier_response,
+            Err(CoordError::RequestIdReused(_))
+        ));
+        let rows = registry.list_audit(0, 10).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].entry.decision, "failed");
+        assert!(rows[2].entry.tx_hash.is_empty());
+        assert!(
+            rows[2].entry.detail.contains("already used"),
+            "{}",
+            rows[2].entry.detail
+        );
+        let report = registry.verify_audit().unwrap();
+        assert_eq!((report.records, report.broken), (3, None));
+    }
 }

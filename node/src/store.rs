@@ -235,17 +235,7 @@ impl Store {
         tx.commit()?;
         // Move the meta rows into the main file, where unlocking reads them.
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        let conn = Arc::new(Mutex::new(conn));
-        let store = Store {
-            writer: GroupCommit::start(conn.clone(), "store-writer")
-                .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?,
-            shares: ShareCache::default(),
-            conn,
-            data_key,
-            node_id,
-            cluster_id: cluster_id.to_string(),
-            path,
-        };
+        let store = Store::assemble(conn, data_key, node_id, cluster_id.to_string(), path)?;
         Ok((store, identity))
     }
 
@@ -295,18 +285,30 @@ impl Store {
         let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         apply_pragmas(&conn)?;
         migrate(&mut conn)?;
+        let store = Store::assemble(conn, data_key, node_id, cluster_id, path)?;
+        Ok((store, identity))
+    }
+
+    /// An unlocked store over an open connection, with its writer thread and share cache.
+    fn assemble(
+        conn: Connection,
+        data_key: Zeroizing<[u8; 32]>,
+        node_id: PartyId,
+        cluster_id: String,
+        path: PathBuf,
+    ) -> Result<Self, NodeError> {
         let conn = Arc::new(Mutex::new(conn));
-        let store = Store {
-            writer: GroupCommit::start(conn.clone(), "store-writer")
-                .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?,
-            shares: ShareCache::default(),
+        let writer = GroupCommit::start(conn.clone(), "store-writer")
+            .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?;
+        Ok(Store {
             conn,
+            writer,
+            shares: ShareCache::default(),
             data_key,
             node_id,
             cluster_id,
             path,
-        };
-        Ok((store, identity))
+        })
     }
 
     pub fn node_id(&self) -> PartyId {

@@ -55,7 +55,7 @@ fn main() {
                 &clients,
                 [1, 2],
                 "bench",
-                &Payload::Transaction(tx.signing_payload()),
+                &Payload::Transaction(tx.clone()),
                 tx.signing_hash(),
                 None,
                 None,

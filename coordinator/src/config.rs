@@ -92,11 +92,7 @@ impl std::fmt::Debug for Pem {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use shardsign_serve::LogFormat;
 
 /// A bearer token; only its hash is kept once the process runs.
 pub struct Token(pub Zeroizing<String>);
@@ -201,16 +197,7 @@ impl CoordinatorConfig {
             .listen
             .parse()
             .map_err(|_| CoordError::config("listen", "expected an address like 127.0.0.1:7000"))?;
-        let log_format = match raw.log_format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(_) => {
-                return Err(CoordError::config(
-                    "log_format",
-                    "expected \"text\" or \"json\"",
-                ));
-            }
-        };
+        let log_format = LogFormat::parse(raw.log_format.as_deref())?;
         let mut nodes = Vec::new();
         for node in raw.nodes {
             if !(1..=3).contains(&node.node_id)

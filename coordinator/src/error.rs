@@ -1,7 +1,7 @@
-//! The coordinator's errors, each mapped to one gRPC status with a message a caller can act on.
+//! The coordinator's errors; `api::status` maps each to one gRPC status.
 
 use thiserror::Error;
-use tonic::{Code, Status};
+use tonic::Code;
 
 #[derive(Debug, Error)]
 pub enum CoordError {
@@ -61,6 +61,19 @@ pub enum CoordError {
     Config { setting: String, problem: String },
 }
 
+impl From<shardsign_request::RequestError> for CoordError {
+    fn from(error: shardsign_request::RequestError) -> Self {
+        match error {
+            shardsign_request::RequestError::InvalidArgument { field, problem } => {
+                CoordError::InvalidArgument { field, problem }
+            }
+            shardsign_request::RequestError::InvalidTransaction(e) => {
+                CoordError::InvalidTransaction(e)
+            }
+        }
+    }
+}
+
 impl CoordError {
     /// Whether a rule refused the request (as opposed to it failing): for the audit log.
     pub fn is_refusal(&self) -> bool {
@@ -93,35 +106,11 @@ impl CoordError {
     }
 }
 
-impl From<CoordError> for Status {
-    fn from(error: CoordError) -> Status {
-        let message = error.to_string();
-        match error {
-            CoordError::InvalidArgument { .. } | CoordError::InvalidTransaction(_) => {
-                Status::invalid_argument(message)
-            }
-            CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
-                Status::not_found(message)
-            }
-            CoordError::KeyDisabled(_) | CoordError::NoKeyPolicy(_) => {
-                Status::failed_precondition(message)
-            }
-            CoordError::Unauthenticated(_) => Status::unauthenticated(message),
-            CoordError::PolicyRefused(_) => Status::permission_denied(message),
-            CoordError::RateLimited(_) => Status::resource_exhausted(message),
-            CoordError::InvalidPolicy(_) => Status::invalid_argument(message),
-            CoordError::KeyExists(_) | CoordError::RequestIdReused(_) => {
-                Status::already_exists(message)
-            }
-            CoordError::Unavailable(_) => Status::unavailable(message),
-            CoordError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-            CoordError::PermissionDenied(_) => Status::permission_denied(message),
-            CoordError::NodeRefused { code, .. } => Status::new(code, message),
-            CoordError::SigningFailed(_) | CoordError::KeygenFailed(_) => Status::aborted(message),
-            CoordError::Store(_) | CoordError::Commit(_) | CoordError::Config { .. } => {
-                tracing::error!(error = %message, "internal error");
-                Status::internal("internal error in the coordinator; see its log")
-            }
+impl From<shardsign_serve::ServeError> for CoordError {
+    fn from(error: shardsign_serve::ServeError) -> Self {
+        CoordError::Config {
+            setting: error.setting.to_string(),
+            problem: error.problem,
         }
     }
 }

@@ -2,22 +2,22 @@
 //! registry, picks a pair of healthy nodes, relays their sealed rounds, verifies the signature
 //! before replying, and runs the key-generation ceremony. It holds no share and cannot open
 //! what it relays.
+//!
+//! Folders follow a request: `api` (tonic services, status mapping) -> `access` (who is calling)
+//! -> `signing` (admission, pair choice, relay, verification, durable completion) or `ceremony`
+//! or `admin` -> `registry` (SQLite).
 
 pub mod access;
-pub mod apikeys;
+pub mod admin;
+pub mod api;
 pub mod audit;
-pub mod auth;
+pub mod ceremony;
 pub mod config;
-pub mod convert;
-pub mod core;
-pub mod enforce;
 pub mod error;
-pub mod guard;
-pub mod key_policies;
 pub mod metrics;
-pub mod pool;
-pub mod ratelimit;
 pub mod registry;
-pub mod relay;
 pub mod server;
-pub mod service;
+pub mod signing;
+
+/// Longest key or API-key label.
+pub const MAX_LABEL_LEN: usize = 128;

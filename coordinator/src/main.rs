@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use shardsign_coordinator::config::{CoordinatorConfig, LogFormat};
+use shardsign_coordinator::config::CoordinatorConfig;
 use shardsign_coordinator::server::serve;
 
 #[derive(Parser)]
@@ -26,42 +26,14 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 async fn run(config: PathBuf) -> anyhow::Result<()> {
     let config = CoordinatorConfig::load(&config)?;
-    init_logging(config.log_format);
+    shardsign_serve::init_logging(config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "starting shardsign-coordinator"
     );
-    serve(config, shutdown_signal()).await?;
+    serve(config, shardsign_serve::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,14 +16,14 @@ pub const NODE_AVAILABLE: &str = "shardsign_node_available";
 pub const IN_FLIGHT: &str = "shardsign_sign_requests_in_flight";
 
 #[derive(Default)]
-pub struct AccessMetrics {
+pub struct CoordinatorMetrics {
     pub registry: Metrics,
     in_flight: AtomicI64,
 }
 
-impl AccessMetrics {
+impl CoordinatorMetrics {
     pub fn new() -> Self {
-        let metrics = AccessMetrics::default();
+        let metrics = CoordinatorMetrics::default();
         metrics
             .registry
             .describe_counter(AUTH_FAILURES, "Failed authentications (any reason)");
@@ -88,7 +88,7 @@ impl AccessMetrics {
     }
 }
 
-pub struct InFlight<'a>(&'a AccessMetrics);
+pub struct InFlight<'a>(&'a CoordinatorMetrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

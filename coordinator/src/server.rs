@@ -4,23 +4,26 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use shardsign_eth::Limits;
 use shardsign_proto::v1::admin_server::AdminServer;
 use shardsign_proto::v1::signer_server::SignerServer;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::apikeys::{SecretHasher, load_or_create_hmac_key};
-use crate::auth::Authenticator;
+use crate::access::apikeys::{SecretHasher, load_or_create_hmac_key};
+use crate::access::auth::Authenticator;
+use crate::access::ratelimit::RateLimiter;
+use crate::admin::Admin;
+use crate::api::{AdminService, SignerService};
+use crate::ceremony::Ceremony;
 use crate::config::CoordinatorConfig;
-use crate::core::Coordinator;
 use crate::error::CoordError;
-use crate::key_policies::KeyPolicies;
-use crate::metrics::AccessMetrics;
-use crate::pool::NodePool;
-use crate::ratelimit::RateLimiter;
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::Registry;
-use crate::service::{AdminService, SignerService};
+use crate::signing::Signing;
+use crate::signing::admission::Admission;
+use crate::signing::key_policies::KeyPolicies;
+use crate::signing::pool::NodePool;
 use shardsign_policy::PolicyVerifier;
 
 /// Largest public request: a transaction with the largest allowed data, with room to spare.
@@ -30,19 +33,20 @@ pub async fn serve(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordError> {
-    let registry = Registry::open(&config.database)?;
-    let pool = NodePool::new(&config)?;
+    let registry = Arc::new(Registry::open(&config.database)?);
+    let pool = Arc::new(NodePool::new(&config)?);
+    let metrics = Arc::new(CoordinatorMetrics::new());
     let hmac_key = load_or_create_hmac_key(&config.api_key_hmac_key_file)?;
     if config.bootstrap_token.is_some() {
         tracing::info!("the bootstrap credential is enabled until an admin API key exists");
     }
-    let auth = Authenticator::new(
+    let auth = Arc::new(Authenticator::new(
         &registry,
         SecretHasher::new(hmac_key),
         config.environment,
         config.bootstrap_token,
-        Arc::new(AccessMetrics::new()),
-    )?;
+        metrics.clone(),
+    )?);
     let verifier = config
         .policy_public_key
         .as_deref()
@@ -54,43 +58,58 @@ pub async fn serve(
             "no policy_public_key configured: signing keys have no operator-signed policy (API-key policies still apply)"
         );
     }
-    let key_policies = KeyPolicies::load(verifier, &config.cluster_id, &registry)?;
-    let core = Arc::new(Coordinator {
-        registry,
-        pool,
-        limits: Limits::DEFAULT,
+    let key_policies = Arc::new(KeyPolicies::load(verifier, &config.cluster_id, &registry)?);
+    let rate = Arc::new(RateLimiter::default());
+    let admission = Admission::new(
+        registry.clone(),
+        key_policies.clone(),
+        rate.clone(),
+        metrics.clone(),
+    );
+    let signing = Arc::new(Signing::new(
+        registry.clone(),
+        auth.clone(),
+        admission,
+        pool.clone(),
+        config.round_timeout,
+        metrics.clone(),
+    ));
+    let ceremony = Arc::new(Ceremony {
+        registry: registry.clone(),
+        pool: pool.clone(),
         round_timeout: config.round_timeout,
-        cluster_id: config.cluster_id.clone(),
-        auth,
+    });
+    let admin = Arc::new(Admin {
+        registry: registry.clone(),
+        auth: auth.clone(),
         key_policies,
-        rate: RateLimiter::default(),
+        pool: pool.clone(),
+        rate,
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| CoordError::config("listen", format!("cannot bind {}: {e}", config.listen)))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| CoordError::config("listen", e.to_string()))?;
+    let (listener, address) = shardsign_serve::bind(config.listen).await?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SignerServer<SignerService>>()
-        .await;
-    health_reporter
-        .set_serving::<AdminServer<AdminService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shardsign_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| CoordError::config("reflection", e.to_string()))?;
+    let (health_service, reflection) = shardsign_serve::health_and_reflection(
+        &[
+            <SignerServer<SignerService> as NamedService>::NAME,
+            <AdminServer<AdminService> as NamedService>::NAME,
+        ],
+        shardsign_proto::FILE_DESCRIPTOR_SET,
+    )
+    .await?;
     let signer = SignerServer::new(SignerService {
-        core: core.clone(),
+        auth: auth.clone(),
+        registry: registry.clone(),
+        signing,
         request_timeout: config.request_timeout,
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin = AdminServer::new(AdminService { core: core.clone() })
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin = AdminServer::new(AdminService {
+        auth,
+        admin,
+        ceremony,
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let mut builder = Server::builder();
     match &config.tls {
@@ -108,13 +127,14 @@ pub async fn serve(
         None => {}
     }
     if let Some(metrics_address) = config.metrics_listen {
-        let refresh_core = core.clone();
+        let refresh_pool = pool.clone();
+        let refresh_metrics = metrics.clone();
         let bound = shardsign_metrics::spawn(
             metrics_address,
-            core.auth.metrics.registry.clone(),
+            metrics.registry.clone(),
             Arc::new(move |m: &shardsign_metrics::Metrics| {
                 for node in [1u8, 2, 3] {
-                    let up = if refresh_core.pool.available(node) {
+                    let up = if refresh_pool.available(node) {
                         1.0
                     } else {
                         0.0
@@ -127,8 +147,8 @@ pub async fn serve(
                     );
                 }
                 for (direction, counter) in [
-                    ("from_nodes", &crate::relay::RELAYED_FROM_NODES),
-                    ("to_nodes", &crate::relay::RELAYED_TO_NODES),
+                    ("from_nodes", &crate::signing::relay::RELAYED_FROM_NODES),
+                    ("to_nodes", &crate::signing::relay::RELAYED_TO_NODES),
                 ] {
                     m.set(
                         "shardsign_relayed_bytes",
@@ -141,7 +161,7 @@ pub async fn serve(
                     crate::metrics::IN_FLIGHT,
                     "Signing requests being served",
                     &[],
-                    refresh_core.auth.metrics.in_flight_now() as f64,
+                    refresh_metrics.in_flight_now() as f64,
                 );
             }),
         )
@@ -153,15 +173,11 @@ pub async fn serve(
             )
         })?;
         if let Some(path) = &config.ready_file {
-            std::fs::write(path.with_extension("metrics"), bound.to_string())
-                .map_err(|e| CoordError::config("ready_file", e.to_string()))?;
+            shardsign_serve::write_metrics_ready_file(path, bound)?;
         }
     }
     if let Some(path) = &config.ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, address.to_string())
-            .map_err(|e| CoordError::config("ready_file", e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| CoordError::config("ready_file", e.to_string()))?;
+        shardsign_serve::write_ready_file(path, address)?;
     }
     tracing::info!(%address, tls = config.tls.is_some(), cluster_id = config.cluster_id, "coordinator serving");
     builder

@@ -1,5 +1,5 @@
-//! Compiles proto/ with protox (pure Rust: no system protoc) and generates tonic stubs, plus a
-//! file descriptor set for gRPC server reflection.
+//! Compiles proto/ with protox (pure Rust: no system protoc) into prost messages, plus tonic
+//! stubs with the `grpc` feature, and a file descriptor set for gRPC server reflection.
 
 use std::path::PathBuf;
 
@@ -18,9 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("shardsign_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .compile_fds(descriptors)?;
     Ok(())
 }

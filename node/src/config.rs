@@ -53,11 +53,7 @@ struct RawMember {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use shardsign_serve::LogFormat;
 
 /// TLS material, read from disk at start.
 #[derive(Clone)]
@@ -161,16 +157,7 @@ impl NodeConfig {
         if max_sessions == 0 || max_sessions > 1_000_000 {
             return Err(NodeError::config("max_sessions", "expected 1 to 1000000"));
         }
-        let log_format = match raw.log_format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(_) => {
-                return Err(NodeError::config(
-                    "log_format",
-                    "expected \"text\" or \"json\"",
-                ));
-            }
-        };
+        let log_format = LogFormat::parse(raw.log_format.as_deref())?;
         let mut members = BTreeMap::new();
         for member in &raw.members {
             let id = PartyId::new(member.node_id)

@@ -25,18 +25,11 @@ pub(crate) struct SessionContext<'a> {
     pub members: &'a std::collections::BTreeMap<PartyId, PublicIdentity>,
 }
 
-pub(crate) fn protocol_byte(protocol: Protocol) -> u8 {
-    match protocol {
-        Protocol::Dkg => 1,
-        Protocol::Sign => 2,
-    }
-}
-
 impl SessionContext<'_> {
     fn context(&self, round: u8, from: u8, to: u8) -> Context<'_> {
         Context {
             cluster_id: self.cluster_id,
-            protocol: protocol_byte(self.protocol),
+            protocol: self.protocol.to_byte(),
             session_id: self.session_id.as_bytes(),
             round,
             from,

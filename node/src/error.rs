@@ -84,3 +84,12 @@ impl NodeError {
         }
     }
 }
+
+impl From<shardsign_serve::ServeError> for NodeError {
+    fn from(error: shardsign_serve::ServeError) -> Self {
+        NodeError::Config {
+            setting: error.setting.to_string(),
+            problem: error.problem,
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! TLS to the coordinator only. Every byte that reaches the node is treated as hostile,
 //! including what the coordinator relays.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod hardening;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use shardsign_node::config::{LogFormat, NodeConfig, validate_cluster_id};
+use shardsign_node::config::{NodeConfig, validate_cluster_id};
 use shardsign_node::hardening::{Hardening, harden_process};
 use shardsign_node::kek::KekConfig;
 use shardsign_node::server::serve;
@@ -96,23 +96,9 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: log files and collectors get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
     let config = NodeConfig::load(&config_path)?;
-    init_logging(config.log_format);
+    shardsign_serve::init_logging(config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_id = %config.node_id,
@@ -148,25 +134,9 @@ async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
             "no policy_public_key configured: this node does NOT check signed key policies and trusts the coordinator's"
         );
     }
-    serve(config, node, shutdown_signal()).await?;
+    serve(config, node, shardsign_serve::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM (what `docker stop` sends).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -3,12 +3,12 @@
 //! supervisors and tests the bound address.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use shardsign_proto::node::v1::node_server::NodeServer;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -46,24 +46,13 @@ fn coordinator_only(
     }
 }
 
-fn write_ready_file(path: &Path, address: &str) -> Result<(), NodeError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, address).map_err(|e| NodeError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| NodeError::io(path, e))
-}
-
 /// Serves until `shutdown` completes.
 pub async fn serve(
     config: NodeConfig,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| NodeError::config("listen", format!("cannot bind {}: {e}", config.listen)))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| NodeError::config("listen", e.to_string()))?;
+    let (listener, address) = shardsign_serve::bind(config.listen).await?;
 
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -71,14 +60,11 @@ pub async fn serve(
             config.tls.key_pem.as_bytes(),
         ))
         .client_ca_root(Certificate::from_pem(&config.tls.client_ca_pem));
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<NodeServer<NodeService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shardsign_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| NodeError::config("reflection", e.to_string()))?;
+    let (health_service, reflection) = shardsign_serve::health_and_reflection(
+        &[<NodeServer<NodeService> as NamedService>::NAME],
+        shardsign_proto::FILE_DESCRIPTOR_SET,
+    )
+    .await?;
     let service = NodeServer::new(NodeService::new(node.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let service = InterceptedService::new(
@@ -133,11 +119,11 @@ pub async fn serve(
             )
         })?;
         if let Some(path) = &config.ready_file {
-            write_ready_file(&path.with_extension("metrics"), &bound.to_string())?;
+            shardsign_serve::write_metrics_ready_file(path, bound)?;
         }
     }
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, &address.to_string())?;
+        shardsign_serve::write_ready_file(path, address)?;
     }
     tracing::info!(%address, node_id = %node.node_id(), cluster_id = node.cluster_id(), "serving over mutual TLS");
 

@@ -7,13 +7,14 @@ use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
     CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest,
     GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey, PutPolicyReply,
-    PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest, start_sign_request,
+    PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest,
 };
+use shardsign_request::{KeyId, RequestError, SignRequest};
 use shardsign_tss::{PartyId, SessionId};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
-use crate::sessions::{Node, RoundOutcome, SignPayload, SignRequest, metric};
+use crate::sessions::{Node, RoundOutcome, StartSign, metric};
 
 pub struct NodeService {
     node: Arc<Node>,
@@ -47,6 +48,16 @@ pub fn status(error: NodeError) -> Status {
             Status::internal("internal error on the node; see its log")
         }
     }
+}
+
+/// A request the node cannot parse, as the status naming its field.
+fn request_error(error: RequestError) -> Status {
+    status(match error {
+        RequestError::InvalidArgument { field, problem } => {
+            NodeError::InvalidArgument { field, problem }
+        }
+        RequestError::InvalidTransaction(e) => NodeError::invalid("transaction", e.to_string()),
+    })
 }
 
 fn session_id(bytes: &[u8]) -> Result<SessionId, Status> {
@@ -158,29 +169,20 @@ impl NodeRpc for NodeService {
                 ));
             }
         };
-        let payload = match request.payload {
-            Some(start_sign_request::Payload::Transaction(bytes)) => {
-                SignPayload::Transaction(bytes)
-            }
-            Some(start_sign_request::Payload::PersonalMessage(bytes)) => {
-                SignPayload::PersonalMessage(bytes)
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "payload: a transaction or a personal_message is required",
-                ));
-            }
-        };
         let expected_hash: [u8; 32] = request
             .expected_hash
             .as_slice()
             .try_into()
             .map_err(|_| Status::invalid_argument("expected_hash: expected 32 bytes"))?;
-        let sign = SignRequest {
+        let sign_request = SignRequest {
+            key_id: KeyId::field(&request.key_id).map_err(request_error)?,
+            payload: shardsign_request::proto::from_node(request.payload, self.node.limits())
+                .map_err(request_error)?,
+        };
+        let sign = StartSign {
             session_id,
-            key_id: request.key_id,
             signers,
-            payload,
+            request: sign_request,
             expected_hash,
             signed_policy: request.signed_policy,
         };
@@ -190,7 +192,7 @@ impl NodeRpc for NodeService {
             let _span = tracing::info_span!(
                 "start_sign",
                 session_id = %sign.session_id,
-                key_id = %sign.key_id
+                key_id = %sign.request.key_id
             )
             .entered();
             timed_step("start", arrived, || node.start_sign(sign))

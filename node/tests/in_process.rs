@@ -7,8 +7,10 @@
 //! versions; what node 3 must do either way is refuse to store anything.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use shardsign_node::clock::{Clock, ManualClock, SystemClock};
 use shardsign_node::kek::KekSource;
 use shardsign_node::sessions::{Node, keygen_binding};
 use shardsign_node::store::Store;
@@ -27,10 +29,10 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    cluster_with_timeout(Duration::from_secs(30))
+    cluster_with_clock(Duration::from_secs(30), Arc::new(SystemClock))
 }
 
-fn cluster_with_timeout(round_timeout: Duration) -> Cluster {
+fn cluster_with_clock(round_timeout: Duration, clock: Arc<dyn Clock>) -> Cluster {
     let mut stores = Vec::new();
     let mut dirs = Vec::new();
     let mut members = BTreeMap::new();
@@ -49,7 +51,9 @@ fn cluster_with_timeout(round_timeout: Duration) -> Cluster {
     let nodes = stores
         .into_iter()
         .map(|(store, secret)| {
-            Node::new(store, secret, members.clone(), round_timeout, 16, None).unwrap()
+            Node::new(store, secret, members.clone(), round_timeout, 16, None)
+                .unwrap()
+                .with_clock(clock.clone())
         })
         .collect();
     Cluster {
@@ -156,15 +160,21 @@ fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
 
 #[test]
 fn a_session_past_its_round_deadline_is_dropped() {
-    let cluster = cluster_with_timeout(Duration::from_millis(50));
+    let clock = Arc::new(ManualClock::default());
+    let cluster = cluster_with_clock(Duration::from_millis(50), clock.clone());
     let session_id = SessionId(rand::random());
     cluster.nodes[0]
         .start_keygen(session_id, "slow", &CHAINS)
         .unwrap();
     assert_eq!(cluster.nodes[0].sessions_in_flight(), 1);
     assert_eq!(cluster.nodes[0].reap_expired(), 0, "not expired yet");
-    // The deadline is the behaviour under test: wait past it.
-    std::thread::sleep(Duration::from_millis(120));
+    clock.advance(Duration::from_millis(49));
+    assert_eq!(
+        cluster.nodes[0].reap_expired(),
+        0,
+        "1 ms before the deadline"
+    );
+    clock.advance(Duration::from_millis(2));
     assert_eq!(cluster.nodes[0].reap_expired(), 1);
     assert_eq!(cluster.nodes[0].sessions_in_flight(), 0);
     let error = cluster.nodes[0].deliver(session_id, vec![]).unwrap_err();

@@ -1,12 +1,14 @@
-//! The coordinator's relay (`shardsign_coordinator::relay`) with the test conveniences: a fresh
+//! The coordinator's relay (`shardsign_coordinator::signing::relay`) with the test conveniences: a fresh
 //! session id per call and an optional hook through which tests play a hostile relay.
 
 use std::collections::BTreeMap;
 
-use shardsign_coordinator::relay as production;
-pub use shardsign_coordinator::relay::{Action, Hook, Payload, RelayError, fresh_session_id};
+use shardsign_coordinator::signing::relay as production;
+pub use shardsign_coordinator::signing::relay::{Action, Hook, RelayError, fresh_session_id};
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{KeygenResult, SignatureResult};
+pub use shardsign_request::Payload;
+use shardsign_request::{KeyId, SignRequest};
 use tonic::transport::Channel;
 
 fn options(hook: Option<Hook<'_>>) -> production::Options<'_> {
@@ -69,9 +71,12 @@ pub async fn sign_with_policy(
     hook: Option<Hook<'_>>,
 ) -> Result<Vec<SignatureResult>, RelayError> {
     let session_id = session_id.unwrap_or_else(fresh_session_id);
+    let request = SignRequest {
+        key_id: KeyId::parse(key_id).expect("tests use valid key ids"),
+        payload: payload.clone(),
+    };
     let job = production::SignJob {
-        key_id,
-        payload,
+        request: &request,
         expected_hash,
         signed_policy,
     };

@@ -647,7 +647,7 @@ async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
                 &clients,
                 [1, 2],
                 &key_id,
-                &Payload::Transaction(tx.signing_payload()),
+                &Payload::Transaction(tx.clone()),
                 tx.signing_hash(),
                 &policy,
                 None,

@@ -99,7 +99,7 @@ async fn sign_tx(
     tx: &UnsignedTransaction,
     hook: Option<relay::Hook<'_>>,
 ) -> Result<Vec<SignatureResult>, relay::RelayError> {
-    let payload = Payload::Transaction(tx.signing_payload());
+    let payload = Payload::Transaction(tx.clone());
     relay::sign(
         clients,
         signers,
@@ -256,7 +256,7 @@ async fn an_altered_ciphertext_aborts_signing_in_every_round() {
             }
             Action::Deliver
         };
-        let payload = Payload::Transaction(tx.signing_payload());
+        let payload = Payload::Transaction(tx.clone());
         let error = relay::sign(
             &clients,
             [1, 3],
@@ -371,7 +371,7 @@ async fn a_reused_session_id_is_refused() {
     let shared = shared();
     let clients = clients(&shared.cluster).await;
     let tx = transaction(TxType::Eip2930);
-    let payload = Payload::Transaction(tx.signing_payload());
+    let payload = Payload::Transaction(tx.clone());
     let session_id = relay::fresh_session_id();
     relay::sign(
         &clients,
@@ -410,7 +410,7 @@ async fn one_session_id_used_twice_at_once_signs_at_most_once() {
     let shared = shared();
     let clients = clients(&shared.cluster).await;
     let tx = transaction(TxType::Eip1559);
-    let payload = Payload::Transaction(tx.signing_payload());
+    let payload = Payload::Transaction(tx.clone());
     let session_id = relay::fresh_session_id();
     let attempt = || {
         relay::sign(
@@ -491,7 +491,7 @@ async fn a_hash_that_does_not_match_the_transaction_is_refused() {
     let tx = transaction(TxType::Eip1559);
     // The coordinator claims the hash of another transaction.
     let other = transaction(TxType::Eip1559);
-    let payload = Payload::Transaction(tx.signing_payload());
+    let payload = Payload::Transaction(tx.clone());
     let error = relay::sign(
         &clients,
         [1, 2],

@@ -46,7 +46,7 @@ async fn sign(
         clients,
         signers,
         &key.key_id,
-        &Payload::Transaction(tx.signing_payload()),
+        &Payload::Transaction(tx.clone()),
         tx.signing_hash(),
         None,
         None,

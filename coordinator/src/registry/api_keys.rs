@@ -8,7 +8,7 @@ use shardsign_policy::{Rules, RulesFor};
 use shardsign_proto::v1 as api;
 
 use super::Registry;
-use crate::apikeys::{ApiKey, Scopes, SecretHash};
+use crate::access::apikeys::{ApiKey, Scopes, SecretHash};
 use crate::error::CoordError;
 
 const COLUMNS: &str =

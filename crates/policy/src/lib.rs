@@ -2,13 +2,15 @@
 //! contacts a node) and the nodes (which check the operator-signed key policy themselves, so a
 //! compromised coordinator cannot make them sign what the policy forbids).
 //!
-//! - [`Rules`]: what a caller may sign, parsed and bounded from the wire `Policy`; deny by default.
+//! - [`Rules`]: what a caller may sign; deny by default. `wire` parses and bounds them from the
+//!   wire `Policy` (protobuf messages only: this crate does not depend on tonic).
 //! - [`Refusal`]: the rule that said no, with the values, for the caller to read.
 //! - [`signed`]: the operator's Ed25519 policy key, signing and verifying `KeyPolicy` bytes.
 
 mod error;
 mod rules;
 pub mod signed;
+mod wire;
 
 pub use error::{PolicyError, Refusal};
 pub use rules::{Cap, ContractCallRule, Rules, RulesFor};

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use shardsign_eth::{Address, U256, UnsignedTransaction, format_eth, parse_amount};
-use shardsign_proto::v1 as api;
+use shardsign_eth::{Address, U256, UnsignedTransaction, format_eth};
+use shardsign_request::Payload;
 
-use crate::error::{PolicyError, Refusal};
+use crate::error::Refusal;
 
 /// Most chain ids in one policy.
 pub const MAX_CHAIN_IDS: usize = 64;
@@ -15,7 +15,6 @@ pub const MAX_CHAIN_IDS: usize = 64;
 pub const MAX_ALLOWLIST: usize = 1000;
 /// Highest requests_per_minute.
 pub const MAX_REQUESTS_PER_MINUTE: u32 = 1_000_000;
-const MAX_FIELD_LEN: usize = 100;
 
 /// An upper bound on an amount of wei.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,34 +24,11 @@ pub enum Cap {
 }
 
 impl Cap {
-    fn parse(field: &'static str, text: &str) -> Result<Cap, PolicyError> {
-        let text = text.trim();
-        if text.len() > MAX_FIELD_LEN {
-            return Err(PolicyError::invalid(field, "longer than 100 characters"));
-        }
-        if text.is_empty() {
-            return Ok(Cap::Max(U256::ZERO));
-        }
-        if text.eq_ignore_ascii_case("unlimited") {
-            return Ok(Cap::Unlimited);
-        }
-        parse_amount(field, text)
-            .map(Cap::Max)
-            .map_err(|e| PolicyError::invalid(field, e.to_string()))
-    }
-
     /// `Ok` when `value` is within the cap.
     pub fn allows(&self, value: U256) -> bool {
         match self {
             Cap::Unlimited => true,
             Cap::Max(max) => value <= *max,
-        }
-    }
-
-    fn to_wire(self) -> String {
-        match self {
-            Cap::Unlimited => "unlimited".into(),
-            Cap::Max(max) => max.to_string(),
         }
     }
 }
@@ -115,155 +91,7 @@ pub struct Rules {
     pub allow_message_signing: bool,
 }
 
-fn parse_selector(text: &str) -> Result<Option<[u8; 4]>, PolicyError> {
-    if text == "*" {
-        return Ok(None);
-    }
-    let hex_digits = text.strip_prefix("0x").ok_or_else(|| {
-        PolicyError::invalid(
-            "allowed_contract_calls",
-            "selector: expected 0x and 8 hex digits, or *",
-        )
-    })?;
-    let bytes = hex::decode(hex_digits)
-        .ok()
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .ok_or_else(|| {
-            PolicyError::invalid(
-                "allowed_contract_calls",
-                format!("selector `{text}`: expected 0x and 8 hex digits, or *"),
-            )
-        })?;
-    Ok(Some(bytes))
-}
-
-fn parse_address(field: &'static str, text: &str) -> Result<Address, PolicyError> {
-    if text.len() > MAX_FIELD_LEN {
-        return Err(PolicyError::invalid(
-            field,
-            "an entry is longer than 100 characters",
-        ));
-    }
-    Address::parse(field, text).map_err(|e| PolicyError::invalid(field, e.to_string()))
-}
-
 impl Rules {
-    /// Parses and bounds a wire policy.
-    pub fn from_proto(policy: &api::Policy, kind: RulesFor) -> Result<Rules, PolicyError> {
-        if policy.allowed_chain_ids.len() > MAX_CHAIN_IDS {
-            return Err(PolicyError::invalid(
-                "allowed_chain_ids",
-                format!("at most {MAX_CHAIN_IDS} chain ids"),
-            ));
-        }
-        if policy.allowed_chain_ids.contains(&0) {
-            return Err(PolicyError::invalid(
-                "allowed_chain_ids",
-                "0 is not a chain id",
-            ));
-        }
-        if policy.allowed_recipients.len() > MAX_ALLOWLIST
-            || policy.allowed_contract_calls.len() > MAX_ALLOWLIST
-        {
-            return Err(PolicyError::invalid(
-                "allowed_recipients",
-                format!("at most {MAX_ALLOWLIST} recipients and {MAX_ALLOWLIST} contract calls"),
-            ));
-        }
-        if policy.requests_per_minute > MAX_REQUESTS_PER_MINUTE {
-            return Err(PolicyError::invalid(
-                "requests_per_minute",
-                format!("at most {MAX_REQUESTS_PER_MINUTE}"),
-            ));
-        }
-        if kind == RulesFor::SigningKey
-            && (!policy.max_value_per_24h.is_empty() || policy.requests_per_minute != 0)
-        {
-            return Err(PolicyError::invalid(
-                "max_value_per_24h",
-                "max_value_per_24h and requests_per_minute belong on API keys; a signing key's policy must leave them empty",
-            ));
-        }
-        let mut any_recipient = false;
-        let mut recipients = BTreeSet::new();
-        for entry in &policy.allowed_recipients {
-            if entry == "*" {
-                any_recipient = true;
-            } else {
-                recipients.insert(parse_address("allowed_recipients", entry)?);
-            }
-        }
-        let contract_calls = policy
-            .allowed_contract_calls
-            .iter()
-            .map(|call| {
-                Ok(ContractCallRule {
-                    to: if call.to == "*" {
-                        None
-                    } else {
-                        Some(parse_address("allowed_contract_calls", &call.to)?)
-                    },
-                    selector: parse_selector(&call.selector)?,
-                })
-            })
-            .collect::<Result<Vec<_>, PolicyError>>()?;
-        Ok(Rules {
-            chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
-            max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
-            max_value_per_24h: match kind {
-                RulesFor::ApiKey => Cap::parse("max_value_per_24h", &policy.max_value_per_24h)?,
-                RulesFor::SigningKey => Cap::Unlimited,
-            },
-            any_recipient,
-            recipients,
-            contract_calls,
-            allow_contract_creation: policy.allow_contract_creation,
-            max_fee_per_gas: Cap::parse("max_fee_per_gas", &policy.max_fee_per_gas)?,
-            max_total_fee: Cap::parse("max_total_fee", &policy.max_total_fee)?,
-            requests_per_minute: match kind {
-                RulesFor::ApiKey => policy.requests_per_minute,
-                RulesFor::SigningKey => u32::MAX,
-            },
-            allow_message_signing: policy.allow_message_signing,
-        })
-    }
-
-    /// The wire form (amounts in wei), for showing a policy back to its owner.
-    pub fn to_proto(&self, kind: RulesFor) -> api::Policy {
-        let mut allowed_recipients: Vec<String> =
-            self.recipients.iter().map(Address::to_checksum).collect();
-        if self.any_recipient {
-            allowed_recipients.insert(0, "*".into());
-        }
-        api::Policy {
-            allowed_chain_ids: self.chain_ids.iter().copied().collect(),
-            max_value_per_tx: self.max_value_per_tx.to_wire(),
-            max_value_per_24h: match kind {
-                RulesFor::ApiKey => self.max_value_per_24h.to_wire(),
-                RulesFor::SigningKey => String::new(),
-            },
-            allowed_recipients,
-            allowed_contract_calls: self
-                .contract_calls
-                .iter()
-                .map(|call| api::ContractCall {
-                    to: call.to.map_or_else(|| "*".into(), |a| a.to_checksum()),
-                    selector: call
-                        .selector
-                        .map_or_else(|| "*".into(), |s| format!("0x{}", hex::encode(s))),
-                })
-                .collect(),
-            allow_contract_creation: self.allow_contract_creation,
-            max_fee_per_gas: self.max_fee_per_gas.to_wire(),
-            max_total_fee: self.max_total_fee.to_wire(),
-            requests_per_minute: match kind {
-                RulesFor::ApiKey => self.requests_per_minute,
-                RulesFor::SigningKey => 0,
-            },
-            allow_message_signing: self.allow_message_signing,
-        }
-    }
-
     /// Checks a transaction against every per-transaction rule (not the rolling 24 h value and
     /// not the request rate, which need state: the coordinator checks those).
     pub fn check_transaction(&self, tx: &UnsignedTransaction) -> Result<(), Refusal> {
@@ -350,6 +178,14 @@ impl Rules {
         }
     }
 
+    /// Checks any payload against the rules that apply to its kind.
+    pub fn check(&self, payload: &Payload) -> Result<(), Refusal> {
+        match payload {
+            Payload::Transaction(tx) => self.check_transaction(tx),
+            Payload::PersonalMessage(_) => self.check_message(),
+        }
+    }
+
     /// EIP-191 message signing.
     pub fn check_message(&self) -> Result<(), Refusal> {
         if self.allow_message_signing {
@@ -376,7 +212,11 @@ fn over(rule: &'static str, value: U256, cap: Cap, unit: Unit) -> Refusal {
 
 #[cfg(test)]
 mod tests {
+    use shardsign_eth::parse_amount;
+    use shardsign_proto::v1 as api;
+
     use super::*;
+    use crate::error::PolicyError;
     use shardsign_eth::{Eip1559Transaction, LegacyTransaction};
 
     const ALICE: &str = "0x00000000000000000000000000000000000a11ce";

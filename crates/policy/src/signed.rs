@@ -9,6 +9,8 @@ use prost::Message;
 use shardsign_proto::v1 as api;
 use zeroize::Zeroizing;
 
+use shardsign_request::KeyId;
+
 use crate::error::PolicyError;
 use crate::rules::{Rules, RulesFor};
 
@@ -79,18 +81,7 @@ fn signed_message(policy: &[u8]) -> Vec<u8> {
 }
 
 fn check_shape(policy: &api::KeyPolicy) -> Result<Rules, PolicyError> {
-    let valid_id = !policy.key_id.is_empty()
-        && policy.key_id.len() <= 64
-        && policy
-            .key_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid_id {
-        return Err(PolicyError::invalid(
-            "key_id",
-            "expected 1 to 64 characters of A-Z a-z 0-9 _ -",
-        ));
-    }
+    KeyId::parse(&policy.key_id).map_err(|e| PolicyError::invalid("key_id", e.to_string()))?;
     if policy.cluster_id.is_empty() || policy.cluster_id.len() > 64 {
         return Err(PolicyError::invalid(
             "cluster_id",

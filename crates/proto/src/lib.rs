@@ -1,17 +1,18 @@
-//! Generated protobuf and tonic bindings. Hand-written conversions live with their users; this
-//! crate is only the wire.
+//! Generated protobuf bindings (and, with the `grpc` feature, tonic clients and servers).
+//! Hand-written conversions live with their users; this crate is only the wire.
 
 /// The public API (`shardsign.v1`).
 pub mod v1 {
-    tonic::include_proto!("shardsign.v1");
+    include!(concat!(env!("OUT_DIR"), "/shardsign.v1.rs"));
 }
 
 /// The internal node protocol (`shardsign.node.v1`).
 pub mod node {
     pub mod v1 {
-        tonic::include_proto!("shardsign.node.v1");
+        include!(concat!(env!("OUT_DIR"), "/shardsign.node.v1.rs"));
     }
 }
 
 /// Encoded file descriptor set of every proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shardsign_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shardsign_descriptor.bin"));

@@ -19,10 +19,19 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn to_byte(self) -> u8 {
+    /// The protocol's byte on the wire (messages, and the sealing context that binds them).
+    pub fn to_byte(self) -> u8 {
         match self {
             Protocol::Dkg => 1,
             Protocol::Sign => 2,
+        }
+    }
+
+    /// A short stable name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Dkg => "keygen",
+            Protocol::Sign => "sign",
         }
     }
 

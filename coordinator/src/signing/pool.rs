@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::config::{CoordinatorConfig, NodeConfig};
 use crate::error::CoordError;
-use crate::relay::Clients;
+use crate::signing::relay::Clients;
 
 /// The three signing pairs.
 pub const PAIRS: [[u8; 2]; 3] = [[1, 2], [2, 3], [1, 3]];

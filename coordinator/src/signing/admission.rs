@@ -1,35 +1,46 @@
-//! Admission of a signing request: the caller's key binding, its request rate, its API-key
-//! policy, the signing key's operator-signed policy, and the rolling 24-hour value, in that
-//! order (cheapest first). An admitted transaction holds a spend reservation that is given back
-//! if signing does not complete.
+//! Admission of a signing request, a component that owns its state (the request-rate limiter,
+//! the signing keys' verified policies, the 24-hour spend ledger in the registry): the caller's
+//! key binding, its request rate, its API-key policy, the signing key's operator-signed policy,
+//! and the rolling 24-hour value, in that order (cheapest first). An admitted request holds a
+//! spend reservation that is given back if signing does not complete.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use shardsign_eth::{U256, UnsignedTransaction, format_eth};
-use shardsign_policy::{Cap, Refusal, VerifiedKeyPolicy};
+use shardsign_eth::{U256, format_eth};
+use shardsign_policy::{Cap, Refusal};
+use shardsign_request::Payload;
 
-use crate::apikeys::ApiKey;
-use crate::auth::Caller;
-use crate::core::Coordinator;
+use crate::access::apikeys::ApiKey;
+use crate::access::auth::Caller;
+use crate::access::ratelimit::RateLimiter;
 use crate::error::CoordError;
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::{KeyRecord, Registry, Reservation, now_ms};
+use crate::signing::key_policies::KeyPolicies;
+
+pub struct Admission {
+    registry: Arc<Registry>,
+    key_policies: Arc<KeyPolicies>,
+    rate: Arc<RateLimiter>,
+    metrics: Arc<CoordinatorMetrics>,
+}
 
 /// An admitted request: the signed key policy to forward, and the spend to keep or give back.
-pub struct Admission<'a> {
+pub struct Admitted<'a> {
     registry: &'a Registry,
     reservation: Option<i64>,
     pub signed_policy: Vec<u8>,
 }
 
-impl Admission<'_> {
+impl Admitted<'_> {
     /// The signature was returned: the spend stays counted.
     pub fn commit(mut self) {
         self.reservation = None;
     }
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.reservation.take()
             && let Err(error) = self.registry.release_spend(id)
@@ -39,7 +50,7 @@ impl Drop for Admission<'_> {
     }
 }
 
-/// The transaction rules with the refusal marked as the key policy's.
+/// The rules' refusal marked as the signing key policy's.
 fn key_policy_refusal(refusal: Refusal, version: u64) -> Refusal {
     Refusal::new(
         refusal.rule,
@@ -47,14 +58,28 @@ fn key_policy_refusal(refusal: Refusal, version: u64) -> Refusal {
     )
 }
 
-impl Coordinator {
+impl Admission {
+    pub fn new(
+        registry: Arc<Registry>,
+        key_policies: Arc<KeyPolicies>,
+        rate: Arc<RateLimiter>,
+        metrics: Arc<CoordinatorMetrics>,
+    ) -> Self {
+        Admission {
+            registry,
+            key_policies,
+            rate,
+            metrics,
+        }
+    }
+
     fn refuse(&self, refusal: Refusal) -> CoordError {
-        self.auth.metrics.refused(refusal.rule);
+        self.metrics.refused(refusal.rule);
         CoordError::PolicyRefused(refusal)
     }
 
     /// The API key behind a caller allowed to use `key_id`.
-    pub(crate) fn bound_api_key<'c>(
+    pub fn bound_api_key<'c>(
         &self,
         caller: &'c Caller,
         key_id: &str,
@@ -63,7 +88,7 @@ impl Coordinator {
             CoordError::PermissionDenied("the bootstrap credential cannot sign".into())
         })?;
         if !api_key.may_use(key_id) {
-            self.auth.metrics.refused("key_binding");
+            self.metrics.refused("key_binding");
             return Err(CoordError::PermissionDenied(format!(
                 "API key {} is not allowed to use key `{key_id}`",
                 api_key.id
@@ -77,7 +102,7 @@ impl Coordinator {
         self.rate
             .take(&api_key.id, per_minute, Instant::now())
             .map_err(|wait| {
-                self.auth.metrics.refused("requests_per_minute");
+                self.metrics.refused("requests_per_minute");
                 if per_minute == 0 {
                     CoordError::RateLimited(
                         "policy requests_per_minute: 0, so this key may not sign".into(),
@@ -91,42 +116,39 @@ impl Coordinator {
             })
     }
 
-    fn key_policy(&self, key_id: &str) -> Result<Option<Arc<VerifiedKeyPolicy>>, CoordError> {
+    /// The signed policy to forward, after checking `payload` against it (empty when key
+    /// policies are off).
+    fn check_key_policy(&self, key_id: &str, payload: &Payload) -> Result<Vec<u8>, CoordError> {
         if !self.key_policies.enforcing() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        self.key_policies
+        let policy = self
+            .key_policies
             .get(key_id)
-            .map(Some)
-            .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))
+            .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
+        policy
+            .rules
+            .check(payload)
+            .map_err(|r| self.refuse(key_policy_refusal(r, policy.version)))?;
+        Ok(policy.signed.clone())
     }
 
-    pub(crate) fn admit_transaction(
+    /// Admits `payload` for `key` on behalf of `api_key` (already checked to be bound to it).
+    pub fn admit(
         &self,
-        caller: &Caller,
+        api_key: &ApiKey,
         key: &KeyRecord,
-        tx: &UnsignedTransaction,
-    ) -> Result<Admission<'_>, CoordError> {
-        let api_key = self.bound_api_key(caller, &key.key_id)?;
+        payload: &Payload,
+    ) -> Result<Admitted<'_>, CoordError> {
         self.take_rate(api_key)?;
-        api_key
-            .rules
-            .check_transaction(tx)
-            .map_err(|r| self.refuse(r))?;
-        let mut signed_policy = Vec::new();
-        if let Some(policy) = self.key_policy(&key.key_id)? {
-            policy
-                .rules
-                .check_transaction(tx)
-                .map_err(|r| self.refuse(key_policy_refusal(r, policy.version)))?;
-            signed_policy = policy.signed.clone();
-        }
-        let mut admission = Admission {
+        api_key.rules.check(payload).map_err(|r| self.refuse(r))?;
+        let signed_policy = self.check_key_policy(&key.key_id, payload)?;
+        let mut admitted = Admitted {
             registry: &self.registry,
             reservation: None,
             signed_policy,
         };
-        let value = tx.value();
+        let value = payload.value();
         if let Cap::Max(cap) = api_key.rules.max_value_per_24h
             && value > U256::ZERO
         {
@@ -134,7 +156,7 @@ impl Coordinator {
                 .registry
                 .reserve_spend(&api_key.id, value, cap, now_ms())?
             {
-                Reservation::Reserved(id) => admission.reservation = Some(id),
+                Reservation::Reserved(id) => admitted.reservation = Some(id),
                 Reservation::Over { spent } => {
                     return Err(self.refuse(Refusal::new(
                         "max_value_per_24h",
@@ -148,29 +170,6 @@ impl Coordinator {
                 }
             }
         }
-        Ok(admission)
-    }
-
-    pub(crate) fn admit_message(
-        &self,
-        caller: &Caller,
-        key: &KeyRecord,
-    ) -> Result<Admission<'_>, CoordError> {
-        let api_key = self.bound_api_key(caller, &key.key_id)?;
-        self.take_rate(api_key)?;
-        api_key.rules.check_message().map_err(|r| self.refuse(r))?;
-        let mut signed_policy = Vec::new();
-        if let Some(policy) = self.key_policy(&key.key_id)? {
-            policy
-                .rules
-                .check_message()
-                .map_err(|r| self.refuse(key_policy_refusal(r, policy.version)))?;
-            signed_policy = policy.signed.clone();
-        }
-        Ok(Admission {
-            registry: &self.registry,
-            reservation: None,
-            signed_policy,
-        })
+        Ok(admitted)
     }
 }

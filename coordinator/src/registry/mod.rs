@@ -101,6 +101,26 @@ pub struct KeyRecord {
     pub disabled: bool,
 }
 
+impl KeyRecord {
+    /// The public API's view of the key.
+    pub fn to_api(&self) -> shardsign_proto::v1::Key {
+        use shardsign_proto::v1 as api;
+        api::Key {
+            key_id: self.key_id.clone(),
+            label: self.label.clone(),
+            address: self.address.clone(),
+            public_key: self.public_key.clone(),
+            created_at_unix: self.created_at,
+            status: if self.disabled {
+                api::KeyStatus::Disabled
+            } else {
+                api::KeyStatus::Active
+            } as i32,
+            allowed_chain_ids: self.allowed_chain_ids.clone(),
+        }
+    }
+}
+
 pub struct Registry {
     conn: Arc<Mutex<Connection>>,
     writer: GroupCommit,

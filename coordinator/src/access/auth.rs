@@ -15,11 +15,12 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
-use crate::apikeys::{self, ApiKey, Match, Scope, SecretHasher};
+use crate::access::apikeys::{self, ApiKey, Match, Scope, SecretHasher};
+use crate::access::guard::FailureGuard;
+use crate::audit::AuditEntry;
 use crate::config::Token;
 use crate::error::CoordError;
-use crate::guard::FailureGuard;
-use crate::metrics::AccessMetrics;
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::{Registry, now_ms};
 
 /// Responses carry `x-key-expires-in` once the key is this close to its expiry.
@@ -65,6 +66,28 @@ impl Caller {
         }
     }
 
+    /// `entry` as this caller's: the time, the caller's id and peer filled in.
+    pub fn audit_entry(&self, entry: AuditEntry) -> AuditEntry {
+        AuditEntry {
+            at_ms: now_ms(),
+            api_key_id: self.id().to_string(),
+            peer: self.peer.clone(),
+            ..entry
+        }
+    }
+
+    /// What `WhoAmI` answers.
+    pub fn info(&self) -> shardsign_proto::v1::ApiKeyInfo {
+        match &self.principal {
+            Principal::ApiKey(key) => key.to_api(now_ms()),
+            Principal::Bootstrap => shardsign_proto::v1::ApiKeyInfo {
+                id: "bootstrap".into(),
+                label: "bootstrap credential".into(),
+                ..Default::default()
+            },
+        }
+    }
+
     /// Adds the expiry header to a reply or an error.
     pub fn annotate(&self, metadata: &mut tonic::metadata::MetadataMap) {
         if let Some(seconds) = self.expires_in {
@@ -101,7 +124,7 @@ pub struct Authenticator {
     bootstrap: Option<[u8; 32]>,
     keys: RwLock<HashMap<String, Arc<ApiKey>>>,
     guard: FailureGuard,
-    pub metrics: Arc<AccessMetrics>,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
@@ -125,7 +148,7 @@ impl Authenticator {
         hasher: SecretHasher,
         environment: &'static str,
         bootstrap: Option<Token>,
-        metrics: Arc<AccessMetrics>,
+        metrics: Arc<CoordinatorMetrics>,
     ) -> Result<Self, CoordError> {
         let keys = registry
             .load_api_keys()?

@@ -11,8 +11,9 @@ use std::time::Duration;
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{
     CancelRequest, DeliverRequest, Envelope, FinalizeKeygenRequest, KeygenResult, RoundReply,
-    SignatureResult, StartKeygenRequest, StartSignRequest, round_reply, start_sign_request,
+    SignatureResult, StartKeygenRequest, StartSignRequest, round_reply,
 };
+use shardsign_request::SignRequest;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -290,18 +291,10 @@ pub async fn keygen(
     Ok(results)
 }
 
-/// What a signing session signs.
-#[derive(Debug, Clone)]
-pub enum Payload {
-    Transaction(Vec<u8>),
-    PersonalMessage(Vec<u8>),
-}
-
 /// What a signing session is asked to sign, and the key policy that allows it.
 #[derive(Clone, Copy)]
 pub struct SignJob<'a> {
-    pub key_id: &'a str,
-    pub payload: &'a Payload,
+    pub request: &'a SignRequest,
     /// The hash the coordinator computed; each node recomputes it and must agree.
     pub expected_hash: [u8; 32],
     /// The key's operator-signed policy (encoded), forwarded for the nodes to check.
@@ -318,11 +311,12 @@ pub async fn sign(
     options: &mut Options<'_>,
 ) -> Result<Vec<SignatureResult>, RelayError> {
     let SignJob {
-        key_id,
-        payload,
+        request: sign_request,
         expected_hash,
         signed_policy,
     } = *job;
+    let payload = shardsign_request::proto::to_node(&sign_request.payload);
+    let key_id = sign_request.key_id.as_str();
     let mut pair = Clients::new();
     for signer in signers {
         let client = clients.get(&signer).ok_or_else(|| RelayError {
@@ -333,18 +327,12 @@ pub async fn sign(
     }
     let timeout = options.call_timeout;
     let started = start_all(&pair, |mut client| {
-        let payload = match payload {
-            Payload::Transaction(bytes) => start_sign_request::Payload::Transaction(bytes.clone()),
-            Payload::PersonalMessage(bytes) => {
-                start_sign_request::Payload::PersonalMessage(bytes.clone())
-            }
-        };
         let request = with_timeout(
             StartSignRequest {
                 session_id: session_id.to_vec(),
                 key_id: key_id.to_string(),
                 signers: signers.iter().map(|s| u32::from(*s)).collect(),
-                payload: Some(payload),
+                payload: Some(payload.clone()),
                 expected_hash: expected_hash.to_vec(),
                 signed_policy: signed_policy.to_vec(),
             },

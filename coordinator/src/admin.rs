@@ -1,6 +1,6 @@
-//! The Admin API's access operations: API keys (create, list, rotate, revoke, policy), signing
-//! key policies (store, forward to the nodes), the audit log (verify, list) and `WhoAmI`. Every
-//! change is itself written to the audit log.
+//! The Admin API's operations besides the ceremony: API keys (create, list, rotate, revoke,
+//! policy), signing key policies (store, forward to the nodes), keys (disable), the audit log
+//! (verify, list) and cluster status. Every change is itself written to the audit log.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,12 +10,18 @@ use shardsign_policy::{Rules, RulesFor};
 use shardsign_proto::node::v1::PutPolicyRequest;
 use shardsign_proto::v1 as api;
 
-use crate::apikeys::{self, ApiKey, Scopes};
+use shardsign_proto::node::v1::GetIdentityRequest;
+use shardsign_request::KeyId;
+
+use crate::MAX_LABEL_LEN;
+use crate::access::apikeys::{self, ApiKey, Scopes};
+use crate::access::auth::{Authenticator, Caller, Principal};
+use crate::access::ratelimit::RateLimiter;
 use crate::audit::{AuditEntry, Decision};
-use crate::auth::{Caller, Principal};
-use crate::core::{Coordinator, MAX_LABEL_LEN};
 use crate::error::CoordError;
-use crate::registry::{PolicyUpdate, now_ms};
+use crate::registry::{PolicyUpdate, Registry, now_ms};
+use crate::signing::key_policies::KeyPolicies;
+use crate::signing::pool::NodePool;
 
 /// Default grace period of a rotated-out secret.
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 60 * 60;
@@ -26,31 +32,16 @@ pub const MAX_LIFETIME_SECS: i64 = 10 * 366 * 24 * 60 * 60;
 /// Most signing keys one API key can be bound to.
 pub const MAX_BOUND_KEYS: usize = 1000;
 
-fn valid_key_id(key_id: &str) -> bool {
-    !key_id.is_empty()
-        && key_id.len() <= 64
-        && key_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+    pub key_policies: Arc<KeyPolicies>,
+    pub pool: Arc<NodePool>,
+    /// Admission's limiter: a key whose policy changed or that was revoked starts afresh.
+    pub rate: Arc<RateLimiter>,
 }
 
-impl Coordinator {
-    /// Appends `entry` to the audit log as `caller`'s (time, caller id and peer filled in here).
-    pub fn audit(&self, caller: &Caller, entry: AuditEntry) -> Result<u64, CoordError> {
-        self.registry
-            .append_audit(Self::callers_entry(caller, entry))
-    }
-
-    /// `entry` with the time, the caller's id and peer filled in.
-    pub(crate) fn callers_entry(caller: &Caller, entry: AuditEntry) -> AuditEntry {
-        AuditEntry {
-            at_ms: now_ms(),
-            api_key_id: caller.id().to_string(),
-            peer: caller.peer.clone(),
-            ..entry
-        }
-    }
-
+impl Admin {
     /// Appends an administrative action to the audit log.
     pub fn audit_admin<T>(
         &self,
@@ -64,17 +55,15 @@ impl Coordinator {
             Ok(_) => (Decision::Allowed, target.to_string()),
             Err(error) => (Decision::of(error), format!("{target}: {error}")),
         };
-        self.audit(
-            caller,
-            AuditEntry {
+        self.registry
+            .append_audit(caller.audit_entry(AuditEntry {
                 operation: operation.to_string(),
                 key_id: key_id.to_string(),
                 decision: decision.as_str().to_string(),
                 detail,
                 ..Default::default()
-            },
-        )
-        .map(|_| ())
+            }))
+            .map(|_| ())
     }
 
     fn api_key_or_not_found(&self, id: &str) -> Result<Arc<ApiKey>, CoordError> {
@@ -115,14 +104,13 @@ impl Coordinator {
                 format!("at most {MAX_BOUND_KEYS} keys"),
             ));
         }
-        if let Some(bad) = request.key_ids.iter().find(|id| !valid_key_id(id)) {
-            return Err(CoordError::invalid(
-                "key_ids",
-                format!(
-                    "`{}` is not a key id (1 to 64 characters of A-Z a-z 0-9 _ -)",
-                    bad.escape_default()
-                ),
-            ));
+        for id in &request.key_ids {
+            KeyId::parse(id).map_err(|e| {
+                CoordError::invalid(
+                    "key_ids",
+                    format!("`{}` is not a key id ({e})", id.escape_default()),
+                )
+            })?;
         }
         if !(0..=MAX_LIFETIME_SECS).contains(&request.expires_in_seconds) {
             return Err(CoordError::invalid(
@@ -355,14 +343,62 @@ impl Coordinator {
         })
     }
 
-    pub fn who_am_i(&self, caller: &Caller) -> api::ApiKeyInfo {
-        match &caller.principal {
-            Principal::ApiKey(key) => key.to_api(now_ms()),
-            Principal::Bootstrap => api::ApiKeyInfo {
-                id: "bootstrap".into(),
-                label: "bootstrap credential".into(),
+    pub fn disable_key(&self, key_id: &str) -> Result<api::Key, CoordError> {
+        let key = self.registry.disable_key(key_id)?;
+        tracing::info!(key_id, "key disabled");
+        Ok(key.to_api())
+    }
+
+    pub async fn cluster_status(&self) -> api::ClusterStatusResponse {
+        let mut calls = tokio::task::JoinSet::new();
+        for node in self.pool.nodes() {
+            let mut client = node.client.clone();
+            let config = node.config.clone();
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(GetIdentityRequest {});
+                request.set_timeout(Duration::from_secs(2));
+                (config, client.get_identity(request).await)
+            });
+        }
+        let mut nodes = Vec::new();
+        while let Some(Ok((config, outcome))) = calls.join_next().await {
+            let mut status = api::NodeStatus {
+                node_id: u32::from(config.node_id),
+                address: config.address.clone(),
                 ..Default::default()
-            },
+            };
+            match outcome {
+                Ok(identity) => {
+                    let identity = identity.into_inner();
+                    status.version = identity.version;
+                    status.key_count = identity.key_count;
+                    status.fingerprint = identity.fingerprint.clone();
+                    match &config.fingerprint {
+                        Some(expected) if *expected != identity.fingerprint => {
+                            status.error = format!(
+                                "identity fingerprint {} does not match the configured {expected}",
+                                identity.fingerprint
+                            );
+                        }
+                        _ if identity.node_id != u32::from(config.node_id) => {
+                            status.error = format!(
+                                "the node at this address says it is node {}",
+                                identity.node_id
+                            );
+                        }
+                        _ => status.reachable = true,
+                    }
+                }
+                Err(error) => status.error = error.message().to_string(),
+            }
+            nodes.push(status);
+        }
+        nodes.sort_by_key(|n| n.node_id);
+        let reachable = nodes.iter().filter(|n| n.reachable).count();
+        api::ClusterStatusResponse {
+            can_sign: reachable >= 2,
+            can_create_keys: reachable == 3,
+            nodes,
         }
     }
 }

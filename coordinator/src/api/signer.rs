@@ -1,0 +1,125 @@
+//! The `Signer` service: keys an agent may read, signing, and `WhoAmI`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardsign_proto::v1::signer_server::Signer;
+use shardsign_proto::v1::{
+    ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignMessageRequest,
+    SignMessageResponse, SignTransactionRequest, SignTransactionResponse, WhoAmIRequest,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::{deadline, respond};
+use crate::access::apikeys::Scope;
+use crate::access::auth::{Authenticator, Caller};
+use crate::error::CoordError;
+use crate::registry::Registry;
+use crate::signing::Signing;
+use crate::signing::operation::Operation;
+
+pub struct SignerService {
+    pub auth: Arc<Authenticator>,
+    pub registry: Arc<Registry>,
+    pub signing: Arc<Signing>,
+    pub request_timeout: Duration,
+}
+
+impl SignerService {
+    /// Authenticates, signs within the caller's deadline, and logs the outcome.
+    async fn sign<O: Operation>(
+        &self,
+        request: Request<O>,
+    ) -> Result<Response<O::Response>, Status> {
+        let caller = self.auth.authenticate(&request, Scope::Sign, false).await?;
+        let deadline = deadline(&request, self.request_timeout);
+        let request = request.into_inner();
+        let span = tracing::info_span!(
+            "sign",
+            operation = O::NAME,
+            key_id = %request.key_id().escape_default(),
+            api_key_id = caller.id(),
+            request_id = %request.request_id().escape_default()
+        );
+        let result = self
+            .signing
+            .sign(&caller, request, deadline)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match &result {
+            Ok(response) => tracing::info!(evidence = hex::encode(O::evidence(response)), "signed"),
+            Err(error) => tracing::info!(%error, "refused or failed"),
+        }
+        respond(&caller, result)
+    }
+
+    fn may_read(caller: &Caller, key_id: &str) -> bool {
+        caller.api_key().is_some_and(|k| k.may_read(key_id))
+    }
+}
+
+#[tonic::async_trait]
+impl Signer for SignerService {
+    async fn get_key(&self, request: Request<GetKeyRequest>) -> Result<Response<Key>, Status> {
+        let caller = self.auth.authenticate(&request, Scope::Read, false).await?;
+        let key_id = request.into_inner().key_id;
+        let result = if Self::may_read(&caller, &key_id) {
+            self.registry.get_key(&key_id).map(|key| key.to_api())
+        } else {
+            Err(CoordError::PermissionDenied(format!(
+                "API key {} is not allowed to use key `{key_id}`",
+                caller.id()
+            )))
+        };
+        respond(&caller, result)
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysResponse>, Status> {
+        let caller = self.auth.authenticate(&request, Scope::Read, false).await?;
+        let result = self.registry.list_keys().map(|keys| ListKeysResponse {
+            keys: keys
+                .iter()
+                .filter(|key| Self::may_read(&caller, &key.key_id))
+                .map(|key| key.to_api())
+                .collect(),
+        });
+        respond(&caller, result)
+    }
+
+    async fn sign_transaction(
+        &self,
+        request: Request<SignTransactionRequest>,
+    ) -> Result<Response<SignTransactionResponse>, Status> {
+        self.sign(request).await
+    }
+
+    async fn sign_message(
+        &self,
+        request: Request<SignMessageRequest>,
+    ) -> Result<Response<SignMessageResponse>, Status> {
+        self.sign(request).await
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<ApiKeyInfo>, Status> {
+        // Any valid key may ask about itself, whatever its scopes.
+        let caller = match self.auth.authenticate(&request, Scope::Read, false).await {
+            Ok(caller) => caller,
+            Err(status) if status.code() == tonic::Code::PermissionDenied => self
+                .auth
+                .authenticate(&request, Scope::Sign, false)
+                .await
+                .or(Err(status))?,
+            Err(status) => return Err(status),
+        };
+        let info = caller.info();
+        respond(&caller, Ok(info))
+    }
+}

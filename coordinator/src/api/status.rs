@@ -1,0 +1,39 @@
+//! Each coordinator error as one gRPC status, with the message a caller can act on. Internal
+//! failures are logged here and reach the caller only as "see the coordinator's log".
+
+use tonic::Status;
+
+use crate::error::CoordError;
+
+impl From<CoordError> for Status {
+    fn from(error: CoordError) -> Status {
+        let message = error.to_string();
+        match error {
+            CoordError::InvalidArgument { .. } | CoordError::InvalidTransaction(_) => {
+                Status::invalid_argument(message)
+            }
+            CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
+                Status::not_found(message)
+            }
+            CoordError::KeyDisabled(_) | CoordError::NoKeyPolicy(_) => {
+                Status::failed_precondition(message)
+            }
+            CoordError::Unauthenticated(_) => Status::unauthenticated(message),
+            CoordError::PolicyRefused(_) => Status::permission_denied(message),
+            CoordError::RateLimited(_) => Status::resource_exhausted(message),
+            CoordError::InvalidPolicy(_) => Status::invalid_argument(message),
+            CoordError::KeyExists(_) | CoordError::RequestIdReused(_) => {
+                Status::already_exists(message)
+            }
+            CoordError::Unavailable(_) => Status::unavailable(message),
+            CoordError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            CoordError::PermissionDenied(_) => Status::permission_denied(message),
+            CoordError::NodeRefused { code, .. } => Status::new(code, message),
+            CoordError::SigningFailed(_) | CoordError::KeygenFailed(_) => Status::aborted(message),
+            CoordError::Store(_) | CoordError::Commit(_) | CoordError::Config { .. } => {
+                tracing::error!(error = %message, "internal error");
+                Status::internal("internal error in the coordinator; see its log")
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The signing pipeline, one for every payload kind (see [`operation`]): request id -> key
+//! usable and bound to the caller -> payload -> chain allowed -> idempotency -> admission ->
+//! threshold signature -> response -> still authorised -> durable audit + idempotency record.
+
+pub mod admission;
+mod complete;
+pub mod key_policies;
+pub mod operation;
+pub mod pool;
+pub mod relay;
+mod threshold;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use shardsign_eth::Limits;
+use shardsign_request::{KeyId, PayloadKind, RequestId, SignRequest};
+
+use crate::access::auth::{Authenticator, Caller};
+use crate::error::CoordError;
+use crate::metrics::CoordinatorMetrics;
+use crate::registry::{IdempotencyRecord, KeyRecord, Registry};
+use admission::{Admission, Admitted};
+use complete::Signed;
+use operation::Operation;
+use pool::NodePool;
+use threshold::ThresholdSigner;
+
+/// Everything a signing request goes through.
+pub struct Signing {
+    registry: Arc<Registry>,
+    auth: Arc<Authenticator>,
+    admission: Admission,
+    threshold: ThresholdSigner,
+    metrics: Arc<CoordinatorMetrics>,
+    limits: Limits,
+}
+
+/// What identifies a request for idempotency: its kind, caller, key and payload (so one caller
+/// cannot read another's reply by reusing its request id).
+fn request_hash(kind: PayloadKind, caller: &str, key_id: &str, payload: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.name().as_bytes());
+    hasher.update([0]);
+    hasher.update(caller.as_bytes());
+    hasher.update([0]);
+    hasher.update(key_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload);
+    hasher.finalize().into()
+}
+
+impl Signing {
+    pub fn new(
+        registry: Arc<Registry>,
+        auth: Arc<Authenticator>,
+        admission: Admission,
+        pool: Arc<NodePool>,
+        round_timeout: Duration,
+        metrics: Arc<CoordinatorMetrics>,
+    ) -> Self {
+        Signing {
+            registry,
+            auth,
+            admission,
+            threshold: ThresholdSigner {
+                pool,
+                round_timeout,
+                metrics: metrics.clone(),
+            },
+            metrics,
+            limits: Limits::DEFAULT,
+        }
+    }
+
+    /// Signs one request: the whole pipeline, audited whatever its outcome.
+    pub async fn sign<O: Operation>(
+        &self,
+        caller: &Caller,
+        request: O,
+        deadline: Instant,
+    ) -> Result<O::Response, CoordError> {
+        let key_id = request.key_id().to_string();
+        let request_id = request.request_id().to_string();
+        let _in_flight = self.metrics.in_flight();
+        let outcome = self.sign_unaudited(caller, request, deadline).await;
+        complete::complete(
+            &self.registry,
+            &self.metrics,
+            caller,
+            O::NAME,
+            &key_id,
+            &request_id,
+            outcome,
+        )
+        .await
+    }
+
+    fn usable_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
+        let key_id = KeyId::field(key_id)?;
+        let key = self.registry.get_key(key_id.as_str())?;
+        if key.disabled {
+            return Err(CoordError::KeyDisabled(key_id.into_string()));
+        }
+        Ok(key)
+    }
+
+    async fn sign_unaudited<O: Operation>(
+        &self,
+        caller: &Caller,
+        request: O,
+        deadline: Instant,
+    ) -> Result<Signed<'_, O::Response>, CoordError> {
+        let request_id = RequestId::parse(request.request_id())?;
+        let key = self.usable_key(request.key_id())?;
+        let api_key = self.admission.bound_api_key(caller, &key.key_id)?;
+        let request = SignRequest {
+            key_id: KeyId::field(&key.key_id)?,
+            payload: request.into_payload(&self.limits)?,
+        };
+        if let Some(chain_id) = request.payload.chain_id()
+            && !key.allowed_chain_ids.contains(&chain_id)
+        {
+            return Err(CoordError::PermissionDenied(format!(
+                "chain id {chain_id} is not allowed for key `{}` (allowed: {:?})",
+                key.key_id, key.allowed_chain_ids
+            )));
+        }
+        let encoded = request.payload.encode();
+        let fingerprint = request_hash(request.payload.kind(), caller.id(), &key.key_id, &encoded);
+        if let Some(stored) = self
+            .registry
+            .idempotent_response(request_id.as_str(), &fingerprint)?
+        {
+            let value = O::Response::decode(stored.as_slice())
+                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))?;
+            return Ok(Signed::replayed(O::evidence(&value), value));
+        }
+        let admitting = Instant::now();
+        let admitted: Admitted<'_> = self.admission.admit(api_key, &key, &request.payload)?;
+        // Per-stage timings (the load generator reads them to report the access path's cost).
+        tracing::debug!(
+            stage = "admission",
+            micros = admitting.elapsed().as_micros() as u64,
+            "timing"
+        );
+        let hash = request.signing_hash();
+        let signature = self
+            .threshold
+            .sign(&key, &request, hash, &admitted.signed_policy, deadline)
+            .await?;
+        let response = O::respond(request.payload, signature, &key)?;
+        self.still_authorised(caller)?;
+        let record = IdempotencyRecord {
+            request_id: request_id.as_str().to_string(),
+            request_hash: fingerprint,
+            response: response.encode_to_vec(),
+        };
+        Ok(Signed::fresh(
+            O::evidence(&response),
+            response,
+            record,
+            admitted,
+        ))
+    }
+
+    /// A revocation that landed while the request was in flight withholds the signature.
+    fn still_authorised(&self, caller: &Caller) -> Result<(), CoordError> {
+        if let Some(key) = caller.api_key() {
+            let now = self.auth.current(&key.id);
+            if now.is_none_or(|k| k.revoked_at_ms.is_some()) {
+                return Err(CoordError::Unauthenticated(format!(
+                    "API key {} was revoked while this request was in flight; the signature was discarded",
+                    key.id
+                )));
+            }
+        }
+        Ok(())
+    }
+}

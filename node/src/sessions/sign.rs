@@ -1,0 +1,157 @@
+//! Signing: a request is checked in full before any protocol work. It carries the whole payload
+//! (a transaction or a message, never a bare hash); the node checks the key allows the chain and
+//! the signed key policy allows the payload, computes the hash itself and refuses if the
+//! coordinator's differs. Then two nodes run the engine's rounds.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use shardsign_policy::Rules;
+use shardsign_proto::node::v1::{Envelope, SignatureResult, round_reply};
+use shardsign_request::SignRequest;
+use shardsign_tss::{Message, PartyId, Protocol, SessionId, SignSession};
+
+use super::{Engine, Node, Session, StepOutput, engine_error};
+use crate::error::NodeError;
+
+/// The signing round that carries the signature fragments: a session's id is durably claimed
+/// before this round's messages (or a signature) leave the node.
+pub(super) const SIGN_FRAGMENT_ROUND: u32 = 3;
+
+/// A signing session as the node protocol asks for it, its fields already parsed.
+#[derive(Debug, Clone)]
+pub struct StartSign {
+    pub session_id: SessionId,
+    pub signers: [PartyId; 2],
+    pub request: SignRequest,
+    pub expected_hash: [u8; 32],
+    /// The key's operator-signed policy (encoded `SignedKeyPolicy`), forwarded by the coordinator.
+    pub signed_policy: Vec<u8>,
+}
+
+/// What a signing session's envelopes are bound to: key, signers and the hash being signed, so
+/// that nodes given different requests under one session id cannot talk.
+fn sign_binding(key_id: &str, signers: &[PartyId; 2], hash: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"shardsign-sign-binding-v1\0");
+    hasher.update(key_id.as_bytes());
+    hasher.update([0, signers[0].get(), signers[1].get()]);
+    hasher.update(hash);
+    hasher.finalize().into()
+}
+
+impl Node {
+    /// The hash a request asks for, after the key's chain and policy checks.
+    fn checked_hash(
+        &self,
+        request: &SignRequest,
+        allowed_chain_ids: &[u64],
+        rules: Option<&Rules>,
+    ) -> Result<[u8; 32], NodeError> {
+        if let Some(chain_id) = request.payload.chain_id()
+            && !allowed_chain_ids.contains(&chain_id)
+        {
+            return Err(NodeError::ChainNotAllowed {
+                chain_id,
+                key_id: request.key_id.to_string(),
+            });
+        }
+        if let Some(rules) = rules {
+            rules.check(&request.payload)?;
+        }
+        Ok(request.signing_hash())
+    }
+
+    /// Starts this node's side of a signing session, after checking the request in full.
+    pub fn start_sign(&self, start: StartSign) -> Result<Vec<Envelope>, NodeError> {
+        let checking = Instant::now();
+        let StartSign {
+            session_id,
+            signers,
+            request,
+            expected_hash,
+            signed_policy,
+        } = start;
+        let key_id = request.key_id.as_str();
+        let [a, b] = signers;
+        if a == b || (a != self.me && b != self.me) {
+            return Err(NodeError::invalid(
+                "signers",
+                format!(
+                    "expected two distinct nodes including this one (node {})",
+                    self.me
+                ),
+            ));
+        }
+        let policy = self
+            .policies
+            .for_request(&self.store, key_id, &signed_policy)
+            .inspect_err(|error| self.count_policy_refusal(error))?;
+        let (share, allowed_chain_ids) = self.store.load_key(key_id)?;
+        let hash = self
+            .checked_hash(
+                &request,
+                &allowed_chain_ids,
+                policy.as_ref().map(|p| &p.rules),
+            )
+            .inspect_err(|error| self.count_policy_refusal(error))?;
+        if hash != expected_hash {
+            return Err(NodeError::invalid(
+                "expected_hash",
+                "does not match the hash of the transaction this node decoded; refusing to sign",
+            ));
+        }
+        // A session id is used once, across restarts too. The read refuses a replay at once; the
+        // durable claim (an fsync) is written by the store's group-commit writer while the first
+        // rounds run, and `deliver` waits for it before any signature fragment leaves. A crash
+        // before the claim is on disk therefore leaves only earlier-round messages out, sealed
+        // to the peer, which refuses to run the same session again (its own claim).
+        if self.store.session_used(session_id.as_bytes())? {
+            return Err(NodeError::SessionReused);
+        }
+        let claim = self
+            .store
+            .claim_session_later(session_id.as_bytes(), "sign");
+        let starting = Instant::now();
+        let (engine, messages) = SignSession::start(share, session_id, signers, hash)
+            .map_err(|e| NodeError::Aborted(e.to_string()))?;
+        let sealing = Instant::now();
+        let mut session = Session {
+            protocol: Protocol::Sign,
+            binding: sign_binding(key_id, &signers, &hash),
+            participants: signers.to_vec(),
+            engine: Engine::Sign(Box::new(engine), hash),
+            deadline: self.clock.now() + self.round_timeout,
+            claim: Some(claim),
+        };
+        let envelopes = self.seal_all(session_id, &mut session, messages)?;
+        self.insert_session(session_id, session)?;
+        let micros = |d: Duration| d.as_micros() as u64;
+        tracing::debug!(
+            stage = "start",
+            checks_us = micros(starting - checking),
+            engine_us = micros(sealing - starting),
+            seal_us = micros(sealing.elapsed()),
+            "timing"
+        );
+        Ok(envelopes)
+    }
+}
+
+/// One engine step of a signing session; the last one yields the signature.
+pub(super) fn step(
+    engine: &mut SignSession,
+    hash: [u8; 32],
+    message: Message,
+) -> Result<StepOutput, NodeError> {
+    let step = engine.handle(message).map_err(engine_error)?;
+    let result = step.output.map(|signature| {
+        round_reply::Result::Signature(SignatureResult {
+            r: signature.r.to_vec(),
+            s: signature.s.to_vec(),
+            recovery_id: u32::from(signature.recovery_id),
+            signed_hash: hash.to_vec(),
+        })
+    });
+    Ok((step.outgoing, result, None))
+}

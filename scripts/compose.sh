@@ -34,50 +34,16 @@ generate() {
   [ -f "$gen/certs/ca.pem" ] || "target/$profile/shardsign-devcert" "$gen/certs" >/dev/null
   # Private keys are read by the containers' root user through read-only bind mounts.
   chmod 644 "$gen"/certs/*.key "$gen"/secrets/node-passphrase "$gen"/secrets/bootstrap-token
-  policy_public=$("${cli[@]}" --json policy public-key --policy-key "$gen/secrets/policy.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')
   # Bind-mount sources must exist before any container starts (else Docker makes directories).
   for name in node-1 node-2 node-3 coordinator; do touch "$gen/config/$name.toml"; done
-  members=""
   for i in 1 2 3; do
     if [ ! -s "$gen/identity-$i.json" ]; then
       "${compose[@]}" run --rm --no-deps -T node-$i init --data-dir /data/store --node-id "$i" \
         --cluster-id compose --passphrase-file /run/secrets/node_passphrase --json >"$gen/identity-$i.json"
     fi
-    members+=$(python3 - "$gen/identity-$i.json" "$i" <<'PY'
-import json, sys
-identity = json.load(open(sys.argv[1]))
-print(f'[[members]]\nnode_id = {sys.argv[2]}\nsigning_key = "{identity["signing_key"]}"\nkx_key = "{identity["kx_key"]}"\n')
-PY
-)$'\n'
   done
-  pin=$(cat "$gen/certs/coordinator-client.sha256")
-  for i in 1 2 3; do
-    cat >"$gen/config/node-$i.toml" <<TOML
-node_id = $i
-cluster_id = "compose"
-data_dir = "/data/store"
-listen = "0.0.0.0:7001"
-metrics_listen = "0.0.0.0:9100"
-log_format = "json"
-policy_public_key = "$policy_public"
-kek = { passphrase_file = "/run/secrets/node_passphrase" }
-tls = { cert = "/certs/node.pem", key = "/certs/node.key", client_ca = "/certs/ca.pem", coordinator_cert_sha256 = "$pin" }
-
-$members
-TOML
-  done
-  cat >"$gen/config/coordinator.toml" <<TOML
-cluster_id = "compose"
-listen = "0.0.0.0:7100"
-metrics_listen = "0.0.0.0:9100"
-database = "/data/coordinator.db"
-log_format = "json"
-policy_public_key = "$policy_public"
-auth = { bootstrap_token_file = "/run/secrets/bootstrap_token", environment = "test" }
-tls = { cert = "/certs/api.pem", key = "/certs/api.key" }
-node_tls = { ca = "/certs/ca.pem", cert = "/certs/coordinator-client.pem", key = "/certs/coordinator-client.key" }
-$(for i in 1 2 3; do printf '\n[[nodes]]\nnode_id = %s\naddress = "https://node-%s:7001"\ntls_name = "node-%s"\n' "$i" "$i" "$i"; done)
-TOML
+  # The config files, from the same types the binaries parse (crates/provision).
+  "${cli[@]}" dev compose-configs --policy-key "$gen/secrets/policy.key"
 }
 
 up() {

@@ -14,10 +14,10 @@ use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 use serde_json::json;
 use shardsign_client::{Credential, api};
-use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
 use shardsign_policy::OperatorPolicyKey;
 
-use crate::commands::{create_key, set_key_policy, write_secret_file};
+use crate::cluster_files;
+use crate::commands::write_secret_file;
 use crate::context::{DevState, Global, read_secret};
 use crate::output::Out;
 
@@ -40,6 +40,16 @@ pub enum DevCommand {
     Down,
     /// Which processes run, and the cluster's view of its nodes.
     Status,
+    /// Write the docker-compose cluster's config files into <dir>/config, from the node
+    /// identities <dir>/identity-N.json and <dir>/certs/coordinator-client.sha256
+    /// (scripts/compose.sh runs this).
+    ComposeConfigs {
+        /// The operator's policy key file (its public half goes into every config).
+        #[arg(long)]
+        policy_key: PathBuf,
+        #[arg(long, default_value = "compose")]
+        cluster_id: String,
+    },
 }
 
 fn random_hex() -> String {
@@ -173,7 +183,6 @@ impl Layout {
                 bail!("shardsign-devcert failed");
             }
         }
-        let mut members = String::new();
         for id in 1..=3 {
             let identity_file = dir.join(format!("identity-{id}.json"));
             if !dir.join(format!("node-{id}/node.db")).exists() {
@@ -193,54 +202,20 @@ impl Layout {
                 }
                 std::fs::write(&identity_file, &output.stdout)?;
             }
-            let identity: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&identity_file)?)?;
-            members.push_str(&format!(
-                "[[members]]\nnode_id = {id}\nsigning_key = \"{}\"\nkx_key = \"{}\"\n\n",
-                identity["signing_key"].as_str().unwrap_or_default(),
-                identity["kx_key"].as_str().unwrap_or_default()
-            ));
         }
-        let root = abs(dir)?;
-        let pin = std::fs::read_to_string(dir.join("certs/coordinator-client.sha256"))?;
-        for id in 1..=3u16 {
-            std::fs::write(
-                dir.join(format!("node-{id}.toml")),
-                format!(
-                    "node_id = {id}\ncluster_id = \"{CLUSTER_ID}\"\ndata_dir = \"{root}/node-{id}\"\n\
-                     listen = \"127.0.0.1:{port}\"\nready_file = \"{root}/node-{id}.ready\"\n\
-                     policy_public_key = \"{policy}\"\n\
-                     kek = {{ passphrase_file = \"{root}/secrets/node-passphrase\" }}\n\
-                     tls = {{ cert = \"{root}/certs/node-{id}.pem\", key = \"{root}/certs/node-{id}.key\", \
-                     client_ca = \"{root}/certs/ca.pem\", coordinator_cert_sha256 = \"{pin}\" }}\n\n{members}",
-                    port = self.port + id,
-                    policy = policy_key.public_hex(),
-                    pin = pin.trim(),
-                ),
-            )?;
-        }
-        let nodes: String = (1..=3u16)
-            .map(|id| {
-                format!(
-                    "\n[[nodes]]\nnode_id = {id}\naddress = \"https://127.0.0.1:{}\"\ntls_name = \"localhost\"\n",
-                    self.port + id
-                )
-            })
-            .collect();
-        std::fs::write(
-            dir.join("coordinator.toml"),
-            format!(
-                "cluster_id = \"{CLUSTER_ID}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{root}/coordinator/coordinator.db\"\n\
-                 ready_file = \"{root}/coordinator.ready\"\npolicy_public_key = \"{policy}\"\n\
-                 auth = {{ bootstrap_token_file = \"{root}/secrets/bootstrap-token\", environment = \"test\", \
-                 api_key_hmac_key_file = \"{root}/secrets/api-key-hmac.key\" }}\n\
-                 tls = {{ cert = \"{root}/certs/api.pem\", key = \"{root}/certs/api.key\" }}\n\
-                 node_tls = {{ ca = \"{root}/certs/ca.pem\", cert = \"{root}/certs/coordinator-client.pem\", \
-                 key = \"{root}/certs/coordinator-client.key\" }}\n{nodes}",
-                port = self.port,
-                policy = policy_key.public_hex(),
-            ),
-        )?;
+        let shared = cluster_files::Shared {
+            cluster_id: CLUSTER_ID.into(),
+            policy_public_key: policy_key.public_hex(),
+            coordinator_cert_sha256: std::fs::read_to_string(
+                dir.join("certs/coordinator-client.sha256"),
+            )?
+            .trim()
+            .to_string(),
+            members: cluster_files::read_members(dir)?,
+        };
+        let (nodes, coordinator) =
+            cluster_files::local(&PathBuf::from(abs(dir)?), self.port, &shared);
+        cluster_files::write(dir, &nodes, &coordinator)?;
         Ok(())
     }
 }
@@ -291,7 +266,7 @@ async fn up(global: &Global, port: u16, demo: bool, out: Out) -> anyhow::Result<
         write_secret_file(&state.admin_key_file, &created.api_key)?;
     }
     if demo {
-        run_demo(global, &state, &root, out).await?;
+        crate::demo::run(global, &state, &root, out).await?;
     }
     out.show(
         &json!({"endpoint": state.endpoint, "ca": state.ca, "admin_key_file": state.admin_key_file,
@@ -307,123 +282,6 @@ async fn up(global: &Global, port: u16, demo: bool, out: Out) -> anyhow::Result<
                 ca = state.ca.display(),
                 admin = state.admin_key_file.display(),
                 root = root.display(),
-            )
-        },
-    );
-    Ok(())
-}
-
-const DEMO_KEY: &str = "demo";
-const DEMO_RECIPIENT: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
-
-async fn run_demo(global: &Global, state: &DevState, root: &Path, out: Out) -> anyhow::Result<()> {
-    let admin = global
-        .client_as(Credential::api_key(
-            read_secret(&state.admin_key_file)?.as_str(),
-        )?)
-        .await?;
-    let key = match admin.get_key(DEMO_KEY).await {
-        Ok(key) => key,
-        Err(shardsign_client::ClientError::NotFound(_)) => {
-            let request = api::CreateKeyRequest {
-                label: "demo key".into(),
-                allowed_chain_ids: vec![1, 11155111],
-                key_id: DEMO_KEY.into(),
-            };
-            create_key(global, &admin, out, request).await?
-        }
-        Err(error) => return Err(error.into()),
-    };
-    out.event(
-        &json!({"event": "key", "key_id": key.key_id, "address": key.address}),
-        || format!("demo key `{}`: address {}", key.key_id, key.address),
-    );
-    let policy_key = OperatorPolicyKey::from_secret_hex(&read_secret(&state.policy_key_file)?)?;
-    if admin
-        .admin()
-        .get_key_policy(api::GetKeyPolicyRequest {
-            key_id: DEMO_KEY.into(),
-        })
-        .await
-        .is_err()
-    {
-        let rules = api::Policy {
-            allowed_chain_ids: vec![1, 11155111],
-            max_value_per_tx: "1eth".into(),
-            allowed_recipients: vec!["*".into()],
-            max_fee_per_gas: "200gwei".into(),
-            max_total_fee: "0.05eth".into(),
-            allow_message_signing: true,
-            ..Default::default()
-        };
-        let set = set_key_policy(&admin, &policy_key, CLUSTER_ID, DEMO_KEY, rules, None).await?;
-        out.event(
-            &json!({"event": "key_policy", "version": set.version}),
-            || {
-                format!(
-                    "key policy v{} signed with the operator key and set on nodes {:?}",
-                    set.version, set.nodes_updated
-                )
-            },
-        );
-    }
-    let agent_file = root.join("secrets/agent.key");
-    if !agent_file.exists() {
-        let created = admin
-            .admin()
-            .create_api_key(api::CreateApiKeyRequest {
-                label: "demo agent".into(),
-                scopes: vec!["sign".into(), "read".into()],
-                key_ids: vec![DEMO_KEY.into()],
-                policy: Some(api::Policy {
-                    allowed_chain_ids: vec![11155111],
-                    max_value_per_tx: "0.1eth".into(),
-                    max_value_per_24h: "1eth".into(),
-                    allowed_recipients: vec![DEMO_RECIPIENT.into()],
-                    max_fee_per_gas: "100gwei".into(),
-                    max_total_fee: "0.01eth".into(),
-                    requests_per_minute: 60,
-                    allow_message_signing: true,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .map_err(shardsign_client::ClientError::from)?
-            .into_inner();
-        write_secret_file(&agent_file, &created.api_key)?;
-        out.event(&json!({"event": "agent_key", "file": agent_file}), || {
-            format!(
-                "agent API key (sign, demo key only, 0.1 ETH/tx, 1 ETH/24 h, Sepolia) in {}",
-                agent_file.display()
-            )
-        });
-    }
-    let agent = global
-        .client_as(Credential::api_key(read_secret(&agent_file)?.as_str())?)
-        .await?;
-    let tx = UnsignedTransaction::Eip1559(Eip1559Transaction {
-        chain_id: 11155111,
-        nonce: 0,
-        max_priority_fee_per_gas: parse_amount("tip", "1gwei")?,
-        max_fee_per_gas: parse_amount("fee", "30gwei")?,
-        gas_limit: 21_000,
-        to: Some(Address::parse("to", DEMO_RECIPIENT)?),
-        value: parse_amount("value", "0.01eth")?,
-        data: Vec::new(),
-        access_list: Vec::new(),
-    });
-    let signed = agent.sign_transaction(DEMO_KEY, &tx).await?;
-    out.show(
-        &json!({"event": "signed", "raw_transaction": format!("0x{}", hex::encode(&signed.raw_transaction)),
-                "tx_hash": format!("0x{}", hex::encode(signed.tx_hash)), "sender": signed.sender}),
-        || {
-            format!(
-                "\nsigned as the demo agent: 0.01 ETH to {DEMO_RECIPIENT} on Sepolia (EIP-1559)\n\
-                 raw transaction: 0x{}\ntx hash: 0x{}\nfrom: {}",
-                hex::encode(&signed.raw_transaction),
-                hex::encode(signed.tx_hash),
-                signed.sender
             )
         },
     );
@@ -489,5 +347,28 @@ pub async fn run(command: DevCommand, global: &Global, out: Out) -> anyhow::Resu
         DevCommand::Up { port, demo } => up(global, port, demo, out).await,
         DevCommand::Down => down(&global.dir, out),
         DevCommand::Status => status(global, out).await,
+        DevCommand::ComposeConfigs {
+            policy_key,
+            cluster_id,
+        } => compose_configs(&global.dir, &policy_key, cluster_id),
     }
+}
+
+fn compose_configs(dir: &Path, policy_key: &Path, cluster_id: String) -> anyhow::Result<()> {
+    let policy_key = OperatorPolicyKey::from_secret_hex(&read_secret(policy_key)?)?;
+    let shared = cluster_files::Shared {
+        cluster_id,
+        policy_public_key: policy_key.public_hex(),
+        coordinator_cert_sha256: std::fs::read_to_string(
+            dir.join("certs/coordinator-client.sha256"),
+        )
+        .context("no certs/coordinator-client.sha256: run shardsign-devcert first")?
+        .trim()
+        .to_string(),
+        members: cluster_files::read_members(dir)?,
+    };
+    let (nodes, coordinator) = cluster_files::compose(&shared);
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    cluster_files::write(&config, &nodes, &coordinator)
 }

@@ -1,8 +1,10 @@
 //! `shardsign`: one CLI for operators and scripts. Every command prints one clear line on error
 //! (exit code 1) and takes `--json` for machine-readable output.
 
+mod cluster_files;
 mod commands;
 mod context;
+mod demo;
 mod dev;
 mod output;
 mod policy_file;

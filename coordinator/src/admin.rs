@@ -32,6 +32,31 @@ pub const MAX_LIFETIME_SECS: i64 = 10 * 366 * 24 * 60 * 60;
 /// Most signing keys one API key can be bound to.
 pub const MAX_BOUND_KEYS: usize = 1000;
 
+/// The signing keys an API key is bound to: listed (bounded, each a key id) or all.
+fn check_bindings(request: &api::CreateApiKeyRequest) -> Result<(), CoordError> {
+    if request.all_keys && !request.key_ids.is_empty() {
+        return Err(CoordError::invalid(
+            "key_ids",
+            "give key_ids or all_keys = true, not both",
+        ));
+    }
+    if request.key_ids.len() > MAX_BOUND_KEYS {
+        return Err(CoordError::invalid(
+            "key_ids",
+            format!("at most {MAX_BOUND_KEYS} keys"),
+        ));
+    }
+    for id in &request.key_ids {
+        KeyId::parse(id).map_err(|e| {
+            CoordError::invalid(
+                "key_ids",
+                format!("`{}` is not a key id ({e})", id.escape_default()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 pub struct Admin {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
@@ -92,26 +117,7 @@ impl Admin {
                 "the bootstrap credential may only create an admin API key".into(),
             ));
         }
-        if request.all_keys && !request.key_ids.is_empty() {
-            return Err(CoordError::invalid(
-                "key_ids",
-                "give key_ids or all_keys = true, not both",
-            ));
-        }
-        if request.key_ids.len() > MAX_BOUND_KEYS {
-            return Err(CoordError::invalid(
-                "key_ids",
-                format!("at most {MAX_BOUND_KEYS} keys"),
-            ));
-        }
-        for id in &request.key_ids {
-            KeyId::parse(id).map_err(|e| {
-                CoordError::invalid(
-                    "key_ids",
-                    format!("`{}` is not a key id ({e})", id.escape_default()),
-                )
-            })?;
-        }
+        check_bindings(&request)?;
         if !(0..=MAX_LIFETIME_SECS).contains(&request.expires_in_seconds) {
             return Err(CoordError::invalid(
                 "expires_in_seconds",

@@ -6,68 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use shardsign_provision::{CoordinatorFile, NodeAddressFile};
 use zeroize::Zeroizing;
 
 use crate::error::CoordError;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    cluster_id: String,
-    listen: String,
-    database: PathBuf,
-    ready_file: Option<PathBuf>,
-    /// Where to serve Prometheus metrics (`/metrics`); off when absent.
-    metrics_listen: Option<String>,
-    request_timeout_secs: Option<u64>,
-    round_timeout_secs: Option<u64>,
-    log_format: Option<String>,
-    auth: RawAuth,
-    tls: Option<RawServerTls>,
-    node_tls: RawNodeTls,
-    /// Hex Ed25519 public key of the operator's policy key (the same one the nodes have).
-    policy_public_key: Option<String>,
-    nodes: Vec<RawNode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    /// The bootstrap credential: creates the first admin API key, nothing else. Omit both to
-    /// disable it.
-    bootstrap_token_env: Option<String>,
-    bootstrap_token_file: Option<PathBuf>,
-    /// 32 random bytes (64 hex digits) keying the API-key hashes; created on first start when
-    /// missing. Default: `api-key-hmac.key` beside the database.
-    api_key_hmac_key_file: Option<PathBuf>,
-    /// "live" (default) or "test": the API-key prefix this deployment issues and accepts.
-    environment: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServerTls {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNodeTls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNode {
-    node_id: u8,
-    address: String,
-    tls_name: String,
-    fingerprint: Option<String>,
-}
 
 /// A node as configured.
 #[derive(Debug, Clone)]
@@ -179,13 +121,45 @@ fn seconds(setting: &str, value: Option<u64>, default: u64) -> Result<Duration, 
     Ok(Duration::from_secs(value))
 }
 
+/// The three nodes, checked and sorted by id.
+fn nodes(raw: Vec<NodeAddressFile>) -> Result<Vec<NodeConfig>, CoordError> {
+    let mut nodes = Vec::new();
+    for node in raw {
+        if !(1..=3).contains(&node.node_id)
+            || nodes.iter().any(|n: &NodeConfig| n.node_id == node.node_id)
+        {
+            return Err(CoordError::config(
+                "nodes.node_id",
+                "expected node ids 1, 2 and 3, each once",
+            ));
+        }
+        if !node.address.starts_with("https://") {
+            return Err(CoordError::config(
+                format!("nodes[{}].address", node.node_id),
+                "expected https://host:port",
+            ));
+        }
+        nodes.push(NodeConfig {
+            node_id: node.node_id,
+            address: node.address,
+            tls_name: node.tls_name,
+            fingerprint: node.fingerprint,
+        });
+    }
+    if nodes.len() != 3 {
+        return Err(CoordError::config("nodes", "expected exactly three nodes"));
+    }
+    nodes.sort_by_key(|n| n.node_id);
+    Ok(nodes)
+}
+
 impl CoordinatorConfig {
     pub fn load(path: &Path) -> Result<Self, CoordError> {
         Self::parse(&read("config file", path)?)
     }
 
     pub fn parse(text: &str) -> Result<Self, CoordError> {
-        let raw: RawConfig = toml::from_str(text)
+        let raw = CoordinatorFile::parse(text)
             .map_err(|e| CoordError::config("config file", e.message().to_string()))?;
         if raw.cluster_id.is_empty() || raw.cluster_id.len() > 64 {
             return Err(CoordError::config(
@@ -198,33 +172,7 @@ impl CoordinatorConfig {
             .parse()
             .map_err(|_| CoordError::config("listen", "expected an address like 127.0.0.1:7000"))?;
         let log_format = LogFormat::parse(raw.log_format.as_deref())?;
-        let mut nodes = Vec::new();
-        for node in raw.nodes {
-            if !(1..=3).contains(&node.node_id)
-                || nodes.iter().any(|n: &NodeConfig| n.node_id == node.node_id)
-            {
-                return Err(CoordError::config(
-                    "nodes.node_id",
-                    "expected node ids 1, 2 and 3, each once",
-                ));
-            }
-            if !node.address.starts_with("https://") {
-                return Err(CoordError::config(
-                    format!("nodes[{}].address", node.node_id),
-                    "expected https://host:port",
-                ));
-            }
-            nodes.push(NodeConfig {
-                node_id: node.node_id,
-                address: node.address,
-                tls_name: node.tls_name,
-                fingerprint: node.fingerprint,
-            });
-        }
-        if nodes.len() != 3 {
-            return Err(CoordError::config("nodes", "expected exactly three nodes"));
-        }
-        nodes.sort_by_key(|n| n.node_id);
+        let nodes = nodes(raw.nodes)?;
         let tls = match raw.tls {
             Some(tls) => Some(Pem {
                 cert: read("tls.cert", &tls.cert)?,

@@ -1,18 +1,14 @@
 //! The coordinator's errors; `api::status` maps each to one gRPC status.
 
+use shardsign_request::RequestError;
 use thiserror::Error;
 use tonic::Code;
 
 #[derive(Debug, Error)]
 pub enum CoordError {
-    #[error("{field}: {problem}")]
-    InvalidArgument {
-        field: &'static str,
-        problem: String,
-    },
-    /// The transaction is malformed; the message names the field.
+    /// A malformed request; the message names the field.
     #[error(transparent)]
-    InvalidTransaction(#[from] shardsign_eth::EthError),
+    Invalid(#[from] RequestError),
     #[error("key `{0}` not found")]
     KeyNotFound(String),
     #[error("key `{0}` is disabled")]
@@ -61,16 +57,9 @@ pub enum CoordError {
     Config { setting: String, problem: String },
 }
 
-impl From<shardsign_request::RequestError> for CoordError {
-    fn from(error: shardsign_request::RequestError) -> Self {
-        match error {
-            shardsign_request::RequestError::InvalidArgument { field, problem } => {
-                CoordError::InvalidArgument { field, problem }
-            }
-            shardsign_request::RequestError::InvalidTransaction(e) => {
-                CoordError::InvalidTransaction(e)
-            }
-        }
+impl From<shardsign_eth::EthError> for CoordError {
+    fn from(error: shardsign_eth::EthError) -> Self {
+        CoordError::Invalid(RequestError::InvalidTransaction(error))
     }
 }
 
@@ -92,10 +81,10 @@ impl CoordError {
     }
 
     pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
-        CoordError::InvalidArgument {
+        CoordError::Invalid(RequestError::InvalidArgument {
             field,
             problem: problem.into(),
-        }
+        })
     }
 
     pub(crate) fn config(setting: impl Into<String>, problem: impl Into<String>) -> Self {

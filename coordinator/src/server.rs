@@ -29,12 +29,19 @@ use shardsign_policy::PolicyVerifier;
 /// Largest public request: a transaction with the largest allowed data, with room to spare.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
-pub async fn serve(
-    config: CoordinatorConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), CoordError> {
+/// The coordinator's components, wired: the two public services and what the metrics read.
+struct Components {
+    signer: SignerService,
+    admin: AdminService,
+    pool: Arc<NodePool>,
+    metrics: Arc<CoordinatorMetrics>,
+}
+
+/// Opens the registry and builds every component from the config (the bootstrap token moves
+/// into the authenticator).
+fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
     let registry = Arc::new(Registry::open(&config.database)?);
-    let pool = Arc::new(NodePool::new(&config)?);
+    let pool = Arc::new(NodePool::new(config)?);
     let metrics = Arc::new(CoordinatorMetrics::new());
     let hmac_key = load_or_create_hmac_key(&config.api_key_hmac_key_file)?;
     if config.bootstrap_token.is_some() {
@@ -44,7 +51,7 @@ pub async fn serve(
         &registry,
         SecretHasher::new(hmac_key),
         config.environment,
-        config.bootstrap_token,
+        config.bootstrap_token.take(),
         metrics.clone(),
     )?);
     let verifier = config
@@ -86,9 +93,60 @@ pub async fn serve(
         pool: pool.clone(),
         rate,
     });
+    Ok(Components {
+        signer: SignerService {
+            auth: auth.clone(),
+            registry,
+            signing,
+            request_timeout: config.request_timeout,
+        },
+        admin: AdminService {
+            auth,
+            admin,
+            ceremony,
+        },
+        pool,
+        metrics,
+    })
+}
 
+/// The gauges computed at scrape time: node availability, relayed bytes, requests in flight.
+fn gauges(pool: Arc<NodePool>, metrics: Arc<CoordinatorMetrics>) -> shardsign_metrics::Refresh {
+    Arc::new(move |m: &shardsign_metrics::Metrics| {
+        for node in [1u8, 2, 3] {
+            m.set(
+                crate::metrics::NODE_AVAILABLE,
+                "1 if the node has not failed in the last 5 s",
+                &[("node", &node.to_string())],
+                if pool.available(node) { 1.0 } else { 0.0 },
+            );
+        }
+        for (direction, counter) in [
+            ("from_nodes", &crate::signing::relay::RELAYED_FROM_NODES),
+            ("to_nodes", &crate::signing::relay::RELAYED_TO_NODES),
+        ] {
+            m.set(
+                "shardsign_relayed_bytes",
+                "Protocol bytes relayed between nodes (protobuf-encoded), by direction",
+                &[("direction", direction)],
+                counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            );
+        }
+        m.set(
+            crate::metrics::IN_FLIGHT,
+            "Signing requests being served",
+            &[],
+            metrics.in_flight_now() as f64,
+        );
+    })
+}
+
+pub async fn serve(
+    mut config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordError> {
+    let components = build(&mut config)?;
     let (listener, address) = shardsign_serve::bind(config.listen).await?;
-
     let (health_service, reflection) = shardsign_serve::health_and_reflection(
         &[
             <SignerServer<SignerService> as NamedService>::NAME,
@@ -97,20 +155,6 @@ pub async fn serve(
         shardsign_proto::FILE_DESCRIPTOR_SET,
     )
     .await?;
-    let signer = SignerServer::new(SignerService {
-        auth: auth.clone(),
-        registry: registry.clone(),
-        signing,
-        request_timeout: config.request_timeout,
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin = AdminServer::new(AdminService {
-        auth,
-        admin,
-        ceremony,
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-
     let mut builder = Server::builder();
     match &config.tls {
         Some(tls) => {
@@ -127,54 +171,13 @@ pub async fn serve(
         None => {}
     }
     if let Some(metrics_address) = config.metrics_listen {
-        let refresh_pool = pool.clone();
-        let refresh_metrics = metrics.clone();
-        let bound = shardsign_metrics::spawn(
+        shardsign_serve::serve_metrics(
             metrics_address,
-            metrics.registry.clone(),
-            Arc::new(move |m: &shardsign_metrics::Metrics| {
-                for node in [1u8, 2, 3] {
-                    let up = if refresh_pool.available(node) {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                    m.set(
-                        crate::metrics::NODE_AVAILABLE,
-                        "1 if the node has not failed in the last 5 s",
-                        &[("node", &node.to_string())],
-                        up,
-                    );
-                }
-                for (direction, counter) in [
-                    ("from_nodes", &crate::signing::relay::RELAYED_FROM_NODES),
-                    ("to_nodes", &crate::signing::relay::RELAYED_TO_NODES),
-                ] {
-                    m.set(
-                        "shardsign_relayed_bytes",
-                        "Protocol bytes relayed between nodes (protobuf-encoded), by direction",
-                        &[("direction", direction)],
-                        counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
-                    );
-                }
-                m.set(
-                    crate::metrics::IN_FLIGHT,
-                    "Signing requests being served",
-                    &[],
-                    refresh_metrics.in_flight_now() as f64,
-                );
-            }),
+            components.metrics.registry.clone(),
+            gauges(components.pool.clone(), components.metrics.clone()),
+            config.ready_file.as_deref(),
         )
-        .await
-        .map_err(|e| {
-            CoordError::config(
-                "metrics_listen",
-                format!("cannot bind {metrics_address}: {e}"),
-            )
-        })?;
-        if let Some(path) = &config.ready_file {
-            shardsign_serve::write_metrics_ready_file(path, bound)?;
-        }
+        .await?;
     }
     if let Some(path) = &config.ready_file {
         shardsign_serve::write_ready_file(path, address)?;
@@ -183,8 +186,12 @@ pub async fn serve(
     builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(signer)
-        .add_service(admin)
+        .add_service(
+            SignerServer::new(components.signer).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            AdminServer::new(components.admin).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -6,51 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use shardsign_policy::PolicyVerifier;
+use shardsign_provision::{MemberFile, NodeFile};
 use shardsign_seal::PublicIdentity;
 use shardsign_tss::PartyId;
 
 use crate::error::NodeError;
-use crate::kek::KekConfig;
-
-/// The file as written by the operator.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    node_id: u8,
-    cluster_id: String,
-    data_dir: PathBuf,
-    listen: String,
-    ready_file: Option<PathBuf>,
-    /// Where to serve Prometheus metrics (`/metrics`, plain HTTP: bind it to a private address).
-    metrics_listen: Option<String>,
-    round_timeout_secs: Option<u64>,
-    max_sessions: Option<usize>,
-    log_format: Option<String>,
-    kek: KekConfig,
-    tls: RawTls,
-    /// Hex Ed25519 public key of the operator's policy key; without it, no key policy is checked.
-    policy_public_key: Option<String>,
-    members: Vec<RawMember>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: PathBuf,
-    coordinator_cert_sha256: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMember {
-    node_id: u8,
-    signing_key: String,
-    kx_key: String,
-}
+use crate::kek::KekFile;
 
 /// Log output format.
 pub use shardsign_serve::LogFormat;
@@ -89,7 +51,7 @@ pub struct NodeConfig {
     pub round_timeout: Duration,
     pub max_sessions: usize,
     pub log_format: LogFormat,
-    pub kek: KekConfig,
+    pub kek: KekFile,
     pub tls: TlsConfig,
     /// Verifies operator-signed key policies; `None` disables the node's own policy check.
     pub policy_verifier: Option<PolicyVerifier>,
@@ -125,6 +87,31 @@ pub fn validate_cluster_id(cluster_id: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// The three members' public identities, by node id.
+fn members(raw: &[MemberFile]) -> Result<BTreeMap<PartyId, PublicIdentity>, NodeError> {
+    let mut members = BTreeMap::new();
+    for member in raw {
+        let id = PartyId::new(member.node_id)
+            .map_err(|_| NodeError::config("members.node_id", "expected 1, 2 or 3"))?;
+        let setting = format!("members[node_id = {}]", member.node_id);
+        let identity = PublicIdentity::from_bytes(
+            &decode_key(&format!("{setting}.signing_key"), &member.signing_key)?,
+            &decode_key(&format!("{setting}.kx_key"), &member.kx_key)?,
+        )
+        .map_err(|e| NodeError::config(&setting, e.to_string()))?;
+        if members.insert(id, identity).is_some() {
+            return Err(NodeError::config(&setting, "listed twice"));
+        }
+    }
+    if members.len() != 3 {
+        return Err(NodeError::config(
+            "members",
+            "expected exactly three entries, node ids 1, 2 and 3",
+        ));
+    }
+    Ok(members)
+}
+
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -137,7 +124,7 @@ impl NodeConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, NodeError> {
-        let raw: RawConfig = toml::from_str(text)
+        let raw = NodeFile::parse(text)
             .map_err(|e| NodeError::config("config file", e.message().to_string()))?;
         let node_id = PartyId::new(raw.node_id)
             .map_err(|_| NodeError::config("node_id", "expected 1, 2 or 3"))?;
@@ -158,26 +145,7 @@ impl NodeConfig {
             return Err(NodeError::config("max_sessions", "expected 1 to 1000000"));
         }
         let log_format = LogFormat::parse(raw.log_format.as_deref())?;
-        let mut members = BTreeMap::new();
-        for member in &raw.members {
-            let id = PartyId::new(member.node_id)
-                .map_err(|_| NodeError::config("members.node_id", "expected 1, 2 or 3"))?;
-            let setting = format!("members[node_id = {}]", member.node_id);
-            let identity = PublicIdentity::from_bytes(
-                &decode_key(&format!("{setting}.signing_key"), &member.signing_key)?,
-                &decode_key(&format!("{setting}.kx_key"), &member.kx_key)?,
-            )
-            .map_err(|e| NodeError::config(&setting, e.to_string()))?;
-            if members.insert(id, identity).is_some() {
-                return Err(NodeError::config(&setting, "listed twice"));
-            }
-        }
-        if members.len() != 3 {
-            return Err(NodeError::config(
-                "members",
-                "expected exactly three entries, node ids 1, 2 and 3",
-            ));
-        }
+        let members = members(&raw.members)?;
         let tls = TlsConfig {
             cert_pem: read_text("tls.cert", &raw.tls.cert)?,
             key_pem: zeroize::Zeroizing::new(read_text("tls.key", &raw.tls.key)?),

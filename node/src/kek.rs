@@ -2,11 +2,13 @@
 //! cost stored with the store), or read from a 32-byte key file. It only wraps the store's data
 //! key; nothing else is encrypted under it directly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+pub use shardsign_provision::KekFile;
 
 use crate::error::NodeError;
 
@@ -167,19 +169,15 @@ impl KdfParams {
     }
 }
 
-/// The configured KEK source, as written in the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct KekConfig {
-    pub passphrase_env: Option<String>,
-    pub passphrase_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl KekConfig {
-    /// Reads the one configured source; zero or several is an error naming the settings.
-    pub fn load(&self) -> Result<KekSource, NodeError> {
-        match (&self.passphrase_env, &self.passphrase_file, &self.key_file) {
+impl KekSource {
+    /// Reads the one source the config file names; zero or several is an error naming the
+    /// settings.
+    pub fn load(config: &KekFile) -> Result<KekSource, NodeError> {
+        match (
+            &config.passphrase_env,
+            &config.passphrase_file,
+            &config.key_file,
+        ) {
             (Some(var), None, None) => KekSource::passphrase_env(var),
             (None, Some(path), None) => KekSource::passphrase_file(path),
             (None, None, Some(path)) => KekSource::key_file(path),

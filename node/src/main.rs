@@ -7,10 +7,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shardsign_node::config::{NodeConfig, validate_cluster_id};
 use shardsign_node::hardening::{Hardening, harden_process};
-use shardsign_node::kek::KekConfig;
+use shardsign_node::kek::{KekFile, KekSource};
 use shardsign_node::server::serve;
 use shardsign_node::sessions::Node;
 use shardsign_node::store::Store;
+use shardsign_provision::Identity;
 use shardsign_tss::PartyId;
 
 #[derive(Parser)]
@@ -64,34 +65,31 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     let node_id =
         PartyId::new(args.node_id).map_err(|_| anyhow::anyhow!("--node-id: expected 1, 2 or 3"))?;
     validate_cluster_id(&args.cluster_id)?;
-    let kek = KekConfig {
+    let kek = KekSource::load(&KekFile {
         passphrase_env: args.passphrase_env,
         passphrase_file: args.passphrase_file,
         key_file: args.key_file,
-    }
-    .load()
+    })
     .context(
         "choose the key-encryption key with --passphrase-env, --passphrase-file or --key-file",
     )?;
     let (_, secret) = Store::init(&args.data_dir, node_id, &args.cluster_id, &kek)?;
     let public = secret.public();
+    let identity = Identity {
+        node_id: node_id.get(),
+        cluster_id: args.cluster_id,
+        signing_key: hex::encode(public.signing_key()),
+        kx_key: hex::encode(public.kx_key()),
+        fingerprint: public.fingerprint(),
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "node_id": node_id.get(),
-                "cluster_id": args.cluster_id,
-                "signing_key": hex::encode(public.signing_key()),
-                "kx_key": hex::encode(public.kx_key()),
-                "fingerprint": public.fingerprint(),
-            })
-        );
+        println!("{}", serde_json::to_string(&identity)?);
     } else {
-        println!("node_id:     {}", node_id.get());
-        println!("cluster_id:  {}", args.cluster_id);
-        println!("signing_key: {}", hex::encode(public.signing_key()));
-        println!("kx_key:      {}", hex::encode(public.kx_key()));
-        println!("fingerprint: {}", public.fingerprint());
+        println!("node_id:     {}", identity.node_id);
+        println!("cluster_id:  {}", identity.cluster_id);
+        println!("signing_key: {}", identity.signing_key);
+        println!("kx_key:      {}", identity.kx_key);
+        println!("fingerprint: {}", identity.fingerprint);
     }
     Ok(())
 }
@@ -108,7 +106,7 @@ async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
         hardening.core_dumps_disabled,
         hardening.ptrace_blocked,
     );
-    let kek = config.kek.load()?;
+    let kek = KekSource::load(&config.kek)?;
     let (store, secret) = Store::open(&config.data_dir, &kek)?;
     drop(kek);
     if store.node_id() != config.node_id || store.cluster_id() != config.cluster_id {

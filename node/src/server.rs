@@ -46,6 +46,43 @@ fn coordinator_only(
     }
 }
 
+/// Every 500 ms: drops sessions past their round deadline and purges abandoned pending shares.
+async fn reap(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        node.reap_expired();
+        match node.store().purge_pending(PENDING_SHARE_TTL_SECS) {
+            Ok(0) => {}
+            Ok(purged) => tracing::warn!(
+                purged,
+                "purged key shares whose key generation was never finalized"
+            ),
+            Err(error) => tracing::error!(%error, "could not purge unfinalized key shares"),
+        }
+    }
+}
+
+/// The gauges computed at scrape time: sessions in flight, keys held.
+fn gauges(node: Arc<Node>) -> shardsign_metrics::Refresh {
+    Arc::new(move |m: &shardsign_metrics::Metrics| {
+        m.set(
+            metric::IN_FLIGHT,
+            "Key-generation and signing sessions open on this node",
+            &[],
+            node.sessions_in_flight() as f64,
+        );
+        if let Ok(keys) = node.store().list_keys(false) {
+            m.set(
+                metric::KEYS,
+                "Keys this node holds a share of",
+                &[],
+                keys.len() as f64,
+            );
+        }
+    })
+}
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     config: NodeConfig,
@@ -72,55 +109,15 @@ pub async fn serve(
         coordinator_only(config.tls.coordinator_cert_sha256),
     );
 
-    let reaper_node = node.clone();
-    let reaper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            reaper_node.reap_expired();
-            match reaper_node.store().purge_pending(PENDING_SHARE_TTL_SECS) {
-                Ok(0) => {}
-                Ok(purged) => tracing::warn!(
-                    purged,
-                    "purged key shares whose key generation was never finalized"
-                ),
-                Err(error) => tracing::error!(%error, "could not purge unfinalized key shares"),
-            }
-        }
-    });
-
+    let reaper = tokio::spawn(reap(node.clone()));
     if let Some(metrics_address) = config.metrics_listen {
-        let refresh_node = node.clone();
-        let bound = shardsign_metrics::spawn(
+        shardsign_serve::serve_metrics(
             metrics_address,
             node.metrics().clone(),
-            Arc::new(move |m: &shardsign_metrics::Metrics| {
-                m.set(
-                    metric::IN_FLIGHT,
-                    "Key-generation and signing sessions open on this node",
-                    &[],
-                    refresh_node.sessions_in_flight() as f64,
-                );
-                if let Ok(keys) = refresh_node.store().list_keys(false) {
-                    m.set(
-                        metric::KEYS,
-                        "Keys this node holds a share of",
-                        &[],
-                        keys.len() as f64,
-                    );
-                }
-            }),
+            gauges(node.clone()),
+            config.ready_file.as_deref(),
         )
-        .await
-        .map_err(|e| {
-            NodeError::config(
-                "metrics_listen",
-                format!("cannot bind {metrics_address}: {e}"),
-            )
-        })?;
-        if let Some(path) = &config.ready_file {
-            shardsign_serve::write_metrics_ready_file(path, bound)?;
-        }
+        .await?;
     }
     if let Some(path) = &config.ready_file {
         shardsign_serve::write_ready_file(path, address)?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shardsign_devcert::{DevCa, Issued, Usage};
 use shardsign_proto::node::v1::node_client::NodeClient;
+use shardsign_provision::{Identity as ProvisionIdentity, KekFile, NodeFile, NodeTlsFile};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How long a node may take to start before the harness gives up.
@@ -108,6 +109,8 @@ pub struct NodeProcess {
     pub id: u8,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// What `config` holds (rendered again when a setting changes).
+    pub file: NodeFile,
     pub log: PathBuf,
     pub address: String,
     pub passphrase: String,
@@ -233,9 +236,6 @@ impl NodeCluster {
 
     /// `start`, with the nodes enforcing key policies signed by the key with this public half.
     pub fn start_with(kek: KekKind, policy_public_key: Option<&str>) -> NodeCluster {
-        let policy_line = policy_public_key
-            .map(|key| format!("policy_public_key = \"{key}\"\n"))
-            .unwrap_or_default();
         // SHARDSIGN_KEEP_TEST_DIRS=1 keeps data directories and logs for inspection.
         let keep = std::env::var_os("SHARDSIGN_KEEP_TEST_DIRS").is_some();
         let root = tempfile::Builder::new()
@@ -263,18 +263,24 @@ impl NodeCluster {
                 .arg("--cluster-id")
                 .arg("test-cluster")
                 .arg("--json");
-            let kek_line = match kek {
+            let kek_file = match kek {
                 KekKind::KeyFile => {
                     let key_file = dir.join("kek.key");
                     write(&key_file, &hex_random());
                     init.arg("--key-file").arg(&key_file);
-                    format!("kek = {{ key_file = \"{}\" }}", key_file.display())
+                    KekFile {
+                        key_file: Some(key_file),
+                        ..Default::default()
+                    }
                 }
                 KekKind::Passphrase => {
                     init.arg("--passphrase-env")
                         .arg("SHARDSIGN_TEST_PASSPHRASE")
                         .env("SHARDSIGN_TEST_PASSPHRASE", &passphrase);
-                    "kek = { passphrase_env = \"SHARDSIGN_TEST_PASSPHRASE\" }".to_string()
+                    KekFile {
+                        passphrase_env: Some("SHARDSIGN_TEST_PASSPHRASE".into()),
+                        ..Default::default()
+                    }
                 }
             };
             let output = init.output().expect("run shardsign-node init");
@@ -283,9 +289,9 @@ impl NodeCluster {
                 "init failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            let identity: serde_json::Value =
+            let identity: ProvisionIdentity =
                 serde_json::from_slice(&output.stdout).expect("init --json");
-            identities.push(identity);
+            identities.push(identity.member());
             let cert = ca
                 .issue(
                     &format!("node-{id}"),
@@ -295,38 +301,43 @@ impl NodeCluster {
                 .expect("server cert");
             write(&dir.join("cert.pem"), &cert.cert_pem);
             write(&dir.join("key.pem"), &cert.key_pem);
-            nodes.push((id, dir, kek_line, passphrase));
+            nodes.push((id, dir, kek_file, passphrase));
         }
-        let members: String = identities
-            .iter()
-            .map(|i| {
-                format!(
-                    "[[members]]\nnode_id = {}\nsigning_key = \"{}\"\nkx_key = \"{}\"\n",
-                    i["node_id"],
-                    i["signing_key"].as_str().unwrap(),
-                    i["kx_key"].as_str().unwrap()
-                )
-            })
-            .collect();
         let nodes = nodes
             .into_iter()
-            .map(|(id, dir, kek_line, passphrase)| {
+            .map(|(id, dir, kek, passphrase)| {
+                let file = NodeFile {
+                    node_id: id,
+                    cluster_id: "test-cluster".into(),
+                    data_dir: dir.join("data"),
+                    listen: "127.0.0.1:0".into(),
+                    ready_file: Some(dir.join("ready")),
+                    metrics_listen: Some("127.0.0.1:0".into()),
+                    round_timeout_secs: Some(10),
+                    max_sessions: None,
+                    log_format: None,
+                    policy_public_key: policy_public_key.map(str::to_string),
+                    kek,
+                    tls: NodeTlsFile {
+                        cert: dir.join("cert.pem"),
+                        key: dir.join("key.pem"),
+                        client_ca: root.path().join("ca.pem"),
+                        coordinator_cert_sha256: coordinator.fingerprint.clone(),
+                    },
+                    members: identities.clone(),
+                };
                 let config = dir.join("node.toml");
-                write(
-                    &config,
-                    &format!(
-                        "node_id = {id}\ncluster_id = \"test-cluster\"\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:0\"\n\
-                         ready_file = \"{ready}\"\nmetrics_listen = \"127.0.0.1:0\"\nround_timeout_secs = 10\n{policy_line}{kek_line}\n\
-                         tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{ca}\", coordinator_cert_sha256 = \"{pin}\" }}\n\n{members}",
-                        data = dir.join("data").display(),
-                        ready = dir.join("ready").display(),
-                        cert = dir.join("cert.pem").display(),
-                        key = dir.join("key.pem").display(),
-                        ca = root.path().join("ca.pem").display(),
-                        pin = coordinator.fingerprint,
-                    ),
-                );
-                NodeProcess { id, log: dir.join("node.log"), dir, config, address: String::new(), passphrase, child: None }
+                write(&config, &file.to_toml());
+                NodeProcess {
+                    id,
+                    log: dir.join("node.log"),
+                    dir,
+                    config,
+                    file,
+                    address: String::new(),
+                    passphrase,
+                    child: None,
+                }
             })
             .collect::<Vec<_>>();
         let mut cluster = NodeCluster {
@@ -341,12 +352,8 @@ impl NodeCluster {
         for node in &mut cluster.nodes {
             node.start_wait();
             // Pin the port the node got, so that a restarted node is found where it was.
-            let config = std::fs::read_to_string(&node.config).expect("node config");
-            let pinned = config.replace(
-                "\nlisten = \"127.0.0.1:0\"",
-                &format!("\nlisten = \"{}\"", node.address),
-            );
-            std::fs::write(&node.config, pinned).expect("node config");
+            node.file.listen = node.address.clone();
+            write(&node.config, &node.file.to_toml());
         }
         cluster
     }

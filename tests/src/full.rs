@@ -17,6 +17,9 @@ use shardsign_proto::v1::{
     ContractCall, CreateApiKeyRequest, CreateApiKeyResponse, Key, KeyPolicy, Policy,
     SetKeyPolicyRequest, SetKeyPolicyResponse, SignedKeyPolicy,
 };
+use shardsign_provision::{
+    ApiTlsFile, AuthFile, CoordinatorFile, NodeAddressFile, NodeClientTlsFile,
+};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -181,36 +184,43 @@ impl Cluster {
         write(&dir.join("api.key"), &server.key_pem);
         write(&dir.join("node-client.pem"), &nodes.coordinator.cert_pem);
         write(&dir.join("node-client.key"), &nodes.coordinator.key_pem);
-        let members: String = nodes
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "[[nodes]]\nnode_id = {}\naddress = \"https://{}\"\ntls_name = \"localhost\"\n",
-                    n.id, n.address
-                )
-            })
-            .collect();
+        let file = CoordinatorFile {
+            cluster_id: "test-cluster".into(),
+            listen: "127.0.0.1:0".into(),
+            database: dir.join("coordinator.db"),
+            ready_file: Some(dir.join("ready")),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            request_timeout_secs: Some(20),
+            round_timeout_secs: Some(5),
+            log_format: None,
+            policy_public_key: Some(policy_key.public_hex()),
+            auth: AuthFile {
+                bootstrap_token_env: Some("SHARDSIGN_TEST_BOOTSTRAP_TOKEN".into()),
+                environment: Some("test".into()),
+                ..Default::default()
+            },
+            tls: Some(ApiTlsFile {
+                cert: dir.join("api.pem"),
+                key: dir.join("api.key"),
+            }),
+            node_tls: NodeClientTlsFile {
+                ca: nodes.root.path().join("ca.pem"),
+                cert: dir.join("node-client.pem"),
+                key: dir.join("node-client.key"),
+            },
+            nodes: nodes
+                .nodes
+                .iter()
+                .map(|n| NodeAddressFile {
+                    node_id: n.id,
+                    address: format!("https://{}", n.address),
+                    tls_name: "localhost".into(),
+                    fingerprint: None,
+                })
+                .collect(),
+        };
         let config = dir.join("coordinator.toml");
-        write(
-            &config,
-            &format!(
-                "cluster_id = \"test-cluster\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"{db}\"\nready_file = \"{ready}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-                 request_timeout_secs = 20\nround_timeout_secs = 5\n\
-                 auth = {{ bootstrap_token_env = \"SHARDSIGN_TEST_BOOTSTRAP_TOKEN\", environment = \"test\" }}\n\
-                 policy_public_key = \"{policy_public_key}\"\n\
-                 tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\
-                 node_tls = {{ ca = \"{ca}\", cert = \"{client_cert}\", key = \"{client_key}\" }}\n\n{members}",
-                db = dir.join("coordinator.db").display(),
-                ready = dir.join("ready").display(),
-                cert = dir.join("api.pem").display(),
-                key = dir.join("api.key").display(),
-                ca = nodes.root.path().join("ca.pem").display(),
-                client_cert = dir.join("node-client.pem").display(),
-                client_key = dir.join("node-client.key").display(),
-                policy_public_key = policy_key.public_hex(),
-            ),
-        );
+        write(&config, &file.to_toml());
         let bootstrap_token = format!("bootstrap-{}", hex_random());
         let mut coordinator = CoordinatorProcess {
             log: dir.join("coordinator.log"),

@@ -144,29 +144,14 @@ async fn a_missing_or_malformed_setting_stops_the_node_with_its_name() {
     let mut cluster = NodeCluster::start(KekKind::KeyFile);
     let node = cluster.node(3);
     node.stop();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(
-        &node.config,
-        config.replace("round_timeout_secs = 10", "round_timeout_secs = 0"),
-    )
-    .unwrap();
+    let mut file = node.file.clone();
+    file.round_timeout_secs = Some(0);
+    std::fs::write(&node.config, file.to_toml()).unwrap();
     let stderr = node.run_expecting_failure("");
     assert!(stderr.contains("round_timeout_secs"), "{stderr}");
-    std::fs::write(
-        &node.config,
-        config
-            .lines()
-            .map(|line| {
-                if line.starts_with("listen") {
-                    "listen = \"not an address\""
-                } else {
-                    line
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
+    let mut file = node.file.clone();
+    file.listen = "not an address".into();
+    std::fs::write(&node.config, file.to_toml()).unwrap();
     let stderr = node.run_expecting_failure("");
     assert!(stderr.contains("listen"), "{stderr}");
 }

@@ -243,48 +243,86 @@ impl Authenticator {
         let started = Instant::now();
         let peer_addr = request.remote_addr();
         let peer_ip = peer_addr.map(|a| a.ip());
-        let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
         let delay = self.guard.delay_for(peer_ip, Instant::now());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let token = match bearer(request) {
-            Ok(token) => token,
-            Err(status) => {
-                self.fail(peer_ip, None, "no or malformed authorization header");
-                return Err(status);
-            }
-        };
+        let token = bearer(request).inspect_err(|_| {
+            self.fail(peer_ip, None, "no or malformed authorization header");
+        })?;
         let now = now_ms();
-
-        if let Some(bootstrap) = &self.bootstrap {
-            let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if bool::from(presented.ct_eq(bootstrap)) {
-                if !bootstrap_allowed {
-                    return Err(Status::permission_denied(
-                        "the bootstrap credential may only create the first admin API key (CreateApiKey)",
-                    ));
-                }
-                if self.admin_key_exists(now) {
-                    self.fail(
-                        peer_ip,
-                        None,
-                        "bootstrap credential used after an admin key exists",
-                    );
-                    return Err(Status::unauthenticated(
-                        "the bootstrap credential is retired once an admin API key exists; use that key (and remove bootstrap_token_* from the coordinator's config)",
-                    ));
-                }
-                self.guard.succeeded(peer_ip);
-                return Ok(Caller {
-                    principal: Principal::Bootstrap,
-                    peer,
-                    expires_in: None,
-                    started,
-                });
-            }
+        let caller = |principal, expires_in| Caller {
+            principal,
+            peer: peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+            expires_in,
+            started,
+        };
+        if self.is_bootstrap(token) {
+            self.check_bootstrap(peer_ip, bootstrap_allowed, now)?;
+            return Ok(caller(Principal::Bootstrap, None));
         }
+        let key = self.valid_api_key(peer_ip, token, now)?;
+        self.guard.succeeded(peer_ip);
+        let expires_in = key
+            .expires_at_ms
+            .filter(|at| at - now <= EXPIRY_WARNING_MS)
+            .map(|at| (at - now) / 1000);
+        let caller = caller(Principal::ApiKey(key.clone()), expires_in);
+        if !key.scopes.allows(scope) {
+            let mut status = Status::permission_denied(format!(
+                "API key {} lacks the `{}` scope (it has: {})",
+                key.id,
+                scope.name(),
+                key.scopes.names().join(", ")
+            ));
+            caller.annotate(status.metadata_mut());
+            return Err(status);
+        }
+        Ok(caller)
+    }
 
+    /// Whether `token` is the bootstrap credential (compared in constant time).
+    fn is_bootstrap(&self, token: &str) -> bool {
+        self.bootstrap.as_ref().is_some_and(|bootstrap| {
+            let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            bool::from(presented.ct_eq(bootstrap))
+        })
+    }
+
+    /// The bootstrap credential may call only `CreateApiKey`, and only until an admin key exists.
+    fn check_bootstrap(
+        &self,
+        peer_ip: Option<IpAddr>,
+        bootstrap_allowed: bool,
+        now: i64,
+    ) -> Result<(), Status> {
+        if !bootstrap_allowed {
+            return Err(Status::permission_denied(
+                "the bootstrap credential may only create the first admin API key (CreateApiKey)",
+            ));
+        }
+        if self.admin_key_exists(now) {
+            self.fail(
+                peer_ip,
+                None,
+                "bootstrap credential used after an admin key exists",
+            );
+            return Err(Status::unauthenticated(
+                "the bootstrap credential is retired once an admin API key exists; use that key (and remove bootstrap_token_* from the coordinator's config)",
+            ));
+        }
+        self.guard.succeeded(peer_ip);
+        Ok(())
+    }
+
+    /// The API key `token` presents, if its secret matches and the key still works. Only a
+    /// holder of the real secret learns why a valid key stopped working.
+    fn valid_api_key(
+        &self,
+        peer_ip: Option<IpAddr>,
+        token: &str,
+        now: i64,
+    ) -> Result<Arc<ApiKey>, Status> {
         let Some(presented) = apikeys::parse(token) else {
             self.fail(peer_ip, None, "malformed API key");
             return Err(Status::unauthenticated(
@@ -302,59 +340,42 @@ impl Authenticator {
             self.fail(peer_ip, Some(presented.id), "unknown API key id");
             return Err(Status::unauthenticated("invalid API key"));
         };
-        match self.hasher.matches(&presented, &key.secrets, now) {
-            Match::Valid => {}
-            Match::RotatedOut => {
-                self.fail(peer_ip, Some(&key.id), "rotated-out secret");
-                return Err(Status::unauthenticated(format!(
+        let refusal = match self.hasher.matches(&presented, &key.secrets, now) {
+            Match::Valid => None,
+            Match::RotatedOut => Some((
+                "rotated-out secret",
+                format!(
                     "API key {} was rotated and this secret's grace period is over; use the new secret",
                     key.id
-                )));
-            }
-            Match::None => {
-                self.fail(peer_ip, Some(&key.id), "wrong secret");
-                return Err(Status::unauthenticated("invalid API key"));
-            }
-        }
-        // Only a holder of the real secret learns why a valid key stopped working.
-        if let Some(at) = key.revoked_at_ms {
-            self.fail(peer_ip, Some(&key.id), "revoked");
-            return Err(Status::unauthenticated(format!(
-                "API key {} was revoked at {}",
-                key.id,
-                utc(at)
-            )));
-        }
-        if let Some(at) = key.expires_at_ms.filter(|at| *at <= now) {
-            self.fail(peer_ip, Some(&key.id), "expired");
-            return Err(Status::unauthenticated(format!(
-                "API key {} expired at {}; ask an operator for a new key",
-                key.id,
-                utc(at)
-            )));
-        }
-        self.guard.succeeded(peer_ip);
-        let expires_in = key
-            .expires_at_ms
-            .filter(|at| at - now <= EXPIRY_WARNING_MS)
-            .map(|at| (at - now) / 1000);
-        let caller = Caller {
-            principal: Principal::ApiKey(key.clone()),
-            peer,
-            expires_in,
-            started,
+                ),
+            )),
+            Match::None => Some(("wrong secret", "invalid API key".to_string())),
         };
-        if !key.scopes.allows(scope) {
-            let mut status = Status::permission_denied(format!(
-                "API key {} lacks the `{}` scope (it has: {})",
-                key.id,
-                scope.name(),
-                key.scopes.names().join(", ")
-            ));
-            caller.annotate(status.metadata_mut());
-            return Err(status);
+        let refusal = refusal.or_else(|| {
+            key.revoked_at_ms.map(|at| {
+                (
+                    "revoked",
+                    format!("API key {} was revoked at {}", key.id, utc(at)),
+                )
+            })
+        });
+        let refusal = refusal.or_else(|| {
+            key.expires_at_ms.filter(|at| *at <= now).map(|at| {
+                (
+                    "expired",
+                    format!(
+                        "API key {} expired at {}; ask an operator for a new key",
+                        key.id,
+                        utc(at)
+                    ),
+                )
+            })
+        });
+        if let Some((reason, message)) = refusal {
+            self.fail(peer_ip, Some(&key.id), reason);
+            return Err(Status::unauthenticated(message));
         }
-        Ok(caller)
+        Ok(key)
     }
 }
 

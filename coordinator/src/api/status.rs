@@ -9,9 +9,7 @@ impl From<CoordError> for Status {
     fn from(error: CoordError) -> Status {
         let message = error.to_string();
         match error {
-            CoordError::InvalidArgument { .. } | CoordError::InvalidTransaction(_) => {
-                Status::invalid_argument(message)
-            }
+            CoordError::Invalid(_) => Status::invalid_argument(message),
             CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
                 Status::not_found(message)
             }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use shardsign_groupcommit::{GroupCommit, Ticket};
 
 use crate::error::CoordError;
@@ -122,8 +122,13 @@ impl KeyRecord {
 }
 
 pub struct Registry {
+    /// Every write (and check-and-write) goes through this connection, shared with `writer`.
     conn: Arc<Mutex<Connection>>,
     writer: GroupCommit,
+    /// Reads on the signing path (the key, a stored response) use their own read-only
+    /// connection: in WAL mode a reader never waits for the writer, so they do not queue behind
+    /// a group commit's fsync.
+    reader: Mutex<Connection>,
 }
 
 /// A signing request's outcome, on disk.
@@ -204,15 +209,30 @@ impl Registry {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let conn = Arc::new(Mutex::new(conn));
         let writer = GroupCommit::start(conn.clone(), "registry-writer").map_err(|e| {
             CoordError::config("database", format!("cannot start the writer thread: {e}"))
         })?;
-        Ok(Registry { conn, writer })
+        Ok(Registry {
+            conn,
+            writer,
+            reader: Mutex::new(reader),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -232,7 +252,7 @@ impl Registry {
 
     pub fn get_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
         let row = self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
                 [key_id],
@@ -244,14 +264,14 @@ impl Registry {
 
     pub fn key_exists(&self, key_id: &str) -> Result<bool, CoordError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("SELECT 1 FROM keys WHERE key_id = ?1", [key_id], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, CoordError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement = conn.prepare(&format!(
             "SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
         ))?;
@@ -276,7 +296,7 @@ impl Registry {
         request_id: &str,
         request_hash: &[u8; 32],
     ) -> Result<Option<Vec<u8>>, CoordError> {
-        stored_response(&self.conn(), request_id, request_hash)
+        stored_response(&self.reader(), request_id, request_hash)
     }
 
     /// Makes a signing request's outcome durable in one group commit: its audit row and, for a

@@ -68,6 +68,31 @@ impl Default for Options<'_> {
     }
 }
 
+/// Who gets `envelope` (sent by `node`): every other participant for a broadcast, else the one
+/// participant it names. An address outside the session is the relay's to refuse.
+fn recipients(envelope: &Envelope, participants: &[u8], node: u8) -> Result<Vec<u8>, RelayError> {
+    if envelope.to == 0 {
+        return Ok(participants
+            .iter()
+            .copied()
+            .filter(|p| u32::from(*p) != envelope.from)
+            .collect());
+    }
+    match u8::try_from(envelope.to)
+        .ok()
+        .filter(|to| participants.contains(to))
+    {
+        Some(to) => Ok(vec![to]),
+        None => Err(RelayError {
+            node,
+            status: Status::internal(format!(
+                "node {node} addressed an envelope to node {}",
+                envelope.to
+            )),
+        }),
+    }
+}
+
 /// Delivers rounds until no envelopes are left; returns each node's result.
 pub async fn drive(
     clients: &Clients,
@@ -87,30 +112,7 @@ pub async fn drive(
             }
             for envelope in reply.envelopes {
                 round = round.max(envelope.round);
-                let recipients: Vec<u8> = if envelope.to == 0 {
-                    participants
-                        .iter()
-                        .copied()
-                        .filter(|p| u32::from(*p) != envelope.from)
-                        .collect()
-                } else {
-                    // An address outside the session is the relay's to refuse.
-                    match u8::try_from(envelope.to)
-                        .ok()
-                        .filter(|to| participants.contains(to))
-                    {
-                        Some(to) => vec![to],
-                        None => {
-                            return Err(RelayError {
-                                node,
-                                status: Status::internal(format!(
-                                    "node {node} addressed an envelope to node {}",
-                                    envelope.to
-                                )),
-                            });
-                        }
-                    }
-                };
+                let recipients = recipients(&envelope, &participants, node)?;
                 for to in recipients {
                     let mut copy = envelope.clone();
                     let action = match options.hook.as_mut() {

@@ -178,13 +178,12 @@ impl Metrics {
     }
 }
 
+/// What runs before each scrape (to update gauges that are cheaper to read than to track).
+pub type Refresh = Arc<dyn Fn(&Metrics) + Send + Sync>;
+
 /// Serves `GET /metrics` on `listener` until the task is dropped. `refresh` runs before each
 /// scrape (to update gauges that are cheaper to read than to track).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Metrics,
-    refresh: Arc<dyn Fn(&Metrics) + Send + Sync>,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, refresh: Refresh) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -237,7 +236,7 @@ pub async fn serve(
 pub async fn spawn(
     address: SocketAddr,
     metrics: Metrics,
-    refresh: Arc<dyn Fn(&Metrics) + Send + Sync>,
+    refresh: Refresh,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;

@@ -1,6 +1,6 @@
 //! The parts of serving that the node and the coordinator share: the log format and its
 //! initialisation, the shutdown signal, the gRPC health and reflection services, binding the
-//! listener, and the ready files that tell supervisors and tests the bound addresses.
+//! listener, the metrics endpoint, and the ready files that tell supervisors and tests the bound addresses.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -116,6 +116,23 @@ pub async fn health_and_reflection(
         .build_v1()
         .map_err(|e| ServeError::new("reflection", e.to_string()))?;
     Ok((health, reflection))
+}
+
+/// Serves `metrics` on `listen` (`GET /metrics`) in the background, with the bound address in
+/// the metrics ready file when there is a ready file.
+pub async fn serve_metrics(
+    listen: SocketAddr,
+    metrics: shardsign_metrics::Metrics,
+    refresh: shardsign_metrics::Refresh,
+    ready_file: Option<&Path>,
+) -> Result<SocketAddr, ServeError> {
+    let bound = shardsign_metrics::spawn(listen, metrics, refresh)
+        .await
+        .map_err(|e| ServeError::new("metrics_listen", format!("cannot bind {listen}: {e}")))?;
+    if let Some(path) = ready_file {
+        write_metrics_ready_file(path, bound)?;
+    }
+    Ok(bound)
 }
 
 /// Writes `address` to `path` atomically (a reader never sees a partial file).

@@ -1,0 +1,97 @@
+//! The API commands: keys, signing, API keys, policies, audit, cluster status; one module each.
+//! What several of them share (durations, secret files, cluster status) is here.
+
+mod apikeys;
+mod audit;
+mod keys;
+mod policy;
+mod sign;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+use shardsign_client::api;
+
+use crate::context::Global;
+use crate::output::Out;
+
+pub use apikeys::{ApiKeysCommand, apikeys};
+pub use audit::{AuditCommand, audit};
+pub use keys::{KeysCommand, create_key, keys};
+pub use policy::{PolicyCommand, policy, set_key_policy};
+pub use sign::{SignCommand, sign};
+
+/// `3600s`, `90m`, `12h`, `30d`, or plain seconds.
+pub fn parse_duration_secs(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: i64 = number
+        .parse()
+        .map_err(|_| anyhow!("`{text}`: expected a duration like 3600s, 90m, 12h or 30d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("`{text}`: the unit is s, m, h or d"),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| anyhow!("`{text}` is too long"))
+}
+
+pub fn write_secret_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
+    let client = global.client().await?;
+    let status = client
+        .with_retries(|_| {
+            let mut admin = client.admin();
+            async move { admin.cluster_status(api::ClusterStatusRequest {}).await }
+        })
+        .await?;
+    let nodes: Vec<Value> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({"node_id": n.node_id, "address": n.address, "reachable": n.reachable,
+                "version": n.version, "key_count": n.key_count, "fingerprint": n.fingerprint,
+                "error": n.error})
+        })
+        .collect();
+    out.show(
+        &json!({"nodes": nodes, "can_sign": status.can_sign, "can_create_keys": status.can_create_keys}),
+        || {
+            let mut lines: Vec<String> = status
+                .nodes
+                .iter()
+                .map(|n| {
+                    if n.reachable {
+                        format!("node {}  {}  up  v{}  {} keys", n.node_id, n.address, n.version, n.key_count)
+                    } else {
+                        format!("node {}  {}  DOWN  {}", n.node_id, n.address, n.error)
+                    }
+                })
+                .collect();
+            lines.push(format!(
+                "can sign: {}   can create keys: {}",
+                status.can_sign, status.can_create_keys
+            ));
+            lines.join("\n")
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `shardsign sign`: transactions (EIP-1559, or legacy with --gas-price) and EIP-191 messages.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shardsign_client::TransactionBuilder;
+use shardsign_eth::parse_amount;
+
+use crate::context::Global;
+use crate::output::Out;
+
+#[derive(Subcommand)]
+pub enum SignCommand {
+    /// Sign a transaction: EIP-1559 by default, legacy (EIP-155) with --gas-price.
+    Tx(TxArgs),
+    /// Sign an EIP-191 personal message.
+    Message {
+        #[arg(long)]
+        key: String,
+        /// The message text (UTF-8).
+        #[arg(long, conflicts_with = "hex")]
+        message: Option<String>,
+        /// The message bytes as hex.
+        #[arg(long)]
+        hex: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct TxArgs {
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    chain_id: u64,
+    #[arg(long, default_value_t = 0)]
+    nonce: u64,
+    /// Recipient; omit to create a contract.
+    #[arg(long)]
+    to: Option<String>,
+    /// Amount: wei, or with a unit (0.1eth, 20gwei).
+    #[arg(long, default_value = "0")]
+    value: String,
+    #[arg(long, default_value_t = 21_000)]
+    gas: u64,
+    /// EIP-1559 fee cap.
+    #[arg(long, default_value = "30gwei")]
+    max_fee: String,
+    /// EIP-1559 tip.
+    #[arg(long, default_value = "1gwei")]
+    priority_fee: String,
+    /// Legacy gas price: makes an EIP-155 legacy transaction.
+    #[arg(long)]
+    gas_price: Option<String>,
+    /// Call data as hex.
+    #[arg(long, default_value = "")]
+    data: String,
+}
+
+fn hex_bytes(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(text.trim_start_matches("0x")).with_context(|| format!("{field}: not hex"))
+}
+
+pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Result<()> {
+    let client = global.client().await?;
+    match command {
+        SignCommand::Tx(args) => {
+            let builder = match &args.gas_price {
+                Some(price) => TransactionBuilder::legacy(args.chain_id)
+                    .gas_price(parse_amount("gas_price", price)?),
+                None => TransactionBuilder::eip1559(args.chain_id)
+                    .fees_str(&args.max_fee, &args.priority_fee)?,
+            };
+            let mut builder = builder
+                .nonce(args.nonce)
+                .gas_limit(args.gas)
+                .value_str(&args.value)?
+                .data(hex_bytes("data", &args.data)?);
+            if let Some(to) = &args.to {
+                builder = builder.to_str(to)?;
+            }
+            let tx = builder.build()?;
+            let signed = client.sign_transaction(&args.key, &tx).await?;
+            out.show(
+                &json!({
+                    "raw_transaction": format!("0x{}", hex::encode(&signed.raw_transaction)),
+                    "tx_hash": format!("0x{}", hex::encode(signed.tx_hash)),
+                    "sender": signed.sender, "v": signed.v,
+                    "r": format!("0x{}", hex::encode(signed.r)),
+                    "s": format!("0x{}", hex::encode(signed.s)),
+                }),
+                || {
+                    format!(
+                        "0x{}\ntx hash 0x{}  from {}",
+                        hex::encode(&signed.raw_transaction),
+                        hex::encode(signed.tx_hash),
+                        signed.sender
+                    )
+                },
+            );
+        }
+        SignCommand::Message { key, message, hex } => {
+            let bytes = match (message, hex) {
+                (Some(text), None) => text.into_bytes(),
+                (None, Some(hex)) => hex_bytes("hex", &hex)?,
+                _ => bail!("give --message TEXT or --hex BYTES"),
+            };
+            let signature = client.sign_message(&key, &bytes).await?;
+            out.show(
+                &json!({
+                    "signature": format!("0x{}", hex::encode(signature.signature)),
+                    "message_hash": format!("0x{}", hex::encode(signature.message_hash)),
+                    "signer": signature.signer,
+                }),
+                || {
+                    format!(
+                        "0x{}  (signer {})",
+                        hex::encode(signature.signature),
+                        signature.signer
+                    )
+                },
+            );
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,9 @@ export SHARDSIGN_PYTHON="$PWD/.venv/bin/python"
 # The cluster tests start the real binaries: build them first (cargo test builds a binary only
 # for its own package's integration tests).
 cargo build --locked --workspace --bins
+# The trust-model tests run one node as a cheater: a test-only binary, built on its own so that
+# its `malicious` feature never reaches another build (.ci/run checks the workspace resolution).
+cargo build --locked -p shardsign-node --features malicious --bin shardsign-node-malicious
 if [ "$#" -gt 0 ]; then
   exec cargo test --locked "$@"
 fi

@@ -55,6 +55,7 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
             max_sessions: None,
             log_format: None,
             policy_public_key: Some(shared.policy_public_key.clone()),
+            insecure_no_key_policy: None,
             kek: KekFile {
                 passphrase_file: Some(at("secrets/node-passphrase")),
                 ..Default::default()
@@ -88,6 +89,7 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
             cert: at("certs/api.pem"),
             key: at("certs/api.key"),
         }),
+        insecure_plaintext_api: None,
         node_tls: NodeClientTlsFile {
             ca: at("certs/ca.pem"),
             cert: at("certs/coordinator-client.pem"),
@@ -120,6 +122,7 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
             max_sessions: None,
             log_format: Some("json".into()),
             policy_public_key: Some(shared.policy_public_key.clone()),
+            insecure_no_key_policy: None,
             kek: KekFile {
                 passphrase_file: Some("/run/secrets/node_passphrase".into()),
                 ..Default::default()
@@ -152,6 +155,7 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
             cert: "/certs/api.pem".into(),
             key: "/certs/api.key".into(),
         }),
+        insecure_plaintext_api: None,
         node_tls: NodeClientTlsFile {
             ca: "/certs/ca.pem".into(),
             cert: "/certs/coordinator-client.pem".into(),

@@ -4,8 +4,13 @@
 //! { "allowed_chain_ids": [1], "max_value_per_tx": "0.5eth", "max_value_per_24h": "2eth",
 //!   "allowed_recipients": ["0x..."], "allowed_contract_calls": [{"to": "0x...", "selector": "0xa9059cbb"}],
 //!   "allow_contract_creation": false, "max_fee_per_gas": "100gwei", "max_total_fee": "0.01eth",
-//!   "requests_per_minute": 60, "allow_message_signing": false }
+//!   "requests_per_minute": 60, "allow_message_signing": true,
+//!   "message_rules": {"allow_hash_shaped": false, "allow_binary": false, "max_len": 1024,
+//!                     "allowed_prefixes": ["example.com wants you to sign in"]} }
 //! ```
+//!
+//! `message_rules` may be left out: its defaults (text only, at most 1 KiB, no 32-byte
+//! messages, any prefix) are the safe ones.
 
 use serde::{Deserialize, Serialize};
 use shardsign_proto::v1 as api;
@@ -23,6 +28,16 @@ pub struct PolicyFile {
     pub max_total_fee: String,
     pub requests_per_minute: u32,
     pub allow_message_signing: bool,
+    pub message_rules: Option<MessageRulesFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageRulesFile {
+    pub allow_hash_shaped: bool,
+    pub allow_binary: bool,
+    pub max_len: u32,
+    pub allowed_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -62,6 +77,12 @@ impl From<PolicyFile> for api::Policy {
             max_total_fee: f.max_total_fee,
             requests_per_minute: f.requests_per_minute,
             allow_message_signing: f.allow_message_signing,
+            message_rules: f.message_rules.map(|m| api::MessageRules {
+                allow_hash_shaped: m.allow_hash_shaped,
+                allow_binary: m.allow_binary,
+                max_len: m.max_len,
+                allowed_prefixes: m.allowed_prefixes,
+            }),
         }
     }
 }
@@ -86,6 +107,12 @@ impl From<&api::Policy> for PolicyFile {
             max_total_fee: p.max_total_fee.clone(),
             requests_per_minute: p.requests_per_minute,
             allow_message_signing: p.allow_message_signing,
+            message_rules: p.message_rules.as_ref().map(|m| MessageRulesFile {
+                allow_hash_shaped: m.allow_hash_shaped,
+                allow_binary: m.allow_binary,
+                max_len: m.max_len,
+                allowed_prefixes: m.allowed_prefixes.clone(),
+            }),
         }
     }
 }

@@ -10,7 +10,7 @@ use shardsign_policy::{Rules, RulesFor};
 use shardsign_proto::node::v1::PutPolicyRequest;
 use shardsign_proto::v1 as api;
 
-use shardsign_proto::node::v1::GetIdentityRequest;
+use shardsign_proto::node::v1::{GetIdentityRequest, Identity};
 use shardsign_request::KeyId;
 
 use crate::MAX_LABEL_LEN;
@@ -18,8 +18,10 @@ use crate::access::apikeys::{self, ApiKey, Scopes};
 use crate::access::auth::{Authenticator, Caller, Principal};
 use crate::access::ratelimit::RateLimiter;
 use crate::audit::{AuditEntry, Decision};
+use crate::config::NodeConfig;
 use crate::error::CoordError;
 use crate::registry::{PolicyUpdate, Registry, now_ms};
+use crate::signing::bans::Ban;
 use crate::signing::key_policies::KeyPolicies;
 use crate::signing::pool::NodePool;
 
@@ -143,6 +145,12 @@ impl Admin {
             rules,
             secrets: Vec::new(),
         };
+        if matches!(caller.principal, Principal::Bootstrap) {
+            // Single-use: spent (on disk) before the key it makes exists.
+            self.auth
+                .use_bootstrap(&self.registry)
+                .map_err(|status| CoordError::Unauthenticated(status.message().to_string()))?;
+        }
         let (secret, hash) = self.auth.hasher().issue(self.auth.environment(), &id);
         self.registry.insert_api_key(&key, &hash)?;
         let key = self
@@ -355,6 +363,8 @@ impl Admin {
         Ok(key.to_api())
     }
 
+    /// Every node's identity, keys and bans (bans learned here stop their pairs being
+    /// scheduled), and whether the cluster can sign and create keys.
     pub async fn cluster_status(&self) -> api::ClusterStatusResponse {
         let mut calls = tokio::task::JoinSet::new();
         for node in self.pool.nodes() {
@@ -368,43 +378,82 @@ impl Admin {
         }
         let mut nodes = Vec::new();
         while let Some(Ok((config, outcome))) = calls.join_next().await {
-            let mut status = api::NodeStatus {
-                node_id: u32::from(config.node_id),
-                address: config.address.clone(),
-                ..Default::default()
-            };
-            match outcome {
-                Ok(identity) => {
-                    let identity = identity.into_inner();
-                    status.version = identity.version;
-                    status.key_count = identity.key_count;
-                    status.fingerprint = identity.fingerprint.clone();
-                    match &config.fingerprint {
-                        Some(expected) if *expected != identity.fingerprint => {
-                            status.error = format!(
-                                "identity fingerprint {} does not match the configured {expected}",
-                                identity.fingerprint
-                            );
-                        }
-                        _ if identity.node_id != u32::from(config.node_id) => {
-                            status.error = format!(
-                                "the node at this address says it is node {}",
-                                identity.node_id
-                            );
-                        }
-                        _ => status.reachable = true,
-                    }
-                }
-                Err(error) => status.error = error.message().to_string(),
-            }
-            nodes.push(status);
+            nodes.push(self.node_status(&config, outcome.map(|r| r.into_inner())));
         }
         nodes.sort_by_key(|n| n.node_id);
-        let reachable = nodes.iter().filter(|n| n.reachable).count();
+        let up = |id: u8| {
+            nodes
+                .iter()
+                .any(|n| n.reachable && n.node_id == u32::from(id))
+        };
+        let can_sign = self
+            .pool
+            .candidate_pairs()
+            .iter()
+            .any(|pair| pair.iter().all(|id| up(*id)));
+        let can_create_keys =
+            [1, 2, 3].iter().all(|id| up(*id)) && self.pool.bans().all().is_empty();
         api::ClusterStatusResponse {
-            can_sign: reachable >= 2,
-            can_create_keys: reachable == 3,
+            can_sign,
+            can_create_keys,
             nodes,
         }
+    }
+
+    /// One node's status from its `GetIdentity` answer; its bans are learned on the way.
+    fn node_status(
+        &self,
+        config: &NodeConfig,
+        outcome: Result<Identity, tonic::Status>,
+    ) -> api::NodeStatus {
+        let mut status = api::NodeStatus {
+            node_id: u32::from(config.node_id),
+            address: config.address.clone(),
+            ..Default::default()
+        };
+        let identity = match outcome {
+            Ok(identity) => identity,
+            Err(error) => {
+                status.error = error.message().to_string();
+                return status;
+            }
+        };
+        status.version = identity.version;
+        status.key_count = identity.key_count;
+        status.fingerprint = identity.fingerprint.clone();
+        match &config.fingerprint {
+            Some(expected) if *expected != identity.fingerprint => {
+                status.error = format!(
+                    "identity fingerprint {} does not match the configured {expected}",
+                    identity.fingerprint
+                );
+                return status;
+            }
+            _ if identity.node_id != u32::from(config.node_id) => {
+                status.error = format!(
+                    "the node at this address says it is node {}",
+                    identity.node_id
+                );
+                return status;
+            }
+            _ => status.reachable = true,
+        }
+        for ban in identity.bans {
+            let Ok(banned) = u8::try_from(ban.node_id) else {
+                continue;
+            };
+            self.pool.bans().learn(Ban {
+                reporter: config.node_id,
+                banned,
+                reason: ban.reason.clone(),
+                at_ms: ban.at_unix_ms,
+            });
+            status.bans.push(api::NodeBan {
+                banned_node_id: ban.node_id,
+                reason: ban.reason,
+                at_unix_ms: ban.at_unix_ms,
+            });
+        }
+        status
     }
 }

@@ -57,6 +57,12 @@ impl Ceremony {
             request.key_id.clone()
         };
         let key_id = KeyId::field(&key_id)?;
+        if !self.pool.bans().all().is_empty() {
+            return Err(CoordError::KeygenRefused(format!(
+                "key generation needs all three nodes, and {}; replace the banned node (a membership change) first",
+                crate::signing::threshold::describe_bans(&self.pool)
+            )));
+        }
         if self.registry.key_exists(key_id.as_str())? {
             return Err(CoordError::KeyExists(key_id.into_string()));
         }

@@ -167,11 +167,22 @@ impl CoordinatorConfig {
                 "expected 1 to 64 characters",
             ));
         }
-        let listen = raw
+        let listen: SocketAddr = raw
             .listen
             .parse()
             .map_err(|_| CoordError::config("listen", "expected an address like 127.0.0.1:7000"))?;
         let log_format = LogFormat::parse(raw.log_format.as_deref())?;
+        if raw.tls.is_none()
+            && !listen.ip().is_loopback()
+            && raw.insecure_plaintext_api != Some(true)
+        {
+            return Err(CoordError::config(
+                "tls",
+                format!(
+                    "required when listen ({listen}) is not a loopback address: API keys would travel in the clear. Configure tls = {{ cert, key }}; for development only, set insecure_plaintext_api = true"
+                ),
+            ));
+        }
         let nodes = nodes(raw.nodes)?;
         let tls = match raw.tls {
             Some(tls) => Some(Pem {
@@ -231,5 +242,65 @@ impl CoordinatorConfig {
             },
             nodes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str, tls: bool, insecure: bool) -> String {
+        let mut file = CoordinatorFile::parse(&format!(
+            r#"
+            cluster_id = "c"
+            listen = "{listen}"
+            database = "/nonexistent/c.db"
+            auth = {{}}
+            node_tls = {{ ca = "/nonexistent/ca.pem", cert = "/nonexistent/c.pem", key = "/nonexistent/c.key" }}
+            nodes = []
+            "#
+        ))
+        .unwrap();
+        if tls {
+            file.tls = Some(shardsign_provision::ApiTlsFile {
+                cert: "/nonexistent/api.pem".into(),
+                key: "/nonexistent/api.key".into(),
+            });
+        }
+        file.insecure_plaintext_api = insecure.then_some(true);
+        file.to_toml()
+    }
+
+    /// The setting a parse error names (every config error names one).
+    fn failing_setting(text: &str) -> String {
+        match CoordinatorConfig::parse(text).unwrap_err() {
+            CoordError::Config { setting, .. } => setting,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_plaintext_api_is_refused_off_loopback_unless_development_says_so() {
+        let error = CoordinatorConfig::parse(&config("0.0.0.0:7100", false, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("configuration: tls: required when listen (0.0.0.0:7100)")
+                && error.contains("insecure_plaintext_api = true"),
+            "{error}"
+        );
+        // Past the TLS check, parsing stops at the next problem (here: no nodes).
+        assert_eq!(
+            failing_setting(&config("0.0.0.0:7100", false, true)),
+            "nodes"
+        );
+        assert_eq!(
+            failing_setting(&config("127.0.0.1:7100", false, false)),
+            "nodes"
+        );
+        assert_eq!(
+            failing_setting(&config("0.0.0.0:7100", true, false)),
+            "nodes"
+        );
     }
 }

@@ -49,6 +49,9 @@ pub enum CoordError {
     SigningFailed(String),
     #[error("key generation failed: {0}")]
     KeygenFailed(String),
+    /// Key generation cannot run now (e.g. a node has banned another); the message says why.
+    #[error("{0}")]
+    KeygenRefused(String),
     #[error("registry error: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("registry error: {0}")]

@@ -15,6 +15,7 @@ pub mod ceremony;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod recover;
 pub mod registry;
 pub mod server;
 pub mod signing;

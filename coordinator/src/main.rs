@@ -1,4 +1,5 @@
 //! `shardsign-coordinator run --config <file>`: serve the public API.
+//! `shardsign-coordinator admin recover --config <file>`: a new admin API key, made on this host.
 
 use std::path::PathBuf;
 
@@ -24,6 +25,34 @@ enum Command {
         #[arg(long, env = "SHARDSIGN_COORDINATOR_CONFIG")]
         config: PathBuf,
     },
+    /// Local operations on this host's registry.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a new admin API key (when every admin key is lost or revoked; the bootstrap token
+    /// is single-use). Prints the key once; restart the coordinator so that it loads it.
+    Recover {
+        #[arg(long, env = "SHARDSIGN_COORDINATOR_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "recovered admin")]
+        label: String,
+    },
+}
+
+fn recover(config: PathBuf, label: &str) -> anyhow::Result<()> {
+    let config = CoordinatorConfig::load(&config)?;
+    let recovered = shardsign_coordinator::recover::recover_admin(&config, label)?;
+    println!("{}", recovered.secret.0.as_str());
+    eprintln!(
+        "admin API key {} created and audited (admin_recover); it is shown once, above. Restart the coordinator so that it loads it.",
+        recovered.id
+    );
+    Ok(())
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {
@@ -41,6 +70,9 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Admin {
+            command: AdminCommand::Recover { config, label },
+        } => recover(config, &label),
         Command::Run { config } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run(config))),

@@ -14,6 +14,7 @@ pub const SIGN_SECONDS: &str = "shardsign_sign_duration_seconds";
 pub const ATTEMPT_FAILURES: &str = "shardsign_signing_attempt_failures_total";
 pub const NODE_AVAILABLE: &str = "shardsign_node_available";
 pub const IN_FLIGHT: &str = "shardsign_sign_requests_in_flight";
+pub const BANNED_PAIRS: &str = "shardsign_banned_pairs";
 
 #[derive(Default)]
 pub struct CoordinatorMetrics {
@@ -74,6 +75,16 @@ impl CoordinatorMetrics {
             ATTEMPT_FAILURES,
             "Signing attempts that failed on a node (then retried on another pair), by node and code",
             &[("node", &node), ("code", &code)],
+        );
+    }
+
+    /// How many (node, banned peer) bans the nodes hold, as far as the coordinator knows.
+    pub fn set_banned_pairs(&self, count: usize) {
+        self.registry.set(
+            BANNED_PAIRS,
+            "Bans the nodes hold against a peer (node caught cheating); their pairs are not scheduled",
+            &[],
+            count as f64,
         );
     }
 

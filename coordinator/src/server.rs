@@ -22,6 +22,7 @@ use crate::metrics::CoordinatorMetrics;
 use crate::registry::Registry;
 use crate::signing::Signing;
 use crate::signing::admission::Admission;
+use crate::signing::bans::Bans;
 use crate::signing::key_policies::KeyPolicies;
 use crate::signing::pool::NodePool;
 use shardsign_policy::PolicyVerifier;
@@ -41,8 +42,9 @@ struct Components {
 /// into the authenticator).
 fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
     let registry = Arc::new(Registry::open(&config.database)?);
-    let pool = Arc::new(NodePool::new(config)?);
     let metrics = Arc::new(CoordinatorMetrics::new());
+    let bans = Arc::new(Bans::new(registry.clone(), metrics.clone()));
+    let pool = Arc::new(NodePool::new(config, bans)?);
     let hmac_key = load_or_create_hmac_key(&config.api_key_hmac_key_file)?;
     if config.bootstrap_token.is_some() {
         tracing::info!("the bootstrap credential is enabled until an admin API key exists");
@@ -146,6 +148,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordError> {
     let components = build(&mut config)?;
+    // Learn the bans the nodes hold before the first request needs them (best effort: a node
+    // that is down now is asked again by every cluster status, and refuses a banned pair itself).
+    tokio::spawn({
+        let admin = components.admin.admin.clone();
+        async move { admin.cluster_status().await }
+    });
     let (listener, address) = shardsign_serve::bind(config.listen).await?;
     let (health_service, reflection) = shardsign_serve::health_and_reflection(
         &[

@@ -161,6 +161,12 @@ impl NodeConfig {
             .map(PolicyVerifier::from_hex)
             .transpose()
             .map_err(|e| NodeError::config("policy_public_key", e.to_string()))?;
+        if policy_verifier.is_none() && raw.insecure_no_key_policy != Some(true) {
+            return Err(NodeError::config(
+                "policy_public_key",
+                "required: the operator's policy public key (`shardsign policy public-key`); without it this node would check no key policy and sign whatever the coordinator asks. For development only, set insecure_no_key_policy = true",
+            ));
+        }
         Ok(NodeConfig {
             policy_verifier,
             node_id,

@@ -53,6 +53,23 @@ pub enum NodeError {
     Aborted(String),
     #[error("session aborted, security event: {0}")]
     Security(String),
+    /// The engine caught `culprit` cheating in a check whose failure demands a ban.
+    #[error("session aborted: node {culprit} cheated ({reason}); it is banned from now on")]
+    Cheated {
+        culprit: shardsign_tss::PartyId,
+        reason: String,
+    },
+    /// A session with a peer this node has banned.
+    #[error(
+        "node {me} has banned node {peer} ({reason} at {}); only replacing node {peer} (a membership change) ends the ban",
+        shardsign_serve::utc(*at_ms)
+    )]
+    Banned {
+        me: shardsign_tss::PartyId,
+        peer: shardsign_tss::PartyId,
+        reason: String,
+        at_ms: i64,
+    },
     #[error("{0} sessions are in flight, the most this node runs at once; retry later")]
     Busy(usize),
     #[error("I/O error on {path}: {source}")]

@@ -5,6 +5,8 @@
 //! TLS to the coordinator only. Every byte that reaches the node is treated as hostile,
 //! including what the coordinator relays.
 
+pub mod bans;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -26,6 +26,9 @@ impl NodeService {
     }
 }
 
+/// Set on a refusal because of a ban: the banned peer's node id.
+pub const BANNED_PEER_HEADER: &str = "x-shardsign-banned-peer";
+
 /// The status a caller sees for each error; internal details stay in the node's log.
 pub fn status(error: NodeError) -> Status {
     match error {
@@ -41,7 +44,16 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::PolicyRefused(_) => Status::permission_denied(error.to_string()),
         NodeError::PolicyMissing(_) => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
-        NodeError::Aborted(_) => Status::aborted(error.to_string()),
+        NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
+        NodeError::Banned { peer, .. } => {
+            // The peer a refusal names, for the coordinator to stop scheduling this pair.
+            let mut status = Status::failed_precondition(error.to_string());
+            status.metadata_mut().insert(
+                BANNED_PEER_HEADER,
+                tonic::metadata::MetadataValue::from(u32::from(peer.get())),
+            );
+            status
+        }
         NodeError::Busy(_) => Status::resource_exhausted(error.to_string()),
         other => {
             tracing::error!(error = %other, "internal error");
@@ -129,6 +141,17 @@ impl NodeRpc for NodeService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             key_count,
             sessions_in_flight: self.node.sessions_in_flight() as u32,
+            bans: self
+                .node
+                .bans()
+                .into_iter()
+                .map(|ban| shardsign_proto::node::v1::Ban {
+                    node_id: u32::from(ban.node_id),
+                    signing_key: ban.peer_signing_key.to_vec(),
+                    reason: ban.reason,
+                    at_unix_ms: ban.at_ms,
+                })
+                .collect(),
         }))
     }
 

@@ -54,6 +54,12 @@ pub fn node_binary() -> PathBuf {
     workspace_binary("shardsign-node", "SHARDSIGN_NODE_BIN")
 }
 
+/// The test-only `shardsign-node-malicious` binary (`SHARDSIGN_MALICIOUS_NODE_BIN` overrides),
+/// built apart from the workspace with `--features malicious` so that no other build has it.
+pub fn malicious_node_binary() -> PathBuf {
+    workspace_binary("shardsign-node-malicious", "SHARDSIGN_MALICIOUS_NODE_BIN")
+}
+
 /// Starts `command` with its output appended to `log`, killed if the starting thread dies.
 pub fn spawn_logged(mut command: Command, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -114,6 +120,8 @@ pub struct NodeProcess {
     pub log: PathBuf,
     pub address: String,
     pub passphrase: String,
+    /// When set, the node runs as `shardsign-node-malicious` with `SHARDSIGN_MALICIOUS` = this.
+    pub misbehaviour: Option<&'static str>,
     child: Option<Child>,
 }
 
@@ -161,7 +169,14 @@ impl NodeProcess {
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.ready_file());
-        let mut command = Command::new(node_binary());
+        let mut command = match self.misbehaviour {
+            Some(behaviour) => {
+                let mut command = Command::new(malicious_node_binary());
+                command.env("SHARDSIGN_MALICIOUS", behaviour);
+                command
+            }
+            None => Command::new(node_binary()),
+        };
         command
             .arg("run")
             .arg("--config")
@@ -169,6 +184,13 @@ impl NodeProcess {
             .env("SHARDSIGN_TEST_PASSPHRASE", &self.passphrase)
             .env("RUST_LOG", "info,shardsign_node=debug");
         self.child = Some(spawn_logged(command, &self.log));
+    }
+
+    /// Stops the node and starts it again as the misbehaving binary (`Some`) or the real one.
+    pub fn restart_misbehaving(&mut self, behaviour: Option<&'static str>) {
+        self.stop();
+        self.misbehaviour = behaviour;
+        self.start();
     }
 
     /// Starts the process and waits until it reports its address.
@@ -317,6 +339,7 @@ impl NodeCluster {
                     max_sessions: None,
                     log_format: None,
                     policy_public_key: policy_public_key.map(str::to_string),
+                    insecure_no_key_policy: policy_public_key.is_none().then_some(true),
                     kek,
                     tls: NodeTlsFile {
                         cert: dir.join("cert.pem"),
@@ -336,6 +359,7 @@ impl NodeCluster {
                     file,
                     address: String::new(),
                     passphrase,
+                    misbehaviour: None,
                     child: None,
                 }
             })

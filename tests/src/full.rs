@@ -130,6 +130,7 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
         max_total_fee: "unlimited".into(),
         requests_per_minute: 1_000_000,
         allow_message_signing: true,
+        message_rules: None,
     }
 }
 
@@ -203,6 +204,7 @@ impl Cluster {
                 cert: dir.join("api.pem"),
                 key: dir.join("api.key"),
             }),
+            insecure_plaintext_api: None,
             node_tls: NodeClientTlsFile {
                 ca: nodes.root.path().join("ca.pem"),
                 cert: dir.join("node-client.pem"),

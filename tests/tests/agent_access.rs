@@ -104,6 +104,7 @@ fn base_policy() -> Policy {
         max_total_fee: "0.00063eth".into(),
         requests_per_minute: 1000,
         allow_message_signing: false,
+        message_rules: None,
     }
 }
 
@@ -368,6 +369,146 @@ async fn rule_allow_message_signing() {
         status.message().contains("policy allow_message_signing"),
         "{}",
         status.message()
+    );
+}
+
+/// Signs `message` with `token` on the shared key.
+async fn sign_message_with(token: &str, message: &[u8]) -> Result<(), Status> {
+    let shared = shared();
+    shared
+        .cluster
+        .signer_with(Some(token))
+        .sign_message(SignMessageRequest {
+            key_id: shared.key.key_id.clone(),
+            request_id: format!("msg-{}", hex::encode(rand::random::<[u8; 8]>())),
+            message: message.to_vec(),
+        })
+        .await
+        .map(|_| ())
+}
+
+fn refused_by(result: Result<(), Status>, rule: &str) {
+    let status = result.expect_err(rule);
+    assert_eq!(status.code(), Code::PermissionDenied, "{rule}: {status:?}");
+    assert!(
+        status.message().contains(&format!("policy {rule}")),
+        "{rule}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_message_rules() {
+    // Defaults: text only, at most 1 KiB, never 32 bytes (a hash ground until printable).
+    let mut defaults = base_policy();
+    defaults.allow_message_signing = true;
+    let token = agent(defaults.clone()).await;
+    sign_message_with(&token, &[b'a'; 31])
+        .await
+        .expect("31 bytes of text");
+    refused_by(
+        sign_message_with(&token, &[b'a'; 32]).await,
+        "message_allow_hash_shaped",
+    );
+    refused_by(
+        sign_message_with(&token, &[0xff, 0x00]).await,
+        "message_text_only",
+    );
+    sign_message_with(&token, &[b'a'; 1024])
+        .await
+        .expect("1 KiB");
+    refused_by(
+        sign_message_with(&token, &[b'a'; 1025]).await,
+        "message_max_len",
+    );
+    // An API key's rules only narrow: opening them leaves the signing key's own policy (the
+    // default message rules here), which still refuses.
+    let mut open = defaults.clone();
+    open.message_rules = Some(shardsign_proto::v1::MessageRules {
+        allow_hash_shaped: true,
+        allow_binary: true,
+        max_len: 2048,
+        allowed_prefixes: vec![],
+    });
+    let token = agent(open).await;
+    let status = sign_message_with(&token, &[0x07; 32]).await.unwrap_err();
+    assert!(
+        status.message().contains("message_allow_hash_shaped")
+            && status.message().contains("(signing key policy v"),
+        "{}",
+        status.message()
+    );
+    let mut siwe = defaults;
+    siwe.message_rules = Some(shardsign_proto::v1::MessageRules {
+        allowed_prefixes: vec!["app.example wants you to sign in".into()],
+        ..Default::default()
+    });
+    let token = agent(siwe).await;
+    sign_message_with(
+        &token,
+        b"app.example wants you to sign in with your Ethereum account",
+    )
+    .await
+    .expect("the allowed prefix");
+    refused_by(
+        sign_message_with(&token, b"evil.example wants you to sign in").await,
+        "message_allowed_prefixes",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_a_hash_shaped_message_even_from_the_coordinator() {
+    let shared = shared();
+    let clients: BTreeMap<u8, _> = (1..=3u8)
+        .zip(shared.cluster.nodes.clients().await)
+        .collect();
+    // The key's own signed policy allows messages, under the default message rules.
+    let policy = shared
+        .cluster
+        .admin()
+        .get_key_policy(GetKeyPolicyRequest {
+            key_id: shared.key.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .encode_to_vec();
+    let direct = |message: Vec<u8>| {
+        let clients = clients.clone();
+        let policy = policy.clone();
+        let key_id = shared.key.key_id.clone();
+        async move {
+            let hash = shardsign_eth::personal_sign_hash(&message);
+            relay::sign_with_policy(
+                &clients,
+                [2, 3],
+                &key_id,
+                &Payload::PersonalMessage(message),
+                hash,
+                &policy,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    direct(b"an ordinary sentence".to_vec())
+        .await
+        .expect("text signs on the same path");
+    let refused = direct(vec![b'a'; 32]).await.unwrap_err();
+    assert_eq!(
+        refused.status.code(),
+        Code::PermissionDenied,
+        "{:?}",
+        refused.status
+    );
+    assert!(
+        refused
+            .status
+            .message()
+            .contains("policy message_allow_hash_shaped"),
+        "{}",
+        refused.status.message()
     );
 }
 

@@ -156,6 +156,27 @@ async fn a_missing_or_malformed_setting_stops_the_node_with_its_name() {
     assert!(stderr.contains("listen"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_policy_key_refuses_to_start_unless_development_says_so() {
+    // The harness runs policy-less nodes with `insecure_no_key_policy = true`; without it the
+    // same node must not start.
+    let mut cluster = NodeCluster::start(KekKind::KeyFile);
+    let node = cluster.node(1);
+    assert_eq!(node.file.insecure_no_key_policy, Some(true));
+    node.stop();
+    let mut file = node.file.clone();
+    file.insecure_no_key_policy = None;
+    std::fs::write(&node.config, file.to_toml()).unwrap();
+    let stderr = node.run_expecting_failure("");
+    assert!(
+        stderr.contains("policy_public_key: required") && stderr.contains("insecure_no_key_policy"),
+        "{stderr}"
+    );
+    std::fs::write(&node.config, node.file.to_toml()).unwrap();
+    node.start();
+    assert!(node.is_running());
+}
+
 /// 32-byte and hex forms of `secret`, to search for.
 fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
     vec![

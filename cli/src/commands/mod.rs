@@ -67,9 +67,14 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
         .nodes
         .iter()
         .map(|n| {
+            let bans: Vec<Value> = n
+                .bans
+                .iter()
+                .map(|b| json!({"banned_node_id": b.banned_node_id, "reason": b.reason, "at_unix_ms": b.at_unix_ms}))
+                .collect();
             json!({"node_id": n.node_id, "address": n.address, "reachable": n.reachable,
                 "version": n.version, "key_count": n.key_count, "fingerprint": n.fingerprint,
-                "error": n.error})
+                "error": n.error, "bans": bans})
         })
         .collect();
     out.show(
@@ -86,6 +91,14 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                     }
                 })
                 .collect();
+            for node in &status.nodes {
+                for ban in &node.bans {
+                    lines.push(format!(
+                        "BAN: node {} has banned node {} ({}); their pair is never scheduled",
+                        node.node_id, ban.banned_node_id, ban.reason
+                    ));
+                }
+            }
             lines.push(format!(
                 "can sign: {}   can create keys: {}",
                 status.can_sign, status.can_create_keys

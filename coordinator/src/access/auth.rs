@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use crate::config::Token;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::{Registry, now_ms};
+use shardsign_serve::utc;
 
 /// Responses carry `x-key-expires-in` once the key is this close to its expiry.
 pub const EXPIRY_WARNING_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -96,33 +98,13 @@ impl Caller {
     }
 }
 
-/// Civil UTC time for messages (`2026-11-25 22:49:22 UTC`), without a date library.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 pub struct Authenticator {
     hasher: SecretHasher,
     environment: &'static str,
     bootstrap: Option<[u8; 32]>,
     keys: RwLock<HashMap<String, Arc<ApiKey>>>,
+    /// When the bootstrap credential was used (0: never): it is single-use.
+    bootstrap_used_at_ms: AtomicI64,
     guard: FailureGuard,
     metrics: Arc<CoordinatorMetrics>,
 }
@@ -155,14 +137,56 @@ impl Authenticator {
             .into_iter()
             .map(|key| (key.id.clone(), Arc::new(key)))
             .collect();
-        Ok(Authenticator {
+        let authenticator = Authenticator {
             hasher,
             environment,
             bootstrap: bootstrap.map(|t| Sha256::digest(t.0.as_bytes()).into()),
             keys: RwLock::new(keys),
+            bootstrap_used_at_ms: AtomicI64::new(0),
             guard: FailureGuard::default(),
             metrics,
-        })
+        };
+        let now = now_ms();
+        let used = match registry.bootstrap_used_at()? {
+            Some(at) => Some(at),
+            // A registry from before the credential was single-use: an admin key made with it.
+            None if authenticator.admin_key_exists(now) => {
+                registry.use_bootstrap(now)?;
+                Some(now)
+            }
+            None => None,
+        };
+        if let Some(at) = used {
+            authenticator
+                .bootstrap_used_at_ms
+                .store(at, Ordering::SeqCst);
+        }
+        Ok(authenticator)
+    }
+
+    /// When the bootstrap credential was used, if it was.
+    pub fn bootstrap_used_at(&self) -> Option<i64> {
+        Some(self.bootstrap_used_at_ms.load(Ordering::SeqCst)).filter(|at| *at != 0)
+    }
+
+    fn bootstrap_retired(at_ms: i64) -> Status {
+        Status::unauthenticated(format!(
+            "the bootstrap credential was used at {} and is retired for good; use an admin API key, or recover admin access on the coordinator's host (shardsign-coordinator admin recover), and remove bootstrap_token_* from the coordinator's config",
+            utc(at_ms)
+        ))
+    }
+
+    /// Uses up the bootstrap credential (persisted first): called as it creates the first
+    /// admin key. Refused if it was used meanwhile.
+    pub fn use_bootstrap(&self, registry: &Registry) -> Result<(), Status> {
+        let now = now_ms();
+        let used = registry.use_bootstrap(now).map_err(Status::from)?;
+        if !used {
+            let at = registry.bootstrap_used_at().ok().flatten().unwrap_or(now);
+            return Err(Self::bootstrap_retired(at));
+        }
+        self.bootstrap_used_at_ms.store(now, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn hasher(&self) -> &SecretHasher {
@@ -212,8 +236,8 @@ impl Authenticator {
         Ok(key)
     }
 
-    /// Whether an admin API key that still works exists (which retires the bootstrap credential).
-    pub fn admin_key_exists(&self, now_ms: i64) -> bool {
+    /// Whether an admin API key that still works exists.
+    fn admin_key_exists(&self, now_ms: i64) -> bool {
         self.all().iter().any(|key| {
             key.scopes.admin && key.status(now_ms) == shardsign_proto::v1::ApiKeyStatus::Active
         })
@@ -258,7 +282,7 @@ impl Authenticator {
             started,
         };
         if self.is_bootstrap(token) {
-            self.check_bootstrap(peer_ip, bootstrap_allowed, now)?;
+            self.check_bootstrap(peer_ip, bootstrap_allowed)?;
             return Ok(caller(Principal::Bootstrap, None));
         }
         let key = self.valid_api_key(peer_ip, token, now)?;
@@ -289,27 +313,20 @@ impl Authenticator {
         })
     }
 
-    /// The bootstrap credential may call only `CreateApiKey`, and only until an admin key exists.
+    /// The bootstrap credential may call only `CreateApiKey`, and only once.
     fn check_bootstrap(
         &self,
         peer_ip: Option<IpAddr>,
         bootstrap_allowed: bool,
-        now: i64,
     ) -> Result<(), Status> {
         if !bootstrap_allowed {
             return Err(Status::permission_denied(
                 "the bootstrap credential may only create the first admin API key (CreateApiKey)",
             ));
         }
-        if self.admin_key_exists(now) {
-            self.fail(
-                peer_ip,
-                None,
-                "bootstrap credential used after an admin key exists",
-            );
-            return Err(Status::unauthenticated(
-                "the bootstrap credential is retired once an admin API key exists; use that key (and remove bootstrap_token_* from the coordinator's config)",
-            ));
+        if let Some(at) = self.bootstrap_used_at() {
+            self.fail(peer_ip, None, "bootstrap credential used again");
+            return Err(Self::bootstrap_retired(at));
         }
         self.guard.succeeded(peer_ip);
         Ok(())
@@ -376,17 +393,5 @@ impl Authenticator {
             return Err(Status::unauthenticated(message));
         }
         Ok(key)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formats_civil_time() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }

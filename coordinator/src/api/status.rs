@@ -13,9 +13,9 @@ impl From<CoordError> for Status {
             CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
                 Status::not_found(message)
             }
-            CoordError::KeyDisabled(_) | CoordError::NoKeyPolicy(_) => {
-                Status::failed_precondition(message)
-            }
+            CoordError::KeyDisabled(_)
+            | CoordError::NoKeyPolicy(_)
+            | CoordError::KeygenRefused(_) => Status::failed_precondition(message),
             CoordError::Unauthenticated(_) => Status::unauthenticated(message),
             CoordError::PolicyRefused(_) => Status::permission_denied(message),
             CoordError::RateLimited(_) => Status::resource_exhausted(message),

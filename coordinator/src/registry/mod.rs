@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod audit;
+mod bootstrap;
 mod key_policies;
 mod spend;
 
@@ -87,6 +88,8 @@ const MIGRATIONS: &[&str] = &[
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
      CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // One-off facts (the bootstrap credential's use).
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
 ];
 
 /// A registered key.

@@ -3,12 +3,13 @@
 //! threshold signature -> response -> still authorised -> durable audit + idempotency record.
 
 pub mod admission;
+pub mod bans;
 mod complete;
 pub mod key_policies;
 pub mod operation;
 pub mod pool;
 pub mod relay;
-mod threshold;
+pub mod threshold;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,8 +3,8 @@
 //! next pair avoids it. Pairs rotate so that load spreads over all three.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shardsign_proto::node::v1::node_client::NodeClient;
@@ -12,6 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::config::{CoordinatorConfig, NodeConfig};
 use crate::error::CoordError;
+use crate::signing::bans::Bans;
 use crate::signing::relay::Clients;
 
 /// The three signing pairs.
@@ -36,10 +37,11 @@ pub struct NodeHandle {
 pub struct NodePool {
     nodes: BTreeMap<u8, NodeHandle>,
     cursor: AtomicUsize,
+    bans: Arc<Bans>,
 }
 
 impl NodePool {
-    pub fn new(config: &CoordinatorConfig) -> Result<Self, CoordError> {
+    pub fn new(config: &CoordinatorConfig, bans: Arc<Bans>) -> Result<Self, CoordError> {
         let mut nodes = BTreeMap::new();
         for node in &config.nodes {
             let tls = ClientTlsConfig::new()
@@ -73,6 +75,7 @@ impl NodePool {
         Ok(NodePool {
             nodes,
             cursor: AtomicUsize::new(0),
+            bans,
         })
     }
 
@@ -100,11 +103,18 @@ impl NodePool {
             .is_some_and(|at| at.elapsed() < AVOID_FOR)
     }
 
-    /// Pairs in the order to try them: rotating for load, pairs with recently failed nodes last.
+    /// The bans the nodes hold, as far as the coordinator knows.
+    pub fn bans(&self) -> &Bans {
+        &self.bans
+    }
+
+    /// Pairs in the order to try them: never a pair in which one node banned the other;
+    /// rotating for load, pairs with recently failed nodes last.
     pub fn candidate_pairs(&self) -> Vec<[u8; 2]> {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut pairs: Vec<[u8; 2]> = (0..PAIRS.len())
             .map(|i| PAIRS[(start + i) % PAIRS.len()])
+            .filter(|pair| !self.bans.pair_banned(*pair))
             .collect();
         pairs.sort_by_key(|pair| pair.iter().filter(|n| self.recently_failed(**n)).count());
         pairs

@@ -14,6 +14,8 @@ use shardsign_proto::node::v1::{
     SignatureResult, StartKeygenRequest, StartSignRequest, round_reply,
 };
 use shardsign_request::SignRequest;
+
+use crate::signing::bans::banned_peer;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -179,7 +181,14 @@ async fn collect(mut calls: Calls) -> Result<BTreeMap<u8, RoundReply>, RelayErro
                 RELAYED_FROM_NODES.fetch_add(reply.encoded_len() as u64, Ordering::Relaxed);
                 replies.insert(node, reply);
             }
-            Err(status) => failure = failure.or(Some(RelayError { node, status })),
+            // A refusal naming a banned peer explains the failure best (the other node may
+            // only have seen the session cancelled): keep it over any other.
+            Err(status) => {
+                let names_a_ban = banned_peer(&status).is_some();
+                if failure.is_none() || names_a_ban {
+                    failure = Some(RelayError { node, status });
+                }
+            }
         }
     }
     match failure {

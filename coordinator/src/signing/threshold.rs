@@ -14,6 +14,7 @@ use tonic::{Code, Status};
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::KeyRecord;
+use crate::signing::bans::banned_peer;
 use crate::signing::pool::NodePool;
 use crate::signing::relay::{self, Clients, RelayError};
 
@@ -104,6 +105,15 @@ impl ThresholdSigner {
                     pair.iter().for_each(|n| self.pool.mark_ok(*n));
                     return verified(key, &results, hash);
                 }
+                Err(RelayError { node, status }) if banned_peer(&status).is_some() => {
+                    // The engine caught a cheat (or the node refuses a peer it banned before):
+                    // that pair is gone for good; this request retries without the culprit.
+                    self.metrics.attempt_failed(node, status.code());
+                    if let Some(banned) = self.pool.bans().learn_from_refusal(node, &status) {
+                        failed.insert(banned);
+                        reasons.push(format!("node {node} has banned node {banned}"));
+                    }
+                }
                 Err(RelayError { node, status }) if retryable(&status) => {
                     self.metrics.attempt_failed(node, status.code());
                     tracing::warn!(node, code = ?status.code(), message = status.message(), "signing attempt failed; trying another pair");
@@ -122,6 +132,12 @@ impl ThresholdSigner {
         }
         if Instant::now() >= deadline {
             return Err(deadline_passed(&reasons));
+        }
+        if self.pool.candidate_pairs().is_empty() {
+            return Err(CoordError::Unavailable(format!(
+                "no pair of nodes can sign: {}; replace the banned node (a membership change)",
+                describe_bans(&self.pool)
+            )));
         }
         let down: Vec<String> = failed.iter().map(|n| format!("node {n}")).collect();
         Err(CoordError::Unavailable(format!(
@@ -156,6 +172,16 @@ impl ThresholdSigner {
         guard.armed = false;
         outcome
     }
+}
+
+/// The bans known, for messages: `node 1 has banned node 2, node 3 has banned node 2`.
+pub fn describe_bans(pool: &NodePool) -> String {
+    pool.bans()
+        .all()
+        .iter()
+        .map(|ban| format!("node {} has banned node {}", ban.reporter, ban.banned))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Both nodes' results must agree and verify against the key; a bad signature is never returned.

@@ -8,10 +8,12 @@
 //! - [`signed`]: the operator's Ed25519 policy key, signing and verifying `KeyPolicy` bytes.
 
 mod error;
+mod messages;
 mod rules;
 pub mod signed;
 mod wire;
 
 pub use error::{PolicyError, Refusal};
+pub use messages::{DEFAULT_MAX_MESSAGE_LEN, MessageRules};
 pub use rules::{Cap, ContractCallRule, Rules, RulesFor};
 pub use signed::{OperatorPolicyKey, PolicyVerifier, VerifiedKeyPolicy};

@@ -8,6 +8,7 @@ use shardsign_eth::{Address, U256, UnsignedTransaction, format_eth};
 use shardsign_request::Payload;
 
 use crate::error::Refusal;
+use crate::messages::MessageRules;
 
 /// Most chain ids in one policy.
 pub const MAX_CHAIN_IDS: usize = 64;
@@ -89,6 +90,8 @@ pub struct Rules {
     pub max_total_fee: Cap,
     pub requests_per_minute: u32,
     pub allow_message_signing: bool,
+    /// What a message must look like, once message signing is allowed.
+    pub messages: MessageRules,
 }
 
 impl Rules {
@@ -182,20 +185,19 @@ impl Rules {
     pub fn check(&self, payload: &Payload) -> Result<(), Refusal> {
         match payload {
             Payload::Transaction(tx) => self.check_transaction(tx),
-            Payload::PersonalMessage(_) => self.check_message(),
+            Payload::PersonalMessage(message) => self.check_message(message),
         }
     }
 
     /// EIP-191 message signing.
-    pub fn check_message(&self) -> Result<(), Refusal> {
-        if self.allow_message_signing {
-            Ok(())
-        } else {
-            Err(Refusal::new(
+    pub fn check_message(&self, message: &[u8]) -> Result<(), Refusal> {
+        if !self.allow_message_signing {
+            return Err(Refusal::new(
                 "allow_message_signing",
                 "this key may not sign EIP-191 messages",
-            ))
+            ));
         }
+        self.messages.check(message)
     }
 }
 
@@ -255,6 +257,7 @@ mod tests {
             max_total_fee: "0.00063eth".into(),
             requests_per_minute: 10,
             allow_message_signing: false,
+            message_rules: None,
         }
     }
 
@@ -269,7 +272,7 @@ mod tests {
             "allowed_chain_ids"
         );
         assert_eq!(
-            rules.check_message().unwrap_err().rule,
+            rules.check_message(b"hello").unwrap_err().rule,
             "allow_message_signing"
         );
         assert_eq!(rules.requests_per_minute, 0);
@@ -361,7 +364,11 @@ mod tests {
         rules
             .check_transaction(&tx(Some(TOKEN), "1000eth", vec![1, 2]))
             .unwrap();
-        rules.check_message().unwrap();
+        rules.check_message(b"hello").unwrap();
+        assert_eq!(
+            rules.check_message(&[b'a'; 32]).unwrap_err().rule,
+            "message_allow_hash_shaped"
+        );
         let again = Rules::from_proto(&rules.to_proto(RulesFor::ApiKey), RulesFor::ApiKey).unwrap();
         assert_eq!(again, rules);
     }

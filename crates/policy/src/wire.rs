@@ -7,6 +7,7 @@ use shardsign_eth::{Address, U256, parse_amount};
 use shardsign_proto::v1 as api;
 
 use crate::error::PolicyError;
+use crate::messages::MessageRules;
 use crate::rules::{
     Cap, ContractCallRule, MAX_ALLOWLIST, MAX_CHAIN_IDS, MAX_REQUESTS_PER_MINUTE, Rules, RulesFor,
 };
@@ -148,6 +149,15 @@ impl Rules {
                 RulesFor::SigningKey => u32::MAX,
             },
             allow_message_signing: policy.allow_message_signing,
+            messages: match &policy.message_rules {
+                None => MessageRules::default(),
+                Some(m) => MessageRules::new(
+                    m.allow_hash_shaped,
+                    m.allow_binary,
+                    m.max_len,
+                    m.allowed_prefixes.clone(),
+                )?,
+            },
         })
     }
 
@@ -184,6 +194,12 @@ impl Rules {
                 RulesFor::SigningKey => 0,
             },
             allow_message_signing: self.allow_message_signing,
+            message_rules: Some(api::MessageRules {
+                allow_hash_shaped: self.messages.allow_hash_shaped,
+                allow_binary: !self.messages.text_only,
+                max_len: u32::try_from(self.messages.max_len).unwrap_or(u32::MAX),
+                allowed_prefixes: self.messages.allowed_prefixes.clone(),
+            }),
         }
     }
 }

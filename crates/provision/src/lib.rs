@@ -28,9 +28,14 @@ pub struct NodeFile {
     /// `text` (default) or `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
-    /// Hex Ed25519 public key of the operator's policy key; without it, no key policy is checked.
+    /// Hex Ed25519 public key of the operator's policy key. Required: a node without it would
+    /// sign whatever the coordinator asks within the key's chains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_public_key: Option<String>,
+    /// Development only: lets the node start without `policy_public_key` (it then checks no
+    /// key policy and trusts the coordinator's). Never set it in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_no_key_policy: Option<bool>,
     pub kek: KekFile,
     pub tls: NodeTlsFile,
     pub members: Vec<MemberFile>,
@@ -111,9 +116,14 @@ pub struct CoordinatorFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_public_key: Option<String>,
     pub auth: AuthFile,
-    /// The public API's TLS; absent means plaintext (loopback only).
+    /// The public API's TLS. Without it the coordinator serves plaintext only on a loopback
+    /// address, unless `insecure_plaintext_api` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ApiTlsFile>,
+    /// Development only: serve the API without TLS on a non-loopback address (bearer API keys
+    /// then travel in the clear). Never set it in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_plaintext_api: Option<bool>,
     pub node_tls: NodeClientTlsFile,
     pub nodes: Vec<NodeAddressFile>,
 }
@@ -211,6 +221,7 @@ mod tests {
             max_sessions: None,
             log_format: None,
             policy_public_key: Some("ab".repeat(32)),
+            insecure_no_key_policy: None,
             kek: KekFile {
                 passphrase_file: Some("/secrets/passphrase".into()),
                 ..Default::default()
@@ -248,6 +259,7 @@ mod tests {
                 ..Default::default()
             },
             tls: None,
+            insecure_plaintext_api: None,
             node_tls: NodeClientTlsFile {
                 ca: "/etc/shardsign/ca.pem".into(),
                 cert: "/etc/shardsign/client.pem".into(),

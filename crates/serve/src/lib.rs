@@ -135,6 +135,28 @@ pub async fn serve_metrics(
     Ok(bound)
 }
 
+/// Civil UTC time for messages (`2026-11-25 22:49:22 UTC`), without a date library.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Writes `address` to `path` atomically (a reader never sees a partial file).
 pub fn write_ready_file(path: &Path, address: SocketAddr) -> Result<(), ServeError> {
     let tmp = path.with_extension("tmp");
@@ -151,6 +173,13 @@ pub fn write_metrics_ready_file(ready_file: &Path, address: SocketAddr) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_formats_civil_time() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
 
     #[test]
     fn log_formats_parse_and_a_bad_one_names_the_setting() {

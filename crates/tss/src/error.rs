@@ -82,6 +82,17 @@ impl TssError {
         }
     }
 
+    /// The party the engine demands be banned (it cheated in a check whose failure leaks the
+    /// reused OT state: signing with it again could let it extract the key).
+    pub fn banned(&self) -> Option<PartyId> {
+        match self {
+            TssError::Protocol {
+                culprit, ban: true, ..
+            } => *culprit,
+            _ => None,
+        }
+    }
+
     /// Maps a `dkls23` abort, pulling out the counterparty the engine blamed.
     pub(crate) fn from_abort(abort: dkls23::protocols::Abort) -> Self {
         use dkls23::protocols::{AbortKind, AbortReason as R};

@@ -16,6 +16,8 @@ mod error;
 mod ids;
 mod inbox;
 pub mod local;
+#[cfg(feature = "malicious")]
+pub mod malicious;
 mod message;
 mod share;
 mod sign;

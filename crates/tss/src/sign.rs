@@ -108,6 +108,8 @@ impl SignSession {
             .party()
             .sign_phase1(&data)
             .map_err(TssError::from_abort)?;
+        #[cfg(feature = "malicious")]
+        let transmit = crate::malicious::phase1(transmit);
         let session = SignSession {
             share,
             data,

@@ -69,6 +69,8 @@ impl Node {
         let mut chains = allowed_chain_ids.to_vec();
         chains.sort_unstable();
         chains.dedup();
+        // Key generation needs all three nodes: none while this node has banned one of them.
+        self.bans.check_all(&self.members)?;
         if self.store.key_exists(key_id)? {
             return Err(NodeError::KeyExists(key_id.to_string()));
         }

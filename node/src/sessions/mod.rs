@@ -23,6 +23,7 @@ use shardsign_tss::{
     Message, PARTIES, PartyId, Protocol, Recipient, SessionId, SignSession, TssError,
 };
 
+use crate::bans::Bans;
 use crate::clock::{Clock, SystemClock};
 use crate::envelope::SessionContext;
 use crate::error::NodeError;
@@ -74,6 +75,7 @@ pub struct Node {
     metrics: Metrics,
     /// Round deadlines and the reaper read time here, so tests can move it.
     clock: Arc<dyn Clock>,
+    bans: Bans,
 }
 
 /// Metric names (served on `metrics_listen` at `/metrics`).
@@ -85,6 +87,7 @@ pub mod metric {
     pub const IN_FLIGHT: &str = "shardsign_node_sessions_in_flight";
     pub const KEYS: &str = "shardsign_node_keys";
     pub const RPC_SECONDS: &str = "shardsign_node_rpc_duration_seconds";
+    pub const BANS: &str = "shardsign_node_bans_total";
 }
 
 impl std::fmt::Debug for Node {
@@ -126,6 +129,7 @@ impl Node {
             }
         }
         let policies = PolicyBook::new(policy_verifier, store.cluster_id());
+        let bans = Bans::load(me, &store)?;
         let metrics = Metrics::new();
         metrics.describe_counter(metric::ABORTS, "Sessions aborted, by reason");
         metrics.describe_counter(
@@ -145,6 +149,7 @@ impl Node {
             max_sessions,
             limits: Limits::DEFAULT,
             clock: Arc::new(SystemClock),
+            bans,
         })
     }
 
@@ -278,7 +283,41 @@ impl Node {
         if finished {
             self.sessions().remove(&session_id.0);
         }
-        result
+        result.map_err(|error| self.ban_if_cheated(error))
+    }
+
+    /// A cheat the engine caught becomes a persisted ban of the culprit's identity; the caller
+    /// is told the ban (the same refusal every later session with that peer gets).
+    fn ban_if_cheated(&self, error: NodeError) -> NodeError {
+        let NodeError::Cheated { culprit, reason } = &error else {
+            return error;
+        };
+        let Some(identity) = self.members.get(culprit) else {
+            return error;
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match self
+            .bans
+            .ban(&self.store, *culprit, identity, reason, at_ms)
+        {
+            Ok(refusal) => {
+                tracing::error!(target: "security", node = %culprit, reason, "peer caught cheating and banned: no session with it will run on this node again");
+                self.metrics
+                    .inc(metric::BANS, "Peers banned by this node", &[]);
+                refusal
+            }
+            Err(store_error) => {
+                tracing::error!(target: "security", node = %culprit, reason, error = %store_error, "peer caught cheating, but the ban could not be stored");
+                error
+            }
+        }
+    }
+
+    /// The peers this node has banned.
+    pub fn bans(&self) -> Vec<crate::bans::Ban> {
+        self.bans.list()
     }
 
     fn count_policy_refusal(&self, error: &NodeError) {
@@ -297,7 +336,7 @@ impl Node {
 
     fn report_abort(&self, session_id: SessionId, error: &NodeError) {
         let reason = match error {
-            NodeError::Security(_) => "security",
+            NodeError::Security(_) | NodeError::Cheated { .. } => "security",
             NodeError::Aborted(_) => "protocol",
             NodeError::UnknownSession => "unknown_session",
             NodeError::InvalidArgument { .. } => "invalid",
@@ -315,6 +354,13 @@ impl Node {
                     Some(session_id.as_bytes()),
                     "envelope_rejected",
                     detail,
+                );
+            }
+            NodeError::Cheated { .. } => {
+                self.store.record_security_event(
+                    Some(session_id.as_bytes()),
+                    "peer_cheated",
+                    &error.to_string(),
                 );
             }
             other => tracing::warn!(session_id = %session_id, error = %other, "session aborted"),
@@ -459,6 +505,12 @@ impl Node {
 }
 
 fn engine_error(error: TssError) -> NodeError {
+    if let (Some(culprit), TssError::Protocol { reason, .. }) = (error.banned(), &error) {
+        return NodeError::Cheated {
+            culprit,
+            reason: reason.clone(),
+        };
+    }
     match error {
         TssError::Protocol { ban: true, .. }
         | TssError::MalformedPayload { .. }

@@ -83,6 +83,10 @@ impl Node {
                 ),
             ));
         }
+        let peer = if a == self.me { b } else { a };
+        if let Some(identity) = self.members.get(&peer) {
+            self.bans.check(peer, identity)?;
+        }
         let policy = self
             .policies
             .for_request(&self.store, key_id, &signed_policy)

@@ -21,6 +21,9 @@ use crate::error::NodeError;
 use crate::kek::{KdfParams, KekSource};
 use crate::share_cache::ShareCache;
 
+mod bans;
+pub use bans::Ban;
+
 const DB_FILE: &str = "node.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -53,6 +56,13 @@ const MIGRATIONS: &[&str] = &[
          key_id TEXT PRIMARY KEY,
          version INTEGER NOT NULL,
          signed BLOB NOT NULL
+     );",
+    // Peers caught cheating, by identity (a replaced node gets its index back, not the ban).
+    "CREATE TABLE bans (
+         peer_signing_key BLOB PRIMARY KEY,
+         node_id INTEGER NOT NULL,
+         reason TEXT NOT NULL,
+         at_ms INTEGER NOT NULL
      );",
 ];
 

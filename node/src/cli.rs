@@ -1,0 +1,160 @@
+//! The `shardsign-node` command line: create a node's encrypted store (`init`) and serve it
+//! (`run`). In the library so that the test-only misbehaving binary runs the same code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{NodeConfig, validate_cluster_id};
+use crate::hardening::{Hardening, harden_process};
+use crate::kek::{KekFile, KekSource};
+use crate::server::serve;
+use crate::sessions::Node;
+use crate::store::Store;
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use shardsign_provision::Identity;
+use shardsign_tss::PartyId;
+
+#[derive(Parser)]
+#[command(
+    name = "shardsign-node",
+    version,
+    about = "shardsign signer node: holds one share of each key"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data directory, the encrypted store and this node's identity; print the
+    /// public identity. Refuses to overwrite an existing store.
+    Init(InitArgs),
+    /// Serve the node protocol over mutual TLS.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// This node's index in the cluster: 1, 2 or 3.
+    #[arg(long)]
+    node_id: u8,
+    #[arg(long)]
+    cluster_id: String,
+    /// Read the passphrase from this environment variable.
+    #[arg(long, group = "kek")]
+    passphrase_env: Option<String>,
+    /// Read the passphrase from this file.
+    #[arg(long, group = "kek")]
+    passphrase_file: Option<PathBuf>,
+    /// Read a 32-byte key (raw or hex) from this file instead of a passphrase.
+    #[arg(long, group = "kek")]
+    key_file: Option<PathBuf>,
+    /// Print the identity as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let node_id =
+        PartyId::new(args.node_id).map_err(|_| anyhow::anyhow!("--node-id: expected 1, 2 or 3"))?;
+    validate_cluster_id(&args.cluster_id)?;
+    let kek = KekSource::load(&KekFile {
+        passphrase_env: args.passphrase_env,
+        passphrase_file: args.passphrase_file,
+        key_file: args.key_file,
+    })
+    .context(
+        "choose the key-encryption key with --passphrase-env, --passphrase-file or --key-file",
+    )?;
+    let (_, secret) = Store::init(&args.data_dir, node_id, &args.cluster_id, &kek)?;
+    let public = secret.public();
+    let identity = Identity {
+        node_id: node_id.get(),
+        cluster_id: args.cluster_id,
+        signing_key: hex::encode(public.signing_key()),
+        kx_key: hex::encode(public.kx_key()),
+        fingerprint: public.fingerprint(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&identity)?);
+    } else {
+        println!("node_id:     {}", identity.node_id);
+        println!("cluster_id:  {}", identity.cluster_id);
+        println!("signing_key: {}", identity.signing_key);
+        println!("kx_key:      {}", identity.kx_key);
+        println!("fingerprint: {}", identity.fingerprint);
+    }
+    Ok(())
+}
+
+async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&config_path)?;
+    shardsign_serve::init_logging(config.log_format);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %config.node_id,
+        core_dumps_disabled = hardening.core_dumps_disabled,
+        ptrace_attach_blocked = hardening.ptrace_blocked,
+        "starting shardsign-node (core dumps disabled: {}, ptrace attach blocked: {})",
+        hardening.core_dumps_disabled,
+        hardening.ptrace_blocked,
+    );
+    let kek = KekSource::load(&config.kek)?;
+    let (store, secret) = Store::open(&config.data_dir, &kek)?;
+    drop(kek);
+    if store.node_id() != config.node_id || store.cluster_id() != config.cluster_id {
+        anyhow::bail!(
+            "configuration: node_id/cluster_id ({}, {}) do not match the store in {} ({}, {})",
+            config.node_id,
+            config.cluster_id,
+            config.data_dir.display(),
+            store.node_id(),
+            store.cluster_id()
+        );
+    }
+    let node = Arc::new(Node::new(
+        store,
+        secret,
+        config.members.clone(),
+        config.round_timeout,
+        config.max_sessions,
+        config.policy_verifier.clone(),
+    )?);
+    if !node.enforces_policies() {
+        tracing::warn!(
+            "insecure_no_key_policy = true and no policy_public_key: this node does NOT check signed key policies and trusts the coordinator's (development only)"
+        );
+    }
+    serve(config, node, shardsign_serve::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the command line; the exit code says whether it succeeded.
+pub fn main() -> std::process::ExitCode {
+    // Before anything is read: no core dumps, no ptrace, private files.
+    let hardening = harden_process();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => init(args),
+        Command::Run { config } => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(config, hardening))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear line, never a backtrace.
+            eprintln!("shardsign-node: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -121,6 +121,24 @@ fn seconds(setting: &str, value: Option<u64>, default: u64) -> Result<Duration, 
     Ok(Duration::from_secs(value))
 }
 
+/// A plaintext API only on loopback, unless development says otherwise: off loopback, bearer
+/// API keys would travel in the clear.
+fn check_plaintext(
+    listen: SocketAddr,
+    tls: bool,
+    insecure: Option<bool>,
+) -> Result<(), CoordError> {
+    if tls || listen.ip().is_loopback() || insecure == Some(true) {
+        return Ok(());
+    }
+    Err(CoordError::config(
+        "tls",
+        format!(
+            "required when listen ({listen}) is not a loopback address: API keys would travel in the clear. Configure tls = {{ cert, key }}; for development only, set insecure_plaintext_api = true"
+        ),
+    ))
+}
+
 /// The three nodes, checked and sorted by id.
 fn nodes(raw: Vec<NodeAddressFile>) -> Result<Vec<NodeConfig>, CoordError> {
     let mut nodes = Vec::new();
@@ -172,17 +190,7 @@ impl CoordinatorConfig {
             .parse()
             .map_err(|_| CoordError::config("listen", "expected an address like 127.0.0.1:7000"))?;
         let log_format = LogFormat::parse(raw.log_format.as_deref())?;
-        if raw.tls.is_none()
-            && !listen.ip().is_loopback()
-            && raw.insecure_plaintext_api != Some(true)
-        {
-            return Err(CoordError::config(
-                "tls",
-                format!(
-                    "required when listen ({listen}) is not a loopback address: API keys would travel in the clear. Configure tls = {{ cert, key }}; for development only, set insecure_plaintext_api = true"
-                ),
-            ));
-        }
+        check_plaintext(listen, raw.tls.is_some(), raw.insecure_plaintext_api)?;
         let nodes = nodes(raw.nodes)?;
         let tls = match raw.tls {
             Some(tls) => Some(Pem {

@@ -17,6 +17,10 @@ pub struct PolicyBook {
     cluster_id: String,
     /// Verified policies by key id; checked against the store's copy on first use.
     cache: Mutex<HashMap<String, Arc<VerifiedKeyPolicy>>>,
+    /// Serialises the version check, the store write and the cache update of a new policy, so
+    /// that two updates racing cannot leave an older version in force (the store alone keeps the
+    /// newest; the cache would keep whichever wrote last).
+    update: Mutex<()>,
 }
 
 impl PolicyBook {
@@ -25,6 +29,7 @@ impl PolicyBook {
             verifier,
             cluster_id: cluster_id.to_string(),
             cache: Mutex::new(HashMap::new()),
+            update: Mutex::new(()),
         }
     }
 
@@ -76,6 +81,10 @@ impl PolicyBook {
         let policy = verifier
             .verify(&self.cluster_id, signed)
             .map_err(|e| self.reject(store, e.to_string()))?;
+        let _one_update_at_a_time = self
+            .update
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(key_id) = expected_key
             && policy.key_id != key_id
         {
@@ -111,14 +120,25 @@ impl PolicyBook {
             }
         }
         store.store_policy(&policy.key_id, policy.version, &policy.signed)?;
-        let policy = Arc::new(policy);
-        self.cache().insert(policy.key_id.clone(), policy.clone());
+        let policy = self.remember(Arc::new(policy));
         tracing::info!(
             key_id = policy.key_id,
             version = policy.version,
             "key policy updated"
         );
         Ok(policy)
+    }
+
+    /// Caches `policy` unless a newer version is cached already; returns the one in force. The
+    /// cache, like the store, never goes back to an older version.
+    fn remember(&self, policy: Arc<VerifiedKeyPolicy>) -> Arc<VerifiedKeyPolicy> {
+        let mut cache = self.cache();
+        let in_force = match cache.get(&policy.key_id) {
+            Some(cached) if cached.version > policy.version => cached.clone(),
+            _ => policy,
+        };
+        cache.insert(in_force.key_id.clone(), in_force.clone());
+        in_force
     }
 
     fn reject(&self, store: &Store, detail: String) -> NodeError {
@@ -152,5 +172,34 @@ impl PolicyBook {
             return Err(NodeError::PolicyMissing(key_id.to_string()));
         }
         self.accept(verifier, store, signed, Some(key_id)).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(version: u64) -> Arc<VerifiedKeyPolicy> {
+        Arc::new(VerifiedKeyPolicy {
+            key_id: "k".into(),
+            version,
+            issued_at_unix: 0,
+            rules: shardsign_policy::Rules::from_proto(
+                &Default::default(),
+                shardsign_policy::RulesFor::SigningKey,
+            )
+            .unwrap(),
+            signed: vec![version as u8],
+        })
+    }
+
+    #[test]
+    fn the_cache_never_goes_back_to_an_older_version() {
+        let book = PolicyBook::new(None, "c");
+        assert_eq!(book.remember(policy(6)).version, 6);
+        // An update that lost a race and writes after a newer one changes nothing.
+        assert_eq!(book.remember(policy(5)).version, 6);
+        assert_eq!(book.cache().get("k").unwrap().version, 6);
+        assert_eq!(book.remember(policy(7)).version, 7);
     }
 }

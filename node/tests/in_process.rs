@@ -14,6 +14,7 @@ use shardsign_node::clock::{Clock, ManualClock, SystemClock};
 use shardsign_node::kek::KekSource;
 use shardsign_node::sessions::{Node, keygen_binding};
 use shardsign_node::store::Store;
+use shardsign_policy::{OperatorPolicyKey, PolicyVerifier};
 use shardsign_proto::node::v1::Envelope;
 use shardsign_seal::{Context, NodeSecret, sign_broadcast};
 use shardsign_tss::{PARTIES, SessionId};
@@ -29,10 +30,18 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    cluster_with_clock(Duration::from_secs(30), Arc::new(SystemClock))
+    cluster_with(Duration::from_secs(30), Arc::new(SystemClock), None)
 }
 
 fn cluster_with_clock(round_timeout: Duration, clock: Arc<dyn Clock>) -> Cluster {
+    cluster_with(round_timeout, clock, None)
+}
+
+fn cluster_with(
+    round_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    policies: Option<PolicyVerifier>,
+) -> Cluster {
     let mut stores = Vec::new();
     let mut dirs = Vec::new();
     let mut members = BTreeMap::new();
@@ -51,9 +60,16 @@ fn cluster_with_clock(round_timeout: Duration, clock: Arc<dyn Clock>) -> Cluster
     let nodes = stores
         .into_iter()
         .map(|(store, secret)| {
-            Node::new(store, secret, members.clone(), round_timeout, 16, None)
-                .unwrap()
-                .with_clock(clock.clone())
+            Node::new(
+                store,
+                secret,
+                members.clone(),
+                round_timeout,
+                16,
+                policies.clone(),
+            )
+            .unwrap()
+            .with_clock(clock.clone())
         })
         .collect();
     Cluster {
@@ -182,4 +198,90 @@ fn a_session_past_its_round_deadline_is_dropped() {
         error.to_string().contains("unknown or expired session"),
         "{error}"
     );
+}
+
+/// Runs a whole key generation honestly and commits it on every node.
+fn keygen(cluster: &Cluster, key_id: &str) {
+    let session_id = SessionId(rand::random());
+    let mut outgoing: Vec<Envelope> = Vec::new();
+    for node in &cluster.nodes {
+        outgoing.extend(node.start_keygen(session_id, key_id, &CHAINS).unwrap());
+    }
+    let mut finished = 0;
+    while finished < 3 {
+        let mut inbox: BTreeMap<u8, Vec<Envelope>> = BTreeMap::new();
+        for envelope in outgoing.drain(..) {
+            for to in recipients(&envelope) {
+                inbox.entry(to).or_default().push(envelope.clone());
+            }
+        }
+        assert!(!inbox.is_empty(), "key generation stalled");
+        for (to, envelopes) in inbox {
+            let outcome = cluster.nodes[usize::from(to - 1)]
+                .deliver(session_id, envelopes)
+                .unwrap();
+            finished += usize::from(outcome.result.is_some());
+            outgoing.extend(outcome.envelopes);
+        }
+    }
+    for node in &cluster.nodes {
+        assert!(node.finalize_keygen(session_id, key_id, true).unwrap());
+    }
+}
+
+#[test]
+fn racing_policy_updates_leave_the_newest_version_in_force() {
+    let operator = OperatorPolicyKey::generate();
+    let verifier = PolicyVerifier::from_hex(&operator.public_hex()).unwrap();
+    let cluster = cluster_with(
+        Duration::from_secs(30),
+        Arc::new(SystemClock),
+        Some(verifier),
+    );
+    keygen(&cluster, "raced");
+    let signed: Vec<Vec<u8>> = (1..=40u64)
+        .map(|version| {
+            use prost::Message as _;
+            operator
+                .sign(&shardsign_proto::v1::KeyPolicy {
+                    cluster_id: "divergence-test".into(),
+                    key_id: "raced".into(),
+                    version,
+                    rules: Some(shardsign_proto::v1::Policy {
+                        allowed_chain_ids: vec![1],
+                        ..Default::default()
+                    }),
+                    issued_at_unix: 0,
+                })
+                .unwrap()
+                .encode_to_vec()
+        })
+        .collect();
+    let node = &cluster.nodes[0];
+    // Four threads put every version in interleaved orders at once.
+    std::thread::scope(|scope| {
+        for offset in 0..4 {
+            let signed = &signed;
+            scope.spawn(move || {
+                for index in (0..signed.len()).rev().skip(offset).step_by(4) {
+                    let _ = node.put_policy(&signed[index]);
+                }
+                for index in (0..signed.len()).skip(offset).step_by(4) {
+                    let _ = node.put_policy(&signed[index]);
+                }
+            });
+        }
+    });
+    // Version 40 is in force: no older one is accepted, whichever update wrote last.
+    for (index, older) in signed[..39].iter().enumerate().rev() {
+        let error = node
+            .put_policy(older)
+            .expect_err("an older version is refused");
+        assert!(
+            error.to_string().contains("older than version 40"),
+            "version {}: {error}",
+            index + 1
+        );
+    }
+    node.put_policy(&signed[39]).expect("the newest is held");
 }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use prost::Message;
 use shardsign_eth::{Limits, UnsignedTransaction, parse_amount};
 use shardsign_policy::OperatorPolicyKey;
+use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
     ContractCall, CreateApiKeyRequest, Eip1559Transaction, GetKeyPolicyRequest, Key, KeyPolicy,
@@ -17,6 +18,7 @@ use shardsign_proto::v1::{
 };
 use shardsign_tests::full::{Cluster, permissive_policy};
 use shardsign_tests::relay::{self, Payload};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const ALICE: &str = "0x00000000000000000000000000000000000A11cE";
@@ -397,6 +399,26 @@ fn refused_by(result: Result<(), Status>, rule: &str) {
     );
 }
 
+/// The node clients (as the coordinator holds them) and `key_id`'s current signed policy: what a
+/// compromised coordinator would use to call two nodes directly.
+async fn nodes_and_policy(key_id: &str) -> (BTreeMap<u8, NodeClient<Channel>>, Vec<u8>) {
+    let shared = shared();
+    let clients: BTreeMap<u8, _> = (1..=3u8)
+        .zip(shared.cluster.nodes.clients().await)
+        .collect();
+    let policy = shared
+        .cluster
+        .admin()
+        .get_key_policy(GetKeyPolicyRequest {
+            key_id: key_id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .encode_to_vec();
+    (clients, policy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_message_rules() {
     // Defaults: text only, at most 1 KiB, never 32 bytes (a hash ground until printable).
@@ -459,20 +481,8 @@ async fn rule_message_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_refuse_a_hash_shaped_message_even_from_the_coordinator() {
     let shared = shared();
-    let clients: BTreeMap<u8, _> = (1..=3u8)
-        .zip(shared.cluster.nodes.clients().await)
-        .collect();
     // The key's own signed policy allows messages, under the default message rules.
-    let policy = shared
-        .cluster
-        .admin()
-        .get_key_policy(GetKeyPolicyRequest {
-            key_id: shared.key.key_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .encode_to_vec();
+    let (clients, policy) = nodes_and_policy(&shared.key.key_id).await;
     let direct = |message: Vec<u8>| {
         let clients = clients.clone();
         let policy = policy.clone();
@@ -752,19 +762,7 @@ async fn the_signing_key_policy_is_enforced_before_the_nodes_are_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
     let shared = shared();
-    let clients: BTreeMap<u8, _> = (1..=3u8)
-        .zip(shared.cluster.nodes.clients().await)
-        .collect();
-    let current = shared
-        .cluster
-        .admin()
-        .get_key_policy(GetKeyPolicyRequest {
-            key_id: shared.tight.key_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .encode_to_vec();
+    let (clients, current) = nodes_and_policy(&shared.tight.key_id).await;
     let tx = |value: &str| {
         let tx = UnsignedTransaction::Eip1559(shardsign_eth::Eip1559Transaction {
             chain_id: 1,

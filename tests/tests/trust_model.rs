@@ -44,6 +44,20 @@ fn transfer(nonce: u64) -> UnsignedTransaction {
     .into()
 }
 
+/// A 1-wei transfer as the public API takes it.
+fn api_transfer(nonce: u64) -> Transaction {
+    Transaction::Eip1559(api::Eip1559Transaction {
+        chain_id: 1,
+        nonce,
+        max_priority_fee_per_gas: "1000000000".into(),
+        max_fee_per_gas: "30000000000".into(),
+        gas_limit: 21_000,
+        to: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+        value: "1".into(),
+        ..Default::default()
+    })
+}
+
 /// Signs `tx` with `signers` through the test relay (the test plays the coordinator).
 async fn sign_with(
     clients: &BTreeMap<u8, NodeClient<Channel>>,
@@ -145,21 +159,11 @@ async fn a_cheating_node_is_banned_and_every_request_still_signs_on_another_pair
     // Pairs rotate: within a few requests both honest nodes meet node 2 and ban it. Every
     // request that met it is retried on the honest pair inside its deadline.
     for nonce in 0..9 {
-        let tx = Transaction::Eip1559(api::Eip1559Transaction {
-            chain_id: 1,
-            nonce,
-            max_priority_fee_per_gas: "1000000000".into(),
-            max_fee_per_gas: "30000000000".into(),
-            gas_limit: 21_000,
-            to: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
-            value: "1".into(),
-            ..Default::default()
-        });
         signer
             .sign_transaction(api::SignTransactionRequest {
                 key_id: key.key_id.clone(),
                 request_id: format!("ban-{nonce}"),
-                transaction: Some(tx),
+                transaction: Some(api_transfer(nonce)),
             })
             .await
             .unwrap_or_else(|status| panic!("request {nonce} failed: {status:?}"));
@@ -190,21 +194,11 @@ async fn a_cheating_node_is_banned_and_every_request_still_signs_on_another_pair
     };
     let before = started(&scrape(&node_2_metrics));
     for nonce in 9..13 {
-        let tx = Transaction::Eip1559(api::Eip1559Transaction {
-            chain_id: 1,
-            nonce,
-            max_priority_fee_per_gas: "1000000000".into(),
-            max_fee_per_gas: "30000000000".into(),
-            gas_limit: 21_000,
-            to: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
-            value: "1".into(),
-            ..Default::default()
-        });
         signer
             .sign_transaction(api::SignTransactionRequest {
                 key_id: key.key_id.clone(),
                 request_id: format!("after-ban-{nonce}"),
-                transaction: Some(tx),
+                transaction: Some(api_transfer(nonce)),
             })
             .await
             .expect("signs on the honest pair");

@@ -71,6 +71,49 @@ fn parse_address(field: &'static str, text: &str) -> Result<Address, PolicyError
     Address::parse(field, text).map_err(|e| PolicyError::invalid(field, e.to_string()))
 }
 
+/// The recipients (`*` for any) and contract calls a policy allows.
+fn allowlists(
+    policy: &api::Policy,
+) -> Result<(bool, BTreeSet<Address>, Vec<ContractCallRule>), PolicyError> {
+    let mut any_recipient = false;
+    let mut recipients = BTreeSet::new();
+    for entry in &policy.allowed_recipients {
+        if entry == "*" {
+            any_recipient = true;
+        } else {
+            recipients.insert(parse_address("allowed_recipients", entry)?);
+        }
+    }
+    let contract_calls = policy
+        .allowed_contract_calls
+        .iter()
+        .map(|call| {
+            Ok(ContractCallRule {
+                to: if call.to == "*" {
+                    None
+                } else {
+                    Some(parse_address("allowed_contract_calls", &call.to)?)
+                },
+                selector: parse_selector(&call.selector)?,
+            })
+        })
+        .collect::<Result<Vec<_>, PolicyError>>()?;
+    Ok((any_recipient, recipients, contract_calls))
+}
+
+/// The message rules; absent, the safe defaults.
+fn message_rules(rules: Option<&api::MessageRules>) -> Result<MessageRules, PolicyError> {
+    match rules {
+        None => Ok(MessageRules::default()),
+        Some(m) => MessageRules::new(
+            m.allow_hash_shaped,
+            m.allow_binary,
+            m.max_len,
+            m.allowed_prefixes.clone(),
+        ),
+    }
+}
+
 impl Rules {
     /// Parses and bounds a wire policy.
     pub fn from_proto(policy: &api::Policy, kind: RulesFor) -> Result<Rules, PolicyError> {
@@ -108,29 +151,7 @@ impl Rules {
                 "max_value_per_24h and requests_per_minute belong on API keys; a signing key's policy must leave them empty",
             ));
         }
-        let mut any_recipient = false;
-        let mut recipients = BTreeSet::new();
-        for entry in &policy.allowed_recipients {
-            if entry == "*" {
-                any_recipient = true;
-            } else {
-                recipients.insert(parse_address("allowed_recipients", entry)?);
-            }
-        }
-        let contract_calls = policy
-            .allowed_contract_calls
-            .iter()
-            .map(|call| {
-                Ok(ContractCallRule {
-                    to: if call.to == "*" {
-                        None
-                    } else {
-                        Some(parse_address("allowed_contract_calls", &call.to)?)
-                    },
-                    selector: parse_selector(&call.selector)?,
-                })
-            })
-            .collect::<Result<Vec<_>, PolicyError>>()?;
+        let (any_recipient, recipients, contract_calls) = allowlists(policy)?;
         Ok(Rules {
             chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
             max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
@@ -149,15 +170,7 @@ impl Rules {
                 RulesFor::SigningKey => u32::MAX,
             },
             allow_message_signing: policy.allow_message_signing,
-            messages: match &policy.message_rules {
-                None => MessageRules::default(),
-                Some(m) => MessageRules::new(
-                    m.allow_hash_shaped,
-                    m.allow_binary,
-                    m.max_len,
-                    m.allowed_prefixes.clone(),
-                )?,
-            },
+            messages: message_rules(policy.message_rules.as_ref())?,
         })
     }
 

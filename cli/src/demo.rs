@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use shardsign_client::{Client, Credential, api};
 use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
-use shardsign_policy::OperatorPolicyKey;
+use shardsign_policy::{DEFAULT_VALIDITY_SECS, OperatorPolicyKey};
 
 use crate::commands::{create_key, set_key_policy, write_secret_file};
 use crate::context::{DevState, Global, read_secret};
@@ -72,7 +72,16 @@ async fn key_policy(admin: &Client, state: &DevState, out: Out) -> anyhow::Resul
         allow_message_signing: true,
         ..Default::default()
     };
-    let set = set_key_policy(admin, &policy_key, &state.cluster_id, DEMO_KEY, rules, None).await?;
+    let set = set_key_policy(
+        admin,
+        &policy_key,
+        &state.cluster_id,
+        DEMO_KEY,
+        rules,
+        None,
+        DEFAULT_VALIDITY_SECS,
+    )
+    .await?;
     out.event(
         &json!({"event": "key_policy", "version": set.version}),
         || {

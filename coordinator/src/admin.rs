@@ -20,7 +20,7 @@ use crate::access::ratelimit::RateLimiter;
 use crate::audit::{AuditEntry, Decision};
 use crate::config::NodeConfig;
 use crate::error::CoordError;
-use crate::registry::{PolicyUpdate, Registry, now_ms};
+use crate::registry::{PolicyUpdate, Registry, now_ms, unix_now};
 use crate::signing::bans::Ban;
 use crate::signing::key_policies::KeyPolicies;
 use crate::signing::pool::NodePool;
@@ -255,6 +255,13 @@ impl Admin {
             .ok_or_else(|| CoordError::invalid("signed_policy", "missing"))?
             .encode_to_vec();
         let policy = self.key_policies.verify(&signed)?;
+        if policy.expired(unix_now()) {
+            return Err(CoordError::PolicyExpired {
+                key_id: policy.key_id,
+                version: policy.version,
+                not_after_unix: policy.not_after_unix,
+            });
+        }
         self.registry.get_key(&policy.key_id)?;
         match self
             .registry
@@ -397,6 +404,7 @@ impl Admin {
             can_sign,
             can_create_keys,
             nodes,
+            warnings: self.key_policies.expiry_warnings(unix_now()),
         }
     }
 

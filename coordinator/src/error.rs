@@ -41,6 +41,15 @@ pub enum CoordError {
         "key `{0}` has no signed policy; an operator must set one (shardsign policy set) before it can sign"
     )]
     NoKeyPolicy(String),
+    #[error(
+        "the signed policy of key `{key_id}` (version {version}) expired at {}; renew it with `shardsign policy renew --key {key_id}` (or --all)",
+        shardsign_serve::utc(*not_after_unix * 1000)
+    )]
+    PolicyExpired {
+        key_id: String,
+        version: u64,
+        not_after_unix: i64,
+    },
     #[error("API key `{0}` not found")]
     ApiKeyNotFound(String),
     #[error(transparent)]
@@ -74,6 +83,7 @@ impl CoordError {
             | CoordError::PolicyRefused(_)
             | CoordError::RateLimited(_)
             | CoordError::NoKeyPolicy(_)
+            | CoordError::PolicyExpired { .. }
             | CoordError::KeyDisabled(_)
             | CoordError::Unauthenticated(_) => true,
             CoordError::NodeRefused { code, .. } => {

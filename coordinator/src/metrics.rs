@@ -15,6 +15,7 @@ pub const ATTEMPT_FAILURES: &str = "shardsign_signing_attempt_failures_total";
 pub const NODE_AVAILABLE: &str = "shardsign_node_available";
 pub const IN_FLIGHT: &str = "shardsign_sign_requests_in_flight";
 pub const BANNED_PAIRS: &str = "shardsign_banned_pairs";
+pub const POLICIES_EXPIRING: &str = "shardsign_key_policies_expiring";
 
 #[derive(Default)]
 pub struct CoordinatorMetrics {

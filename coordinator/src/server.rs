@@ -67,7 +67,12 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
             "no policy_public_key configured: signing keys have no operator-signed policy (API-key policies still apply)"
         );
     }
-    let key_policies = Arc::new(KeyPolicies::load(verifier, &config.cluster_id, &registry)?);
+    let key_policies = Arc::new(KeyPolicies::load(
+        verifier,
+        &config.cluster_id,
+        &registry,
+        metrics.registry.clone(),
+    )?);
     let rate = Arc::new(RateLimiter::default());
     let admission = Admission::new(
         registry.clone(),
@@ -143,6 +148,17 @@ fn gauges(pool: Arc<NodePool>, metrics: Arc<CoordinatorMetrics>) -> shardsign_me
     })
 }
 
+/// Logs, hourly, every signing-key policy that expires within 7 days (or has no expiry).
+async fn warn_of_expiring_policies(key_policies: Arc<KeyPolicies>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        for warning in key_policies.expiry_warnings(crate::registry::unix_now()) {
+            tracing::warn!(warning, "key policy needs renewal");
+        }
+    }
+}
+
 pub async fn serve(
     mut config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -154,6 +170,9 @@ pub async fn serve(
         let admin = components.admin.admin.clone();
         async move { admin.cluster_status().await }
     });
+    tokio::spawn(warn_of_expiring_policies(
+        components.admin.admin.key_policies.clone(),
+    ));
     let (listener, address) = shardsign_serve::bind(config.listen).await?;
     let (health_service, reflection) = shardsign_serve::health_and_reflection(
         &[

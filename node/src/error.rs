@@ -46,6 +46,15 @@ pub enum NodeError {
     PolicyMissing(String),
     #[error("signed policy refused: {0}")]
     PolicyRejected(String),
+    #[error(
+        "the signed policy of key `{key_id}` (version {version}) expired at {}; the operator renews it with `shardsign policy renew --key {key_id}` (or --all)",
+        shardsign_serve::utc(*not_after_unix * 1000)
+    )]
+    PolicyExpired {
+        key_id: String,
+        version: u64,
+        not_after_unix: i64,
+    },
     /// The request is outside the key's policy; the message names the rule and the values.
     #[error(transparent)]
     PolicyRefused(#[from] shardsign_policy::Refusal),

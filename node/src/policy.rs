@@ -93,6 +93,7 @@ impl PolicyBook {
                 format!("the policy is for key `{}`, not `{key_id}`", policy.key_id),
             ));
         }
+        refuse_expired(&policy)?;
         if !store.key_exists(&policy.key_id)? {
             return Err(NodeError::KeyNotFound(policy.key_id));
         }
@@ -171,8 +172,25 @@ impl PolicyBook {
         if signed.is_empty() {
             return Err(NodeError::PolicyMissing(key_id.to_string()));
         }
-        self.accept(verifier, store, signed, Some(key_id)).map(Some)
+        let policy = self.accept(verifier, store, signed, Some(key_id))?;
+        refuse_expired(&policy)?;
+        Ok(Some(policy))
     }
+}
+
+/// An expired policy allows nothing (and is not stored): the operator renews it.
+fn refuse_expired(policy: &VerifiedKeyPolicy) -> Result<(), NodeError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if policy.expired(now) {
+        return Err(NodeError::PolicyExpired {
+            key_id: policy.key_id.clone(),
+            version: policy.version,
+            not_after_unix: policy.not_after_unix,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,6 +202,7 @@ mod tests {
             key_id: "k".into(),
             version,
             issued_at_unix: 0,
+            not_after_unix: i64::MAX,
             rules: shardsign_policy::Rules::from_proto(
                 &Default::default(),
                 shardsign_policy::RulesFor::SigningKey,

@@ -252,6 +252,7 @@ fn racing_policy_updates_leave_the_newest_version_in_force() {
                         ..Default::default()
                     }),
                     issued_at_unix: 0,
+                    not_after_unix: 0,
                 })
                 .unwrap()
                 .encode_to_vec()

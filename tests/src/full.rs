@@ -114,6 +114,13 @@ pub struct Cluster {
     policy_versions: AtomicU64,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A policy that grants everything on `chains` (what tests that are not about policy use).
 pub fn permissive_policy(chains: &[u64]) -> Policy {
     Policy {
@@ -290,7 +297,8 @@ impl Cluster {
                 key_id: key_id.into(),
                 version,
                 rules: Some(rules),
-                issued_at_unix: 0,
+                issued_at_unix: unix_now(),
+                not_after_unix: unix_now() + 30 * 86_400,
             })
             .expect("a valid policy")
     }

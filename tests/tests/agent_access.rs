@@ -16,7 +16,7 @@ use shardsign_proto::v1::{
     ListKeysRequest, Policy, SignMessageRequest, SignTransactionRequest, SignTransactionResponse,
     SignedKeyPolicy, WhoAmIRequest,
 };
-use shardsign_tests::full::{Cluster, permissive_policy};
+use shardsign_tests::full::{Cluster, permissive_policy, unix_now};
 use shardsign_tests::relay::{self, Payload};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -419,6 +419,134 @@ async fn nodes_and_policy(key_id: &str) -> (BTreeMap<u8, NodeClient<Channel>>, V
     (clients, policy)
 }
 
+/// `rules` for `key_id`, signed to be valid from `issued_at_unix` to `not_after_unix`.
+fn signed_between(key_id: &str, issued_at_unix: i64, not_after_unix: i64) -> SignedKeyPolicy {
+    let shared = shared();
+    shared
+        .cluster
+        .policy_key
+        .sign(&KeyPolicy {
+            cluster_id: "test-cluster".into(),
+            key_id: key_id.into(),
+            version: shared.cluster.next_policy_version(),
+            rules: Some(no_24h_cap(permissive_policy(&[1]))),
+            issued_at_unix,
+            not_after_unix,
+        })
+        .expect("a well-formed policy")
+}
+
+fn no_24h_cap(mut policy: Policy) -> Policy {
+    policy.max_value_per_24h.clear();
+    policy.requests_per_minute = 0;
+    policy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_policy_is_refused_by_the_coordinator_and_by_the_nodes() {
+    let shared = shared();
+    let now = unix_now();
+    let mut expired = signed_between(&shared.key.key_id, now - 2 * 86_400, now - 60);
+    let mut policy = KeyPolicy::decode(expired.policy.as_slice()).unwrap();
+    policy.rules = Some(no_24h_cap(policy.rules.unwrap()));
+    expired = shared.cluster.policy_key.sign(&policy).unwrap();
+    // The coordinator does not take it...
+    let refused = shared
+        .cluster
+        .admin()
+        .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
+            signed_policy: Some(expired.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("expired at"), "{refused:?}");
+    // ...and the nodes refuse to sign under it (nor do they store it) when a coordinator sends it.
+    let (clients, _) = nodes_and_policy(&shared.key.key_id).await;
+    let message = b"an ordinary sentence".to_vec();
+    let hash = shardsign_eth::personal_sign_hash(&message);
+    let error = relay::sign_with_policy(
+        &clients,
+        [1, 3],
+        &shared.key.key_id,
+        &Payload::PersonalMessage(message),
+        hash,
+        &expired.encode_to_vec(),
+        None,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.status.code(), Code::FailedPrecondition, "{error:?}");
+    assert!(
+        error.status.message().contains("expired at")
+            && error.status.message().contains("shardsign policy renew"),
+        "{}",
+        error.status.message()
+    );
+    // The key still signs under its current policy: the expired one was not kept.
+    sign_message_with(&shared.cluster.signer_token, b"still signing")
+        .await
+        .expect("current policy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_policy_that_expires_stops_signing_and_is_warned_about_before() {
+    let shared = shared();
+    let key = shared.cluster.ceremony("expiring", &[1]).await;
+    let now = unix_now();
+    shared
+        .cluster
+        .admin()
+        .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
+            signed_policy: Some(signed_between(&key.key_id, now, now + 3)),
+        })
+        .await
+        .expect("a policy valid for 3 s");
+    let status = shared
+        .cluster
+        .admin()
+        .cluster_status(shardsign_proto::v1::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("key policy of `{}`", key.key_id))),
+        "{status:?}"
+    );
+    let sign = || {
+        let key_id = key.key_id.clone();
+        async move {
+            shared
+                .cluster
+                .signer()
+                .sign_message(SignMessageRequest {
+                    key_id,
+                    request_id: format!("exp-{}", hex::encode(rand::random::<[u8; 8]>())),
+                    message: b"before and after".to_vec(),
+                })
+                .await
+        }
+    };
+    sign().await.expect("valid for now");
+    // The expiry is the behaviour under test: poll until the policy's time has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        match sign().await {
+            Err(status) => break status,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Ok(_) => panic!("still signing 30 s after the policy expired"),
+        }
+    };
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("expired at"), "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_message_rules() {
     // Defaults: text only, at most 1 KiB, never 32 bytes (a hash ground until printable).
@@ -739,6 +867,7 @@ async fn the_signing_key_policy_is_enforced_before_the_nodes_are_asked() {
                 p
             }),
             issued_at_unix: 0,
+            not_after_unix: 0,
         })
         .unwrap();
     let status = shared
@@ -846,6 +975,7 @@ async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
                 ..Default::default()
             }),
             issued_at_unix: 0,
+            not_after_unix: 0,
         })
         .unwrap()
         .encode_to_vec();

@@ -281,6 +281,41 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
     );
     let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
     assert_eq!(shown["version"], 1);
+    // Renewal re-signs the same rules as the next version with a fresh validity; one that
+    // expires within 7 days is a warning in cluster status.
+    let renewed = cli.json(
+        &[
+            "policy",
+            "renew",
+            "--all",
+            "--policy-key",
+            &policy_key,
+            "--cluster-id",
+            "test-cluster",
+            "--valid-for",
+            "3d",
+        ],
+        None,
+    );
+    assert_eq!(renewed["version"], 2, "{renewed}");
+    let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
+    assert_eq!(shown["version"], 2);
+    assert_eq!(
+        shown["rules"]["max_value_per_tx"], "1eth",
+        "the same rules, re-signed"
+    );
+    let validity =
+        shown["not_after_unix"].as_i64().unwrap() - shown["issued_at_unix"].as_i64().unwrap();
+    assert_eq!(validity, 3 * 86_400);
+    let status = cli.json(&["cluster", "status"], None);
+    let warnings = status["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("key policy of `cli-key` (v2) expires at")),
+        "{status}"
+    );
 
     // The coordinator gone: the client says unavailable, in one line.
     let mut cluster = cluster;

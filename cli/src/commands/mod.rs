@@ -78,7 +78,8 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
         })
         .collect();
     out.show(
-        &json!({"nodes": nodes, "can_sign": status.can_sign, "can_create_keys": status.can_create_keys}),
+        &json!({"nodes": nodes, "can_sign": status.can_sign, "can_create_keys": status.can_create_keys,
+                "warnings": status.warnings}),
         || {
             let mut lines: Vec<String> = status
                 .nodes
@@ -98,6 +99,9 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                         node.node_id, ban.banned_node_id, ban.reason
                     ));
                 }
+            }
+            for warning in &status.warnings {
+                lines.push(format!("WARNING: {warning}"));
             }
             lines.push(format!(
                 "can sign: {}   can create keys: {}",

@@ -7,9 +7,9 @@ use clap::Subcommand;
 use prost::Message;
 use serde_json::json;
 use shardsign_client::api;
-use shardsign_policy::OperatorPolicyKey;
+use shardsign_policy::{MAX_VALIDITY_SECS, OperatorPolicyKey};
 
-use super::write_secret_file;
+use super::{parse_duration_secs, write_secret_file};
 use crate::context::{Global, read_secret};
 use crate::output::Out;
 use crate::policy_file::PolicyFile;
@@ -37,6 +37,25 @@ pub enum PolicyCommand {
         /// Version (default: the current one + 1).
         #[arg(long)]
         version: Option<u64>,
+        /// How long the policy is valid (e.g. 30d, 12h); nodes refuse to sign under an
+        /// expired one. At most 400d.
+        #[arg(long, default_value = "30d")]
+        valid_for: String,
+    },
+    /// Re-sign current policies with the next version and a fresh validity (before they expire).
+    Renew {
+        /// The key whose policy to renew (or --all).
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        key: Option<String>,
+        /// Every key that has a policy.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        policy_key: Option<PathBuf>,
+        #[arg(long)]
+        cluster_id: Option<String>,
+        #[arg(long, default_value = "30d")]
+        valid_for: String,
     },
     Show {
         #[arg(long)]
@@ -57,6 +76,7 @@ pub async fn set_key_policy(
     key_id: &str,
     rules: api::Policy,
     version: Option<u64>,
+    valid_for_secs: i64,
 ) -> anyhow::Result<api::SetKeyPolicyResponse> {
     let mut admin = client.admin();
     let version = match version {
@@ -76,15 +96,17 @@ pub async fn set_key_policy(
             Err(status) => return Err(shardsign_client::ClientError::from(status).into()),
         },
     };
+    let issued_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let signed = policy_key.sign(&api::KeyPolicy {
         cluster_id: cluster_id.to_string(),
         key_id: key_id.to_string(),
         version,
         rules: Some(rules),
-        issued_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        issued_at_unix,
+        not_after_unix: issued_at_unix.saturating_add(valid_for_secs),
     })?;
     Ok(admin
         .set_key_policy(api::SetKeyPolicyRequest {
@@ -93,6 +115,142 @@ pub async fn set_key_policy(
         .await
         .map_err(shardsign_client::ClientError::from)?
         .into_inner())
+}
+
+/// The operator's policy key and the cluster id to sign for (defaults: the dev cluster's).
+fn operator(
+    global: &Global,
+    policy_key: Option<PathBuf>,
+    cluster_id: Option<String>,
+) -> anyhow::Result<(OperatorPolicyKey, String)> {
+    let state = global.dev_state();
+    let key_path = policy_key
+        .or_else(|| state.as_ref().map(|s| s.policy_key_file.clone()))
+        .ok_or_else(|| anyhow!("give --policy-key FILE (the operator's policy key)"))?;
+    let cluster_id = cluster_id
+        .or_else(|| state.as_ref().map(|s| s.cluster_id.clone()))
+        .ok_or_else(|| anyhow!("give --cluster-id"))?;
+    Ok((
+        OperatorPolicyKey::from_secret_hex(&read_secret(&key_path)?)?,
+        cluster_id,
+    ))
+}
+
+/// A validity like `30d`, bounded to what nodes accept.
+fn validity(text: &str) -> anyhow::Result<i64> {
+    let secs = parse_duration_secs(text)?;
+    if !(1..=MAX_VALIDITY_SECS).contains(&secs) {
+        anyhow::bail!(
+            "--valid-for {text}: expected 1s to {}d",
+            MAX_VALIDITY_SECS / 86_400
+        );
+    }
+    Ok(secs)
+}
+
+fn show_set(out: Out, response: &api::SetKeyPolicyResponse) {
+    out.show(
+        &json!({"key_id": response.key_id, "version": response.version,
+                "nodes_updated": response.nodes_updated, "node_errors": response.node_errors}),
+        || {
+            let mut line = format!(
+                "policy v{} set for {} (nodes updated: {:?})",
+                response.version, response.key_id, response.nodes_updated
+            );
+            for error in &response.node_errors {
+                line.push_str(&format!(
+                    "\n  {error} (it gets the policy with its next signing request)"
+                ));
+            }
+            line
+        },
+    );
+}
+
+/// The current signed policy of `key_id`, decoded; `None` when it has none.
+async fn current_policy(
+    client: &shardsign_client::Client,
+    key_id: &str,
+) -> anyhow::Result<Option<api::KeyPolicy>> {
+    match client
+        .admin()
+        .get_key_policy(api::GetKeyPolicyRequest {
+            key_id: key_id.to_string(),
+        })
+        .await
+    {
+        Ok(signed) => Ok(Some(
+            api::KeyPolicy::decode(signed.into_inner().policy.as_slice())
+                .context("the policy is unreadable")?,
+        )),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(None),
+        Err(status) => Err(shardsign_client::ClientError::from(status).into()),
+    }
+}
+
+/// Re-signs the current rules of `keys` (every key with a policy when `None`) as the next
+/// version, valid for `valid_for_secs` from now.
+async fn renew(
+    global: &Global,
+    keys: Option<Vec<String>>,
+    (operator, cluster_id): (OperatorPolicyKey, String),
+    valid_for_secs: i64,
+    out: Out,
+) -> anyhow::Result<()> {
+    let client = global.client().await?;
+    let all = keys.is_none();
+    let keys = match keys {
+        Some(keys) => keys,
+        None => client
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect(),
+    };
+    for key_id in keys {
+        let Some(policy) = current_policy(&client, &key_id).await? else {
+            if all {
+                continue;
+            }
+            anyhow::bail!("key `{key_id}` has no policy to renew; set one with `policy set`");
+        };
+        let rules = policy.rules.unwrap_or_default();
+        let version = Some(policy.version + 1);
+        let response = set_key_policy(
+            &client,
+            &operator,
+            &cluster_id,
+            &key_id,
+            rules,
+            version,
+            valid_for_secs,
+        )
+        .await?;
+        show_set(out, &response);
+    }
+    Ok(())
+}
+
+/// The current policy of `key`, its rules as a policy file, and its validity.
+async fn show(global: &Global, key: &str, out: Out) -> anyhow::Result<()> {
+    let client = global.client().await?;
+    let policy = current_policy(&client, key)
+        .await?
+        .ok_or_else(|| anyhow!("key `{key}` has no policy"))?;
+    let rules = policy
+        .rules
+        .as_ref()
+        .map(PolicyFile::from)
+        .unwrap_or_default();
+    let value = json!({"key_id": policy.key_id, "version": policy.version,
+                       "cluster_id": policy.cluster_id, "rules": rules,
+                       "issued_at_unix": policy.issued_at_unix,
+                       "not_after_unix": policy.not_after_unix});
+    out.show(&value, || {
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    });
+    Ok(())
 }
 
 pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow::Result<()> {
@@ -114,33 +272,40 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             policy_key,
             cluster_id,
             version,
+            valid_for,
         } => {
-            let state = global.dev_state();
-            let key_path = policy_key
-                .or_else(|| state.as_ref().map(|s| s.policy_key_file.clone()))
-                .ok_or_else(|| anyhow!("give --policy-key FILE (the operator's policy key)"))?;
-            let cluster_id = cluster_id
-                .or_else(|| state.as_ref().map(|s| s.cluster_id.clone()))
-                .ok_or_else(|| anyhow!("give --cluster-id"))?;
-            let policy_key = OperatorPolicyKey::from_secret_hex(&read_secret(&key_path)?)?;
+            let (operator, cluster_id) = operator(global, policy_key, cluster_id)?;
+            let valid_for = validity(&valid_for)?;
             let client = global.client().await?;
             let rules = PolicyFile::read(&policy_file)?;
-            let response =
-                set_key_policy(&client, &policy_key, &cluster_id, &key, rules, version).await?;
-            out.show(
-                &json!({"key_id": response.key_id, "version": response.version,
-                        "nodes_updated": response.nodes_updated, "node_errors": response.node_errors}),
-                || {
-                    let mut line = format!(
-                        "policy v{} set for {} (nodes updated: {:?})",
-                        response.version, response.key_id, response.nodes_updated
-                    );
-                    for error in &response.node_errors {
-                        line.push_str(&format!("\n  {error} (it gets the policy with its next signing request)"));
-                    }
-                    line
-                },
-            );
+            let response = set_key_policy(
+                &client,
+                &operator,
+                &cluster_id,
+                &key,
+                rules,
+                version,
+                valid_for,
+            )
+            .await?;
+            show_set(out, &response);
+        }
+        PolicyCommand::Renew {
+            key,
+            all: _,
+            policy_key,
+            cluster_id,
+            valid_for,
+        } => {
+            let signer = operator(global, policy_key, cluster_id)?;
+            renew(
+                global,
+                key.map(|k| vec![k]),
+                signer,
+                validity(&valid_for)?,
+                out,
+            )
+            .await?;
         }
         PolicyCommand::PublicKey { policy_key } => {
             let key = OperatorPolicyKey::from_secret_hex(&read_secret(&policy_key)?)?;
@@ -148,27 +313,7 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
                 key.public_hex()
             });
         }
-        PolicyCommand::Show { key } => {
-            let client = global.client().await?;
-            let signed = client
-                .admin()
-                .get_key_policy(api::GetKeyPolicyRequest { key_id: key })
-                .await
-                .map_err(shardsign_client::ClientError::from)?
-                .into_inner();
-            let policy = api::KeyPolicy::decode(signed.policy.as_slice())
-                .context("the policy is unreadable")?;
-            let rules = policy
-                .rules
-                .as_ref()
-                .map(PolicyFile::from)
-                .unwrap_or_default();
-            let value = json!({"key_id": policy.key_id, "version": policy.version,
-                               "cluster_id": policy.cluster_id, "rules": rules});
-            out.show(&value, || {
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            });
-        }
+        PolicyCommand::Show { key } => show(global, &key, out).await?,
     }
     Ok(())
 }

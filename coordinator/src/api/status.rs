@@ -15,6 +15,7 @@ impl From<CoordError> for Status {
             }
             CoordError::KeyDisabled(_)
             | CoordError::NoKeyPolicy(_)
+            | CoordError::PolicyExpired { .. }
             | CoordError::KeygenRefused(_) => Status::failed_precondition(message),
             CoordError::Unauthenticated(_) => Status::unauthenticated(message),
             CoordError::PolicyRefused(_) => Status::permission_denied(message),

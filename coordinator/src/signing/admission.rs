@@ -16,7 +16,7 @@ use crate::access::auth::Caller;
 use crate::access::ratelimit::RateLimiter;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
-use crate::registry::{KeyRecord, Registry, Reservation, now_ms};
+use crate::registry::{KeyRecord, Registry, Reservation, now_ms, unix_now};
 use crate::signing::key_policies::KeyPolicies;
 
 pub struct Admission {
@@ -126,6 +126,14 @@ impl Admission {
             .key_policies
             .get(key_id)
             .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
+        if policy.expired(unix_now()) {
+            self.metrics.refused("policy_expired");
+            return Err(CoordError::PolicyExpired {
+                key_id: key_id.to_string(),
+                version: policy.version,
+                not_after_unix: policy.not_after_unix,
+            });
+        }
         policy
             .rules
             .check(payload)

@@ -10,8 +10,12 @@ use shardsign_policy::{PolicyVerifier, VerifiedKeyPolicy};
 use crate::error::CoordError;
 use crate::registry::Registry;
 
+/// A policy this close to its expiry is warned about.
+pub const EXPIRY_WARNING_SECS: i64 = 7 * 86_400;
+
 pub struct KeyPolicies {
     verifier: Option<PolicyVerifier>,
+    metrics: shardsign_metrics::Metrics,
     cluster_id: String,
     by_key: RwLock<HashMap<String, Arc<VerifiedKeyPolicy>>>,
 }
@@ -22,6 +26,7 @@ impl KeyPolicies {
         verifier: Option<PolicyVerifier>,
         cluster_id: &str,
         registry: &Registry,
+        metrics: shardsign_metrics::Metrics,
     ) -> Result<Self, CoordError> {
         let mut by_key = HashMap::new();
         if let Some(verifier) = &verifier {
@@ -37,6 +42,7 @@ impl KeyPolicies {
         }
         Ok(KeyPolicies {
             verifier,
+            metrics,
             cluster_id: cluster_id.to_string(),
             by_key: RwLock::new(by_key),
         })
@@ -62,6 +68,37 @@ impl KeyPolicies {
             )
         })?;
         Ok(verifier.verify(&self.cluster_id, signed)?)
+    }
+
+    /// One line per policy that expires within [`EXPIRY_WARNING_SECS`] (or has expired), for
+    /// cluster status and the periodic log line; also sets the gauge of how many there are.
+    pub fn expiry_warnings(&self, now_unix: i64) -> Vec<String> {
+        let mut warnings: Vec<(i64, String)> = self
+            .by_key
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter(|p| p.never_expires() || p.not_after_unix - now_unix <= EXPIRY_WARNING_SECS)
+            .map(|p| {
+                let when = shardsign_serve::utc(p.not_after_unix * 1000);
+                let text = if p.never_expires() {
+                    format!("key policy of `{}` (v{}) was signed without an expiry: renew it (shardsign policy renew --all) so that a withheld update cannot stay in force forever", p.key_id, p.version)
+                } else if p.expired(now_unix) {
+                    format!("key policy of `{}` (v{}) expired at {when}: the key cannot sign; renew it: shardsign policy renew --key {}", p.key_id, p.version, p.key_id)
+                } else {
+                    format!("key policy of `{}` (v{}) expires at {when}; renew it: shardsign policy renew --all", p.key_id, p.version)
+                };
+                (p.not_after_unix, text)
+            })
+            .collect();
+        warnings.sort();
+        self.metrics.set(
+            crate::metrics::POLICIES_EXPIRING,
+            "Signing-key policies expired or expiring within 7 days",
+            &[],
+            warnings.len() as f64,
+        );
+        warnings.into_iter().map(|(_, text)| text).collect()
     }
 
     pub fn insert(&self, policy: Arc<VerifiedKeyPolicy>) {

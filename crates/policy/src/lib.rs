@@ -16,4 +16,6 @@ mod wire;
 pub use error::{PolicyError, Refusal};
 pub use messages::{DEFAULT_MAX_MESSAGE_LEN, MessageRules};
 pub use rules::{Cap, ContractCallRule, Rules, RulesFor};
-pub use signed::{OperatorPolicyKey, PolicyVerifier, VerifiedKeyPolicy};
+pub use signed::{
+    DEFAULT_VALIDITY_SECS, MAX_VALIDITY_SECS, OperatorPolicyKey, PolicyVerifier, VerifiedKeyPolicy,
+};

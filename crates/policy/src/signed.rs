@@ -15,6 +15,11 @@ use crate::error::PolicyError;
 use crate::rules::{Rules, RulesFor};
 
 const DOMAIN: &[u8] = b"shardsign key policy v1\0";
+/// Longest a signed policy may be valid: an operator renews within this.
+pub const MAX_VALIDITY_SECS: i64 = 400 * 86_400;
+/// How long `shardsign policy set` makes a policy valid by default.
+pub const DEFAULT_VALIDITY_SECS: i64 = 30 * 86_400;
+
 /// Largest encoded `SignedKeyPolicy` accepted anywhere (checked before decoding).
 pub const MAX_SIGNED_POLICY_BYTES: usize = 256 * 1024;
 
@@ -91,11 +96,35 @@ fn check_shape(policy: &api::KeyPolicy) -> Result<Rules, PolicyError> {
     if policy.version == 0 {
         return Err(PolicyError::invalid("version", "versions start at 1"));
     }
+    // 0: signed before policies expired (accepted, never expires, reported as such until the
+    // operator renews it); otherwise a bounded validity.
+    let validity = policy.not_after_unix.saturating_sub(policy.issued_at_unix);
+    if policy.not_after_unix != 0 && (validity <= 0 || validity > MAX_VALIDITY_SECS) {
+        return Err(PolicyError::invalid(
+            "not_after_unix",
+            format!(
+                "a policy is valid for 1 second to {} days after issued_at_unix",
+                MAX_VALIDITY_SECS / 86_400
+            ),
+        ));
+    }
     let rules = policy
         .rules
         .as_ref()
         .ok_or_else(|| PolicyError::invalid("rules", "missing"))?;
     Rules::from_proto(rules, RulesFor::SigningKey)
+}
+
+impl VerifiedKeyPolicy {
+    /// Whether it has expired at `now_unix` (a policy signed before expiry existed never does).
+    pub fn expired(&self, now_unix: i64) -> bool {
+        self.not_after_unix != 0 && now_unix >= self.not_after_unix
+    }
+
+    /// Signed before policies expired: valid until renewed.
+    pub fn never_expires(&self) -> bool {
+        self.not_after_unix == 0
+    }
 }
 
 /// A policy whose signature verified, for this cluster.
@@ -104,6 +133,8 @@ pub struct VerifiedKeyPolicy {
     pub key_id: String,
     pub version: u64,
     pub issued_at_unix: i64,
+    /// When it stops being valid (Unix seconds).
+    pub not_after_unix: i64,
     pub rules: Rules,
     /// The encoded `SignedKeyPolicy`, as received: what is stored and forwarded.
     pub signed: Vec<u8>,
@@ -172,6 +203,7 @@ impl PolicyVerifier {
             key_id: policy.key_id,
             version: policy.version,
             issued_at_unix: policy.issued_at_unix,
+            not_after_unix: policy.not_after_unix,
             rules,
             signed: signed.to_vec(),
         })
@@ -193,6 +225,7 @@ mod tests {
                 ..Default::default()
             }),
             issued_at_unix: 1,
+            not_after_unix: 1 + DEFAULT_VALIDITY_SECS,
         }
     }
 
@@ -233,6 +266,29 @@ mod tests {
                 .verify("c1", &vec![0; MAX_SIGNED_POLICY_BYTES + 1])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_policy_is_valid_for_a_bounded_time_and_expires() {
+        let key = OperatorPolicyKey::generate();
+        let verifier = PolicyVerifier::from_hex(&key.public_hex()).unwrap();
+        let mut p = policy(1);
+        p.not_after_unix = p.issued_at_unix;
+        assert!(key.sign(&p).is_err(), "no validity");
+        p.not_after_unix = p.issued_at_unix + MAX_VALIDITY_SECS + 1;
+        assert!(key.sign(&p).is_err(), "too long");
+        p.not_after_unix = p.issued_at_unix + 100;
+        let verified = verifier
+            .verify("c1", &key.sign(&p).unwrap().encode_to_vec())
+            .unwrap();
+        assert!(!verified.expired(p.issued_at_unix + 99));
+        assert!(verified.expired(p.issued_at_unix + 100));
+        // Signed before policies expired: accepted, never expires, and reported as such.
+        p.not_after_unix = 0;
+        let legacy = verifier
+            .verify("c1", &key.sign(&p).unwrap().encode_to_vec())
+            .unwrap();
+        assert!(legacy.never_expires() && !legacy.expired(i64::MAX));
     }
 
     #[test]

@@ -325,6 +325,7 @@ impl Node {
             NodeError::PolicyRefused(refusal) => refusal.rule,
             NodeError::PolicyRejected(_) => "policy_rejected",
             NodeError::PolicyMissing(_) => "policy_missing",
+            NodeError::PolicyExpired { .. } => "policy_expired",
             _ => return,
         };
         self.metrics.inc(

@@ -37,6 +37,37 @@ enum Command {
         #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
         config: PathBuf,
     },
+    /// Local operations on the running node, through its admin socket (same host, same user).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Put a signed key policy (`shardsign policy sign --out FILE`) on the running node, without
+    /// the coordinator: the node checks it as it checks any policy and keeps it if it is newer.
+    Put {
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: PathBuf,
+        /// The encoded signed policy.
+        file: PathBuf,
+    },
+}
+
+fn put_policy(config: PathBuf, file: PathBuf) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&config)?;
+    let signed = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let answer = runtime.block_on(crate::local_admin::put_policy(&config.data_dir, &signed));
+    match answer {
+        Ok(message) => {
+            println!("{message}");
+            Ok(())
+        }
+        Err(message) => anyhow::bail!("refused: {message}"),
+    }
 }
 
 #[derive(Args)]
@@ -145,6 +176,9 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => init(args),
+        Command::Policy {
+            command: PolicyCommand::Put { config, file },
+        } => put_policy(config, file),
         Command::Run { config } => tokio::runtime::Runtime::new()
             .context("cannot start the async runtime")
             .and_then(|runtime| runtime.block_on(run(config, hardening))),

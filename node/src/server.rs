@@ -110,6 +110,7 @@ pub async fn serve(
     );
 
     let reaper = tokio::spawn(reap(node.clone()));
+    let local_admin = crate::local_admin::serve(&config.data_dir, node.clone())?;
     if let Some(metrics_address) = config.metrics_listen {
         shardsign_serve::serve_metrics(
             metrics_address,
@@ -138,5 +139,7 @@ pub async fn serve(
         )
         .await;
     reaper.abort();
+    local_admin.abort();
+    let _ = std::fs::remove_file(crate::local_admin::socket_path(&config.data_dir));
     result.map_err(|e| NodeError::config("listen", format!("server failed: {e}")))
 }

@@ -78,11 +78,13 @@ fn digests_of(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The regular files of `dir` (the node's admin socket is not data).
 fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_file())
         .map(|entry| {
-            let entry = entry.unwrap();
             (
                 entry.file_name().to_string_lossy().into_owned(),
                 std::fs::read(entry.path()).unwrap(),

@@ -335,3 +335,154 @@ async fn the_bootstrap_token_is_single_use_and_admin_access_is_recovered_on_the_
         "{audit:?}"
     );
 }
+
+/// The operator's CLI (`shardsign`).
+fn operator_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(workspace_binary("shardsign", "SHARDSIGN_CLI_BIN"))
+        .args(args)
+        .output()
+        .expect("run shardsign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_put_on_the_nodes_host_is_enforced_without_the_coordinator() {
+    use prost::Message as _;
+    let operator = shardsign_policy::OperatorPolicyKey::generate();
+    let mut cluster = NodeCluster::start_with(KekKind::KeyFile, Some(&operator.public_hex()));
+    let key_id = "local-path";
+    let clients = clients(&cluster).await;
+    relay::keygen(&clients, key_id, &[1], None)
+        .await
+        .expect("key generation");
+    // Version 1, loose, as the coordinator forwards it with every request.
+    let now = shardsign_tests::full::unix_now();
+    let v1 = operator
+        .sign(&api::KeyPolicy {
+            cluster_id: "test-cluster".into(),
+            key_id: key_id.into(),
+            version: 1,
+            rules: Some(api::Policy {
+                allowed_chain_ids: vec![1],
+                max_value_per_tx: "unlimited".into(),
+                allowed_recipients: vec!["*".into()],
+                max_fee_per_gas: "unlimited".into(),
+                max_total_fee: "unlimited".into(),
+                ..Default::default()
+            }),
+            issued_at_unix: now,
+            not_after_unix: now + 86_400,
+        })
+        .unwrap()
+        .encode_to_vec();
+    let mut two_eth = match transfer(1) {
+        UnsignedTransaction::Eip1559(tx) => tx,
+        _ => unreachable!(),
+    };
+    two_eth.value = U256::from(2u64) * U256::from(10u64).pow(U256::from(18u64));
+    let two_eth = UnsignedTransaction::Eip1559(two_eth);
+    let sign = |policy: Vec<u8>| {
+        let clients = clients.clone();
+        let tx = two_eth.clone();
+        async move {
+            relay::sign_with_policy(
+                &clients,
+                [1, 2],
+                key_id,
+                &Payload::Transaction(tx.clone()),
+                tx.signing_hash(),
+                &policy,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    sign(v1.clone()).await.expect("2 ETH under v1");
+
+    // The operator signs v2 (1 ETH per transaction) offline and puts it on nodes 1 and 2 on
+    // their hosts; the coordinator never sees it.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("policy.key");
+    std::fs::write(&key_file, operator.to_secret_hex().as_bytes()).unwrap();
+    let rules = dir.path().join("v2.json");
+    std::fs::write(
+        &rules,
+        r#"{"allowed_chain_ids": [1], "max_value_per_tx": "1eth", "allowed_recipients": ["*"],
+            "max_fee_per_gas": "unlimited", "max_total_fee": "unlimited"}"#,
+    )
+    .unwrap();
+    let v2 = dir.path().join("v2.bin");
+    let signed = operator_cli(&[
+        "policy",
+        "sign",
+        "--key",
+        key_id,
+        "--policy-file",
+        rules.to_str().unwrap(),
+        "--policy-key",
+        key_file.to_str().unwrap(),
+        "--cluster-id",
+        "test-cluster",
+        "--version",
+        "2",
+        "--out",
+        v2.to_str().unwrap(),
+    ]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    for id in [1, 2] {
+        let put = std::process::Command::new(shardsign_tests::cluster::node_binary())
+            .args(["policy", "put", "--config"])
+            .arg(&cluster.node(id).config)
+            .arg(&v2)
+            .output()
+            .expect("shardsign-node policy put");
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&put.stdout).contains("policy v2 of `local-path` is in force"),
+            "{}",
+            String::from_utf8_lossy(&put.stdout)
+        );
+    }
+    // A coordinator that still forwards v1 is refused; under v2, 2 ETH is over the limit.
+    let error = sign(v1)
+        .await
+        .expect_err("v1 is older than what the nodes hold");
+    assert!(
+        error.status.message().contains("older than version 2"),
+        "{error:?}"
+    );
+    let error = sign(std::fs::read(&v2).unwrap())
+        .await
+        .expect_err("v2 allows 1 ETH");
+    assert!(
+        error
+            .status
+            .message()
+            .contains("policy max_value_per_tx: 2 ETH > 1 ETH"),
+        "{error:?}"
+    );
+    // Garbage on the socket is refused with a reason, and the node keeps serving.
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, b"not a policy").unwrap();
+    let put = std::process::Command::new(shardsign_tests::cluster::node_binary())
+        .args(["policy", "put", "--config"])
+        .arg(&cluster.node(1).config)
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    assert!(!put.status.success());
+    assert!(
+        String::from_utf8_lossy(&put.stderr).contains("refused: signed policy refused"),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(cluster.node(1).is_running());
+}

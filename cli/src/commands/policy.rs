@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use prost::Message;
 use serde_json::json;
 use shardsign_client::api;
@@ -13,6 +13,21 @@ use super::{parse_duration_secs, write_secret_file};
 use crate::context::{Global, read_secret};
 use crate::output::Out;
 use crate::policy_file::PolicyFile;
+
+/// Who signs a policy, for which cluster, and for how long.
+#[derive(Args)]
+pub struct SignerArgs {
+    /// The operator's policy key file (default: the dev cluster's).
+    #[arg(long)]
+    policy_key: Option<PathBuf>,
+    /// The cluster id the policy is for (default: the dev cluster's).
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// How long the policy is valid (e.g. 30d, 12h); nodes refuse to sign under an expired
+    /// one. At most 400d.
+    #[arg(long, default_value = "30d")]
+    valid_for: String,
+}
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -28,19 +43,27 @@ pub enum PolicyCommand {
         key: String,
         #[arg(long)]
         policy_file: PathBuf,
-        /// The operator's policy key file (default: the dev cluster's).
-        #[arg(long)]
-        policy_key: Option<PathBuf>,
-        /// The cluster id the policy is for (default: the dev cluster's).
-        #[arg(long)]
-        cluster_id: Option<String>,
         /// Version (default: the current one + 1).
         #[arg(long)]
         version: Option<u64>,
-        /// How long the policy is valid (e.g. 30d, 12h); nodes refuse to sign under an
-        /// expired one. At most 400d.
-        #[arg(long, default_value = "30d")]
-        valid_for: String,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Sign a policy into a file, without the coordinator: for `shardsign-node policy put` on a
+    /// node's host (the path around a coordinator that withholds a policy).
+    Sign {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        policy_file: PathBuf,
+        /// The version: higher than the one the nodes hold.
+        #[arg(long)]
+        version: u64,
+        /// Where to write the encoded signed policy.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        signer: SignerArgs,
     },
     /// Re-sign current policies with the next version and a fresh validity (before they expire).
     Renew {
@@ -50,12 +73,8 @@ pub enum PolicyCommand {
         /// Every key that has a policy.
         #[arg(long)]
         all: bool,
-        #[arg(long)]
-        policy_key: Option<PathBuf>,
-        #[arg(long)]
-        cluster_id: Option<String>,
-        #[arg(long, default_value = "30d")]
-        valid_for: String,
+        #[command(flatten)]
+        signer: SignerArgs,
     },
     Show {
         #[arg(long)]
@@ -66,6 +85,51 @@ pub enum PolicyCommand {
         #[arg(long)]
         policy_key: PathBuf,
     },
+}
+
+/// `rules` for `key_id` as version `version`, valid from now for `valid_for_secs`.
+fn sign_policy(
+    policy_key: &OperatorPolicyKey,
+    cluster_id: &str,
+    key_id: &str,
+    rules: api::Policy,
+    version: u64,
+    valid_for_secs: i64,
+) -> anyhow::Result<api::SignedKeyPolicy> {
+    let issued_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Ok(policy_key.sign(&api::KeyPolicy {
+        cluster_id: cluster_id.to_string(),
+        key_id: key_id.to_string(),
+        version,
+        rules: Some(rules),
+        issued_at_unix,
+        not_after_unix: issued_at_unix.saturating_add(valid_for_secs),
+    })?)
+}
+
+/// Signs a policy into `path` (the encoded `SignedKeyPolicy`), for a node's local path.
+fn sign_to_file(
+    (operator, cluster_id): (OperatorPolicyKey, String),
+    key: &str,
+    rules: api::Policy,
+    version: u64,
+    valid_for_secs: i64,
+    path: &std::path::Path,
+    out: Out,
+) -> anyhow::Result<()> {
+    let signed = sign_policy(&operator, &cluster_id, key, rules, version, valid_for_secs)?;
+    std::fs::write(path, signed.encode_to_vec())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    out.show(&json!({"key_id": key, "version": version, "file": path}), || {
+        format!(
+            "policy v{version} of `{key}` signed into {} (shardsign-node policy put --config NODE.toml FILE on each node's host)",
+            path.display()
+        )
+    });
+    Ok(())
 }
 
 /// Signs and sets a key policy; returns the response.
@@ -96,18 +160,14 @@ pub async fn set_key_policy(
             Err(status) => return Err(shardsign_client::ClientError::from(status).into()),
         },
     };
-    let issued_at_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let signed = policy_key.sign(&api::KeyPolicy {
-        cluster_id: cluster_id.to_string(),
-        key_id: key_id.to_string(),
+    let signed = sign_policy(
+        policy_key,
+        cluster_id,
+        key_id,
+        rules,
         version,
-        rules: Some(rules),
-        issued_at_unix,
-        not_after_unix: issued_at_unix.saturating_add(valid_for_secs),
-    })?;
+        valid_for_secs,
+    )?;
     Ok(admin
         .set_key_policy(api::SetKeyPolicyRequest {
             signed_policy: Some(signed),
@@ -117,17 +177,31 @@ pub async fn set_key_policy(
         .into_inner())
 }
 
+/// A new operator policy key: the secret to a 0600 file, the public half printed.
+fn keygen(path: &std::path::Path, out: Out) -> anyhow::Result<()> {
+    let key = OperatorPolicyKey::generate();
+    write_secret_file(path, &key.to_secret_hex())?;
+    out.show(&json!({"public_key": key.public_hex(), "secret_file": path}), || {
+        format!(
+            "operator policy key written to {} (keep it off the coordinator)\npolicy_public_key = \"{}\"",
+            path.display(),
+            key.public_hex()
+        )
+    });
+    Ok(())
+}
+
 /// The operator's policy key and the cluster id to sign for (defaults: the dev cluster's).
-fn operator(
-    global: &Global,
-    policy_key: Option<PathBuf>,
-    cluster_id: Option<String>,
-) -> anyhow::Result<(OperatorPolicyKey, String)> {
+fn operator(global: &Global, args: &SignerArgs) -> anyhow::Result<(OperatorPolicyKey, String)> {
     let state = global.dev_state();
-    let key_path = policy_key
+    let key_path = args
+        .policy_key
+        .clone()
         .or_else(|| state.as_ref().map(|s| s.policy_key_file.clone()))
         .ok_or_else(|| anyhow!("give --policy-key FILE (the operator's policy key)"))?;
-    let cluster_id = cluster_id
+    let cluster_id = args
+        .cluster_id
+        .clone()
         .or_else(|| state.as_ref().map(|s| s.cluster_id.clone()))
         .ok_or_else(|| anyhow!("give --cluster-id"))?;
     Ok((
@@ -255,27 +329,15 @@ async fn show(global: &Global, key: &str, out: Out) -> anyhow::Result<()> {
 
 pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Keygen { out: path } => {
-            let key = OperatorPolicyKey::generate();
-            write_secret_file(&path, &key.to_secret_hex())?;
-            out.show(&json!({"public_key": key.public_hex(), "secret_file": path}), || {
-                format!(
-                    "operator policy key written to {} (keep it off the coordinator)\npolicy_public_key = \"{}\"",
-                    path.display(),
-                    key.public_hex()
-                )
-            });
-        }
+        PolicyCommand::Keygen { out: path } => keygen(&path, out)?,
         PolicyCommand::Set {
             key,
             policy_file,
-            policy_key,
-            cluster_id,
             version,
-            valid_for,
+            signer,
         } => {
-            let (operator, cluster_id) = operator(global, policy_key, cluster_id)?;
-            let valid_for = validity(&valid_for)?;
+            let (operator, cluster_id) = operator(global, &signer)?;
+            let valid_for = validity(&signer.valid_for)?;
             let client = global.client().await?;
             let rules = PolicyFile::read(&policy_file)?;
             let response = set_key_policy(
@@ -290,22 +352,26 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             .await?;
             show_set(out, &response);
         }
+        PolicyCommand::Sign {
+            key,
+            policy_file,
+            version,
+            out: path,
+            signer,
+        } => {
+            let valid_for = validity(&signer.valid_for)?;
+            let rules = PolicyFile::read(&policy_file)?;
+            let signer = operator(global, &signer)?;
+            sign_to_file(signer, &key, rules, version, valid_for, &path, out)?;
+        }
         PolicyCommand::Renew {
             key,
             all: _,
-            policy_key,
-            cluster_id,
-            valid_for,
+            signer,
         } => {
-            let signer = operator(global, policy_key, cluster_id)?;
-            renew(
-                global,
-                key.map(|k| vec![k]),
-                signer,
-                validity(&valid_for)?,
-                out,
-            )
-            .await?;
+            let valid_for = validity(&signer.valid_for)?;
+            let signer = operator(global, &signer)?;
+            renew(global, key.map(|k| vec![k]), signer, valid_for, out).await?;
         }
         PolicyCommand::PublicKey { policy_key } => {
             let key = OperatorPolicyKey::from_secret_hex(&read_secret(&policy_key)?)?;

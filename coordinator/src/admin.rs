@@ -147,9 +147,7 @@ impl Admin {
         };
         if matches!(caller.principal, Principal::Bootstrap) {
             // Single-use: spent (on disk) before the key it makes exists.
-            self.auth
-                .use_bootstrap(&self.registry)
-                .map_err(|status| CoordError::Unauthenticated(status.message().to_string()))?;
+            self.auth.use_bootstrap(&self.registry)?;
         }
         let (secret, hash) = self.auth.hasher().issue(self.auth.environment(), &id);
         self.registry.insert_api_key(&key, &hash)?;
@@ -255,13 +253,7 @@ impl Admin {
             .ok_or_else(|| CoordError::invalid("signed_policy", "missing"))?
             .encode_to_vec();
         let policy = self.key_policies.verify(&signed)?;
-        if policy.expired(unix_now()) {
-            return Err(CoordError::PolicyExpired {
-                key_id: policy.key_id,
-                version: policy.version,
-                not_after_unix: policy.not_after_unix,
-            });
-        }
+        CoordError::if_expired(&policy, unix_now())?;
         self.registry.get_key(&policy.key_id)?;
         match self
             .registry

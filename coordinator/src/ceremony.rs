@@ -60,7 +60,7 @@ impl Ceremony {
         if !self.pool.bans().all().is_empty() {
             return Err(CoordError::KeygenRefused(format!(
                 "key generation needs all three nodes, and {}; replace the banned node (a membership change) first",
-                crate::signing::threshold::describe_bans(&self.pool)
+                self.pool.bans().describe()
             )));
         }
         if self.registry.key_exists(key_id.as_str())? {

@@ -76,6 +76,21 @@ impl From<shardsign_eth::EthError> for CoordError {
 }
 
 impl CoordError {
+    /// `policy` is expired at `now_unix` (the refusal that says how to renew it).
+    pub fn if_expired(
+        policy: &shardsign_policy::VerifiedKeyPolicy,
+        now_unix: i64,
+    ) -> Result<(), CoordError> {
+        if !policy.expired(now_unix) {
+            return Ok(());
+        }
+        Err(CoordError::PolicyExpired {
+            key_id: policy.key_id.clone(),
+            version: policy.version,
+            not_after_unix: policy.not_after_unix,
+        })
+    }
+
     /// Whether a rule refused the request (as opposed to it failing): for the audit log.
     pub fn is_refusal(&self) -> bool {
         match self {

@@ -26,9 +26,6 @@ impl NodeService {
     }
 }
 
-/// Set on a refusal because of a ban: the banned peer's node id.
-pub const BANNED_PEER_HEADER: &str = "x-shardsign-banned-peer";
-
 /// The status a caller sees for each error; internal details stay in the node's log.
 pub fn status(error: NodeError) -> Status {
     match error {
@@ -51,7 +48,7 @@ pub fn status(error: NodeError) -> Status {
             // The peer a refusal names, for the coordinator to stop scheduling this pair.
             let mut status = Status::failed_precondition(error.to_string());
             status.metadata_mut().insert(
-                BANNED_PEER_HEADER,
+                shardsign_proto::node::BANNED_PEER_HEADER,
                 tonic::metadata::MetadataValue::from(u32::from(peer.get())),
             );
             status

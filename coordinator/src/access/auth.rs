@@ -169,21 +169,20 @@ impl Authenticator {
         Some(self.bootstrap_used_at_ms.load(Ordering::SeqCst)).filter(|at| *at != 0)
     }
 
-    fn bootstrap_retired(at_ms: i64) -> Status {
-        Status::unauthenticated(format!(
+    fn bootstrap_retired(at_ms: i64) -> String {
+        format!(
             "the bootstrap credential was used at {} and is retired for good; use an admin API key, or recover admin access on the coordinator's host (shardsign-coordinator admin recover), and remove bootstrap_token_* from the coordinator's config",
             utc(at_ms)
-        ))
+        )
     }
 
     /// Uses up the bootstrap credential (persisted first): called as it creates the first
     /// admin key. Refused if it was used meanwhile.
-    pub fn use_bootstrap(&self, registry: &Registry) -> Result<(), Status> {
+    pub fn use_bootstrap(&self, registry: &Registry) -> Result<(), CoordError> {
         let now = now_ms();
-        let used = registry.use_bootstrap(now).map_err(Status::from)?;
-        if !used {
-            let at = registry.bootstrap_used_at().ok().flatten().unwrap_or(now);
-            return Err(Self::bootstrap_retired(at));
+        if !registry.use_bootstrap(now)? {
+            let at = registry.bootstrap_used_at()?.unwrap_or(now);
+            return Err(CoordError::Unauthenticated(Self::bootstrap_retired(at)));
         }
         self.bootstrap_used_at_ms.store(now, Ordering::SeqCst);
         Ok(())
@@ -326,7 +325,7 @@ impl Authenticator {
         }
         if let Some(at) = self.bootstrap_used_at() {
             self.fail(peer_ip, None, "bootstrap credential used again");
-            return Err(Self::bootstrap_retired(at));
+            return Err(Status::unauthenticated(Self::bootstrap_retired(at)));
         }
         self.guard.succeeded(peer_ip);
         Ok(())

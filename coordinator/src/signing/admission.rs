@@ -126,14 +126,8 @@ impl Admission {
             .key_policies
             .get(key_id)
             .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
-        if policy.expired(unix_now()) {
-            self.metrics.refused("policy_expired");
-            return Err(CoordError::PolicyExpired {
-                key_id: key_id.to_string(),
-                version: policy.version,
-                not_after_unix: policy.not_after_unix,
-            });
-        }
+        CoordError::if_expired(&policy, unix_now())
+            .inspect_err(|_| self.metrics.refused("policy_expired"))?;
         policy
             .rules
             .check(payload)

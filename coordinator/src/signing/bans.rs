@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use shardsign_proto::node::BANNED_PEER_HEADER;
 use tonic::Status;
 
 use crate::audit::{AuditEntry, Decision};
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::{Registry, now_ms};
-
-/// The header a node sets on a refusal because of a ban (the banned peer's node id).
-pub const BANNED_PEER_HEADER: &str = "x-shardsign-banned-peer";
 
 /// `reporter` refuses every session with `banned`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,22 +58,20 @@ impl Bans {
 
     /// Records `ban`; the first time it is learned it is logged and audited.
     pub fn learn(&self, ban: Ban) {
-        let key = (ban.reporter, ban.banned);
-        let new = {
+        {
             let mut bans = self.lock();
-            let new = !bans.contains_key(&key);
-            bans.entry(key).or_insert_with(|| ban.clone());
-            new
-        };
-        if !new {
-            return;
+            let key = (ban.reporter, ban.banned);
+            if bans.contains_key(&key) {
+                return;
+            }
+            bans.insert(key, ban.clone());
+            self.metrics.set_banned_pairs(bans.len());
         }
         let detail = format!(
             "node {} has banned node {}: {}",
             ban.reporter, ban.banned, ban.reason
         );
         tracing::error!(target: "security", reporter = ban.reporter, banned = ban.banned, reason = ban.reason, "a node banned a peer; their pair is no longer scheduled");
-        self.metrics.set_banned_pairs(self.lock().len());
         let entry = AuditEntry {
             at_ms: now_ms(),
             api_key_id: "coordinator".into(),
@@ -106,6 +102,15 @@ impl Bans {
     pub fn pair_banned(&self, pair: [u8; 2]) -> bool {
         let bans = self.lock();
         bans.contains_key(&(pair[0], pair[1])) || bans.contains_key(&(pair[1], pair[0]))
+    }
+
+    /// The bans known, for messages: `node 1 has banned node 2, node 3 has banned node 2`.
+    pub fn describe(&self) -> String {
+        self.lock()
+            .values()
+            .map(|ban| format!("node {} has banned node {}", ban.reporter, ban.banned))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Every ban known, by reporter then banned node.

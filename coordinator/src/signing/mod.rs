@@ -9,7 +9,7 @@ pub mod key_policies;
 pub mod operation;
 pub mod pool;
 pub mod relay;
-pub mod threshold;
+mod threshold;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,13 +99,13 @@ impl Signing {
         .await
     }
 
-    fn usable_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
+    fn usable_key(&self, key_id: &str) -> Result<(KeyId, KeyRecord), CoordError> {
         let key_id = KeyId::field(key_id)?;
         let key = self.registry.get_key(key_id.as_str())?;
         if key.disabled {
             return Err(CoordError::KeyDisabled(key_id.into_string()));
         }
-        Ok(key)
+        Ok((key_id, key))
     }
 
     async fn sign_unaudited<O: Operation>(
@@ -115,10 +115,10 @@ impl Signing {
         deadline: Instant,
     ) -> Result<Signed<'_, O::Response>, CoordError> {
         let request_id = RequestId::parse(request.request_id())?;
-        let key = self.usable_key(request.key_id())?;
+        let (key_id, key) = self.usable_key(request.key_id())?;
         let api_key = self.admission.bound_api_key(caller, &key.key_id)?;
         let request = SignRequest {
-            key_id: KeyId::field(&key.key_id)?,
+            key_id,
             payload: request.into_payload(&self.limits)?,
         };
         if let Some(chain_id) = request.payload.chain_id()

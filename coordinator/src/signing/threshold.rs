@@ -136,7 +136,7 @@ impl ThresholdSigner {
         if self.pool.candidate_pairs().is_empty() {
             return Err(CoordError::Unavailable(format!(
                 "no pair of nodes can sign: {}; replace the banned node (a membership change)",
-                describe_bans(&self.pool)
+                self.pool.bans().describe()
             )));
         }
         let down: Vec<String> = failed.iter().map(|n| format!("node {n}")).collect();
@@ -172,16 +172,6 @@ impl ThresholdSigner {
         guard.armed = false;
         outcome
     }
-}
-
-/// The bans known, for messages: `node 1 has banned node 2, node 3 has banned node 2`.
-pub fn describe_bans(pool: &NodePool) -> String {
-    pool.bans()
-        .all()
-        .iter()
-        .map(|ban| format!("node {} has banned node {}", ban.reporter, ban.banned))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Both nodes' results must agree and verify against the key; a bad signature is never returned.

@@ -11,6 +11,9 @@ pub mod node {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/shardsign.node.v1.rs"));
     }
+
+    /// Response metadata a node sets on a refusal because of a ban: the banned peer's node id.
+    pub const BANNED_PEER_HEADER: &str = "x-shardsign-banned-peer";
 }
 
 /// Encoded file descriptor set of every proto, for gRPC server reflection.

@@ -241,41 +241,67 @@ impl Admin {
         Ok(key.to_api(now_ms()))
     }
 
-    /// Verifies, stores and forwards a signed key policy. Stored before it is forwarded, so a
-    /// node that accepted it is never ahead of the coordinator.
+    /// Verifies, stores and forwards a signed key policy.
     pub async fn set_key_policy(
         &self,
         request: api::SetKeyPolicyRequest,
     ) -> Result<api::SetKeyPolicyResponse, CoordError> {
         use prost::Message;
         let signed = request
-            .signed_policy
-            .ok_or_else(|| CoordError::invalid("signed_policy", "missing"))?
+            .statement
+            .ok_or_else(|| CoordError::invalid("statement", "missing"))?
             .encode_to_vec();
         let policy = self.key_policies.verify(&signed)?;
+        if policy.disabled.is_some() {
+            return Err(CoordError::invalid(
+                "statement",
+                "a disable statement goes to DisableKey (shardsign keys disable)",
+            ));
+        }
         CoordError::if_expired(&policy, unix_now())?;
-        self.registry.get_key(&policy.key_id)?;
-        match self
-            .registry
-            .put_key_policy(&policy.key_id, policy.version, &signed)?
-        {
+        let key = self.registry.get_key(&policy.key_id)?;
+        if key.disabled {
+            return Err(CoordError::KeyDisabled(key.key_id));
+        }
+        let version = policy.version;
+        let (nodes_updated, node_errors) = self.store_and_forward(policy).await?;
+        Ok(api::SetKeyPolicyResponse {
+            key_id: key.key_id,
+            version,
+            nodes_updated,
+            node_errors,
+        })
+    }
+
+    /// Stores a verified key statement (refusing one not newer than the one held), then forwards
+    /// it to every node. Stored before it is forwarded, so a node that accepted it is never
+    /// ahead of the coordinator. Returns the nodes that took it and why the others did not.
+    async fn store_and_forward(
+        &self,
+        statement: shardsign_policy::VerifiedKeyPolicy,
+    ) -> Result<(Vec<u32>, Vec<String>), CoordError> {
+        match self.registry.put_key_policy(
+            &statement.key_id,
+            statement.version,
+            &statement.signed,
+        )? {
             PolicyUpdate::Stored | PolicyUpdate::Unchanged => {}
             PolicyUpdate::NotNewer { held } => {
                 return Err(CoordError::invalid(
                     "version",
                     format!(
                         "version {} is not newer than version {held} already set for `{}`; sign it with a higher version",
-                        policy.version, policy.key_id
+                        statement.version, statement.key_id
                     ),
                 ));
             }
         }
-        let policy = Arc::new(policy);
-        self.key_policies.insert(policy.clone());
+        let statement = Arc::new(statement);
+        self.key_policies.insert(statement.clone());
         let mut calls = tokio::task::JoinSet::new();
         for (node, client) in self.pool.clients() {
             let mut client = client.clone();
-            let signed = signed.clone();
+            let signed = statement.signed.clone();
             calls.spawn(async move {
                 let mut request = tonic::Request::new(PutPolicyRequest {
                     signed_policy: signed,
@@ -284,33 +310,30 @@ impl Admin {
                 (node, client.put_policy(request).await)
             });
         }
-        let mut response = api::SetKeyPolicyResponse {
-            key_id: policy.key_id.clone(),
-            version: policy.version,
-            ..Default::default()
-        };
+        let (mut updated, mut errors) = (Vec::new(), Vec::new());
         while let Some(Ok((node, outcome))) = calls.join_next().await {
             match outcome {
-                Ok(_) => response.nodes_updated.push(u32::from(node)),
-                Err(status) => response
-                    .node_errors
-                    .push(format!("node {node}: {}", status.message())),
+                Ok(_) => updated.push(u32::from(node)),
+                Err(status) => errors.push(format!("node {node}: {}", status.message())),
             }
         }
-        response.nodes_updated.sort_unstable();
-        response.node_errors.sort();
-        tracing::info!(key_id = policy.key_id, version = policy.version, nodes = ?response.nodes_updated, "key policy set");
-        Ok(response)
+        updated.sort_unstable();
+        errors.sort();
+        tracing::info!(
+            key_id = statement.key_id,
+            version = statement.version,
+            disabled = statement.disabled.is_some(),
+            nodes = ?updated,
+            "key statement set"
+        );
+        Ok((updated, errors))
     }
 
-    pub fn get_key_policy(&self, key_id: &str) -> Result<api::SignedKeyPolicy, CoordError> {
-        use prost::Message;
-        let policy = self
-            .key_policies
+    pub fn get_key_policy(&self, key_id: &str) -> Result<api::KeyPolicyRecord, CoordError> {
+        self.key_policies
             .get(key_id)
-            .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
-        api::SignedKeyPolicy::decode(policy.signed.as_slice())
-            .map_err(|_| CoordError::config("registry", "a stored policy is unreadable"))
+            .map(|policy| policy.to_record())
+            .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))
     }
 
     pub fn verify_audit(&self) -> Result<api::VerifyAuditResponse, CoordError> {
@@ -356,10 +379,34 @@ impl Admin {
         })
     }
 
-    pub fn disable_key(&self, key_id: &str) -> Result<api::Key, CoordError> {
-        let key = self.registry.disable_key(key_id)?;
-        tracing::info!(key_id, "key disabled");
-        Ok(key.to_api())
+    /// Disables a key here; with an operator-signed disable statement, also on every node
+    /// (stored first, so the statement survives a coordinator restart and is never lost).
+    pub async fn disable_key(
+        &self,
+        request: api::DisableKeyRequest,
+    ) -> Result<api::DisableKeyResponse, CoordError> {
+        use prost::Message;
+        let key_id = self.registry.get_key(&request.key_id)?.key_id;
+        let (nodes_updated, node_errors) = match request.statement {
+            None => (Vec::new(), Vec::new()),
+            Some(statement) => {
+                let statement = self.key_policies.verify(&statement.encode_to_vec())?;
+                if statement.disabled.is_none() || statement.key_id != key_id {
+                    return Err(CoordError::invalid(
+                        "statement",
+                        format!("expected a disable statement for `{key_id}`"),
+                    ));
+                }
+                self.store_and_forward(statement).await?
+            }
+        };
+        let key = self.registry.disable_key(&key_id)?;
+        tracing::info!(key_id, nodes = ?nodes_updated, "key disabled");
+        Ok(api::DisableKeyResponse {
+            key: Some(key.to_api()),
+            nodes_updated,
+            node_errors,
+        })
     }
 
     /// Every node's identity, keys and bans (bans learned here stop their pairs being

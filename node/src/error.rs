@@ -55,6 +55,23 @@ pub enum NodeError {
         version: u64,
         not_after_unix: i64,
     },
+    #[error(
+        "the signed statement v{version} of key `{key_id}` is not valid before {}; put it again then",
+        shardsign_serve::utc(*not_before_unix * 1000)
+    )]
+    StatementPremature {
+        key_id: String,
+        version: u64,
+        not_before_unix: i64,
+    },
+    #[error(
+        "key `{key_id}` was disabled by the operator's signed statement v{version} ({reason}); a disabled key is never enabled again"
+    )]
+    KeyDisabled {
+        key_id: String,
+        version: u64,
+        reason: String,
+    },
     /// The request is outside the key's policy; the message names the rule and the values.
     #[error(transparent)]
     PolicyRefused(#[from] shardsign_policy::Refusal),

@@ -1,9 +1,10 @@
-//! The local delivery path: an operator on the node's host puts a signed key policy on the
-//! running node without the coordinator (`shardsign-node policy put --config FILE POLICY`), so a
-//! coordinator that withholds a policy can be bypassed. A Unix socket in the data directory
-//! (0700), itself 0600: only the node's own user can connect. One request per connection: a
-//! 4-byte big-endian length and the encoded `SignedKeyPolicy` (bounded before it is read); one
-//! answer: a status byte (0 accepted, 1 refused) and a length-prefixed UTF-8 message.
+//! The local delivery path: an operator on the node's host puts a signed key statement (a policy
+//! or a disable statement) on the running node without the coordinator (`shardsign-node policy
+//! put --config FILE STATEMENT`), so a coordinator that withholds one can be bypassed. A Unix
+//! socket in the data directory (0700), itself 0600: only the node's own user can connect. One
+//! request per connection: a 4-byte big-endian length and the encoded `SignedStatement` (bounded
+//! before it is read); one answer: a status byte (0 accepted, 1 refused) and a length-prefixed
+//! UTF-8 message.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -67,10 +68,16 @@ async fn answer(mut stream: UnixStream, node: Arc<Node>) -> std::io::Result<()> 
                     version = policy.version,
                     "key policy put through the local admin socket"
                 );
-                format!(
-                    "policy v{} of `{}` is in force on this node",
-                    policy.version, policy.key_id
-                )
+                match policy.disabled {
+                    None => format!(
+                        "policy v{} of `{}` is in force on this node",
+                        policy.version, policy.key_id
+                    ),
+                    Some(_) => format!(
+                        "key `{}` is disabled on this node (statement v{})",
+                        policy.key_id, policy.version
+                    ),
+                }
             }),
     };
     let (status, message) = match outcome {

@@ -1,8 +1,10 @@
-//! The node's own check of each key's operator-signed policy. The coordinator forwards the signed
-//! policy with every signing request; this node verifies it against the operator's public policy
-//! key, keeps the newest version per key (persisted, so a restart cannot roll it back), refuses an
-//! older or conflicting one, and checks the request against it. A compromised coordinator can
-//! therefore not make this node sign what the policy forbids.
+//! The node's own check of each key's operator-signed statements. The coordinator forwards the
+//! signed policy with every signing request; this node verifies it against the operator's public
+//! policy key, keeps the newest statement per key (persisted, so a restart cannot roll it back),
+//! refuses an older or conflicting one, and checks the request against it. A compromised
+//! coordinator can therefore not make this node sign what the policy forbids. A disable statement
+//! (delivered by the coordinator or through the local admin socket) is final: from then on the
+//! key signs nothing here and no later statement for it is accepted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -93,11 +95,14 @@ impl PolicyBook {
                 format!("the policy is for key `{}`, not `{key_id}`", policy.key_id),
             ));
         }
-        refuse_expired(&policy)?;
+        refuse_out_of_time(&policy)?;
         if !store.key_exists(&policy.key_id)? {
             return Err(NodeError::KeyNotFound(policy.key_id));
         }
         if let Some(held) = self.held(verifier, store, &policy.key_id)? {
+            if held.disabled.is_some() && policy.signed != held.signed {
+                return Err(disabled(&held));
+            }
             if policy.version < held.version {
                 return Err(self.reject(
                     store,
@@ -122,11 +127,19 @@ impl PolicyBook {
         }
         store.store_policy(&policy.key_id, policy.version, &policy.signed)?;
         let policy = self.remember(Arc::new(policy));
-        tracing::info!(
-            key_id = policy.key_id,
-            version = policy.version,
-            "key policy updated"
-        );
+        match &policy.disabled {
+            None => tracing::info!(
+                key_id = policy.key_id,
+                version = policy.version,
+                "key policy updated"
+            ),
+            Some(reason) => tracing::warn!(
+                key_id = policy.key_id,
+                version = policy.version,
+                reason,
+                "key disabled by the operator's signed statement"
+            ),
+        }
         Ok(policy)
     }
 
@@ -173,16 +186,35 @@ impl PolicyBook {
             return Err(NodeError::PolicyMissing(key_id.to_string()));
         }
         let policy = self.accept(verifier, store, signed, Some(key_id))?;
-        refuse_expired(&policy)?;
+        if policy.disabled.is_some() {
+            return Err(disabled(&policy));
+        }
+        refuse_out_of_time(&policy)?;
         Ok(Some(policy))
     }
 }
 
-/// An expired policy allows nothing (and is not stored): the operator renews it.
-fn refuse_expired(policy: &VerifiedKeyPolicy) -> Result<(), NodeError> {
+fn disabled(statement: &VerifiedKeyPolicy) -> NodeError {
+    NodeError::KeyDisabled {
+        key_id: statement.key_id.clone(),
+        version: statement.version,
+        reason: statement.disabled.clone().unwrap_or_default(),
+    }
+}
+
+/// An expired policy allows nothing (and is not stored): the operator renews it. One not valid
+/// yet is not stored either (it would displace the one in force before its time).
+fn refuse_out_of_time(policy: &VerifiedKeyPolicy) -> Result<(), NodeError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    if policy.premature(now) {
+        return Err(NodeError::StatementPremature {
+            key_id: policy.key_id.clone(),
+            version: policy.version,
+            not_before_unix: policy.not_before_unix,
+        });
+    }
     if policy.expired(now) {
         return Err(NodeError::PolicyExpired {
             key_id: policy.key_id.clone(),
@@ -202,7 +234,9 @@ mod tests {
             key_id: "k".into(),
             version,
             issued_at_unix: 0,
+            not_before_unix: 0,
             not_after_unix: i64::MAX,
+            disabled: None,
             rules: shardsign_policy::Rules::from_proto(
                 &Default::default(),
                 shardsign_policy::RulesFor::SigningKey,

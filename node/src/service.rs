@@ -39,9 +39,10 @@ pub fn status(error: NodeError) -> Status {
         NodeError::ChainNotAllowed { .. }
         | NodeError::PolicyRejected(_)
         | NodeError::PolicyRefused(_) => Status::permission_denied(error.to_string()),
-        NodeError::PolicyMissing(_) | NodeError::PolicyExpired { .. } => {
-            Status::failed_precondition(error.to_string())
-        }
+        NodeError::PolicyMissing(_)
+        | NodeError::PolicyExpired { .. }
+        | NodeError::StatementPremature { .. }
+        | NodeError::KeyDisabled { .. } => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
         NodeError::Banned { peer, .. } => {

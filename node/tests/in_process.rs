@@ -242,18 +242,22 @@ fn racing_policy_updates_leave_the_newest_version_in_force() {
     let signed: Vec<Vec<u8>> = (1..=40u64)
         .map(|version| {
             use prost::Message as _;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let header = shardsign_policy::KeyStatementHeader {
+                cluster_id: "divergence-test",
+                key_id: "raced",
+                version,
+                issued_at_unix: now,
+            };
+            let rules = shardsign_proto::v1::Policy {
+                allowed_chain_ids: vec![1],
+                ..Default::default()
+            };
             operator
-                .sign(&shardsign_proto::v1::KeyPolicy {
-                    cluster_id: "divergence-test".into(),
-                    key_id: "raced".into(),
-                    version,
-                    rules: Some(shardsign_proto::v1::Policy {
-                        allowed_chain_ids: vec![1],
-                        ..Default::default()
-                    }),
-                    issued_at_unix: 0,
-                    not_after_unix: 0,
-                })
+                .sign_key_policy(header, &rules, now + 86_400)
                 .unwrap()
                 .encode_to_vec()
         })

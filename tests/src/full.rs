@@ -10,12 +10,12 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shardsign_devcert::Usage;
-use shardsign_policy::OperatorPolicyKey;
+use shardsign_policy::{KeyStatementHeader, OperatorPolicyKey};
 use shardsign_proto::v1::admin_client::AdminClient;
 use shardsign_proto::v1::signer_client::SignerClient;
 use shardsign_proto::v1::{
-    ContractCall, CreateApiKeyRequest, CreateApiKeyResponse, Key, KeyPolicy, Policy,
-    SetKeyPolicyRequest, SetKeyPolicyResponse, SignedKeyPolicy,
+    ContractCall, CreateApiKeyRequest, CreateApiKeyResponse, Key, Policy, SetKeyPolicyRequest,
+    SetKeyPolicyResponse, SignedStatement,
 };
 use shardsign_provision::{
     ApiTlsFile, AuthFile, CoordinatorFile, NodeAddressFile, NodeClientTlsFile,
@@ -290,17 +290,31 @@ impl Cluster {
     }
 
     /// A key policy signed by the operator's key.
-    pub fn signed_policy(&self, key_id: &str, rules: Policy, version: u64) -> SignedKeyPolicy {
+    pub fn signed_policy(&self, key_id: &str, rules: Policy, version: u64) -> SignedStatement {
         self.policy_key
-            .sign(&KeyPolicy {
-                cluster_id: "test-cluster".into(),
-                key_id: key_id.into(),
-                version,
-                rules: Some(rules),
-                issued_at_unix: unix_now(),
-                not_after_unix: unix_now() + 30 * 86_400,
-            })
+            .sign_key_policy(
+                self.statement_header(key_id, version),
+                &rules,
+                unix_now() + 30 * 86_400,
+            )
             .expect("a valid policy")
+    }
+
+    /// A statement that disables `key_id` for good, signed by the operator's key.
+    pub fn signed_disable(&self, key_id: &str, version: u64, reason: &str) -> SignedStatement {
+        self.policy_key
+            .sign_key_disable(self.statement_header(key_id, version), reason)
+            .expect("a valid disable statement")
+    }
+
+    /// The header of a key statement for this cluster, issued now.
+    pub fn statement_header<'a>(&self, key_id: &'a str, version: u64) -> KeyStatementHeader<'a> {
+        KeyStatementHeader {
+            cluster_id: "test-cluster",
+            key_id,
+            version,
+            issued_at_unix: unix_now(),
+        }
     }
 
     /// Signs `rules` as the newest policy of `key_id` and sets it through the Admin API.
@@ -312,7 +326,7 @@ impl Cluster {
         let signed = self.signed_policy(key_id, rules, self.next_policy_version());
         self.admin()
             .set_key_policy(SetKeyPolicyRequest {
-                signed_policy: Some(signed),
+                statement: Some(signed),
             })
             .await
             .map(|r| r.into_inner())

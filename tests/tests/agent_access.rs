@@ -8,13 +8,13 @@ use std::sync::OnceLock;
 
 use prost::Message;
 use shardsign_eth::{Limits, UnsignedTransaction, parse_amount};
-use shardsign_policy::OperatorPolicyKey;
+use shardsign_policy::{KeyStatementHeader, OperatorPolicyKey};
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
-    ContractCall, CreateApiKeyRequest, Eip1559Transaction, GetKeyPolicyRequest, Key, KeyPolicy,
+    ContractCall, CreateApiKeyRequest, Eip1559Transaction, GetKeyPolicyRequest, Key,
     ListKeysRequest, Policy, SignMessageRequest, SignTransactionRequest, SignTransactionResponse,
-    SignedKeyPolicy, WhoAmIRequest,
+    SignedStatement, WhoAmIRequest,
 };
 use shardsign_tests::full::{Cluster, permissive_policy, unix_now};
 use shardsign_tests::relay::{self, Payload};
@@ -33,7 +33,7 @@ struct Shared {
     /// A key with a tight signing-key policy (1 ETH per tx, to ALICE only, 30 gwei).
     tight: Key,
     /// The tight key's first (looser) policy, now superseded.
-    tight_v1: SignedKeyPolicy,
+    tight_v1: SignedStatement,
 }
 
 fn tight_key_rules() -> Policy {
@@ -65,7 +65,7 @@ fn shared() -> &'static Shared {
                 cluster
                     .admin()
                     .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
-                        signed_policy: Some(tight_v1.clone()),
+                        statement: Some(tight_v1.clone()),
                     })
                     .await
                     .expect("v1");
@@ -415,24 +415,23 @@ async fn nodes_and_policy(key_id: &str) -> (BTreeMap<u8, NodeClient<Channel>>, V
         .await
         .unwrap()
         .into_inner()
-        .encode_to_vec();
+        .signed;
     (clients, policy)
 }
 
 /// `rules` for `key_id`, signed to be valid from `issued_at_unix` to `not_after_unix`.
-fn signed_between(key_id: &str, issued_at_unix: i64, not_after_unix: i64) -> SignedKeyPolicy {
+fn signed_between(key_id: &str, issued_at_unix: i64, not_after_unix: i64) -> SignedStatement {
     let shared = shared();
+    let header = KeyStatementHeader {
+        issued_at_unix,
+        ..shared
+            .cluster
+            .statement_header(key_id, shared.cluster.next_policy_version())
+    };
     shared
         .cluster
         .policy_key
-        .sign(&KeyPolicy {
-            cluster_id: "test-cluster".into(),
-            key_id: key_id.into(),
-            version: shared.cluster.next_policy_version(),
-            rules: Some(no_24h_cap(permissive_policy(&[1]))),
-            issued_at_unix,
-            not_after_unix,
-        })
+        .sign_key_policy(header, &no_24h_cap(permissive_policy(&[1])), not_after_unix)
         .expect("a well-formed policy")
 }
 
@@ -446,16 +445,13 @@ fn no_24h_cap(mut policy: Policy) -> Policy {
 async fn an_expired_key_policy_is_refused_by_the_coordinator_and_by_the_nodes() {
     let shared = shared();
     let now = unix_now();
-    let mut expired = signed_between(&shared.key.key_id, now - 2 * 86_400, now - 60);
-    let mut policy = KeyPolicy::decode(expired.policy.as_slice()).unwrap();
-    policy.rules = Some(no_24h_cap(policy.rules.unwrap()));
-    expired = shared.cluster.policy_key.sign(&policy).unwrap();
+    let expired = signed_between(&shared.key.key_id, now - 2 * 86_400, now - 60);
     // The coordinator does not take it...
     let refused = shared
         .cluster
         .admin()
         .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
-            signed_policy: Some(expired.clone()),
+            statement: Some(expired.clone()),
         })
         .await
         .unwrap_err();
@@ -499,7 +495,7 @@ async fn a_key_policy_that_expires_stops_signing_and_is_warned_about_before() {
         .cluster
         .admin()
         .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
-            signed_policy: Some(signed_between(&key.key_id, now, now + 3)),
+            statement: Some(signed_between(&key.key_id, now, now + 3)),
         })
         .await
         .expect("a policy valid for 3 s");
@@ -845,7 +841,7 @@ async fn the_signing_key_policy_is_enforced_before_the_nodes_are_asked() {
         .cluster
         .admin()
         .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
-            signed_policy: Some(shared.tight_v1.clone()),
+            statement: Some(shared.tight_v1.clone()),
         })
         .await
         .unwrap_err();
@@ -857,24 +853,19 @@ async fn the_signing_key_policy_is_enforced_before_the_nodes_are_asked() {
     );
     // A policy signed by someone else is refused.
     let forged = OperatorPolicyKey::generate()
-        .sign(&KeyPolicy {
-            cluster_id: "test-cluster".into(),
-            key_id: shared.tight.key_id.clone(),
-            version: u64::MAX / 2,
-            rules: Some(permissive_policy(&[1])).map(|mut p| {
-                p.max_value_per_24h.clear();
-                p.requests_per_minute = 0;
-                p
-            }),
-            issued_at_unix: 0,
-            not_after_unix: 0,
-        })
+        .sign_key_policy(
+            shared
+                .cluster
+                .statement_header(&shared.tight.key_id, u64::MAX / 2),
+            &no_24h_cap(permissive_policy(&[1])),
+            unix_now() + 86_400,
+        )
         .unwrap();
     let status = shared
         .cluster
         .admin()
         .set_key_policy(shardsign_proto::v1::SetKeyPolicyRequest {
-            signed_policy: Some(forged),
+            statement: Some(forged),
         })
         .await
         .unwrap_err();
@@ -962,21 +953,20 @@ async fn nodes_refuse_a_transfer_over_the_policy_even_from_the_coordinator() {
         older.status.message()
     );
     let forged = OperatorPolicyKey::generate()
-        .sign(&KeyPolicy {
-            cluster_id: "test-cluster".into(),
-            key_id: shared.tight.key_id.clone(),
-            version: 1_000_000,
-            rules: Some(Policy {
+        .sign_key_policy(
+            shared
+                .cluster
+                .statement_header(&shared.tight.key_id, 1_000_000),
+            &Policy {
                 allowed_chain_ids: vec![1],
                 max_value_per_tx: "unlimited".into(),
                 allowed_recipients: vec!["*".into()],
                 max_fee_per_gas: "unlimited".into(),
                 max_total_fee: "unlimited".into(),
                 ..Default::default()
-            }),
-            issued_at_unix: 0,
-            not_after_unix: 0,
-        })
+            },
+            unix_now() + 86_400,
+        )
         .unwrap()
         .encode_to_vec();
     let forged = direct(tx("2eth"), forged).await.unwrap_err();

@@ -8,8 +8,8 @@ use shardsign_eth::{Limits, SignedTransaction};
 use shardsign_proto::v1::create_key_event::Event;
 use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
-    ClusterStatusRequest, CreateKeyRequest, DisableKeyRequest, Eip1559Transaction, Key, KeyStatus,
-    ListKeysRequest, SignTransactionRequest,
+    ClusterStatusRequest, CreateKeyRequest, DisableKeyRequest, Eip1559Transaction,
+    GetKeyPolicyRequest, Key, KeyStatus, ListKeysRequest, SignTransactionRequest,
 };
 use shardsign_tests::full::{Cluster, Signer};
 use tonic::Code;
@@ -128,7 +128,7 @@ async fn signing_survives_node_loss_and_recovers_without_operator_action() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_survive_a_coordinator_restart_and_a_disabled_key_refuses_to_sign() {
+async fn keys_survive_a_coordinator_restart_and_a_signed_disable_stops_the_key_on_every_node() {
     let mut cluster = Cluster::start();
     let key = create_key(&cluster).await;
     cluster.coordinator.stop();
@@ -143,15 +143,30 @@ async fn keys_survive_a_coordinator_restart_and_a_disabled_key_refuses_to_sign()
     assert!(keys.contains(&key), "{keys:?}");
     sign_ok(&mut signer, &key, 1).await;
 
-    let disabled = cluster
+    // The policy the coordinator forwarded so far: what a compromised one would keep sending.
+    let old_policy = cluster
         .admin()
-        .disable_key(DisableKeyRequest {
+        .get_key_policy(GetKeyPolicyRequest {
             key_id: key.key_id.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(disabled.status, KeyStatus::Disabled as i32);
+    let statement = cluster.signed_disable(&key.key_id, old_policy.version + 1, "retired");
+    let disabled = cluster
+        .admin()
+        .disable_key(DisableKeyRequest {
+            key_id: key.key_id.clone(),
+            statement: Some(statement),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        disabled.key.as_ref().unwrap().status,
+        KeyStatus::Disabled as i32
+    );
+    assert_eq!(disabled.nodes_updated, vec![1, 2, 3], "{disabled:?}");
     let status = signer.sign_transaction(request(&key, 2)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
@@ -159,6 +174,62 @@ async fn keys_survive_a_coordinator_restart_and_a_disabled_key_refuses_to_sign()
         "{}",
         status.message()
     );
+
+    // Every node refuses the key on its own, whatever a coordinator forwards.
+    let tx = shardsign_request::proto::transaction(
+        request(&key, 3).transaction.as_ref(),
+        &Limits::DEFAULT,
+    )
+    .unwrap();
+    let mut clients = std::collections::BTreeMap::new();
+    for id in 1..=3 {
+        clients.insert(id, cluster.nodes.client(id).await);
+    }
+    for pair in [[1, 2], [2, 3]] {
+        let error = shardsign_tests::relay::sign_with_policy(
+            &clients,
+            pair,
+            &key.key_id,
+            &tx,
+            tx.signing_hash(),
+            &old_policy.signed,
+            None,
+            None,
+        )
+        .await
+        .expect_err("the nodes hold the disable statement");
+        assert!(
+            error
+                .status
+                .message()
+                .contains("was disabled by the operator's signed statement"),
+            "{error:?}"
+        );
+    }
+
+    // The coordinator keeps the statement across a restart; a newer policy is refused.
+    cluster.coordinator.stop();
+    cluster.coordinator.start();
+    let record = cluster
+        .admin()
+        .get_key_policy(GetKeyPolicyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        record.disabled && record.disabled_reason == "retired",
+        "{record:?}"
+    );
+    let mut rules = shardsign_tests::full::permissive_policy(&[1]);
+    rules.max_value_per_24h.clear();
+    rules.requests_per_minute = 0;
+    let error = cluster
+        .set_key_policy(&key.key_id, rules)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

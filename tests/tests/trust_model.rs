@@ -345,7 +345,7 @@ fn operator_cli(args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_put_on_the_nodes_host_is_enforced_without_the_coordinator() {
+async fn a_policy_or_a_disable_put_on_the_nodes_host_is_enforced_without_the_coordinator() {
     use prost::Message as _;
     let operator = shardsign_policy::OperatorPolicyKey::generate();
     let mut cluster = NodeCluster::start_with(KekKind::KeyFile, Some(&operator.public_hex()));
@@ -356,22 +356,22 @@ async fn a_policy_put_on_the_nodes_host_is_enforced_without_the_coordinator() {
         .expect("key generation");
     // Version 1, loose, as the coordinator forwards it with every request.
     let now = shardsign_tests::full::unix_now();
+    let header = shardsign_policy::KeyStatementHeader {
+        cluster_id: "test-cluster",
+        key_id,
+        version: 1,
+        issued_at_unix: now,
+    };
+    let loose = api::Policy {
+        allowed_chain_ids: vec![1],
+        max_value_per_tx: "unlimited".into(),
+        allowed_recipients: vec!["*".into()],
+        max_fee_per_gas: "unlimited".into(),
+        max_total_fee: "unlimited".into(),
+        ..Default::default()
+    };
     let v1 = operator
-        .sign(&api::KeyPolicy {
-            cluster_id: "test-cluster".into(),
-            key_id: key_id.into(),
-            version: 1,
-            rules: Some(api::Policy {
-                allowed_chain_ids: vec![1],
-                max_value_per_tx: "unlimited".into(),
-                allowed_recipients: vec!["*".into()],
-                max_fee_per_gas: "unlimited".into(),
-                max_total_fee: "unlimited".into(),
-                ..Default::default()
-            }),
-            issued_at_unix: now,
-            not_after_unix: now + 86_400,
-        })
+        .sign_key_policy(header, &loose, now + 86_400)
         .unwrap()
         .encode_to_vec();
     let mut two_eth = match transfer(1) {
@@ -485,4 +485,104 @@ async fn a_policy_put_on_the_nodes_host_is_enforced_without_the_coordinator() {
         String::from_utf8_lossy(&put.stderr)
     );
     assert!(cluster.node(1).is_running());
+
+    // The operator disables the key offline and puts the statement on node 1's host only.
+    let disable = dir.path().join("v3-disable.bin");
+    let signed = operator_cli(&[
+        "policy",
+        "disable",
+        "--key",
+        key_id,
+        "--version",
+        "3",
+        "--reason",
+        "agent host compromised",
+        "--policy-key",
+        key_file.to_str().unwrap(),
+        "--cluster-id",
+        "test-cluster",
+        "--out",
+        disable.to_str().unwrap(),
+    ]);
+    assert!(signed.status.success(), "{signed:?}");
+    let put = node_policy_put(&mut cluster, 1, &disable);
+    assert!(
+        put.contains("key `local-path` is disabled on this node (statement v3)"),
+        "{put}"
+    );
+    // Whatever the coordinator forwards — the policy it knows, or a newer one the operator signs
+    // later — node 1 refuses the key, before and after a restart (the statement is stored).
+    let one_eth = |policy: Vec<u8>| {
+        let clients = clients.clone();
+        async move {
+            let tx = transfer(1);
+            relay::sign_with_policy(
+                &clients,
+                [1, 2],
+                key_id,
+                &Payload::Transaction(tx.clone()),
+                tx.signing_hash(),
+                &policy,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    let v4 = operator
+        .sign_key_policy(
+            shardsign_policy::KeyStatementHeader {
+                version: 4,
+                ..header
+            },
+            &loose,
+            now + 86_400,
+        )
+        .unwrap()
+        .encode_to_vec();
+    for policy in [std::fs::read(&v2).unwrap(), v4.clone()] {
+        let error = one_eth(policy).await.expect_err("the key is disabled");
+        assert_eq!(error.status.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            error.status.message().contains(
+                "key `local-path` was disabled by the operator's signed statement v3 (agent host compromised)"
+            ),
+            "{error:?}"
+        );
+    }
+    cluster.node(1).stop();
+    cluster.node(1).start();
+    let tx = transfer(1);
+    let error = relay::sign_with_policy(
+        &clients,
+        [1, 2],
+        key_id,
+        &Payload::Transaction(tx.clone()),
+        tx.signing_hash(),
+        &v4,
+        None,
+        None,
+    )
+    .await
+    .expect_err("still disabled after a restart");
+    assert!(
+        error.status.message().contains("disabled by the operator"),
+        "{error:?}"
+    );
+}
+
+/// `shardsign-node policy put` of `file` on node `id`'s host; its output (it must succeed).
+fn node_policy_put(cluster: &mut NodeCluster, id: u8, file: &std::path::Path) -> String {
+    let put = std::process::Command::new(shardsign_tests::cluster::node_binary())
+        .args(["policy", "put", "--config"])
+        .arg(&cluster.node(id).config)
+        .arg(file)
+        .output()
+        .expect("shardsign-node policy put");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    String::from_utf8_lossy(&put.stdout).into_owned()
 }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use shardsign_client::api;
 
+use super::policy::{OperatorArgs, next_version, operator, sign_disable};
 use crate::context::Global;
 use crate::output::Out;
 
@@ -27,8 +28,19 @@ pub enum KeysCommand {
     Show {
         key_id: String,
     },
+    /// Disable a key for good: signs a disable statement with the operator's policy key and
+    /// sends it through the coordinator to every node, which then refuses the key whatever a
+    /// coordinator asks.
     Disable {
         key_id: String,
+        /// Why (kept in the statement; shown in every refusal).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Only the coordinator refuses the key; the nodes are not told (no operator key needed).
+        #[arg(long)]
+        coordinator_only: bool,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
 }
 
@@ -51,6 +63,25 @@ fn key_line(key: &api::Key) -> String {
         "{}  {}  {}  chains {:?}{status}",
         key.key_id, key.address, key.label, key.allowed_chain_ids
     )
+}
+
+fn show_disabled(out: Out, response: &api::DisableKeyResponse) {
+    let key = response.key.clone().unwrap_or_default();
+    let mut value = key_json(&key);
+    value["nodes_updated"] = json!(response.nodes_updated);
+    value["node_errors"] = json!(response.node_errors);
+    out.show(&value, || {
+        let mut text = format!(
+            "disabled {} (nodes told: {:?})",
+            key.key_id, response.nodes_updated
+        );
+        for error in &response.node_errors {
+            text.push_str(&format!(
+                "\n  {error} (deliver the statement with `shardsign policy disable --out FILE` and `shardsign-node policy put` on its host)"
+            ));
+        }
+        text
+    });
 }
 
 /// Runs the ceremony with live progress; returns the new key.
@@ -161,17 +192,30 @@ pub async fn keys(command: KeysCommand, global: &Global, out: Out) -> anyhow::Re
             let key = client.get_key(&key_id).await?;
             out.show(&key_json(&key), || key_line(&key));
         }
-        KeysCommand::Disable { key_id } => {
-            let key = client
+        KeysCommand::Disable {
+            key_id,
+            reason,
+            coordinator_only,
+            operator: args,
+        } => {
+            let statement = if coordinator_only {
+                None
+            } else {
+                let signer = operator(global, &args)?;
+                let version = next_version(&client, &key_id).await?;
+                Some(sign_disable(&signer, &key_id, version, &reason)?)
+            };
+            let response = client
                 .with_retries(|_| {
                     let mut admin = client.admin();
                     let request = api::DisableKeyRequest {
                         key_id: key_id.clone(),
+                        statement: statement.clone(),
                     };
                     async move { admin.disable_key(request).await }
                 })
                 .await?;
-            out.show(&key_json(&key), || format!("disabled {}", key.key_id));
+            show_disabled(out, &response);
         }
     }
     Ok(())

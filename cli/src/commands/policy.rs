@@ -7,22 +7,29 @@ use clap::{Args, Subcommand};
 use prost::Message;
 use serde_json::json;
 use shardsign_client::api;
-use shardsign_policy::{MAX_VALIDITY_SECS, OperatorPolicyKey};
+use shardsign_policy::{KeyStatementHeader, MAX_VALIDITY_SECS, OperatorPolicyKey};
 
 use super::{parse_duration_secs, write_secret_file};
 use crate::context::{Global, read_secret};
 use crate::output::Out;
 use crate::policy_file::PolicyFile;
 
-/// Who signs a policy, for which cluster, and for how long.
+/// Who signs a statement, for which cluster.
 #[derive(Args)]
-pub struct SignerArgs {
+pub struct OperatorArgs {
     /// The operator's policy key file (default: the dev cluster's).
     #[arg(long)]
     policy_key: Option<PathBuf>,
-    /// The cluster id the policy is for (default: the dev cluster's).
+    /// The cluster id the statement is for (default: the dev cluster's).
     #[arg(long)]
     cluster_id: Option<String>,
+}
+
+/// Who signs a policy, for which cluster, and for how long.
+#[derive(Args)]
+pub struct SignerArgs {
+    #[command(flatten)]
+    operator: OperatorArgs,
     /// How long the policy is valid (e.g. 30d, 12h); nodes refuse to sign under an expired
     /// one. At most 400d.
     #[arg(long, default_value = "30d")]
@@ -65,6 +72,24 @@ pub enum PolicyCommand {
         #[command(flatten)]
         signer: SignerArgs,
     },
+    /// Sign a statement that disables a key for good into a file, without the coordinator: for
+    /// `shardsign-node policy put` on each node's host (`shardsign keys disable` sends it through
+    /// the coordinator).
+    Disable {
+        #[arg(long)]
+        key: String,
+        /// The version: higher than the one the nodes hold.
+        #[arg(long)]
+        version: u64,
+        /// Why (kept in the statement; shown in every refusal).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Where to write the encoded signed statement.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
     /// Re-sign current policies with the next version and a fresh validity (before they expire).
     Renew {
         /// The key whose policy to renew (or --all).
@@ -87,6 +112,13 @@ pub enum PolicyCommand {
     },
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// `rules` for `key_id` as version `version`, valid from now for `valid_for_secs`.
 fn sign_policy(
     policy_key: &OperatorPolicyKey,
@@ -95,22 +127,44 @@ fn sign_policy(
     rules: api::Policy,
     version: u64,
     valid_for_secs: i64,
-) -> anyhow::Result<api::SignedKeyPolicy> {
-    let issued_at_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Ok(policy_key.sign(&api::KeyPolicy {
-        cluster_id: cluster_id.to_string(),
-        key_id: key_id.to_string(),
+) -> anyhow::Result<api::SignedStatement> {
+    let issued_at_unix = unix_now();
+    let header = KeyStatementHeader {
+        cluster_id,
+        key_id,
         version,
-        rules: Some(rules),
         issued_at_unix,
-        not_after_unix: issued_at_unix.saturating_add(valid_for_secs),
-    })?)
+    };
+    Ok(policy_key.sign_key_policy(
+        header,
+        &rules,
+        issued_at_unix.saturating_add(valid_for_secs),
+    )?)
 }
 
-/// Signs a policy into `path` (the encoded `SignedKeyPolicy`), for a node's local path.
+/// A statement that disables `key_id` for good, as version `version`.
+pub fn sign_disable(
+    (policy_key, cluster_id): &(OperatorPolicyKey, String),
+    key_id: &str,
+    version: u64,
+    reason: &str,
+) -> anyhow::Result<api::SignedStatement> {
+    let header = KeyStatementHeader {
+        cluster_id,
+        key_id,
+        version,
+        issued_at_unix: unix_now(),
+    };
+    Ok(policy_key.sign_key_disable(header, reason)?)
+}
+
+/// Writes an encoded signed statement to `path`, for a node's local path.
+fn write_statement(path: &std::path::Path, signed: &api::SignedStatement) -> anyhow::Result<()> {
+    std::fs::write(path, signed.encode_to_vec())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Signs a policy into `path` (the encoded `SignedStatement`), for a node's local path.
 fn sign_to_file(
     (operator, cluster_id): (OperatorPolicyKey, String),
     key: &str,
@@ -121,8 +175,7 @@ fn sign_to_file(
     out: Out,
 ) -> anyhow::Result<()> {
     let signed = sign_policy(&operator, &cluster_id, key, rules, version, valid_for_secs)?;
-    std::fs::write(path, signed.encode_to_vec())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_statement(path, &signed)?;
     out.show(&json!({"key_id": key, "version": version, "file": path}), || {
         format!(
             "policy v{version} of `{key}` signed into {} (shardsign-node policy put --config NODE.toml FILE on each node's host)",
@@ -142,23 +195,9 @@ pub async fn set_key_policy(
     version: Option<u64>,
     valid_for_secs: i64,
 ) -> anyhow::Result<api::SetKeyPolicyResponse> {
-    let mut admin = client.admin();
     let version = match version {
         Some(version) => version,
-        None => match admin
-            .get_key_policy(api::GetKeyPolicyRequest {
-                key_id: key_id.to_string(),
-            })
-            .await
-        {
-            Ok(current) => {
-                let current = api::KeyPolicy::decode(current.into_inner().policy.as_slice())
-                    .context("the current policy is unreadable")?;
-                current.version + 1
-            }
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => 1,
-            Err(status) => return Err(shardsign_client::ClientError::from(status).into()),
-        },
+        None => next_version(client, key_id).await?,
     };
     let signed = sign_policy(
         policy_key,
@@ -168,9 +207,10 @@ pub async fn set_key_policy(
         version,
         valid_for_secs,
     )?;
-    Ok(admin
+    Ok(client
+        .admin()
         .set_key_policy(api::SetKeyPolicyRequest {
-            signed_policy: Some(signed),
+            statement: Some(signed),
         })
         .await
         .map_err(shardsign_client::ClientError::from)?
@@ -192,7 +232,10 @@ fn keygen(path: &std::path::Path, out: Out) -> anyhow::Result<()> {
 }
 
 /// The operator's policy key and the cluster id to sign for (defaults: the dev cluster's).
-fn operator(global: &Global, args: &SignerArgs) -> anyhow::Result<(OperatorPolicyKey, String)> {
+pub fn operator(
+    global: &Global,
+    args: &OperatorArgs,
+) -> anyhow::Result<(OperatorPolicyKey, String)> {
     let state = global.dev_state();
     let key_path = args
         .policy_key
@@ -241,11 +284,19 @@ fn show_set(out: Out, response: &api::SetKeyPolicyResponse) {
     );
 }
 
-/// The current signed policy of `key_id`, decoded; `None` when it has none.
+/// The version after the key's statement in force (1 when it has none).
+pub async fn next_version(client: &shardsign_client::Client, key_id: &str) -> anyhow::Result<u64> {
+    Ok(current_policy(client, key_id)
+        .await?
+        .map_or(1, |current| current.version + 1))
+}
+
+/// The key's statement in force (its policy, or the statement that disabled it); `None` when it
+/// has none.
 async fn current_policy(
     client: &shardsign_client::Client,
     key_id: &str,
-) -> anyhow::Result<Option<api::KeyPolicy>> {
+) -> anyhow::Result<Option<api::KeyPolicyRecord>> {
     match client
         .admin()
         .get_key_policy(api::GetKeyPolicyRequest {
@@ -253,10 +304,7 @@ async fn current_policy(
         })
         .await
     {
-        Ok(signed) => Ok(Some(
-            api::KeyPolicy::decode(signed.into_inner().policy.as_slice())
-                .context("the policy is unreadable")?,
-        )),
+        Ok(record) => Ok(Some(record.into_inner())),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(None),
         Err(status) => Err(shardsign_client::ClientError::from(status).into()),
     }
@@ -289,6 +337,12 @@ async fn renew(
             }
             anyhow::bail!("key `{key_id}` has no policy to renew; set one with `policy set`");
         };
+        if policy.disabled {
+            if all {
+                continue;
+            }
+            anyhow::bail!("key `{key_id}` is disabled for good; there is nothing to renew");
+        }
         let rules = policy.rules.unwrap_or_default();
         let version = Some(policy.version + 1);
         let response = set_key_policy(
@@ -318,7 +372,8 @@ async fn show(global: &Global, key: &str, out: Out) -> anyhow::Result<()> {
         .map(PolicyFile::from)
         .unwrap_or_default();
     let value = json!({"key_id": policy.key_id, "version": policy.version,
-                       "cluster_id": policy.cluster_id, "rules": rules,
+                       "disabled": policy.disabled, "disabled_reason": policy.disabled_reason,
+                       "rules": rules,
                        "issued_at_unix": policy.issued_at_unix,
                        "not_after_unix": policy.not_after_unix});
     out.show(&value, || {
@@ -336,7 +391,7 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             version,
             signer,
         } => {
-            let (operator, cluster_id) = operator(global, &signer)?;
+            let (operator, cluster_id) = operator(global, &signer.operator)?;
             let valid_for = validity(&signer.valid_for)?;
             let client = global.client().await?;
             let rules = PolicyFile::read(&policy_file)?;
@@ -361,7 +416,7 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
         } => {
             let valid_for = validity(&signer.valid_for)?;
             let rules = PolicyFile::read(&policy_file)?;
-            let signer = operator(global, &signer)?;
+            let signer = operator(global, &signer.operator)?;
             sign_to_file(signer, &key, rules, version, valid_for, &path, out)?;
         }
         PolicyCommand::Renew {
@@ -370,8 +425,24 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             signer,
         } => {
             let valid_for = validity(&signer.valid_for)?;
-            let signer = operator(global, &signer)?;
+            let signer = operator(global, &signer.operator)?;
             renew(global, key.map(|k| vec![k]), signer, valid_for, out).await?;
+        }
+        PolicyCommand::Disable {
+            key,
+            version,
+            reason,
+            out: path,
+            operator: args,
+        } => {
+            let signed = sign_disable(&operator(global, &args)?, &key, version, &reason)?;
+            write_statement(&path, &signed)?;
+            out.show(&json!({"key_id": key, "version": version, "file": path}), || {
+                format!(
+                    "disable statement v{version} of `{key}` signed into {} (shardsign-node policy put --config NODE.toml FILE on each node's host)",
+                    path.display()
+                )
+            });
         }
         PolicyCommand::PublicKey { policy_key } => {
             let key = OperatorPolicyKey::from_secret_hex(&read_secret(&policy_key)?)?;

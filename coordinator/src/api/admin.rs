@@ -6,10 +6,11 @@ use std::sync::Arc;
 use shardsign_proto::v1::admin_server::Admin as AdminApi;
 use shardsign_proto::v1::{
     ApiKeyInfo, ClusterStatusRequest, ClusterStatusResponse, CreateApiKeyRequest,
-    CreateApiKeyResponse, CreateKeyEvent, CreateKeyRequest, DisableKeyRequest, GetKeyPolicyRequest,
-    Key, ListApiKeysRequest, ListApiKeysResponse, ListAuditRequest, ListAuditResponse,
-    RevokeApiKeyRequest, RotateApiKeyRequest, SetApiKeyPolicyRequest, SetKeyPolicyRequest,
-    SetKeyPolicyResponse, SignedKeyPolicy, VerifyAuditRequest, VerifyAuditResponse,
+    CreateApiKeyResponse, CreateKeyEvent, CreateKeyRequest, DisableKeyRequest, DisableKeyResponse,
+    GetKeyPolicyRequest, KeyPolicyRecord, ListApiKeysRequest, ListApiKeysResponse,
+    ListAuditRequest, ListAuditResponse, RevokeApiKeyRequest, RotateApiKeyRequest,
+    SetApiKeyPolicyRequest, SetKeyPolicyRequest, SetKeyPolicyResponse, VerifyAuditRequest,
+    VerifyAuditResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -89,11 +90,17 @@ impl AdminApi for AdminService {
     async fn disable_key(
         &self,
         request: Request<DisableKeyRequest>,
-    ) -> Result<Response<Key>, Status> {
+    ) -> Result<Response<DisableKeyResponse>, Status> {
         let caller = self.admin(&request).await?;
-        let key_id = request.into_inner().key_id;
-        let result = self.admin.disable_key(&key_id);
-        self.finish(&caller, "disable_key", &key_id, "", result)
+        let request = request.into_inner();
+        let key_id = request.key_id.escape_default().to_string();
+        let signed = request.statement.is_some();
+        let result = self.admin.disable_key(request).await;
+        let target = match &result {
+            Ok(r) if signed => format!("signed statement, nodes {:?}", r.nodes_updated),
+            _ => String::new(),
+        };
+        self.finish(&caller, "disable_key", &key_id, &target, result)
     }
 
     async fn create_api_key(
@@ -168,7 +175,7 @@ impl AdminApi for AdminService {
     async fn get_key_policy(
         &self,
         request: Request<GetKeyPolicyRequest>,
-    ) -> Result<Response<SignedKeyPolicy>, Status> {
+    ) -> Result<Response<KeyPolicyRecord>, Status> {
         let caller = self.admin(&request).await?;
         let result = self.admin.get_key_policy(&request.into_inner().key_id);
         respond(&caller, result)

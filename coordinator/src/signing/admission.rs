@@ -126,6 +126,9 @@ impl Admission {
             .key_policies
             .get(key_id)
             .ok_or_else(|| CoordError::NoKeyPolicy(key_id.to_string()))?;
+        if policy.disabled.is_some() {
+            return Err(CoordError::KeyDisabled(key_id.to_string()));
+        }
         CoordError::if_expired(&policy, unix_now())
             .inspect_err(|_| self.metrics.refused("policy_expired"))?;
         policy

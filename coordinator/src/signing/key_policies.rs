@@ -1,4 +1,5 @@
-//! The coordinator's copy of each signing key's operator-signed policy: verified when set (so an
+//! The coordinator's copy of each signing key's operator-signed statement (its policy, or the
+//! statement that disabled it): verified when set (so an
 //! operator learns at once about a bad signature), checked before nodes are contacted (a cheap,
 //! clear refusal), and forwarded with every signing request (the nodes check it themselves).
 
@@ -78,6 +79,8 @@ impl KeyPolicies {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .values()
+            // A disable statement is final: nothing to renew.
+            .filter(|p| p.disabled.is_none())
             .filter(|p| p.never_expires() || p.not_after_unix - now_unix <= EXPIRY_WARNING_SECS)
             .map(|p| {
                 let when = shardsign_serve::utc(p.not_after_unix * 1000);

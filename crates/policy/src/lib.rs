@@ -5,17 +5,21 @@
 //! - [`Rules`]: what a caller may sign; deny by default. `wire` parses and bounds them from the
 //!   wire `Policy` (protobuf messages only: this crate does not depend on tonic).
 //! - [`Refusal`]: the rule that said no, with the values, for the caller to read.
-//! - [`signed`]: the operator's Ed25519 policy key, signing and verifying `KeyPolicy` bytes.
+//! - [`statement`]: the one signed-statement format (kind, cluster, subject, version, validity,
+//!   body, signatures) for everything the operator signs for the nodes.
+//! - [`signed`]: the operator's Ed25519 policy key; key policies and disable statements.
 
 mod error;
 mod messages;
 mod rules;
 pub mod signed;
+pub mod statement;
 mod wire;
 
 pub use error::{PolicyError, Refusal};
 pub use messages::{DEFAULT_MAX_MESSAGE_LEN, MessageRules};
 pub use rules::{Cap, ContractCallRule, Rules, RulesFor};
 pub use signed::{
-    DEFAULT_VALIDITY_SECS, MAX_VALIDITY_SECS, OperatorPolicyKey, PolicyVerifier, VerifiedKeyPolicy,
+    DEFAULT_VALIDITY_SECS, KeyStatementHeader, MAX_VALIDITY_SECS, OperatorPolicyKey,
+    PolicyVerifier, VerifiedKeyPolicy,
 };

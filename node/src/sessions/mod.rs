@@ -326,6 +326,8 @@ impl Node {
             NodeError::PolicyRejected(_) => "policy_rejected",
             NodeError::PolicyMissing(_) => "policy_missing",
             NodeError::PolicyExpired { .. } => "policy_expired",
+            NodeError::StatementPremature { .. } => "statement_premature",
+            NodeError::KeyDisabled { .. } => "key_disabled",
             _ => return,
         };
         self.metrics.inc(

@@ -295,7 +295,7 @@ class AdminStub:
         self.DisableKey = channel.unary_unary(
                 '/shardsign.v1.Admin/DisableKey',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.SerializeToString,
-                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.Key.FromString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.FromString,
                 _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/shardsign.v1.Admin/CreateApiKey',
@@ -330,7 +330,7 @@ class AdminStub:
         self.GetKeyPolicy = channel.unary_unary(
                 '/shardsign.v1.Admin/GetKeyPolicy',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.GetKeyPolicyRequest.SerializeToString,
-                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignedKeyPolicy.FromString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.KeyPolicyRecord.FromString,
                 _registered_method=True)
         self.VerifyAudit = channel.unary_unary(
                 '/shardsign.v1.Admin/VerifyAudit',
@@ -361,7 +361,9 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DisableKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Refuses every later signing request for the key, here and (with an operator-signed
+        statement) on the nodes. Final: a disabled key is never enabled again.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -411,7 +413,8 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetKeyPolicy(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The statement in force for the key (its policy, or the statement that disabled it).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -445,7 +448,7 @@ def add_AdminServicer_to_server(servicer, server):
             'DisableKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DisableKey,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.FromString,
-                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.Key.SerializeToString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -480,7 +483,7 @@ def add_AdminServicer_to_server(servicer, server):
             'GetKeyPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKeyPolicy,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.GetKeyPolicyRequest.FromString,
-                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignedKeyPolicy.SerializeToString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.KeyPolicyRecord.SerializeToString,
             ),
             'VerifyAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyAudit,
@@ -573,7 +576,7 @@ class Admin:
             target,
             '/shardsign.v1.Admin/DisableKey',
             shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.SerializeToString,
-            shardsign_dot_v1_dot_shardsign__pb2.Key.FromString,
+            shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -762,7 +765,7 @@ class Admin:
             target,
             '/shardsign.v1.Admin/GetKeyPolicy',
             shardsign_dot_v1_dot_shardsign__pb2.GetKeyPolicyRequest.SerializeToString,
-            shardsign_dot_v1_dot_shardsign__pb2.SignedKeyPolicy.FromString,
+            shardsign_dot_v1_dot_shardsign__pb2.KeyPolicyRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,9 @@ pub enum NodeError {
         version: u64,
         reason: String,
     },
+    /// The key policy's `requests_per_minute` is used up on this node.
+    #[error("{0}")]
+    RateLimited(shardsign_policy::Refusal),
     /// The request is outside the key's policy; the message names the rule and the values.
     #[error(transparent)]
     PolicyRefused(#[from] shardsign_policy::Refusal),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod hardening;
 pub mod kek;
+pub mod ledger;
 pub mod local_admin;
 pub mod policy;
 pub mod server;

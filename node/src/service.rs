@@ -44,6 +44,7 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::StatementPremature { .. }
         | NodeError::KeyDisabled { .. } => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
+        NodeError::RateLimited(_) => Status::resource_exhausted(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
         NodeError::Banned { peer, .. } => {
             // The peer a refusal names, for the coordinator to stop scheduling this pair.

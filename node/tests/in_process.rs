@@ -290,3 +290,65 @@ fn racing_policy_updates_leave_the_newest_version_in_force() {
     }
     node.put_policy(&signed[39]).expect("the newest is held");
 }
+
+/// A key policy allowing one message signature per minute on each node, signed by `operator`.
+fn one_per_minute(operator: &OperatorPolicyKey, key_id: &str) -> Vec<u8> {
+    use prost::Message as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let header = shardsign_policy::KeyStatementHeader {
+        cluster_id: "divergence-test",
+        key_id,
+        version: 1,
+        issued_at_unix: now,
+    };
+    let rules = shardsign_proto::v1::Policy {
+        allow_message_signing: true,
+        requests_per_minute: 1,
+        ..Default::default()
+    };
+    operator
+        .sign_key_policy(header, &rules, now + 86_400)
+        .unwrap()
+        .encode_to_vec()
+}
+
+#[test]
+fn a_nodes_rate_counts_the_sessions_it_joins_and_gives_back_one_that_never_signed() {
+    let operator = OperatorPolicyKey::generate();
+    let verifier = PolicyVerifier::from_hex(&operator.public_hex()).unwrap();
+    let cluster = cluster_with(
+        Duration::from_secs(30),
+        Arc::new(SystemClock),
+        Some(verifier),
+    );
+    keygen(&cluster, "rated");
+    let policy = one_per_minute(&operator, "rated");
+    let start = |session_id: SessionId| {
+        let request = shardsign_request::SignRequest {
+            key_id: shardsign_request::KeyId::parse("rated").unwrap(),
+            payload: shardsign_request::Payload::PersonalMessage(b"hello".to_vec()),
+        };
+        cluster.nodes[0].start_sign(shardsign_node::sessions::StartSign {
+            session_id,
+            signers: [PARTIES[0], PARTIES[1]],
+            expected_hash: request.signing_hash(),
+            request,
+            signed_policy: policy.clone(),
+        })
+    };
+    let first = SessionId(rand::random());
+    start(first).expect("the first session this minute");
+    let error = start(SessionId(rand::random())).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("policy requests_per_minute: 1 sessions for key `rated` in the last minute"),
+        "{error}"
+    );
+    // Cancelled before any signature fragment left: the session is given back.
+    assert!(cluster.nodes[0].cancel(&first));
+    start(SessionId(rand::random())).expect("the cancelled session no longer counts");
+}

@@ -310,7 +310,7 @@ async fn rule_max_value_per_24h() {
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(
         status.message().contains(
-            "policy max_value_per_24h: 0.02 ETH already signed in the last 24 h + 0.000000000000000001 ETH > 0.02 ETH"
+            "policy max_value_per_24h: 0.02 ETH already signed on chain 1 in the last 24 h + 0.000000000000000001 ETH > 0.02 ETH"
         ),
         "{}",
         status.message()
@@ -1061,4 +1061,50 @@ async fn metrics_move_with_signatures_refusals_and_failed_logins() {
     );
     // Nothing secret is exported.
     assert!(!after.contains(&token[25..]) && !after.contains("ss_test_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_keys_24h_cap_holds_across_api_keys_at_the_coordinator_and_the_nodes() {
+    let shared = shared();
+    let key = shared.cluster.ceremony("capped-key", &[1]).await;
+    let mut rules = no_24h_cap(permissive_policy(&[1]));
+    rules.max_value_per_24h = "2wei".into();
+    shared
+        .cluster
+        .set_key_policy(&key.key_id, rules)
+        .await
+        .expect("a key policy with a 24 h cap");
+    // Two agents, each with room of its own: the key's cap counts both.
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let created = shared
+            .cluster
+            .create_api_key(CreateApiKeyRequest {
+                label: "agent".into(),
+                scopes: vec!["sign".into()],
+                key_ids: vec![key.key_id.clone()],
+                policy: Some(base_policy()),
+                ..Default::default()
+            })
+            .await;
+        tokens.push(created.api_key);
+    }
+    let mut one_wei = transfer("0");
+    one_wei.value = "1".into();
+    for token in &tokens {
+        sign_with(token, &key, one_wei.clone())
+            .await
+            .expect("within the key's 24 h cap");
+    }
+    let status = sign_with(&tokens[0], &key, one_wei.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains(
+            "policy max_value_per_24h: 0.000000000000000002 ETH already signed on chain 1 in the last 24 h + 0.000000000000000001 ETH > 0.000000000000000002 ETH (signing key policy)"
+        ),
+        "{}",
+        status.message()
+    );
 }

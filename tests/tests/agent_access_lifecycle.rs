@@ -276,7 +276,7 @@ async fn an_api_key_lives_rotates_dies_and_leaves_an_intact_trail() {
     assert!(
         status
             .message()
-            .contains("0.05 ETH already signed in the last 24 h"),
+            .contains("0.05 ETH already signed on chain 1 in the last 24 h"),
         "{}",
         status.message()
     );

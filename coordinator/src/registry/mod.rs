@@ -12,7 +12,7 @@ mod key_policies;
 mod spend;
 
 pub use key_policies::PolicyUpdate;
-pub use spend::Reservation;
+pub use spend::{Reservation, SpendSubject};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -90,6 +90,13 @@ const MIGRATIONS: &[&str] = &[
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
     // One-off facts (the bootstrap credential's use).
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // A wei on chain 1 is not a wei on chain 137: the 24 h cap counts per chain. Spends written
+    // before this did not say their chain (0) and age out within 24 h. `subject` says whose cap
+    // a row counts toward: an API key's, or a signing key's policy (then `api_key_id` holds the
+    // key id).
+    "ALTER TABLE spends ADD COLUMN chain_id INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE spends ADD COLUMN subject TEXT NOT NULL DEFAULT 'api_key';
+     CREATE INDEX spends_by_subject ON spends(subject, api_key_id, chain_id, at_ms);",
 ];
 
 /// A registered key.

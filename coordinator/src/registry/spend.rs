@@ -1,4 +1,7 @@
-//! Rolling 24-hour spend per API key. A reservation is checked and written under the registry's
+//! Rolling 24-hour spend per chain (a wei on chain 1 is not a wei on chain 137), per API key and
+//! per signing key (whose policy's cap the nodes enforce too, each on what it co-signs; counted
+//! here as well so that an honest coordinator holds the key to its cap, not to the 1.5 x the
+//! nodes' ledgers allow when requests spread over pairs). A reservation is checked and written under the registry's
 //! one connection lock, so concurrent requests can never overspend; it is released if signing
 //! fails, and it survives a restart because it is a row, not a counter in memory.
 
@@ -10,6 +13,22 @@ use crate::error::CoordError;
 
 const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// Whose cap a spend counts toward.
+#[derive(Debug, Clone, Copy)]
+pub enum SpendSubject<'a> {
+    ApiKey(&'a str),
+    SigningKey(&'a str),
+}
+
+impl SpendSubject<'_> {
+    fn columns(&self) -> (&'static str, &str) {
+        match self {
+            SpendSubject::ApiKey(id) => ("api_key", id),
+            SpendSubject::SigningKey(id) => ("key", id),
+        }
+    }
+}
+
 /// The result of asking to spend.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reservation {
@@ -20,24 +39,30 @@ pub enum Reservation {
 }
 
 impl Registry {
-    /// Reserves `value` for `api_key_id` if the window's total stays within `cap`.
+    /// Reserves `value` on `chain_id` for `subject` if the window's total on that chain stays
+    /// within `cap`.
     pub fn reserve_spend(
         &self,
-        api_key_id: &str,
+        subject: SpendSubject<'_>,
+        chain_id: u64,
         value: U256,
         cap: U256,
         now_ms: i64,
     ) -> Result<Reservation, CoordError> {
+        let (kind, id) = subject.columns();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "DELETE FROM spends WHERE api_key_id = ?1 AND at_ms <= ?2",
-            params![api_key_id, now_ms - WINDOW_MS],
+            "DELETE FROM spends WHERE subject = ?1 AND api_key_id = ?2 AND at_ms <= ?3",
+            params![kind, id, now_ms - WINDOW_MS],
         )?;
         let spent = {
-            let mut statement =
-                tx.prepare_cached("SELECT value FROM spends WHERE api_key_id = ?1")?;
-            let values = statement.query_map([api_key_id], |r| r.get::<_, String>(0))?;
+            let mut statement = tx.prepare_cached(
+                "SELECT value FROM spends WHERE subject = ?1 AND api_key_id = ?2 AND chain_id = ?3",
+            )?;
+            let values = statement.query_map(params![kind, id, chain_id as i64], |r| {
+                r.get::<_, String>(0)
+            })?;
             let mut spent = U256::ZERO;
             for value in values {
                 let value: U256 = value?
@@ -51,8 +76,8 @@ impl Registry {
             return Ok(Reservation::Over { spent });
         }
         tx.execute(
-            "INSERT INTO spends (api_key_id, at_ms, value) VALUES (?1, ?2, ?3)",
-            params![api_key_id, now_ms, value.to_string()],
+            "INSERT INTO spends (subject, api_key_id, at_ms, value, chain_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![kind, id, now_ms, value.to_string(), chain_id as i64],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -72,21 +97,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_window_total_never_exceeds_the_cap() {
+    fn the_window_total_per_chain_never_exceeds_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&dir.path().join("r.db")).unwrap();
         let cap = U256::from(10u8);
         let three = U256::from(3u8);
         let mut reserved = Vec::new();
         for _ in 0..3 {
-            match registry.reserve_spend("k", three, cap, 1_000).unwrap() {
+            match registry
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, three, cap, 1_000)
+                .unwrap()
+            {
                 Reservation::Reserved(id) => reserved.push(id),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(
             registry
-                .reserve_spend("k", U256::from(2u8), cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, U256::from(2u8), cap, 1_000)
                 .unwrap(),
             Reservation::Over {
                 spent: U256::from(9u8)
@@ -94,24 +122,42 @@ mod tests {
         );
         assert!(matches!(
             registry
-                .reserve_spend("k", U256::from(1u8), cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, U256::from(1u8), cap, 1_000)
                 .unwrap(),
             Reservation::Reserved(_)
         ));
         // Another key has its own window; a released reservation frees its value.
         assert!(matches!(
-            registry.reserve_spend("other", cap, cap, 1_000).unwrap(),
+            registry
+                .reserve_spend(SpendSubject::ApiKey("other"), 1, cap, cap, 1_000)
+                .unwrap(),
             Reservation::Reserved(_)
         ));
         registry.release_spend(reserved[0]).unwrap();
         assert!(matches!(
-            registry.reserve_spend("k", three, cap, 1_000).unwrap(),
+            registry
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, three, cap, 1_000)
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+        // A signing key named like the API key has its own window.
+        assert!(matches!(
+            registry
+                .reserve_spend(SpendSubject::SigningKey("k"), 1, cap, cap, 1_000)
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+        // Another chain has its own window too.
+        assert!(matches!(
+            registry
+                .reserve_spend(SpendSubject::ApiKey("k"), 137, cap, cap, 1_000)
+                .unwrap(),
             Reservation::Reserved(_)
         ));
         // 24 hours later the old spends no longer count.
         assert!(matches!(
             registry
-                .reserve_spend("k", cap, cap, 1_000 + WINDOW_MS)
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, cap, cap, 1_000 + WINDOW_MS)
                 .unwrap(),
             Reservation::Reserved(_)
         ));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shardsign_eth::{U256, format_eth};
-use shardsign_policy::{Cap, Refusal};
+use shardsign_policy::{Cap, Refusal, VerifiedKeyPolicy};
 use shardsign_request::Payload;
 
 use crate::access::apikeys::ApiKey;
@@ -16,7 +16,7 @@ use crate::access::auth::Caller;
 use crate::access::ratelimit::RateLimiter;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
-use crate::registry::{KeyRecord, Registry, Reservation, now_ms, unix_now};
+use crate::registry::{KeyRecord, Registry, Reservation, SpendSubject, now_ms, unix_now};
 use crate::signing::key_policies::KeyPolicies;
 
 pub struct Admission {
@@ -26,26 +26,27 @@ pub struct Admission {
     metrics: Arc<CoordinatorMetrics>,
 }
 
-/// An admitted request: the signed key policy to forward, and the spend to keep or give back.
+/// An admitted request: the signed key policy to forward, and the spends (the API key's, the
+/// signing key's) to keep or give back.
 pub struct Admitted<'a> {
     registry: &'a Registry,
-    reservation: Option<i64>,
+    reservations: Vec<i64>,
     pub signed_policy: Vec<u8>,
 }
 
 impl Admitted<'_> {
-    /// The signature was returned: the spend stays counted.
+    /// The signature was returned: the spends stay counted.
     pub fn commit(mut self) {
-        self.reservation = None;
+        self.reservations.clear();
     }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.reservation.take()
-            && let Err(error) = self.registry.release_spend(id)
-        {
-            tracing::error!(%error, "could not release a spend reservation; the 24 h counter over-counts until it ages out");
+        for id in self.reservations.drain(..) {
+            if let Err(error) = self.registry.release_spend(id) {
+                tracing::error!(%error, "could not release a spend reservation; the 24 h counter over-counts until it ages out");
+            }
         }
     }
 }
@@ -98,9 +99,13 @@ impl Admission {
     }
 
     fn take_rate(&self, api_key: &ApiKey) -> Result<(), CoordError> {
-        let per_minute = api_key.rules.requests_per_minute;
+        self.take_rate_of(&api_key.id, api_key.rules.requests_per_minute)
+    }
+
+    /// One request from `id`'s allowance of `per_minute`.
+    fn take_rate_of(&self, id: &str, per_minute: u32) -> Result<(), CoordError> {
         self.rate
-            .take(&api_key.id, per_minute, Instant::now())
+            .take(id, per_minute, Instant::now())
             .map_err(|wait| {
                 self.metrics.refused("requests_per_minute");
                 if per_minute == 0 {
@@ -116,11 +121,15 @@ impl Admission {
             })
     }
 
-    /// The signed policy to forward, after checking `payload` against it (empty when key
-    /// policies are off).
-    fn check_key_policy(&self, key_id: &str, payload: &Payload) -> Result<Vec<u8>, CoordError> {
+    /// The signing key's policy, after checking `payload` against it (`None` when key policies
+    /// are off).
+    fn check_key_policy(
+        &self,
+        key_id: &str,
+        payload: &Payload,
+    ) -> Result<Option<Arc<VerifiedKeyPolicy>>, CoordError> {
         if !self.key_policies.enforcing() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let policy = self
             .key_policies
@@ -135,7 +144,53 @@ impl Admission {
             .rules
             .check(payload)
             .map_err(|r| self.refuse(key_policy_refusal(r, policy.version)))?;
-        Ok(policy.signed.clone())
+        if policy.rules.requests_per_minute != u32::MAX {
+            // The in-memory limiter's ids are API key ids otherwise; "key:" cannot start one.
+            self.take_rate_of(&format!("key:{key_id}"), policy.rules.requests_per_minute)?;
+        }
+        Ok(Some(policy))
+    }
+
+    /// Reserves `payload`'s value against `subject`'s 24 h cap on its chain.
+    fn reserve(
+        &self,
+        admitted: &mut Admitted<'_>,
+        subject: SpendSubject<'_>,
+        cap: Cap,
+        payload: &Payload,
+    ) -> Result<(), CoordError> {
+        let value = payload.value();
+        let (Cap::Max(cap), Some(chain_id)) = (cap, payload.chain_id()) else {
+            return Ok(());
+        };
+        if value == U256::ZERO {
+            return Ok(());
+        }
+        match self
+            .registry
+            .reserve_spend(subject, chain_id, value, cap, now_ms())?
+        {
+            Reservation::Reserved(id) => {
+                admitted.reservations.push(id);
+                Ok(())
+            }
+            Reservation::Over { spent } => {
+                let detail = format!(
+                    "{} already signed on chain {chain_id} in the last 24 h + {} > {}",
+                    format_eth(spent),
+                    format_eth(value),
+                    format_eth(cap)
+                );
+                let refusal = Refusal::new("max_value_per_24h", detail);
+                Err(self.refuse(match subject {
+                    SpendSubject::ApiKey(_) => refusal,
+                    SpendSubject::SigningKey(_) => Refusal::new(
+                        refusal.rule,
+                        format!("{} (signing key policy)", refusal.detail),
+                    ),
+                }))
+            }
+        }
     }
 
     /// Admits `payload` for `key` on behalf of `api_key` (already checked to be bound to it).
@@ -147,33 +202,30 @@ impl Admission {
     ) -> Result<Admitted<'_>, CoordError> {
         self.take_rate(api_key)?;
         api_key.rules.check(payload).map_err(|r| self.refuse(r))?;
-        let signed_policy = self.check_key_policy(&key.key_id, payload)?;
+        let key_policy = self.check_key_policy(&key.key_id, payload)?;
         let mut admitted = Admitted {
             registry: &self.registry,
-            reservation: None,
-            signed_policy,
+            reservations: Vec::new(),
+            signed_policy: key_policy
+                .as_ref()
+                .map(|p| p.signed.clone())
+                .unwrap_or_default(),
         };
-        let value = payload.value();
-        if let Cap::Max(cap) = api_key.rules.max_value_per_24h
-            && value > U256::ZERO
-        {
-            match self
-                .registry
-                .reserve_spend(&api_key.id, value, cap, now_ms())?
-            {
-                Reservation::Reserved(id) => admitted.reservation = Some(id),
-                Reservation::Over { spent } => {
-                    return Err(self.refuse(Refusal::new(
-                        "max_value_per_24h",
-                        format!(
-                            "{} already signed in the last 24 h + {} > {}",
-                            format_eth(spent),
-                            format_eth(value),
-                            format_eth(cap)
-                        ),
-                    )));
-                }
-            }
+        let api_key_cap = api_key.rules.max_value_per_24h;
+        self.reserve(
+            &mut admitted,
+            SpendSubject::ApiKey(&api_key.id),
+            api_key_cap,
+            payload,
+        )?;
+        if let Some(policy) = &key_policy {
+            let key_cap = policy.rules.max_value_per_24h;
+            self.reserve(
+                &mut admitted,
+                SpendSubject::SigningKey(&key.key_id),
+                key_cap,
+                payload,
+            )?;
         }
         Ok(admitted)
     }

@@ -423,7 +423,21 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let refusal = Rules::from_proto(&generous(), RulesFor::SigningKey).unwrap_err();
-        assert!(refusal.to_string().contains("belong on API keys"));
+        // A signing key's policy may carry a 24 h cap and a rate (the nodes keep the ledger);
+        // left empty they mean none, where an API key's empty cap means 0.
+        let key_rules = Rules::from_proto(&generous(), RulesFor::SigningKey).unwrap();
+        assert!(matches!(key_rules.max_value_per_24h, Cap::Max(_)));
+        let mut unset = generous();
+        unset.max_value_per_24h.clear();
+        unset.requests_per_minute = 0;
+        let key_rules = Rules::from_proto(&unset, RulesFor::SigningKey).unwrap();
+        assert_eq!(key_rules.max_value_per_24h, Cap::Unlimited);
+        assert_eq!(key_rules.requests_per_minute, u32::MAX);
+        assert_eq!(
+            key_rules.to_proto(RulesFor::SigningKey).max_value_per_24h,
+            ""
+        );
+        let api_rules = Rules::from_proto(&unset, RulesFor::ApiKey).unwrap();
+        assert_eq!(api_rules.max_value_per_24h, Cap::Max(U256::ZERO));
     }
 }

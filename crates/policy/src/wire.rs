@@ -143,21 +143,18 @@ impl Rules {
                 format!("at most {MAX_REQUESTS_PER_MINUTE}"),
             ));
         }
-        if kind == RulesFor::SigningKey
-            && (!policy.max_value_per_24h.is_empty() || policy.requests_per_minute != 0)
-        {
-            return Err(PolicyError::invalid(
-                "max_value_per_24h",
-                "max_value_per_24h and requests_per_minute belong on API keys; a signing key's policy must leave them empty",
-            ));
-        }
         let (any_recipient, recipients, contract_calls) = allowlists(policy)?;
         Ok(Rules {
             chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
             max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
+            // On a signing key's policy (enforced by each node on what it co-signs) empty means
+            // no cap and 0 no rate limit: policies signed before the nodes kept a ledger left
+            // them empty. On an API key empty means 0, as for every amount.
             max_value_per_24h: match kind {
-                RulesFor::ApiKey => Cap::parse("max_value_per_24h", &policy.max_value_per_24h)?,
-                RulesFor::SigningKey => Cap::Unlimited,
+                RulesFor::SigningKey if policy.max_value_per_24h.trim().is_empty() => {
+                    Cap::Unlimited
+                }
+                _ => Cap::parse("max_value_per_24h", &policy.max_value_per_24h)?,
             },
             any_recipient,
             recipients,
@@ -165,9 +162,9 @@ impl Rules {
             allow_contract_creation: policy.allow_contract_creation,
             max_fee_per_gas: Cap::parse("max_fee_per_gas", &policy.max_fee_per_gas)?,
             max_total_fee: Cap::parse("max_total_fee", &policy.max_total_fee)?,
-            requests_per_minute: match kind {
-                RulesFor::ApiKey => policy.requests_per_minute,
-                RulesFor::SigningKey => u32::MAX,
+            requests_per_minute: match (kind, policy.requests_per_minute) {
+                (RulesFor::SigningKey, 0) => u32::MAX,
+                (_, rate) => rate,
             },
             allow_message_signing: policy.allow_message_signing,
             messages: message_rules(policy.message_rules.as_ref())?,
@@ -184,9 +181,9 @@ impl Rules {
         api::Policy {
             allowed_chain_ids: self.chain_ids.iter().copied().collect(),
             max_value_per_tx: self.max_value_per_tx.to_wire(),
-            max_value_per_24h: match kind {
-                RulesFor::ApiKey => self.max_value_per_24h.to_wire(),
-                RulesFor::SigningKey => String::new(),
+            max_value_per_24h: match (kind, self.max_value_per_24h) {
+                (RulesFor::SigningKey, Cap::Unlimited) => String::new(),
+                (_, cap) => cap.to_wire(),
             },
             allowed_recipients,
             allowed_contract_calls: self
@@ -202,9 +199,9 @@ impl Rules {
             allow_contract_creation: self.allow_contract_creation,
             max_fee_per_gas: self.max_fee_per_gas.to_wire(),
             max_total_fee: self.max_total_fee.to_wire(),
-            requests_per_minute: match kind {
-                RulesFor::ApiKey => self.requests_per_minute,
-                RulesFor::SigningKey => 0,
+            requests_per_minute: match (kind, self.requests_per_minute) {
+                (RulesFor::SigningKey, u32::MAX) => 0,
+                (_, rate) => rate,
             },
             allow_message_signing: self.allow_message_signing,
             message_rules: Some(api::MessageRules {

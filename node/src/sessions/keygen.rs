@@ -91,6 +91,7 @@ impl Node {
             })),
             deadline: self.clock.now() + self.round_timeout,
             claim: None,
+            charge: None,
         };
         let envelopes = self.seal_all(session_id, &mut session, messages)?;
         self.insert_session(session_id, session)?;

@@ -27,6 +27,7 @@ use crate::bans::Bans;
 use crate::clock::{Clock, SystemClock};
 use crate::envelope::SessionContext;
 use crate::error::NodeError;
+use crate::ledger::{Ledger, Reservation};
 use crate::policy::PolicyBook;
 use crate::store::Store;
 use keygen::{CONFIRM_ROUND, KeygenState};
@@ -55,6 +56,9 @@ struct Session {
     /// meanwhile; nothing of the last round leaves before the claim is on disk (see
     /// [`Node::start_sign`]).
     claim: Option<Ticket<Result<(), NodeError>>>,
+    /// What this session charged the key's ledger (signing under a capped policy): given back
+    /// if the session is dropped before its round-3 fragment left, final once it did.
+    charge: Option<Reservation>,
 }
 
 /// One engine step's products: messages to seal, a final result, and a node-level envelope.
@@ -76,6 +80,8 @@ pub struct Node {
     /// Round deadlines and the reaper read time here, so tests can move it.
     clock: Arc<dyn Clock>,
     bans: Bans,
+    /// What this node co-signed per key and chain (key policies' 24 h caps and rates).
+    ledger: Arc<Ledger>,
 }
 
 /// Metric names (served on `metrics_listen` at `/metrics`).
@@ -150,6 +156,7 @@ impl Node {
             limits: Limits::DEFAULT,
             clock: Arc::new(SystemClock),
             bans,
+            ledger: Arc::new(Ledger::default()),
         })
     }
 
@@ -258,6 +265,10 @@ impl Node {
                 if last_round && let Some(claim) = guard.claim.take() {
                     claim.wait_blocking()?;
                 }
+                // The fragment leaves with this answer: from here the charge is never given back.
+                if last_round && let Some(charge) = guard.charge.take() {
+                    charge.finalize();
+                }
                 Ok(outcome)
             });
         let finished = match &result {
@@ -322,7 +333,7 @@ impl Node {
 
     fn count_policy_refusal(&self, error: &NodeError) {
         let reason = match error {
-            NodeError::PolicyRefused(refusal) => refusal.rule,
+            NodeError::PolicyRefused(refusal) | NodeError::RateLimited(refusal) => refusal.rule,
             NodeError::PolicyRejected(_) => "policy_rejected",
             NodeError::PolicyMissing(_) => "policy_missing",
             NodeError::PolicyExpired { .. } => "policy_expired",

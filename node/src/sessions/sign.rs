@@ -25,7 +25,7 @@ pub struct StartSign {
     pub signers: [PartyId; 2],
     pub request: SignRequest,
     pub expected_hash: [u8; 32],
-    /// The key's operator-signed policy (encoded `SignedKeyPolicy`), forwarded by the coordinator.
+    /// The key's operator-signed policy (encoded `SignedStatement`), forwarded by the coordinator.
     pub signed_policy: Vec<u8>,
 }
 
@@ -113,9 +113,27 @@ impl Node {
         if self.store.session_used(session_id.as_bytes())? {
             return Err(NodeError::SessionReused);
         }
-        let claim = self
-            .store
-            .claim_session_later(session_id.as_bytes(), "sign");
+        let (charge, row) = match &policy {
+            Some(policy) => self
+                .ledger
+                .reserve(
+                    &self.store,
+                    key_id,
+                    *session_id.as_bytes(),
+                    &request.payload,
+                    &policy.rules,
+                    unix_ms(),
+                )
+                .inspect_err(|error| self.count_policy_refusal(error))?
+                .unzip(),
+            None => (None, None),
+        };
+        let claim = self.store.claim_session_later(
+            session_id.as_bytes(),
+            "sign",
+            row,
+            self.ledger.take_given_back(),
+        );
         let starting = Instant::now();
         let (engine, messages) = SignSession::start(share, session_id, signers, hash)
             .map_err(|e| NodeError::Aborted(e.to_string()))?;
@@ -127,6 +145,7 @@ impl Node {
             engine: Engine::Sign(Box::new(engine), hash),
             deadline: self.clock.now() + self.round_timeout,
             claim: Some(claim),
+            charge,
         };
         let envelopes = self.seal_all(session_id, &mut session, messages)?;
         self.insert_session(session_id, session)?;
@@ -140,6 +159,12 @@ impl Node {
         );
         Ok(envelopes)
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One engine step of a signing session; the last one yields the signature.

@@ -22,7 +22,9 @@ use crate::kek::{KdfParams, KekSource};
 use crate::share_cache::ShareCache;
 
 mod bans;
+mod charges;
 pub use bans::Ban;
+pub use charges::Charge;
 
 const DB_FILE: &str = "node.db";
 
@@ -64,6 +66,16 @@ const MIGRATIONS: &[&str] = &[
          reason TEXT NOT NULL,
          at_ms INTEGER NOT NULL
      );",
+    // What this node co-signed per key and chain in the last 24 h (keys whose policy caps it).
+    "CREATE TABLE charges (
+         charge_id BLOB PRIMARY KEY,
+         session_id BLOB NOT NULL,
+         key_id TEXT NOT NULL,
+         chain_id INTEGER NOT NULL,
+         value TEXT NOT NULL,
+         at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX charges_by_key ON charges(key_id, at_ms);",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -362,12 +374,16 @@ impl Store {
             .is_some())
     }
 
-    /// Queues the durable claim of `session_id` into the next group commit; the ticket answers
+    /// Queues the durable claim of `session_id` — with the session's charge, if its key's policy
+    /// caps what this node co-signs, and the deletion of charges given back since — into the
+    /// next group commit; the ticket answers
     /// once it is on disk, or with [`NodeError::SessionReused`] if the id was claimed before.
     pub fn claim_session_later(
         &self,
         session_id: &[u8; 32],
         kind: &'static str,
+        charge: Option<Charge>,
+        given_back: Vec<[u8; 16]>,
     ) -> Ticket<Result<(), NodeError>> {
         let session_id = *session_id;
         self.writer.submit(move |conn| {
@@ -378,6 +394,7 @@ impl Store {
             if inserted == 0 {
                 return Err(NodeError::SessionReused);
             }
+            charges::write(conn, charge.as_ref(), &given_back)?;
             Ok(())
         })
     }
@@ -637,9 +654,9 @@ mod tests {
         )
         .unwrap();
         let tickets: Vec<_> = (0..50u8)
-            .map(|i| store.claim_session_later(&[i; 32], "sign"))
+            .map(|i| store.claim_session_later(&[i; 32], "sign", None, Vec::new()))
             .collect();
-        let again = store.claim_session_later(&[7; 32], "sign");
+        let again = store.claim_session_later(&[7; 32], "sign", None, Vec::new());
         for ticket in tickets {
             ticket.wait_blocking().expect("claimed");
         }
@@ -653,8 +670,58 @@ mod tests {
         let (store, _) = Store::open(dir.path(), &key_file_source(3)).unwrap();
         assert!(store.session_used(&[0; 32]).unwrap());
         assert!(matches!(
-            store.claim_session_later(&[3; 32], "sign").wait_blocking(),
+            store
+                .claim_session_later(&[3; 32], "sign", None, Vec::new())
+                .wait_blocking(),
             Err(NodeError::SessionReused)
         ));
+    }
+
+    #[test]
+    fn a_charge_is_on_disk_with_its_claim_and_a_given_back_one_is_deleted_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::init(
+            dir.path(),
+            PartyId::new(1).unwrap(),
+            "test",
+            &key_file_source(4),
+        )
+        .unwrap();
+        let (store, _) = Store::open(dir.path(), &key_file_source(4)).unwrap();
+        let charge = |id: u8, at_ms: i64| Charge {
+            charge_id: [id; 16],
+            session_id: [id; 32],
+            key_id: "k".into(),
+            chain_id: 1,
+            value: shardsign_eth::U256::from(id),
+            at_ms,
+        };
+        let now = 10 * 86_400_000;
+        store
+            .claim_session_later(&[1; 32], "sign", Some(charge(1, now)), Vec::new())
+            .wait_blocking()
+            .unwrap();
+        store
+            .claim_session_later(&[2; 32], "sign", Some(charge(2, now)), Vec::new())
+            .wait_blocking()
+            .unwrap();
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &key_file_source(4)).unwrap();
+        assert_eq!(
+            store.charges_since("k", now).unwrap(),
+            vec![charge(1, now), charge(2, now)]
+        );
+        // Charge 1 given back: deleted with the next claim, which also prunes what aged out.
+        store
+            .claim_session_later(&[3; 32], "sign", None, vec![[1; 16]])
+            .wait_blocking()
+            .unwrap();
+        assert_eq!(store.charges_since("k", now).unwrap(), vec![charge(2, now)]);
+        assert!(
+            store
+                .charges_since("k", now + 86_400_000)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The key-generation ceremony: all three nodes, progress streamed to the caller, the key
-//! registered only if every node finished with the same key and committed it.
+//! registered only once every node finished with the same key and acknowledged committing it
+//! (retried; otherwise aborted everywhere, see `signing::finalize`), then sealed on the nodes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tonic::{Code, Status};
 use crate::MAX_LABEL_LEN;
 use crate::error::CoordError;
 use crate::registry::{KeyRecord, Registry, unix_now};
+use crate::signing::finalize;
 use crate::signing::pool::NodePool;
 use crate::signing::relay::{self, RelayError};
 
@@ -88,9 +90,18 @@ impl Ceremony {
         let mut chains = request.allowed_chain_ids.clone();
         chains.sort_unstable();
         chains.dedup();
-        let outcome = self.relay_with_progress(&key_id, &chains, &events).await;
+        let session_id = relay::fresh_session_id();
+        let outcome = self
+            .relay_with_progress(&session_id, &key_id, &chains, &events)
+            .await;
         let result = match outcome {
-            Ok(results) => self.register(&request, &key_id, &chains, &results[0].public_key),
+            Ok(results) => {
+                let registered = self.register(&request, &key_id, &chains, &results[0].public_key);
+                if registered.is_ok() {
+                    self.seal(&session_id, &key_id).await;
+                }
+                registered
+            }
             Err(RelayError { node, status }) => {
                 if status.code() == Code::Unavailable {
                     self.pool.mark_failed(node, status.message());
@@ -119,9 +130,22 @@ impl Ceremony {
         }
     }
 
+    /// Seals the registered key's shares on the nodes (no abort deletes them from then on).
+    /// A node that misses it seals its share when the key's policy reaches it.
+    async fn seal(&self, session_id: &[u8], key_id: &KeyId) {
+        let clients = self.pool.clients();
+        let timeout = self.round_timeout.max(Duration::from_secs(10));
+        if let Err(error) =
+            finalize::commit_everywhere(&clients, session_id, key_id.as_str(), true, timeout).await
+        {
+            tracing::warn!(%key_id, node = error.node, error = %error.status.message(), "a node did not seal its share of the registered key; it will when the key's policy reaches it");
+        }
+    }
+
     /// The relayed key generation, forwarding each node that joined and each round as events.
     async fn relay_with_progress(
         &self,
+        session_id: &[u8],
         key_id: &KeyId,
         chains: &[u64],
         events: &Events,
@@ -153,8 +177,7 @@ impl Ceremony {
                 ..Default::default()
             };
             let clients = self.pool.clients();
-            let session_id = relay::fresh_session_id();
-            relay::keygen(&clients, &session_id, key_id.as_str(), chains, &mut options).await
+            relay::keygen(&clients, session_id, key_id.as_str(), chains, &mut options).await
         };
         // The progress closures own the senders: drop them so that the forwarder sees the end.
         drop(on_joined);

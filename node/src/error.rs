@@ -29,6 +29,16 @@ pub enum NodeError {
     KeyNotFound(String),
     #[error("key `{0}` already exists on this node")]
     KeyExists(String),
+    #[error("this node aborted the key generation of `{0}`; it never commits it (run a new one)")]
+    CeremonyAborted(String),
+    #[error(
+        "the share of `{0}` from this key generation is sealed (the key is registered); no abort deletes it"
+    )]
+    KeySealed(String),
+    #[error(
+        "this node committed its share of `{0}` from this key generation; an abort deletes it only with another node's signed abort receipt"
+    )]
+    CommittedWithoutReceipt(String),
     #[error("session id has already been used on this node; the coordinator must make a fresh one")]
     SessionReused,
     #[error("unknown or expired session")]

@@ -126,6 +126,8 @@ impl PolicyBook {
             }
         }
         store.store_policy(&policy.key_id, policy.version, &policy.signed)?;
+        // A key with a policy is in use: its share is sealed against any ceremony abort.
+        store.seal_key(&policy.key_id)?;
         let policy = self.remember(Arc::new(policy));
         match &policy.disabled {
             None => tracing::info!(

@@ -19,9 +19,6 @@ use crate::error::NodeError;
 use crate::service::NodeService;
 use crate::sessions::{Node, metric};
 
-/// How long a share may stay pending before it is deleted as abandoned.
-pub const PENDING_SHARE_TTL_SECS: i64 = 600;
-
 /// Largest request the node decodes: a delivery of a few sealed envelopes.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
@@ -46,20 +43,14 @@ fn coordinator_only(
     }
 }
 
-/// Every 500 ms: drops sessions past their round deadline and purges abandoned pending shares.
+/// Every 500 ms: drops sessions past their round deadline. Pending shares are never purged: a
+/// node stores one only with all three nodes' confirmations, so the ceremony can still be
+/// committed (or aborted) by its session id.
 async fn reap(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         node.reap_expired();
-        match node.store().purge_pending(PENDING_SHARE_TTL_SECS) {
-            Ok(0) => {}
-            Ok(purged) => tracing::warn!(
-                purged,
-                "purged key shares whose key generation was never finalized"
-            ),
-            Err(error) => tracing::error!(%error, "could not purge unfinalized key shares"),
-        }
     }
 }
 

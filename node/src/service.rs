@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
-    CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest,
-    GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey, PutPolicyReply,
-    PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest,
+    AbortReceipt, CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply,
+    FinalizeKeygenRequest, GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey,
+    PutPolicyReply, PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest,
 };
 use shardsign_request::{KeyId, RequestError, SignRequest};
 use shardsign_tss::{PartyId, SessionId};
@@ -42,7 +42,10 @@ pub fn status(error: NodeError) -> Status {
         NodeError::PolicyMissing(_)
         | NodeError::PolicyExpired { .. }
         | NodeError::StatementPremature { .. }
-        | NodeError::KeyDisabled { .. } => Status::failed_precondition(error.to_string()),
+        | NodeError::KeyDisabled { .. }
+        | NodeError::CeremonyAborted(_)
+        | NodeError::KeySealed(_)
+        | NodeError::CommittedWithoutReceipt(_) => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::RateLimited(_) => Status::resource_exhausted(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
@@ -266,11 +269,43 @@ impl NodeRpc for NodeService {
     ) -> Result<Response<FinalizeKeygenReply>, Status> {
         let request = request.into_inner();
         let session_id = session_id(&request.session_id)?;
+        #[cfg(feature = "malicious")]
+        if request.commit
+            && let Some(refusal) = misbehaviour::refuse_commit()
+        {
+            return Err(refusal);
+        }
+        if request.abort_receipts.len() > 3 {
+            return Err(Status::invalid_argument(
+                "abort_receipts: at most one per node",
+            ));
+        }
         let node = self.node.clone();
-        let found =
-            blocking(move || node.finalize_keygen(session_id, &request.key_id, request.commit))
-                .await?;
-        Ok(Response::new(FinalizeKeygenReply { found }))
+        if request.commit {
+            let found = blocking(move || {
+                node.commit_keygen(session_id, &request.key_id, request.registered)
+            })
+            .await?;
+            return Ok(Response::new(FinalizeKeygenReply {
+                found,
+                abort_receipt: None,
+            }));
+        }
+        let receipts: Vec<(u8, Vec<u8>)> = request
+            .abort_receipts
+            .into_iter()
+            .filter_map(|r| u8::try_from(r.node_id).ok().map(|node| (node, r.signed)))
+            .collect();
+        let me = u32::from(self.node.node_id().get());
+        let (found, signed) =
+            blocking(move || node.abort_keygen(session_id, &request.key_id, &receipts)).await?;
+        Ok(Response::new(FinalizeKeygenReply {
+            found,
+            abort_receipt: Some(AbortReceipt {
+                node_id: me,
+                signed,
+            }),
+        }))
     }
 
     async fn list_keys(
@@ -289,6 +324,8 @@ impl NodeRpc for NodeService {
                     allowed_chain_ids: k.allowed_chain_ids,
                     created_at_unix: k.created_at,
                     status: k.status,
+                    ceremony_session: k.ceremony_session,
+                    sealed: k.sealed,
                 })
                 .collect(),
         }))
@@ -305,5 +342,26 @@ impl NodeRpc for NodeService {
             key_id: policy.key_id.clone(),
             version: policy.version,
         }))
+    }
+}
+
+/// Test-only misbehaviour of `shardsign-node-malicious` at the node level (the engine's is in
+/// `shardsign_tss::malicious`): `SHARDSIGN_MALICIOUS=refuse-commit` refuses every key
+/// generation commit, `refuse-commit-once` the first one only.
+#[cfg(feature = "malicious")]
+mod misbehaviour {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tonic::Status;
+
+    static REFUSED_ONCE: AtomicBool = AtomicBool::new(false);
+
+    pub fn refuse_commit() -> Option<Status> {
+        let refuse = match std::env::var("SHARDSIGN_MALICIOUS").as_deref() {
+            Ok("refuse-commit") => true,
+            Ok("refuse-commit-once") => !REFUSED_ONCE.swap(true, Ordering::SeqCst),
+            _ => false,
+        };
+        refuse.then(|| Status::unavailable("refusing to commit (test misbehaviour)"))
     }
 }

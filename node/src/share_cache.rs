@@ -34,6 +34,11 @@ pub struct ShareCache {
 }
 
 impl ShareCache {
+    /// Forgets `key_id`'s share (it was deleted).
+    pub fn remove(&self, key_id: &str) {
+        self.entries().remove(key_id);
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries
             .lock()

@@ -166,7 +166,7 @@ fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
             node.store().list_keys(false).unwrap().is_empty(),
             "pending shares are not usable"
         );
-        assert!(node.finalize_keygen(session_id, KEY_ID, false).unwrap());
+        assert!(node.abort_keygen(session_id, KEY_ID, &[]).unwrap().0);
         assert!(
             node.store().list_keys(true).unwrap().is_empty(),
             "the abort deleted the pending share"
@@ -202,6 +202,14 @@ fn a_session_past_its_round_deadline_is_dropped() {
 
 /// Runs a whole key generation honestly and commits it on every node.
 fn keygen(cluster: &Cluster, key_id: &str) {
+    let session_id = run_keygen(cluster, key_id);
+    for node in &cluster.nodes {
+        assert!(node.commit_keygen(session_id, key_id, true).unwrap());
+    }
+}
+
+/// Runs a whole key generation honestly; every node is left with a pending share.
+fn run_keygen(cluster: &Cluster, key_id: &str) -> SessionId {
     let session_id = SessionId(rand::random());
     let mut outgoing: Vec<Envelope> = Vec::new();
     for node in &cluster.nodes {
@@ -224,9 +232,7 @@ fn keygen(cluster: &Cluster, key_id: &str) {
             outgoing.extend(outcome.envelopes);
         }
     }
-    for node in &cluster.nodes {
-        assert!(node.finalize_keygen(session_id, key_id, true).unwrap());
-    }
+    session_id
 }
 
 #[test]
@@ -351,4 +357,77 @@ fn a_nodes_rate_counts_the_sessions_it_joins_and_gives_back_one_that_never_signe
     // Cancelled before any signature fragment left: the session is given back.
     assert!(cluster.nodes[0].cancel(&first));
     start(SessionId(rand::random())).expect("the cancelled session no longer counts");
+}
+
+#[test]
+fn a_half_committed_ceremony_is_undone_only_with_another_nodes_abort_receipt() {
+    let cluster = cluster();
+    let session_id = run_keygen(&cluster, "half");
+    let [one, two, three] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    // Nodes 1 and 3 committed; node 2 never did (its commit failed) and aborts.
+    assert!(one.commit_keygen(session_id, "half", false).unwrap());
+    assert!(three.commit_keygen(session_id, "half", false).unwrap());
+    let (deleted, receipt_of_two) = two.abort_keygen(session_id, "half", &[]).unwrap();
+    assert!(deleted, "node 2's pending share");
+    let error = two.commit_keygen(session_id, "half", false).unwrap_err();
+    assert!(error.to_string().contains("never commits it"), "{error}");
+
+    // Node 1 keeps its committed share without a receipt, or with one that is not another
+    // node's genuine receipt for this ceremony.
+    let error = one.abort_keygen(session_id, "half", &[]).unwrap_err();
+    assert!(
+        error.to_string().contains("signed abort receipt"),
+        "{error}"
+    );
+    let forged = vec![(2u8, receipt_of_two[..receipt_of_two.len() - 1].to_vec())];
+    assert!(one.abort_keygen(session_id, "half", &forged).is_err());
+    let (_, own) = three.abort_keygen(SessionId([9; 32]), "half", &[]).unwrap();
+    assert!(
+        one.abort_keygen(session_id, "half", &[(3, own)]).is_err(),
+        "a receipt for another ceremony"
+    );
+    assert_eq!(one.store().list_keys(false).unwrap().len(), 1);
+
+    // With node 2's receipt, nodes 1 and 3 delete their shares: nothing is left anywhere.
+    for node in [one, three] {
+        let receipts = vec![(2u8, receipt_of_two.clone())];
+        assert!(node.abort_keygen(session_id, "half", &receipts).unwrap().0);
+        assert!(node.store().list_keys(true).unwrap().is_empty());
+    }
+    // The key id is free again on every node.
+    keygen(&cluster, "half");
+}
+
+#[test]
+fn a_registered_keys_share_is_never_deleted_by_an_abort() {
+    let cluster = cluster();
+    let session_id = run_keygen(&cluster, "kept");
+    for node in &cluster.nodes {
+        assert!(node.commit_keygen(session_id, "kept", true).unwrap());
+    }
+    // A compromised node 1 signs a receipt for this very ceremony (its key is in the test's
+    // hands); a coordinator presents it to node 3, whose share is sealed: nothing is deleted.
+    use sha2::Digest as _;
+    let binding: [u8; 32] = sha2::Sha256::new()
+        .chain_update(b"shardsign-keygen-abort-v1\0")
+        .chain_update(b"kept")
+        .finalize()
+        .into();
+    let context = Context {
+        cluster_id: "divergence-test",
+        protocol: shardsign_tss::Protocol::Dkg.to_byte(),
+        session_id: session_id.as_bytes(),
+        round: 250,
+        from: 1,
+        to: 0,
+        binding: &binding,
+    };
+    let receipt = sign_broadcast(&cluster.secret_of_node_1, &context, b"keygen aborted");
+    let error = cluster.nodes[2]
+        .abort_keygen(session_id, "kept", &[(1, receipt)])
+        .unwrap_err();
+    assert!(error.to_string().contains("sealed"), "{error}");
+    assert_eq!(cluster.nodes[2].store().list_keys(false).unwrap().len(), 1);
 }

@@ -346,15 +346,28 @@ impl Cluster {
 
     /// Runs the key ceremony through the Admin API; panics if it does not end with a key.
     pub async fn ceremony(&self, label: &str, chains: &[u64]) -> Key {
-        use shardsign_proto::v1::CreateKeyRequest;
         use shardsign_proto::v1::create_key_event::Event;
-        let mut stream = self
-            .admin()
-            .create_key(CreateKeyRequest {
+        let last = self
+            .create_key(shardsign_proto::v1::CreateKeyRequest {
                 label: label.into(),
                 allowed_chain_ids: chains.to_vec(),
                 key_id: String::new(),
             })
+            .await;
+        match last {
+            Some(Event::Done(key)) => key,
+            other => panic!("ceremony ended with {other:?}"),
+        }
+    }
+
+    /// Runs `CreateKey`; the last event of its stream.
+    pub async fn create_key(
+        &self,
+        request: shardsign_proto::v1::CreateKeyRequest,
+    ) -> Option<shardsign_proto::v1::create_key_event::Event> {
+        let mut stream = self
+            .admin()
+            .create_key(request)
             .await
             .expect("create_key")
             .into_inner();
@@ -362,10 +375,20 @@ impl Cluster {
         while let Some(event) = stream.message().await.expect("ceremony events") {
             last = event.event;
         }
-        match last {
-            Some(Event::Done(key)) => key,
-            other => panic!("ceremony ended with {other:?}"),
-        }
+        last
+    }
+
+    /// The key ids the coordinator has registered.
+    pub async fn registered_key_ids(&self) -> Vec<String> {
+        self.signer()
+            .list_keys(shardsign_proto::v1::ListKeysRequest {})
+            .await
+            .expect("list_keys")
+            .into_inner()
+            .keys
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect()
     }
 
     /// Creates an API key through the admin key.

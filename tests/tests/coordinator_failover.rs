@@ -241,40 +241,18 @@ async fn a_ceremony_with_a_node_down_fails_cleanly_and_can_be_rerun() {
         allowed_chain_ids: vec![1],
         key_id: "retry-me".into(),
     };
-    let mut stream = cluster
-        .admin()
-        .create_key(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(event) = stream.message().await.unwrap() {
-        last = event.event;
-    }
+    let last = cluster.create_key(request.clone()).await;
     let Some(Event::Failed(failed)) = last else {
         panic!("expected a failure, got {last:?}")
     };
     assert!(failed.reason.contains("node 2"), "{}", failed.reason);
-    let keys = cluster
-        .signer()
-        .list_keys(ListKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
-    assert!(keys.is_empty(), "no key registered");
+    assert!(
+        cluster.registered_key_ids().await.is_empty(),
+        "no key registered"
+    );
 
     cluster.nodes.node(2).start();
-    let mut stream = cluster
-        .admin()
-        .create_key(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(event) = stream.message().await.unwrap() {
-        last = event.event;
-    }
+    let last = cluster.create_key(request).await;
     assert!(
         matches!(last, Some(Event::Done(ref key)) if key.key_id == "retry-me"),
         "{last:?}"

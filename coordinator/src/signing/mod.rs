@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod bans;
 mod complete;
+pub mod finalize;
 pub mod key_policies;
 pub mod operation;
 pub mod pool;

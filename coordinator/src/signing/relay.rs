@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{
-    CancelRequest, DeliverRequest, Envelope, FinalizeKeygenRequest, KeygenResult, RoundReply,
-    SignatureResult, StartKeygenRequest, StartSignRequest, round_reply,
+    CancelRequest, DeliverRequest, Envelope, KeygenResult, RoundReply, SignatureResult,
+    StartKeygenRequest, StartSignRequest, round_reply,
 };
 use shardsign_request::SignRequest;
 
 use crate::signing::bans::banned_peer;
+use crate::signing::finalize;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -231,7 +232,10 @@ where
 }
 
 /// Runs a key generation on all of `clients` (the three nodes) and finalizes it: committed on
-/// every node only if every node finished with the same key, aborted everywhere otherwise.
+/// every node (retried until each acknowledged) only if every node finished with the same key;
+/// otherwise, or if a node never acknowledged its commit, aborted everywhere (see
+/// [`finalize`]). The caller registers the key and then seals it ([`finalize::commit_everywhere`]
+/// with `registered`).
 pub async fn keygen(
     clients: &Clients,
     session_id: &[u8],
@@ -277,26 +281,30 @@ pub async fn keygen(
             .all(|r| r.public_key == results[0].public_key);
     if !commit {
         cancel_all(clients, session_id).await;
-    }
-    for (&node, client) in clients {
-        let request = with_timeout(
-            FinalizeKeygenRequest {
-                session_id: session_id.to_vec(),
-                key_id: key_id.to_string(),
-                commit,
-            },
-            timeout,
-        );
-        let finalized = client.clone().finalize_keygen(request).await;
-        if commit {
-            finalized.map_err(|status| RelayError { node, status })?;
-        }
-    }
-    outcome?;
-    if !commit {
+        let left = finalize::abort_everywhere(clients, session_id, key_id, timeout).await;
+        outcome?;
         return Err(RelayError {
             node: 0,
-            status: Status::internal("the nodes derived different keys"),
+            status: Status::internal(format!(
+                "the nodes derived different keys; {}",
+                finalize::describe_abort(&left)
+            )),
+        });
+    }
+    if let Err(failed) =
+        finalize::commit_everywhere(clients, session_id, key_id, false, timeout).await
+    {
+        let left = finalize::abort_everywhere(clients, session_id, key_id, timeout).await;
+        return Err(RelayError {
+            node: failed.node,
+            status: Status::new(
+                failed.status.code(),
+                format!(
+                    "the commit was not acknowledged ({}); {}",
+                    failed.status.message(),
+                    finalize::describe_abort(&left)
+                ),
+            ),
         });
     }
     Ok(results)

@@ -1,7 +1,9 @@
 //! A node that cheats on purpose, for the trust-model tests only: built only with the
 //! `malicious` feature (`required-features`), which no release build enables (CI checks the
 //! workspace's resolved features). `SHARDSIGN_MALICIOUS=corrupt-multiplication` makes every
-//! signing session corrupt its multiplication message; unset, it behaves like `shardsign-node`.
+//! signing session corrupt its multiplication message; `refuse-commit` / `refuse-commit-once`
+//! make it refuse key generation commits (every one / the first); unset, it behaves like
+//! `shardsign-node`.
 
 use shardsign_tss::malicious::{self, Behaviour};
 

@@ -11,6 +11,8 @@ use shardsign_proto::node::v1::{Envelope, KeygenResult, round_reply};
 use shardsign_request::KeyId;
 use shardsign_tss::{DkgOutput, DkgSession, Message, PARTIES, PartyId, Protocol, SessionId};
 
+use shardsign_seal::{Context, open_broadcast, sign_broadcast};
+
 use super::{Engine, Node, Session, StepOutput, engine_error};
 use crate::error::NodeError;
 
@@ -146,21 +148,89 @@ impl Node {
         })))
     }
 
-    /// Commits or aborts the pending share a key generation left.
-    pub fn finalize_keygen(
+    /// Commits the share a key generation left (sealing it once the key is `registered`);
+    /// returns whether this node holds it.
+    pub fn commit_keygen(
         &self,
         session_id: SessionId,
         key_id: &str,
-        commit: bool,
+        registered: bool,
     ) -> Result<bool, NodeError> {
         KeyId::parse(key_id).map_err(|e| NodeError::invalid("key_id", e.to_string()))?;
         let found = self
             .store
-            .finalize_key(key_id, session_id.as_bytes(), commit)?;
-        if found {
-            tracing::info!(session_id = %session_id, key_id, commit, "key generation finalized");
-        }
+            .commit_key(key_id, session_id.as_bytes(), registered)?;
+        tracing::info!(session_id = %session_id, key_id, found, registered, "key generation committed");
         Ok(found)
+    }
+
+    /// Aborts a key generation: deletes its share under the store's rules (a committed one only
+    /// with another node's valid receipt in `receipts`) and returns this node's own receipt.
+    pub fn abort_keygen(
+        &self,
+        session_id: SessionId,
+        key_id: &str,
+        receipts: &[(u8, Vec<u8>)],
+    ) -> Result<(bool, Vec<u8>), NodeError> {
+        KeyId::parse(key_id).map_err(|e| NodeError::invalid("key_id", e.to_string()))?;
+        let proven = receipts.iter().any(|(node, signed)| {
+            *node != self.me.get() && self.verify_abort_receipt(session_id, key_id, *node, signed)
+        });
+        let outcome = self
+            .store
+            .abort_key(key_id, session_id.as_bytes(), proven)?;
+        let deleted = outcome == crate::store::Aborted::Deleted;
+        tracing::info!(session_id = %session_id, key_id, deleted, "key generation aborted");
+        let binding = abort_binding(key_id);
+        let context = abort_context(&self.cluster_id, &session_id, self.me.get(), &binding);
+        Ok((
+            deleted,
+            sign_broadcast(&self.secret, &context, ABORT_RECEIPT),
+        ))
+    }
+
+    fn verify_abort_receipt(
+        &self,
+        session_id: SessionId,
+        key_id: &str,
+        node: u8,
+        signed: &[u8],
+    ) -> bool {
+        let Some(identity) = PartyId::new(node).ok().and_then(|p| self.members.get(&p)) else {
+            return false;
+        };
+        let binding = abort_binding(key_id);
+        let context = abort_context(&self.cluster_id, &session_id, node, &binding);
+        open_broadcast(identity, &context, signed).is_ok_and(|payload| payload == ABORT_RECEIPT)
+    }
+}
+
+/// The pseudo-round of abort receipts: no engine or confirmation message uses it.
+const ABORT_RECEIPT_ROUND: u8 = 250;
+const ABORT_RECEIPT: &[u8] = b"keygen aborted";
+
+/// What an abort receipt is bound to besides the session: the key id.
+fn abort_binding(key_id: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"shardsign-keygen-abort-v1\0");
+    hasher.update(key_id.as_bytes());
+    hasher.finalize().into()
+}
+
+fn abort_context<'a>(
+    cluster_id: &'a str,
+    session_id: &'a SessionId,
+    from: u8,
+    binding: &'a [u8; 32],
+) -> Context<'a> {
+    Context {
+        cluster_id,
+        protocol: Protocol::Dkg.to_byte(),
+        session_id: session_id.as_bytes(),
+        round: ABORT_RECEIPT_ROUND,
+        from,
+        to: 0,
+        binding,
     }
 }
 

@@ -6,13 +6,15 @@
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use shardsign_policy::Rules;
+use shardsign_policy::{Rules, VerifiedKeyPolicy};
 use shardsign_proto::node::v1::{Envelope, SignatureResult, round_reply};
 use shardsign_request::SignRequest;
 use shardsign_tss::{Message, PartyId, Protocol, SessionId, SignSession};
 
 use super::{Engine, Node, Session, StepOutput, engine_error};
 use crate::error::NodeError;
+use crate::ledger::Reservation;
+use crate::store::Charge;
 
 /// The signing round that carries the signature fragments: a session's id is durably claimed
 /// before this round's messages (or a signature) leave the node.
@@ -62,6 +64,48 @@ impl Node {
         Ok(request.signing_hash())
     }
 
+    /// Two distinct nodes including this one, and the other not banned here.
+    fn check_signers(&self, [a, b]: [PartyId; 2]) -> Result<(), NodeError> {
+        if a == b || (a != self.me && b != self.me) {
+            return Err(NodeError::invalid(
+                "signers",
+                format!(
+                    "expected two distinct nodes including this one (node {})",
+                    self.me
+                ),
+            ));
+        }
+        let peer = if a == self.me { b } else { a };
+        match self.members.get(&peer) {
+            Some(identity) => self.bans.check(peer, identity),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges the key's ledger for this session when its policy caps value or rate.
+    fn charge(
+        &self,
+        session_id: SessionId,
+        request: &SignRequest,
+        policy: Option<&VerifiedKeyPolicy>,
+    ) -> Result<(Option<Reservation>, Option<Charge>), NodeError> {
+        let Some(policy) = policy else {
+            return Ok((None, None));
+        };
+        let reserved = self
+            .ledger
+            .reserve(
+                &self.store,
+                request.key_id.as_str(),
+                *session_id.as_bytes(),
+                &request.payload,
+                &policy.rules,
+                unix_ms(),
+            )
+            .inspect_err(|error| self.count_policy_refusal(error))?;
+        Ok(reserved.unzip())
+    }
+
     /// Starts this node's side of a signing session, after checking the request in full.
     pub fn start_sign(&self, start: StartSign) -> Result<Vec<Envelope>, NodeError> {
         let checking = Instant::now();
@@ -73,20 +117,7 @@ impl Node {
             signed_policy,
         } = start;
         let key_id = request.key_id.as_str();
-        let [a, b] = signers;
-        if a == b || (a != self.me && b != self.me) {
-            return Err(NodeError::invalid(
-                "signers",
-                format!(
-                    "expected two distinct nodes including this one (node {})",
-                    self.me
-                ),
-            ));
-        }
-        let peer = if a == self.me { b } else { a };
-        if let Some(identity) = self.members.get(&peer) {
-            self.bans.check(peer, identity)?;
-        }
+        self.check_signers(signers)?;
         let policy = self
             .policies
             .for_request(&self.store, key_id, &signed_policy)
@@ -113,21 +144,7 @@ impl Node {
         if self.store.session_used(session_id.as_bytes())? {
             return Err(NodeError::SessionReused);
         }
-        let (charge, row) = match &policy {
-            Some(policy) => self
-                .ledger
-                .reserve(
-                    &self.store,
-                    key_id,
-                    *session_id.as_bytes(),
-                    &request.payload,
-                    &policy.rules,
-                    unix_ms(),
-                )
-                .inspect_err(|error| self.count_policy_refusal(error))?
-                .unzip(),
-            None => (None, None),
-        };
+        let (charge, row) = self.charge(session_id, &request, policy.as_deref())?;
         let claim = self.store.claim_session_later(
             session_id.as_bytes(),
             "sign",

@@ -22,8 +22,10 @@ use crate::kek::{KdfParams, KekSource};
 use crate::share_cache::ShareCache;
 
 mod bans;
+mod ceremony;
 mod charges;
 pub use bans::Ban;
+pub use ceremony::Aborted;
 pub use charges::Charge;
 
 const DB_FILE: &str = "node.db";
@@ -76,6 +78,15 @@ const MIGRATIONS: &[&str] = &[
          at_ms INTEGER NOT NULL
      );
      CREATE INDEX charges_by_key ON charges(key_id, at_ms);",
+    // A committed share keeps its ceremony's session id (abort matches it); `sealed` once the
+    // key is registered (shares from before are); ceremonies this node aborted, never committed.
+    "ALTER TABLE keys RENAME COLUMN pending_session TO ceremony_session;
+     ALTER TABLE keys ADD COLUMN sealed INTEGER NOT NULL DEFAULT 1;
+     CREATE TABLE aborted_ceremonies (
+         session_id BLOB PRIMARY KEY,
+         key_id TEXT NOT NULL,
+         at INTEGER NOT NULL
+     );",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -87,6 +98,10 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// `active`, or `pending` until finalized.
     pub status: String,
+    /// The key generation's session id (empty for keys from before it was kept).
+    pub ceremony_session: Vec<u8>,
+    /// Registered: no abort deletes it.
+    pub sealed: bool,
 }
 
 /// The unlocked store.
@@ -407,7 +422,7 @@ impl Store {
             .is_some())
     }
 
-    /// Stores a new share as pending (unusable until [`Self::finalize_key`]), all or nothing.
+    /// Stores a new share as pending (unusable until [`Self::commit_key`]), all or nothing.
     pub fn put_pending_key(
         &self,
         key_id: &str,
@@ -425,8 +440,8 @@ impl Store {
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO keys
-                 (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at, status, pending_session)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                 (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at, status, ceremony_session, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0)",
             params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now(), session_id.as_slice()],
         )?;
         if inserted == 0 {
@@ -434,34 +449,6 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Commits (makes usable) or aborts (deletes) the pending share of `key_id` made in
-    /// `session_id`. Returns whether there was one.
-    pub fn finalize_key(
-        &self,
-        key_id: &str,
-        session_id: &[u8; 32],
-        commit: bool,
-    ) -> Result<bool, NodeError> {
-        let sql = if commit {
-            "UPDATE keys SET status = 'active', pending_session = NULL
-             WHERE key_id = ?1 AND status = 'pending' AND pending_session = ?2"
-        } else {
-            "DELETE FROM keys WHERE key_id = ?1 AND status = 'pending' AND pending_session = ?2"
-        };
-        Ok(self
-            .conn()
-            .execute(sql, params![key_id, session_id.as_slice()])?
-            > 0)
-    }
-
-    /// Deletes pending shares older than `max_age_secs`: ceremonies nobody finalized.
-    pub fn purge_pending(&self, max_age_secs: i64) -> Result<usize, NodeError> {
-        Ok(self.conn().execute(
-            "DELETE FROM keys WHERE status = 'pending' AND created_at < ?1",
-            params![now() - max_age_secs],
-        )?)
     }
 
     /// The share of an active key and the chain ids it may sign for, from the share cache when
@@ -505,8 +492,8 @@ impl Store {
     pub fn list_keys(&self, include_pending: bool) -> Result<Vec<KeyRecord>, NodeError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT key_id, public_key, allowed_chain_ids, created_at, status FROM keys
-             WHERE status = 'active' OR ?1 ORDER BY created_at, key_id",
+            "SELECT key_id, public_key, allowed_chain_ids, created_at, status, ceremony_session, sealed
+             FROM keys WHERE status = 'active' OR ?1 ORDER BY created_at, key_id",
         )?;
         let rows = statement.query_map([include_pending], |r| {
             Ok((
@@ -515,11 +502,13 @@ impl Store {
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, Option<Vec<u8>>>(5)?,
+                r.get::<_, bool>(6)?,
             ))
         })?;
         let mut keys = Vec::new();
         for row in rows {
-            let (key_id, public_key, chains, created_at, status) = row?;
+            let (key_id, public_key, chains, created_at, status, ceremony_session, sealed) = row?;
             let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
                 NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
             })?;
@@ -529,6 +518,8 @@ impl Store {
                 allowed_chain_ids,
                 created_at,
                 status,
+                ceremony_session: ceremony_session.unwrap_or_default(),
+                sealed,
             });
         }
         Ok(keys)

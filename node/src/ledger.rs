@@ -24,28 +24,60 @@ use crate::store::{Charge, Store};
 const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 const RATE_WINDOW_MS: i64 = 60 * 1000;
 
-/// A key's charges within the window, oldest first.
+/// A key's charges within the window, oldest first, and their sum per chain (kept as charges
+/// come and go, so that checking a request does not walk a day of charges).
 #[derive(Default)]
 struct KeyWindow {
     charges: VecDeque<Charge>,
+    sums: HashMap<u64, U256>,
 }
 
 impl KeyWindow {
+    fn new(charges: Vec<Charge>) -> Self {
+        let mut window = KeyWindow::default();
+        for charge in charges {
+            window.push(charge);
+        }
+        window
+    }
+
+    fn push(&mut self, charge: Charge) {
+        let sum = self.sums.entry(charge.chain_id).or_insert(U256::ZERO);
+        *sum = sum.saturating_add(charge.value);
+        self.charges.push_back(charge);
+    }
+
+    fn forget(&mut self, charge: &Charge) {
+        if let Some(sum) = self.sums.get_mut(&charge.chain_id) {
+            *sum = sum.saturating_sub(charge.value);
+            if *sum == U256::ZERO {
+                self.sums.remove(&charge.chain_id);
+            }
+        }
+    }
+
     fn prune(&mut self, now_ms: i64) {
         while self
             .charges
             .front()
             .is_some_and(|c| c.at_ms <= now_ms - WINDOW_MS)
         {
-            self.charges.pop_front();
+            if let Some(charge) = self.charges.pop_front() {
+                self.forget(&charge);
+            }
+        }
+    }
+
+    fn remove(&mut self, charge_id: [u8; 16]) {
+        if let Some(position) = self.charges.iter().position(|c| c.charge_id == charge_id)
+            && let Some(charge) = self.charges.remove(position)
+        {
+            self.forget(&charge);
         }
     }
 
     fn spent(&self, chain_id: u64) -> U256 {
-        self.charges
-            .iter()
-            .filter(|c| c.chain_id == chain_id)
-            .fold(U256::ZERO, |sum, c| sum.saturating_add(c.value))
+        self.sums.get(&chain_id).copied().unwrap_or(U256::ZERO)
     }
 
     fn recent(&self, now_ms: i64) -> usize {
@@ -133,16 +165,13 @@ impl Ledger {
         let mut books = self.books();
         if !books.keys.contains_key(key_id) {
             let charges = store.charges_since(key_id, now_ms)?;
-            books.keys.insert(
-                key_id.to_string(),
-                KeyWindow {
-                    charges: charges.into(),
-                },
-            );
+            books
+                .keys
+                .insert(key_id.to_string(), KeyWindow::new(charges));
         }
         let window = books.keys.get_mut(key_id).expect("inserted above");
         window.prune(now_ms);
-        if window.recent(now_ms) >= rate as usize {
+        if rate != u32::MAX && window.recent(now_ms) >= rate as usize {
             return Err(NodeError::RateLimited(Refusal::new(
                 "requests_per_minute",
                 format!(
@@ -174,7 +203,7 @@ impl Ledger {
             value,
             at_ms: now_ms,
         };
-        window.charges.push_back(charge.clone());
+        window.push(charge.clone());
         let reservation = Reservation {
             ledger: self.clone(),
             key_id: key_id.to_string(),
@@ -187,7 +216,7 @@ impl Ledger {
     fn give_back(&self, key_id: &str, charge_id: [u8; 16]) {
         let mut books = self.books();
         if let Some(window) = books.keys.get_mut(key_id) {
-            window.charges.retain(|c| c.charge_id != charge_id);
+            window.remove(charge_id);
         }
         books.given_back.push(charge_id);
     }
@@ -203,8 +232,8 @@ mod tests {
     use super::*;
 
     fn window(charges: &[(u64, u64, i64)]) -> KeyWindow {
-        KeyWindow {
-            charges: charges
+        KeyWindow::new(
+            charges
                 .iter()
                 .enumerate()
                 .map(|(i, &(chain_id, value, at_ms))| Charge {
@@ -216,7 +245,7 @@ mod tests {
                     at_ms,
                 })
                 .collect(),
-        }
+        )
     }
 
     #[test]
@@ -229,6 +258,9 @@ mod tests {
         assert_eq!(w.spent(137), U256::ZERO);
         assert_eq!(w.recent(WINDOW_MS + 10), 1);
         assert_eq!(w.recent(WINDOW_MS + RATE_WINDOW_MS), 0);
+        w.remove([2; 16]);
+        assert_eq!(w.spent(1), U256::ZERO, "a removed charge leaves the sum");
+        assert!(w.charges.is_empty());
     }
 
     #[test]

@@ -44,6 +44,10 @@ struct Args {
     /// After the levels, create this many more keys and measure node memory per key.
     #[arg(long, default_value_t = 0)]
     memory_keys: usize,
+    /// Give the signing key a policy with a 24 h value cap and a rate (both far above what the
+    /// run uses), so that the coordinator's and every node's ledger take part in each request.
+    #[arg(long)]
+    key_caps: bool,
     /// Copy the coordinator's and nodes' logs (with per-stage debug timings) into this directory.
     #[arg(long)]
     keep_logs: Option<std::path::PathBuf>,
@@ -172,11 +176,19 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
     }
 }
 
-async fn ceremony(cluster: &Cluster, label: &str) -> (Duration, String) {
+async fn ceremony(cluster: &Cluster, label: &str, key_caps: bool) -> (Duration, String) {
     let started = Instant::now();
     let key = cluster.ceremony(label, &[1]).await;
     let took = started.elapsed();
-    cluster.allow_everything(&key).await;
+    if key_caps {
+        let mut rules = shardsign_tests::full::permissive_policy(&key.allowed_chain_ids);
+        rules.max_value_per_24h = "1000000eth".into();
+        rules.requests_per_minute = 1_000_000;
+        let set = cluster.set_key_policy(&key.key_id, rules).await;
+        assert_eq!(set.expect("key policy").nodes_updated, vec![1, 2, 3]);
+    } else {
+        cluster.allow_everything(&key).await;
+    }
     (took, key.key_id)
 }
 
@@ -235,7 +247,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (ceremonies, results, memory) = runtime.block_on(async {
         let mut ceremonies = Vec::new();
-        let (took, key_id) = ceremony(&cluster, "bench").await;
+        let (took, key_id) = ceremony(&cluster, "bench", args.key_caps).await;
         ceremonies.push(took);
         run_level(&cluster, &key_id, Budget::Requests(20), 4).await; // warm-up
         let mut results = Vec::new();
@@ -247,7 +259,7 @@ fn main() {
             let pids: Vec<u32> = cluster.nodes.nodes.iter().filter_map(|n| n.pid()).collect();
             let before: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();
             for i in 0..args.memory_keys {
-                let (took, _) = ceremony(&cluster, &format!("memory-{i}")).await;
+                let (took, _) = ceremony(&cluster, &format!("memory-{i}"), false).await;
                 ceremonies.push(took);
             }
             let after: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();

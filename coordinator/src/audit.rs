@@ -55,6 +55,8 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// Longest detail kept (a refusal message; longer ones are cut).
 pub const MAX_DETAIL_LEN: usize = 1024;
+/// Longest id kept (request id, key id, API key id, operation, peer; longer ones are cut).
+pub const MAX_ID_LEN: usize = 160;
 
 /// The chained hash of record `seq`.
 pub fn chain_hash(seq: u64, entry: &AuditEntry, prev: &[u8; 32]) -> [u8; 32] {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use shardsign_coordinator::config::CoordinatorConfig;
 use shardsign_coordinator::server::serve;
+use shardsign_serve::{Hardening, harden_process};
 
 #[derive(Parser)]
 #[command(
@@ -55,12 +56,16 @@ fn recover(config: PathBuf, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: PathBuf) -> anyhow::Result<()> {
+async fn run(config: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
     let config = CoordinatorConfig::load(&config)?;
     shardsign_serve::init_logging(config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        "starting shardsign-coordinator"
+        core_dumps_disabled = hardening.core_dumps_disabled,
+        ptrace_attach_blocked = hardening.ptrace_blocked,
+        "starting shardsign-coordinator (core dumps disabled: {}, ptrace attach blocked: {})",
+        hardening.core_dumps_disabled,
+        hardening.ptrace_blocked,
     );
     serve(config, shardsign_serve::shutdown_signal()).await?;
     tracing::info!("stopped");
@@ -68,6 +73,8 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before anything is read: no core dumps, no ptrace, private files (the registry, its WAL).
+    let hardening = harden_process();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Admin {
@@ -75,7 +82,7 @@ fn main() -> std::process::ExitCode {
         } => recover(config, &label),
         Command::Run { config } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(run(config))),
+            .and_then(|runtime| runtime.block_on(run(config, hardening))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{NodeConfig, validate_cluster_id};
-use crate::hardening::{Hardening, harden_process};
 use crate::kek::{KekFile, KekSource};
 use crate::server::serve;
 use crate::sessions::Node;
@@ -13,6 +12,7 @@ use crate::store::Store;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shardsign_provision::Identity;
+use shardsign_serve::{Hardening, harden_process};
 use shardsign_tss::PartyId;
 
 #[derive(Parser)]

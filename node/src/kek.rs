@@ -150,8 +150,12 @@ impl KdfParams {
                 },
                 KekSource::Passphrase(passphrase),
             ) => {
+                check_argon2_bounds(*memory_kib, *iterations, *parallelism)?;
                 let salt = hex::decode(salt)
                     .map_err(|_| NodeError::Corrupt("KDF salt is not hex".into()))?;
+                if !(16..=64).contains(&salt.len()) {
+                    return Err(NodeError::Corrupt("KDF salt is not 16 to 64 bytes".into()));
+                }
                 let params = Params::new(*memory_kib, *iterations, *parallelism, Some(32))
                     .map_err(|_| NodeError::Corrupt("KDF parameters are invalid".into()))?;
                 let mut kek = Zeroizing::new([0u8; 32]);
@@ -167,6 +171,31 @@ impl KdfParams {
             }),
         }
     }
+}
+
+/// The Argon2 parameters a store may name. They are read from the store before anything is
+/// authenticated, so a tampered `memory_kib` must not make the node allocate without bound;
+/// within these bounds a tampered value only derives a wrong KEK, which then fails to unwrap the
+/// data key (the AEAD authenticates the parameters in effect).
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const MIN_MEMORY_KIB: u32 = 8 * 1024;
+const MAX_ITERATIONS: u32 = 16;
+const MAX_PARALLELISM: u32 = 16;
+
+fn check_argon2_bounds(
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+) -> Result<(), NodeError> {
+    if !(MIN_MEMORY_KIB..=MAX_MEMORY_KIB).contains(&memory_kib)
+        || !(1..=MAX_ITERATIONS).contains(&iterations)
+        || !(1..=MAX_PARALLELISM).contains(&parallelism)
+    {
+        return Err(NodeError::Corrupt(format!(
+            "the store's KDF parameters (memory {memory_kib} KiB, {iterations} passes, parallelism {parallelism}) are outside 8 MiB-1 GiB, 1-{MAX_ITERATIONS}, 1-{MAX_PARALLELISM}: the store was tampered with"
+        )));
+    }
+    Ok(())
 }
 
 impl KekSource {
@@ -186,5 +215,40 @@ impl KekSource {
                 "set exactly one of passphrase_env, passphrase_file or key_file",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argon2(memory_kib: u32, iterations: u32, salt: &str) -> KdfParams {
+        KdfParams::Argon2id {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+            salt: salt.into(),
+        }
+    }
+
+    #[test]
+    fn tampered_kdf_parameters_are_refused_before_any_work() {
+        let passphrase = KekSource::Passphrase(Zeroizing::new("correct horse".into()));
+        let salt = hex::encode([1u8; 16]);
+        // 4 TiB of memory would be allocated if the bound were not checked first.
+        for params in [
+            argon2(u32::MAX, 3, &salt),
+            argon2(1024, 3, &salt),
+            argon2(64 * 1024, 0, &salt),
+            argon2(64 * 1024, 1_000_000, &salt),
+            argon2(8 * 1024, 1, "00"),
+        ] {
+            let error = params.derive(&passphrase).unwrap_err();
+            assert!(
+                matches!(error, NodeError::Corrupt(_)),
+                "{params:?}: {error}"
+            );
+        }
+        assert!(argon2(8 * 1024, 1, &salt).derive(&passphrase).is_ok());
     }
 }

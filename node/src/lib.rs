@@ -10,7 +10,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod hardening;
 pub mod kek;
 pub mod ledger;
 pub mod local_admin;

@@ -58,6 +58,11 @@ pub struct CoordinatorProcess {
 }
 
 impl CoordinatorProcess {
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start(&mut self) {
         let ready = self.dir.join("ready");
         let _ = std::fs::remove_file(&ready);

@@ -716,6 +716,19 @@ async fn scopes_and_key_bindings_limit_what_a_key_reaches() {
         "{}",
         status.message()
     );
+    // A key id that does not exist gets the same answer: a caller cannot probe for key ids.
+    let missing = Key {
+        key_id: "no-such-key".into(),
+        ..shared.key.clone()
+    };
+    let absent = sign_with(&bound, &missing, transfer("0"))
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), status.code());
+    assert_eq!(
+        absent.message(),
+        status.message().replace(&shared.key.key_id, "no-such-key")
+    );
 
     let status = cluster
         .admin_with(Some(&bound))

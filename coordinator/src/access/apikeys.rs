@@ -294,6 +294,30 @@ pub fn new_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
+/// Refuses a secret file that its group or others may read or write (as ssh does with keys).
+pub fn refuse_shared_secret_file(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<(), CoordError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| CoordError::config(setting, format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CoordError::config(
+            setting,
+            format!(
+                "{} is open to its group or others (mode {:o}); make it private: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads the hashing key, creating it (0600) on first start.
 pub fn load_or_create_hmac_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 32]>, CoordError> {
     use std::io::Write;
@@ -320,6 +344,7 @@ pub fn load_or_create_hmac_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 
             })?;
         tracing::info!(path = %path.display(), "created the API-key hashing key");
     }
+    refuse_shared_secret_file(setting, path)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         CoordError::config(setting, format!("cannot read {}: {e}", path.display()))
     })?);
@@ -332,6 +357,24 @@ pub fn load_or_create_hmac_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hashing_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hmac.key");
+        let key = load_or_create_hmac_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created private");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = load_or_create_hmac_key(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("mode 640") && error.contains("chmod 600"),
+            "{error}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(*load_or_create_hmac_key(&path).unwrap(), *key);
+    }
 
     #[test]
     fn issued_keys_parse_and_match_only_their_hash() {

@@ -39,16 +39,34 @@ impl Registry {
     }
 }
 
+/// Caps every caller-supplied field at a fixed length before it is stored (the audit log is never
+/// deleted, so a refused request must not be able to write much into it).
+fn bound_fields(entry: &mut AuditEntry) {
+    cap(&mut entry.detail, audit::MAX_DETAIL_LEN);
+    cap(&mut entry.request_id, audit::MAX_ID_LEN);
+    cap(&mut entry.key_id, audit::MAX_ID_LEN);
+    cap(&mut entry.api_key_id, audit::MAX_ID_LEN);
+    cap(&mut entry.operation, audit::MAX_ID_LEN);
+    cap(&mut entry.peer, audit::MAX_ID_LEN);
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), marking the cut.
+fn cap(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max.saturating_sub(3);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+}
+
 /// Appends a record to the chain within the caller's transaction (which keeps the chain in one
 /// order: the connection is held for the whole transaction).
 pub(super) fn append(tx: &Connection, mut entry: AuditEntry) -> Result<u64, CoordError> {
-    if entry.detail.len() > audit::MAX_DETAIL_LEN {
-        let mut cut = audit::MAX_DETAIL_LEN;
-        while !entry.detail.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        entry.detail.truncate(cut);
-    }
+    bound_fields(&mut entry);
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -129,5 +147,32 @@ impl Registry {
         ))?;
         let rows = statement.query_map(params![after_seq as i64, limit], read_record)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_supplied_fields_are_capped_before_they_are_stored() {
+        let mut entry = AuditEntry {
+            request_id: "r".repeat(200_000),
+            key_id: "é".repeat(1000),
+            detail: "d".repeat(10_000),
+            peer: "p".repeat(500),
+            ..Default::default()
+        };
+        bound_fields(&mut entry);
+        assert!(entry.request_id.len() <= audit::MAX_ID_LEN && entry.request_id.ends_with('…'));
+        assert!(entry.key_id.len() <= audit::MAX_ID_LEN && entry.key_id.starts_with('é'));
+        assert!(entry.detail.len() <= audit::MAX_DETAIL_LEN);
+        assert!(entry.peer.len() <= audit::MAX_ID_LEN);
+        let mut short = AuditEntry {
+            request_id: "req-1".into(),
+            ..Default::default()
+        };
+        bound_fields(&mut short);
+        assert_eq!(short.request_id, "req-1", "short fields are kept whole");
     }
 }

@@ -193,15 +193,32 @@ const KEY_COLUMNS: &str =
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Self, CoordError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                CoordError::config(
-                    "database",
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            // A directory made here is the coordinator's alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    CoordError::config(
+                        "database",
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
         }
         let mut conn = Connection::open(path)?;
+        // The registry holds API-key hashes, the audit log and key policies: private to the
+        // coordinator's user (SQLite gives its WAL and shared-memory files the same mode).
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            CoordError::config(
+                "database",
+                format!("cannot make {} private: {e}", path.display()),
+            )
+        })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -388,6 +405,23 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use crate::audit::AuditEntry;
+
+    #[test]
+    fn the_registry_and_a_directory_it_creates_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("registry.db");
+        let registry = Registry::open(&path).unwrap();
+        registry.verify_audit().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        // A registry that was left readable by others is made private when opened.
+        drop(registry);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Registry::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
 
     fn entry(request_id: &str) -> AuditEntry {
         AuditEntry {

@@ -100,13 +100,12 @@ impl Signing {
         .await
     }
 
-    fn usable_key(&self, key_id: &str) -> Result<(KeyId, KeyRecord), CoordError> {
-        let key_id = KeyId::field(key_id)?;
+    fn usable_key(&self, key_id: &KeyId) -> Result<KeyRecord, CoordError> {
         let key = self.registry.get_key(key_id.as_str())?;
         if key.disabled {
-            return Err(CoordError::KeyDisabled(key_id.into_string()));
+            return Err(CoordError::KeyDisabled(key_id.to_string()));
         }
-        Ok((key_id, key))
+        Ok(key)
     }
 
     async fn sign_unaudited<O: Operation>(
@@ -116,8 +115,11 @@ impl Signing {
         deadline: Instant,
     ) -> Result<Signed<'_, O::Response>, CoordError> {
         let request_id = RequestId::parse(request.request_id())?;
-        let (key_id, key) = self.usable_key(request.key_id())?;
-        let api_key = self.admission.bound_api_key(caller, &key.key_id)?;
+        let key_id = KeyId::field(request.key_id())?;
+        // The binding first: a key the caller may not use and one that does not exist get the
+        // same answer, so an API key cannot probe for key ids.
+        let api_key = self.admission.bound_api_key(caller, key_id.as_str())?;
+        let key = self.usable_key(&key_id)?;
         let request = SignRequest {
             key_id,
             payload: request.into_payload(&self.limits)?,

@@ -1,6 +1,10 @@
 //! The parts of serving that the node and the coordinator share: the log format and its
 //! initialisation, the shutdown signal, the gRPC health and reflection services, binding the
-//! listener, the metrics endpoint, and the ready files that tell supervisors and tests the bound addresses.
+//! listener, the metrics endpoint, the ready files that tell supervisors and tests the bound addresses,
+//! and the process hardening both apply first.
+
+mod hardening;
+pub use hardening::{Hardening, harden_process};
 
 use std::net::SocketAddr;
 use std::path::Path;

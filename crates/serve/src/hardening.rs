@@ -1,5 +1,7 @@
-//! Process hardening at start: no core dumps (they would contain shares), no ptrace attach by
-//! other processes of the same user, and files created private to the node's user.
+//! Process hardening at start, for the node and the coordinator alike: no core dumps (they would
+//! contain key shares, the API-key hashing key, secrets in flight), no ptrace attach by other
+//! processes of the same user, and files created private to the service's user (the node's
+//! store, the coordinator's registry and its WAL, ready files).
 
 /// What could be applied; logged at start.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +22,7 @@ pub fn harden_process() -> Hardening {
     };
     // PR_SET_DUMPABLE 0 also forbids ptrace attach by unprivileged processes.
     let ptrace_blocked = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 };
-    // Files the node creates (database, WAL, ready file) are readable by its user only.
+    // Files the service creates (database, WAL, ready file) are readable by its user only.
     unsafe {
         libc::umask(0o077);
     }

@@ -1,7 +1,7 @@
 //! The `shardsign-node` command line: create a node's encrypted store (`init`) and serve it
 //! (`run`). In the library so that the test-only misbehaving binary runs the same code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{NodeConfig, validate_cluster_id};
@@ -126,8 +126,22 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&config_path)?;
+/// The configuration and the KEK source, read while the process has one thread: a passphrase
+/// from the environment is then removed from it at once (no other thread can be reading the
+/// environment). The original bytes stay in the process's initial environment block, which
+/// /proc/PID/environ shows — to root only, since the node is not dumpable; prefer
+/// `passphrase_file` or `key_file`.
+fn prepare_run(config_path: &Path) -> anyhow::Result<(NodeConfig, KekSource)> {
+    let config = NodeConfig::load(config_path)?;
+    let kek = KekSource::load(&config.kek)?;
+    if let Some(var) = &config.kek.passphrase_env {
+        // SAFETY: called from `main` before the async runtime (or any other thread) starts.
+        unsafe { std::env::remove_var(var) };
+    }
+    Ok((config, kek))
+}
+
+async fn run((config, kek): (NodeConfig, KekSource), hardening: Hardening) -> anyhow::Result<()> {
     shardsign_serve::init_logging(config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -138,7 +152,6 @@ async fn run(config_path: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
         hardening.core_dumps_disabled,
         hardening.ptrace_blocked,
     );
-    let kek = KekSource::load(&config.kek)?;
     let (store, secret) = Store::open(&config.data_dir, &kek)?;
     drop(kek);
     if store.node_id() != config.node_id || store.cluster_id() != config.cluster_id {
@@ -179,9 +192,11 @@ pub fn main() -> std::process::ExitCode {
         Command::Policy {
             command: PolicyCommand::Put { config, file },
         } => put_policy(config, file),
-        Command::Run { config } => tokio::runtime::Runtime::new()
-            .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(run(config, hardening))),
+        Command::Run { config } => prepare_run(&config).and_then(|prepared| {
+            tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")
+                .and_then(|runtime| runtime.block_on(run(prepared, hardening)))
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -77,6 +77,7 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
         metrics_listen: None,
         request_timeout_secs: None,
         round_timeout_secs: None,
+        tls_handshake_timeout_secs: None,
         log_format: None,
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {
@@ -144,6 +145,7 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
         metrics_listen: Some("0.0.0.0:9100".into()),
         request_timeout_secs: None,
         round_timeout_secs: None,
+        tls_handshake_timeout_secs: None,
         log_format: Some("json".into()),
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {

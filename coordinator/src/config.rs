@@ -54,6 +54,8 @@ pub struct CoordinatorConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub request_timeout: Duration,
     pub round_timeout: Duration,
+    /// How long an API client has to finish its TLS handshake.
+    pub tls_handshake_timeout: Duration,
     pub log_format: LogFormat,
     pub bootstrap_token: Option<Token>,
     pub api_key_hmac_key_file: PathBuf,
@@ -224,6 +226,11 @@ impl CoordinatorConfig {
                 .transpose()?,
             request_timeout: seconds("request_timeout_secs", raw.request_timeout_secs, 30)?,
             round_timeout: seconds("round_timeout_secs", raw.round_timeout_secs, 5)?,
+            tls_handshake_timeout: seconds(
+                "tls_handshake_timeout_secs",
+                raw.tls_handshake_timeout_secs,
+                shardsign_serve::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(),
+            )?,
             log_format,
             bootstrap_token: token(
                 "auth.bootstrap_token",

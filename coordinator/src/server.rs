@@ -182,13 +182,19 @@ pub async fn serve(
         shardsign_proto::FILE_DESCRIPTOR_SET,
     )
     .await?;
-    let mut builder = Server::builder();
+    // A backstop: signing has its own deadline (request_timeout); a key ceremony answers with a
+    // stream at once.
+    let mut builder = shardsign_serve::limit_server(
+        Server::builder(),
+        config.request_timeout + std::time::Duration::from_secs(30),
+    );
     match &config.tls {
         Some(tls) => {
             builder = builder
                 .tls_config(
                     ServerTlsConfig::new()
-                        .identity(Identity::from_pem(&tls.cert, tls.key.as_bytes())),
+                        .identity(Identity::from_pem(&tls.cert, tls.key.as_bytes()))
+                        .timeout(config.tls_handshake_timeout),
                 )
                 .map_err(|e| CoordError::config("tls", e.to_string()))?;
         }

@@ -116,8 +116,9 @@ pub async fn serve(
     }
     tracing::info!(%address, node_id = %node.node_id(), cluster_id = node.cluster_id(), "serving over mutual TLS");
 
-    let result = Server::builder()
-        .tls_config(tls)
+    // A backstop for every call (a round is bounded by the round timeout already).
+    let result = shardsign_serve::limit_server(Server::builder(), Duration::from_secs(120))
+        .tls_config(tls.timeout(shardsign_serve::DEFAULT_HANDSHAKE_TIMEOUT))
         .map_err(|e| NodeError::config("tls", e.to_string()))?
         .add_service(health_service)
         .add_service(reflection)

@@ -149,6 +149,27 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
 /// Every chain id the tests use with the coordinator.
 pub const TEST_CHAINS: &[u64] = &[1, 5, 10, 137, 8453, 11155111];
 
+/// A 1-wei EIP-1559 transfer on chain 1 with `key_id`, under a fresh request id.
+pub fn one_wei_transfer(key_id: &str, nonce: u64) -> shardsign_proto::v1::SignTransactionRequest {
+    use shardsign_proto::v1::sign_transaction_request::Transaction;
+    shardsign_proto::v1::SignTransactionRequest {
+        key_id: key_id.into(),
+        request_id: format!("req-{}", hex::encode(rand::random::<[u8; 12]>())),
+        transaction: Some(Transaction::Eip1559(
+            shardsign_proto::v1::Eip1559Transaction {
+                chain_id: 1,
+                nonce,
+                max_priority_fee_per_gas: "1".into(),
+                max_fee_per_gas: "100".into(),
+                gas_limit: 21_000,
+                to: "0x3535353535353535353535353535353535353535".into(),
+                value: "1".into(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 /// A TLS channel to the coordinator (needs a tokio runtime).
 pub fn channel_to(address: &str, ca_pem: &str) -> Channel {
     let tls = ClientTlsConfig::new()
@@ -204,6 +225,8 @@ impl Cluster {
             ready_file: Some(dir.join("ready")),
             metrics_listen: Some("127.0.0.1:0".into()),
             request_timeout_secs: Some(20),
+            // Short, so that a test can watch a stalled handshake being dropped.
+            tls_handshake_timeout_secs: Some(1),
             round_timeout_secs: Some(5),
             log_format: None,
             policy_public_key: Some(policy_key.public_hex()),

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use shardsign_eth::{Limits, SignedTransaction};
 use shardsign_proto::v1::create_key_event::Event;
-use shardsign_proto::v1::sign_transaction_request::Transaction;
 use shardsign_proto::v1::{
-    ClusterStatusRequest, CreateKeyRequest, DisableKeyRequest, Eip1559Transaction,
-    GetKeyPolicyRequest, Key, KeyStatus, ListKeysRequest, SignTransactionRequest,
+    ClusterStatusRequest, CreateKeyRequest, DisableKeyRequest, GetKeyPolicyRequest, Key, KeyStatus,
+    ListKeysRequest, SignTransactionRequest,
 };
 use shardsign_tests::full::{Cluster, Signer};
 use tonic::Code;
@@ -21,21 +20,7 @@ async fn create_key(cluster: &Cluster) -> Key {
 }
 
 fn request(key: &Key, nonce: u64) -> SignTransactionRequest {
-    SignTransactionRequest {
-        key_id: key.key_id.clone(),
-        request_id: format!("req-{}", hex::encode(rand::random::<[u8; 12]>())),
-        transaction: Some(Transaction::Eip1559(Eip1559Transaction {
-            chain_id: 1,
-            nonce,
-            max_priority_fee_per_gas: "1".into(),
-            max_fee_per_gas: "100".into(),
-            gas_limit: 21_000,
-            to: "0x3535353535353535353535353535353535353535".into(),
-            value: "1".into(),
-            data: vec![],
-            access_list: vec![],
-        })),
-    }
+    shardsign_tests::full::one_wei_transfer(&key.key_id, nonce)
 }
 
 async fn sign_ok(signer: &mut Signer, key: &Key, nonce: u64) {

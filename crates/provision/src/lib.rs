@@ -110,6 +110,9 @@ pub struct CoordinatorFile {
     pub request_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_timeout_secs: Option<u64>,
+    /// How long an API client has to finish its TLS handshake (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// Hex Ed25519 public key of the operator's policy key (the same one the nodes have).
@@ -251,6 +254,7 @@ mod tests {
             metrics_listen: Some("127.0.0.1:0".into()),
             request_timeout_secs: None,
             round_timeout_secs: Some(5),
+            tls_handshake_timeout_secs: None,
             log_format: Some("json".into()),
             policy_public_key: None,
             auth: AuthFile {

@@ -4,7 +4,9 @@
 //! and the process hardening both apply first.
 
 mod hardening;
+mod limits;
 pub use hardening::{Hardening, harden_process};
+pub use limits::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, limit_server};
 
 use std::net::SocketAddr;
 use std::path::Path;

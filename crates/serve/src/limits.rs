@@ -1,0 +1,28 @@
+//! What a slow or abusive client may hold of a server, for the node and the coordinator alike:
+//! a TLS handshake must finish in time (tonic runs handshakes concurrently, so a stalled one
+//! holds only itself, and this reaps it), idle HTTP/2 connections are probed and dropped when
+//! the peer stops answering, a connection carries a bounded number of concurrent streams, and
+//! every handler has a deadline.
+
+use std::time::Duration;
+
+use tonic::transport::Server;
+
+/// The default time a client has to finish its TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams (calls) one HTTP/2 connection may carry.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Applies the limits to a server builder; `handler_timeout` bounds every call's handler (a
+/// backstop: the services have their own, shorter deadlines).
+pub fn limit_server<L>(builder: Server<L>, handler_timeout: Duration) -> Server<L> {
+    builder
+        .timeout(handler_timeout)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+}

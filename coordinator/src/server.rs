@@ -148,13 +148,21 @@ fn gauges(pool: Arc<NodePool>, metrics: Arc<CoordinatorMetrics>) -> shardsign_me
     })
 }
 
-/// Logs, hourly, every signing-key policy that expires within 7 days (or has no expiry).
-async fn warn_of_expiring_policies(key_policies: Arc<KeyPolicies>) {
+/// Hourly: logs every signing-key policy that expires within 7 days (or has no expiry), and
+/// deletes the idempotency records older than their window.
+async fn hourly_upkeep(key_policies: Arc<KeyPolicies>, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tick.tick().await;
         for warning in key_policies.expiry_warnings(crate::registry::unix_now()) {
             tracing::warn!(warning, "key policy needs renewal");
+        }
+        let registry = registry.clone();
+        match tokio::task::spawn_blocking(move || registry.prune_idempotency()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "expired idempotency records deleted"),
+            Ok(Err(error)) => tracing::error!(%error, "could not prune idempotency records"),
+            Err(_) => tracing::error!("the idempotency pruning task failed"),
         }
     }
 }
@@ -170,8 +178,9 @@ pub async fn serve(
         let admin = components.admin.admin.clone();
         async move { admin.cluster_status().await }
     });
-    tokio::spawn(warn_of_expiring_policies(
+    tokio::spawn(hourly_upkeep(
         components.admin.admin.key_policies.clone(),
+        components.admin.admin.registry.clone(),
     ));
     let (listener, address) = shardsign_serve::bind(config.listen).await?;
     let (health_service, reflection) = shardsign_serve::health_and_reflection(

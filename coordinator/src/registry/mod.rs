@@ -149,6 +149,11 @@ pub struct Completed {
     pub earlier_response: Result<Option<Vec<u8>>, CoordError>,
 }
 
+/// How long a signing response is kept for retries with the same request id. After it, the id
+/// may be used again (a retry that late is a new request: the transaction's nonce, not the
+/// request id, is what stops it landing twice on chain).
+pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+
 /// A signing response to keep for retries with the same request id.
 pub struct IdempotencyRecord {
     pub request_id: String,
@@ -326,6 +331,14 @@ impl Registry {
         stored_response(&self.reader(), request_id, request_hash)
     }
 
+    /// Deletes the idempotency records older than the window; returns how many.
+    pub fn prune_idempotency(&self) -> Result<usize, CoordError> {
+        Ok(self.conn().execute(
+            "DELETE FROM requests WHERE created_at <= ?1",
+            [now() - IDEMPOTENCY_WINDOW_SECS],
+        )?)
+    }
+
     /// Makes a signing request's outcome durable in one group commit: its audit row and, for a
     /// signature, its idempotency record. The ticket answers once both are on disk.
     pub fn complete_signing(
@@ -361,8 +374,8 @@ fn stored_response(
 ) -> Result<Option<Vec<u8>>, CoordError> {
     let row: Option<(Vec<u8>, Vec<u8>)> = conn
         .query_row(
-            "SELECT request_hash, response FROM requests WHERE request_id = ?1",
-            [request_id],
+            "SELECT request_hash, response FROM requests WHERE request_id = ?1 AND created_at > ?2",
+            params![request_id, now() - IDEMPOTENCY_WINDOW_SECS],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -379,6 +392,11 @@ fn insert_response(
     conn: &Connection,
     record: &IdempotencyRecord,
 ) -> Result<Option<Vec<u8>>, CoordError> {
+    // An expired record of this id no longer counts: make room for the new one.
+    conn.execute(
+        "DELETE FROM requests WHERE request_id = ?1 AND created_at <= ?2",
+        params![record.request_id, now() - IDEMPOTENCY_WINDOW_SECS],
+    )?;
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![record.request_id, record.request_hash.as_slice(), record.response, now()],
@@ -480,5 +498,57 @@ mod tests {
         );
         let report = registry.verify_audit().unwrap();
         assert_eq!((report.records, report.broken), (3, None));
+    }
+
+    #[test]
+    fn idempotency_records_expire_after_the_window_and_the_id_can_be_used_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
+        for id in ["old", "fresh"] {
+            registry
+                .complete_signing(entry(id), record(id, 7, b"signed"))
+                .wait_blocking()
+                .unwrap();
+        }
+        // "old" was stored a window and a second ago.
+        registry
+            .conn()
+            .execute(
+                "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'old'",
+                [IDEMPOTENCY_WINDOW_SECS + 1],
+            )
+            .unwrap();
+        assert_eq!(registry.idempotent_response("old", &[7; 32]).unwrap(), None);
+        assert!(
+            registry
+                .idempotent_response("fresh", &[7; 32])
+                .unwrap()
+                .is_some()
+        );
+        // Another request under the expired id is a new request, not a reuse.
+        let again = registry
+            .complete_signing(entry("old"), record("old", 8, b"new"))
+            .wait_blocking()
+            .unwrap();
+        assert!(matches!(again.earlier_response, Ok(None)));
+        assert_eq!(
+            registry.idempotent_response("old", &[8; 32]).unwrap(),
+            Some(b"new".to_vec())
+        );
+        // Pruning deletes only what aged out.
+        registry
+            .conn()
+            .execute(
+                "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'fresh'",
+                [IDEMPOTENCY_WINDOW_SECS + 1],
+            )
+            .unwrap();
+        assert_eq!(registry.prune_idempotency().unwrap(), 1);
+        assert!(
+            registry
+                .idempotent_response("old", &[8; 32])
+                .unwrap()
+                .is_some()
+        );
     }
 }

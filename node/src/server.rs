@@ -18,6 +18,7 @@ use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::service::NodeService;
 use crate::sessions::{Node, metric};
+use crate::store::{MAX_SECURITY_EVENTS, SECURITY_EVENT_RETENTION_SECS};
 
 /// Largest request the node decodes: a delivery of a few sealed envelopes.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
@@ -43,14 +44,31 @@ fn coordinator_only(
     }
 }
 
-/// Every 500 ms: drops sessions past their round deadline. Pending shares are never purged: a
-/// node stores one only with all three nodes' confirmations, so the ceremony can still be
-/// committed (or aborted) by its session id.
+/// Every 500 ms: drops sessions past their round deadline; hourly, prunes security events past
+/// their retention. Pending shares are never purged: a node stores one only with all three
+/// nodes' confirmations, so the ceremony can still be committed (or aborted) by its session id.
 async fn reap(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         node.reap_expired();
+        if pruned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+            pruned_at = Some(std::time::Instant::now());
+            let store_of = node.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                store_of
+                    .store()
+                    .prune_security_events(SECURITY_EVENT_RETENTION_SECS, MAX_SECURITY_EVENTS)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(0)) => {}
+                Ok(Ok(count)) => tracing::info!(count, "old security events pruned"),
+                Ok(Err(error)) => tracing::error!(%error, "could not prune security events"),
+                Err(_) => tracing::error!("the security-event pruning task failed"),
+            }
+        }
     }
 }
 

@@ -29,6 +29,12 @@ pub use ceremony::Aborted;
 pub use charges::Charge;
 
 const DB_FILE: &str = "node.db";
+/// Longest security-event detail stored.
+const MAX_SECURITY_DETAIL: usize = 1024;
+/// Security events are kept this long...
+pub const SECURITY_EVENT_RETENTION_SECS: i64 = 90 * 86_400;
+/// ...and at most this many (the newest).
+pub const MAX_SECURITY_EVENTS: u64 = 100_000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[
@@ -552,13 +558,38 @@ impl Store {
     }
 
     pub fn record_security_event(&self, session_id: Option<&[u8; 32]>, kind: &str, detail: &str) {
+        // A detail can quote what a peer or the coordinator sent: bounded before it is stored.
+        let mut cut = detail.len().min(MAX_SECURITY_DETAIL);
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let result = self.conn().execute(
             "INSERT INTO security_events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![now(), session_id.map(|s| s.to_vec()), kind, detail],
+            params![now(), session_id.map(|s| s.to_vec()), kind, &detail[..cut]],
         );
         if let Err(error) = result {
             tracing::error!(%error, "could not record a security event in the store");
         }
+    }
+
+    /// Deletes security events older than `max_age_secs`, and the oldest beyond `max_rows` (a
+    /// coordinator that keeps sending refused input must not grow the store without bound).
+    /// Returns how many went.
+    pub fn prune_security_events(
+        &self,
+        max_age_secs: i64,
+        max_rows: u64,
+    ) -> Result<usize, NodeError> {
+        let conn = self.conn();
+        let aged = conn.execute(
+            "DELETE FROM security_events WHERE at <= ?1",
+            [now() - max_age_secs],
+        )?;
+        let over = conn.execute(
+            "DELETE FROM security_events WHERE id <= (SELECT id FROM security_events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            [max_rows as i64],
+        )?;
+        Ok(aged + over)
     }
 
     pub fn security_event_count(&self) -> Result<u64, NodeError> {
@@ -714,5 +745,50 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn security_events_are_bounded_in_size_age_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(
+            dir.path(),
+            PartyId::new(1).unwrap(),
+            "test",
+            &key_file_source(6),
+        )
+        .unwrap();
+        store.record_security_event(None, "policy_rejected", &"x".repeat(100_000));
+        let stored: String = store
+            .conn()
+            .query_row("SELECT detail FROM security_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored.len(), MAX_SECURITY_DETAIL);
+        for i in 0..9 {
+            store.record_security_event(None, "seal_failed", &format!("event {i}"));
+        }
+        // The oldest go beyond the row limit; the newest stay.
+        assert_eq!(
+            store
+                .prune_security_events(SECURITY_EVENT_RETENTION_SECS, 4)
+                .unwrap(),
+            6
+        );
+        assert_eq!(store.security_event_count().unwrap(), 4);
+        let newest: String = store
+            .conn()
+            .query_row(
+                "SELECT detail FROM security_events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(newest, "event 8");
+        // And everything past the age limit.
+        store
+            .conn()
+            .execute("UPDATE security_events SET at = at - 100", [])
+            .unwrap();
+        assert_eq!(store.prune_security_events(50, 100).unwrap(), 4);
+        assert_eq!(store.security_event_count().unwrap(), 0);
     }
 }

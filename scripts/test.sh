@@ -19,6 +19,10 @@ if [ "$#" -gt 0 ]; then
 fi
 cargo test --locked --workspace
 
+echo "== fuzz smoke (every decoder's target for a few seconds, then every kept finding)"
+scripts/fuzz.sh smoke 5
+scripts/fuzz.sh regressions
+
 if [ -x clients/python/run-tests.sh ]; then
   echo "== Python client tests (pytest, real local cluster)"
   clients/python/run-tests.sh

@@ -193,8 +193,12 @@ impl Ceremony {
         chains: &[u64],
         public_key: &[u8],
     ) -> Result<KeyRecord, CoordError> {
-        let verifying_key =
-            k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|_| {
+        // Compressed SEC1 only: the registry keeps one byte form per key.
+        let compressed = public_key.len() == 33 && matches!(public_key[0], 2 | 3);
+        let verifying_key = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+            .ok()
+            .filter(|_| compressed)
+            .ok_or_else(|| {
                 CoordError::KeygenFailed("the nodes returned an invalid public key".into())
             })?;
         let key = KeyRecord {

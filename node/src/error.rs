@@ -41,6 +41,9 @@ pub enum NodeError {
     CommittedWithoutReceipt(String),
     #[error("session id has already been used on this node; the coordinator must make a fresh one")]
     SessionReused,
+    /// The session id's time is outside what the node accepts (see `shardsign_request::session`).
+    #[error("{0}")]
+    SessionTime(#[from] shardsign_request::SessionIdError),
     #[error("unknown or expired session")]
     UnknownSession,
     #[error("{field}: {problem}")]

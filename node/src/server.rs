@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use shardsign_proto::node::v1::node_server::NodeServer;
+use shardsign_request::SESSION_ID_MEMORY_SECS;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
@@ -45,7 +46,7 @@ fn coordinator_only(
 }
 
 /// Every 500 ms: drops sessions past their round deadline; hourly, prunes security events past
-/// their retention. Pending shares are never purged: a node stores one only with all three
+/// their retention and the session ids too old to be accepted again. Pending shares are never purged: a node stores one only with all three
 /// nodes' confirmations, so the ceremony can still be committed (or aborted) by its session id.
 async fn reap(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -57,16 +58,24 @@ async fn reap(node: Arc<Node>) {
             pruned_at = Some(std::time::Instant::now());
             let store_of = node.clone();
             let pruned = tokio::task::spawn_blocking(move || {
-                store_of
-                    .store()
-                    .prune_security_events(SECURITY_EVENT_RETENTION_SECS, MAX_SECURITY_EVENTS)
+                let store = store_of.store();
+                let events = store
+                    .prune_security_events(SECURITY_EVENT_RETENTION_SECS, MAX_SECURITY_EVENTS)?;
+                let sessions = store.prune_used_sessions(SESSION_ID_MEMORY_SECS)?;
+                Ok::<_, NodeError>((events, sessions))
             })
             .await;
             match pruned {
-                Ok(Ok(0)) => {}
-                Ok(Ok(count)) => tracing::info!(count, "old security events pruned"),
-                Ok(Err(error)) => tracing::error!(%error, "could not prune security events"),
-                Err(_) => tracing::error!("the security-event pruning task failed"),
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((events, sessions))) => {
+                    tracing::info!(
+                        events,
+                        sessions,
+                        "old security events and session ids pruned"
+                    )
+                }
+                Ok(Err(error)) => tracing::error!(%error, "could not prune the node's store"),
+                Err(_) => tracing::error!("the pruning task failed"),
             }
         }
     }

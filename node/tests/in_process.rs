@@ -79,6 +79,13 @@ fn cluster_with(
     }
 }
 
+/// A session id made now (ids carry their time; a node refuses old ones).
+fn fresh_session() -> SessionId {
+    SessionId(shardsign_request::new_session_id(
+        shardsign_request::unix_now_ms(),
+    ))
+}
+
 fn recipients(envelope: &Envelope) -> Vec<u8> {
     if envelope.to == 0 {
         (1..=3).filter(|p| u32::from(*p) != envelope.from).collect()
@@ -90,7 +97,7 @@ fn recipients(envelope: &Envelope) -> Vec<u8> {
 #[test]
 fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
     let cluster = cluster();
-    let session_id = SessionId(rand::random());
+    let session_id = fresh_session();
     let mut outgoing: Vec<Envelope> = Vec::new();
     for node in &cluster.nodes {
         outgoing.extend(node.start_keygen(session_id, KEY_ID, &CHAINS).unwrap());
@@ -178,7 +185,7 @@ fn a_divergent_confirmation_aborts_key_generation_and_stores_nothing() {
 fn a_session_past_its_round_deadline_is_dropped() {
     let clock = Arc::new(ManualClock::default());
     let cluster = cluster_with_clock(Duration::from_millis(50), clock.clone());
-    let session_id = SessionId(rand::random());
+    let session_id = fresh_session();
     cluster.nodes[0]
         .start_keygen(session_id, "slow", &CHAINS)
         .unwrap();
@@ -210,7 +217,7 @@ fn keygen(cluster: &Cluster, key_id: &str) {
 
 /// Runs a whole key generation honestly; every node is left with a pending share.
 fn run_keygen(cluster: &Cluster, key_id: &str) -> SessionId {
-    let session_id = SessionId(rand::random());
+    let session_id = fresh_session();
     let mut outgoing: Vec<Envelope> = Vec::new();
     for node in &cluster.nodes {
         outgoing.extend(node.start_keygen(session_id, key_id, &CHAINS).unwrap());
@@ -345,9 +352,9 @@ fn a_nodes_rate_counts_the_sessions_it_joins_and_gives_back_one_that_never_signe
             signed_policy: policy.clone(),
         })
     };
-    let first = SessionId(rand::random());
+    let first = fresh_session();
     start(first).expect("the first session this minute");
-    let error = start(SessionId(rand::random())).unwrap_err();
+    let error = start(fresh_session()).unwrap_err();
     assert!(
         error
             .to_string()
@@ -356,7 +363,40 @@ fn a_nodes_rate_counts_the_sessions_it_joins_and_gives_back_one_that_never_signe
     );
     // Cancelled before any signature fragment left: the session is given back.
     assert!(cluster.nodes[0].cancel(&first));
-    start(SessionId(rand::random())).expect("the cancelled session no longer counts");
+    start(fresh_session()).expect("the cancelled session no longer counts");
+}
+
+#[test]
+fn a_session_id_older_than_the_window_is_refused_so_forgetting_it_cannot_reopen_a_replay() {
+    let cluster = cluster();
+    let made = shardsign_request::unix_now_ms() - shardsign_request::SESSION_ID_MAX_AGE_MS - 1_000;
+    let old = SessionId(shardsign_request::new_session_id(made));
+    let error = cluster.nodes[0]
+        .start_keygen(old, "late", &CHAINS)
+        .unwrap_err();
+    assert!(
+        matches!(error, shardsign_node::error::NodeError::SessionTime(_)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("over the 600 s a node accepts"),
+        "{error}"
+    );
+    let ahead =
+        shardsign_request::unix_now_ms() + shardsign_request::SESSION_ID_MAX_AHEAD_MS + 60_000;
+    let error = cluster.nodes[0]
+        .start_keygen(
+            SessionId(shardsign_request::new_session_id(ahead)),
+            "early",
+            &CHAINS,
+        )
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("ahead of this node's clock"),
+        "{error}"
+    );
+    // Neither was claimed: the store holds only what it accepted.
+    assert_eq!(cluster.nodes[0].store().used_session_count().unwrap(), 0);
 }
 
 #[test]

@@ -270,6 +270,7 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
     // Audit, status, keys.
     let audit = cli.json(&["audit", "verify"], None);
     assert_eq!(audit["intact"], true);
+    archive_audit_segments(&cli, audit["records"].as_u64().unwrap());
     let status = cli.json(&["cluster", "status"], None);
     assert_eq!(status["can_sign"], true);
     let keys = cli.json(&["keys", "list"], None);
@@ -328,4 +329,88 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// `audit export --before` writes the records before a date as a segment that verifies offline
+/// and that the live chain links to; a second segment continues from the first; an edited
+/// segment fails naming its record.
+fn archive_audit_segments(cli: &Cli, records: u64) {
+    assert!(records >= 4, "enough records to split: {records}");
+    let everything = cli.path("all.jsonl");
+    let tomorrow = format!("@{}", shardsign_request::unix_now_ms() / 1000 + 86_400);
+    let all = cli.json(
+        &[
+            "audit",
+            "export",
+            "--before",
+            &tomorrow,
+            "--out",
+            everything.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(all["records"].as_u64().unwrap() >= records, "{all}");
+    // Two segments: records 1..=3, then from 4 on; the second continues from the first's head.
+    let first_path = cli.path("first.jsonl");
+    let text = std::fs::read_to_string(&everything).unwrap();
+    let third: Value = serde_json::from_str(text.lines().nth(3).unwrap()).unwrap();
+    let cut_ms = third["at_ms"].as_i64().unwrap() + 1;
+    let cut = format!("@{}.{:03}", cut_ms / 1000, cut_ms % 1000);
+    let first = cli.json(
+        &[
+            "audit",
+            "export",
+            "--before",
+            &cut,
+            "--out",
+            first_path.to_str().unwrap(),
+        ],
+        None,
+    );
+    let last = first["last_seq"].as_u64().unwrap();
+    assert!(last >= 3, "{first}");
+    assert!(first["next_record_links"].as_u64().is_some(), "{first}");
+    let second_path = cli.path("second.jsonl");
+    let after = last.to_string();
+    let second = cli.json(
+        &[
+            "audit",
+            "export",
+            "--before",
+            &tomorrow,
+            "--after",
+            &after,
+            "--out",
+            second_path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(second["first_seq"].as_u64().unwrap(), last + 1);
+    assert_eq!(second["prev_hash"], first["head_hash"]);
+    let verified = cli.json(
+        &["audit", "verify-segment", first_path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(verified["head_hash"], first["head_hash"]);
+    // An edited record: the segment no longer verifies, and the error names the record.
+    let edited_path = cli.path("edited.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&first_path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut record: Value = serde_json::from_str(&lines[2]).unwrap();
+    record["detail"] = Value::from("edited afterwards");
+    lines[2] = record.to_string();
+    std::fs::write(&edited_path, lines.join("\n")).unwrap();
+    let output = cli.run(
+        &["audit", "verify-segment", edited_path.to_str().unwrap()],
+        None,
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("altered"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

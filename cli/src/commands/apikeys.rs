@@ -9,7 +9,7 @@ use shardsign_client::api;
 use super::parse_duration_secs;
 use crate::context::Global;
 use crate::output::Out;
-use crate::policy_file::PolicyFile;
+use crate::policy_file::{self, PolicyFile};
 
 #[derive(Subcommand)]
 pub enum ApiKeysCommand {
@@ -122,7 +122,7 @@ pub async fn apikeys(command: ApiKeysCommand, global: &Global, out: Out) -> anyh
                 key_ids: keys,
                 all_keys,
                 expires_in_seconds: seconds_or_never(expires_in.as_deref())?,
-                policy: policy_file.as_deref().map(PolicyFile::read).transpose()?,
+                policy: policy_file.as_deref().map(policy_file::read).transpose()?,
             };
             let response = admin
                 .create_api_key(request)
@@ -166,7 +166,7 @@ pub async fn apikeys(command: ApiKeysCommand, global: &Global, out: Out) -> anyh
             let info = admin
                 .set_api_key_policy(api::SetApiKeyPolicyRequest {
                     id,
-                    policy: Some(PolicyFile::read(&policy_file)?),
+                    policy: Some(policy_file::read(&policy_file)?),
                 })
                 .await
                 .map_err(shardsign_client::ClientError::from)?

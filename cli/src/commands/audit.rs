@@ -1,10 +1,13 @@
 //! `shardsign audit`: verify the hash chain, list records.
 
+use std::path::PathBuf;
+
 use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use shardsign_client::api;
 
+use super::audit_archive;
 use crate::context::Global;
 use crate::output::Out;
 
@@ -18,9 +21,27 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Write the records made before DATE as an archive segment (JSON lines: the records, the
+    /// hash they continue from and the head hash the live chain links to). Rows stay in the
+    /// database: the audit log is append-only.
+    Export {
+        /// YYYY-MM-DD (UTC), YYYY-MM-DDTHH:MM:SSZ or @UNIX_SECONDS.
+        #[arg(long)]
+        before: String,
+        /// Start after this record (the previous segment's last), for incremental archives.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a segment file offline: every record's hash and link, and its closing line.
+    VerifySegment { file: PathBuf },
 }
 
 pub async fn audit(command: AuditCommand, global: &Global, out: Out) -> anyhow::Result<()> {
+    if let AuditCommand::VerifySegment { file } = &command {
+        return audit_archive::verify_file(file, out);
+    }
     let client = global.client().await?;
     let mut admin = client.admin();
     match command {
@@ -51,6 +72,15 @@ pub async fn audit(command: AuditCommand, global: &Global, out: Out) -> anyhow::
                 bail!("the audit log's hash chain is broken");
             }
         }
+        AuditCommand::Export {
+            before,
+            after,
+            out: path,
+        } => {
+            let before_ms = audit_archive::parse_date(&before)?;
+            audit_archive::export(&mut admin, before_ms, after, &path, out).await?;
+        }
+        AuditCommand::VerifySegment { file } => audit_archive::verify_file(&file, out)?,
         AuditCommand::List { after, limit } => {
             let records = admin
                 .list_audit(api::ListAuditRequest {

@@ -3,6 +3,7 @@
 
 mod apikeys;
 mod audit;
+mod audit_archive;
 mod keys;
 mod policy;
 mod sign;

@@ -12,7 +12,7 @@ use shardsign_policy::{KeyStatementHeader, MAX_VALIDITY_SECS, OperatorPolicyKey}
 use super::{parse_duration_secs, write_secret_file};
 use crate::context::{Global, read_secret};
 use crate::output::Out;
-use crate::policy_file::PolicyFile;
+use crate::policy_file::{self, PolicyFile};
 
 /// Who signs a statement, for which cluster.
 #[derive(Args)]
@@ -394,7 +394,7 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             let (operator, cluster_id) = operator(global, &signer.operator)?;
             let valid_for = validity(&signer.valid_for)?;
             let client = global.client().await?;
-            let rules = PolicyFile::read(&policy_file)?;
+            let rules = policy_file::read(&policy_file)?;
             let response = set_key_policy(
                 &client,
                 &operator,
@@ -415,7 +415,7 @@ pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow
             signer,
         } => {
             let valid_for = validity(&signer.valid_for)?;
-            let rules = PolicyFile::read(&policy_file)?;
+            let rules = policy_file::read(&policy_file)?;
             let signer = operator(global, &signer.operator)?;
             sign_to_file(signer, &key, rules, version, valid_for, &path, out)?;
         }

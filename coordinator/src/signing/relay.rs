@@ -39,8 +39,10 @@ pub struct RelayError {
 /// Clients of the participating nodes, by node id.
 pub type Clients = BTreeMap<u8, NodeClient<Channel>>;
 
+/// A new session id: it carries the time it was made, and nodes refuse old ones
+/// (`shardsign_request::check_session_id_time`).
 pub fn fresh_session_id() -> Vec<u8> {
-    rand::random::<[u8; 32]>().to_vec()
+    shardsign_request::new_session_id(shardsign_request::unix_now_ms()).to_vec()
 }
 
 fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {

@@ -29,7 +29,9 @@ mod signer;
 pub use builder::TransactionBuilder;
 pub use credential::Credential;
 pub use error::ClientError;
-pub use signer::{Client, ClientConfig, MessageSignature, RetryPolicy, SignedTransaction};
+pub use signer::{
+    AdminStub, Client, ClientConfig, MessageSignature, RetryPolicy, SignedTransaction,
+};
 
 /// The generated protobuf types, for callers that need the full API (operators' tools).
 pub use shardsign_proto::v1 as api;

@@ -12,6 +12,9 @@ pub enum PolicyError {
     Signature(&'static str),
     #[error("signed policy: {0}")]
     Malformed(String),
+    /// A policy file that is not the expected JSON.
+    #[error("policy file: {0}")]
+    File(String),
 }
 
 impl PolicyError {

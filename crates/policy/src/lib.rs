@@ -10,6 +10,7 @@
 //! - [`signed`]: the operator's Ed25519 policy key; key policies and disable statements.
 
 mod error;
+pub mod file;
 mod messages;
 mod rules;
 pub mod signed;

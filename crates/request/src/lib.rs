@@ -10,10 +10,15 @@ mod error;
 mod ids;
 mod payload;
 pub mod proto;
+mod session;
 
 pub use error::RequestError;
 pub use ids::{InvalidKeyId, KeyId, MAX_KEY_ID_LEN, MAX_REQUEST_ID_LEN, RequestId};
 pub use payload::{Payload, PayloadKind};
+pub use session::{
+    SESSION_ID_LEN, SESSION_ID_MAX_AGE_MS, SESSION_ID_MAX_AHEAD_MS, SESSION_ID_MEMORY_SECS,
+    SessionIdError, check_session_id_time, new_session_id, session_id_time_ms, unix_now_ms,
+};
 
 /// A checked signing request: the key and what it is asked to sign.
 #[derive(Debug, Clone, PartialEq, Eq)]

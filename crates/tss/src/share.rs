@@ -21,7 +21,14 @@ const SHARE_VERSION: u8 = 1;
 pub struct PublicKey([u8; 33]);
 
 impl PublicKey {
+    /// From the 33-byte compressed SEC1 encoding, the only one accepted: the other encodings
+    /// of the same point (uncompressed, hybrid, compact) would give one key two byte forms.
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, TssError> {
+        if bytes.len() != 33 || !matches!(bytes[0], 2 | 3) {
+            return Err(TssError::InvalidShare(
+                "public key is not a 33-byte compressed SEC1 point".into(),
+            ));
+        }
         let key = VerifyingKey::from_sec1_bytes(bytes).map_err(|_| {
             TssError::InvalidShare("public key is not a valid secp256k1 point".into())
         })?;
@@ -161,5 +168,26 @@ impl fmt::Debug for KeyShare {
             .field("public_key", &self.public_key)
             .field("secret", &"***")
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Found by the key_share fuzz target: k256 also reads the compact (0x05) and uncompressed
+    // forms, which would give one key a second byte form.
+    #[test]
+    fn only_the_compressed_sec1_form_is_a_public_key() {
+        let compact =
+            hex::decode("055dca95050d8ff1c2a2822e772e114d3c26ed7ddeb558183573fc47e2bea2eada")
+                .unwrap();
+        assert!(PublicKey::from_sec1(&compact).is_err());
+        let mut compressed = compact.clone();
+        compressed[0] = 2;
+        let key = PublicKey::from_sec1(&compressed).unwrap();
+        assert_eq!(key.as_bytes().as_slice(), compressed.as_slice());
+        let uncompressed = key.to_verifying_key().to_sec1_point(false);
+        assert!(PublicKey::from_sec1(uncompressed.as_bytes()).is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use shardsign_policy::{Rules, VerifiedKeyPolicy};
 use shardsign_proto::node::v1::{Envelope, SignatureResult, round_reply};
-use shardsign_request::SignRequest;
+use shardsign_request::{SignRequest, check_session_id_time, unix_now_ms};
 use shardsign_tss::{Message, PartyId, Protocol, SessionId, SignSession};
 
 use super::{Engine, Node, Session, StepOutput, engine_error};
@@ -141,6 +141,8 @@ impl Node {
         // rounds run, and `deliver` waits for it before any signature fragment leaves. A crash
         // before the claim is on disk therefore leaves only earlier-round messages out, sealed
         // to the peer, which refuses to run the same session again (its own claim).
+        // An id older than the window is refused, so the store may forget ids claimed before it.
+        check_session_id_time(session_id.as_bytes(), unix_now_ms())?;
         if self.store.session_used(session_id.as_bytes())? {
             return Err(NodeError::SessionReused);
         }

@@ -592,6 +592,24 @@ impl Store {
         Ok(aged + over)
     }
 
+    /// Forgets session ids claimed more than `memory_secs` ago. Safe once the ids are older than
+    /// a node accepts (`SESSION_ID_MEMORY_SECS`): a replay of a forgotten id is refused for its
+    /// age before the store is asked.
+    pub fn prune_used_sessions(&self, memory_secs: i64) -> Result<usize, NodeError> {
+        Ok(self.conn().execute(
+            "DELETE FROM used_sessions WHERE created_at < ?1",
+            [now() - memory_secs],
+        )?)
+    }
+
+    pub fn used_session_count(&self) -> Result<u64, NodeError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM used_sessions", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
     pub fn security_event_count(&self) -> Result<u64, NodeError> {
         Ok(self
             .conn()
@@ -604,6 +622,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh store of node 1 in `dir`, sealed with key file 3.
+    fn test_store(dir: &Path) -> Store {
+        Store::init(dir, PartyId::new(1).unwrap(), "test", &key_file_source(3))
+            .unwrap()
+            .0
+    }
 
     fn key_file_source(byte: u8) -> KekSource {
         KekSource::KeyFile(Zeroizing::new([byte; 32]))
@@ -645,13 +670,7 @@ mod tests {
     #[test]
     fn session_ids_are_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::init(
-            dir.path(),
-            PartyId::new(1).unwrap(),
-            "test",
-            &key_file_source(3),
-        )
-        .unwrap();
+        let store = test_store(dir.path());
         store.claim_session(&[1; 32], "sign").unwrap();
         assert!(matches!(
             store.claim_session(&[1; 32], "sign"),
@@ -666,15 +685,31 @@ mod tests {
     }
 
     #[test]
+    fn only_session_ids_claimed_before_the_memory_window_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store(dir.path());
+        store.claim_session(&[1; 32], "sign").unwrap();
+        store.claim_session(&[2; 32], "sign").unwrap();
+        let memory = shardsign_request::SESSION_ID_MEMORY_SECS;
+        store
+            .conn()
+            .execute(
+                "UPDATE used_sessions SET created_at = ?1 WHERE session_id = ?2",
+                params![now() - memory - 1, [1u8; 32].as_slice()],
+            )
+            .unwrap();
+        assert_eq!(store.prune_used_sessions(memory).unwrap(), 1);
+        assert_eq!(store.used_session_count().unwrap(), 1);
+        assert!(matches!(
+            store.claim_session(&[2; 32], "sign"),
+            Err(NodeError::SessionReused)
+        ));
+    }
+
+    #[test]
     fn a_group_committed_claim_is_on_disk_when_its_ticket_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::init(
-            dir.path(),
-            PartyId::new(1).unwrap(),
-            "test",
-            &key_file_source(3),
-        )
-        .unwrap();
+        let store = test_store(dir.path());
         let tickets: Vec<_> = (0..50u8)
             .map(|i| store.claim_session_later(&[i; 32], "sign", None, Vec::new()))
             .collect();

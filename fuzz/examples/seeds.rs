@@ -1,0 +1,399 @@
+//! Writes the seed corpora under `fuzz/corpus/<target>/` from representative valid inputs (the
+//! transaction shapes the tests use, real engine messages from an in-process run, signed
+//! statements, policies). Deterministic apart from the engine's and the seal's randomness.
+//!
+//! `cargo run --manifest-path fuzz/Cargo.toml --example seeds` (from the project root).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use k256::ecdsa::SigningKey;
+use prost::Message as _;
+use shardsign_eth::{
+    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, U256,
+    UnsignedTransaction, sign_prehash,
+};
+use shardsign_policy::file::PolicyFile;
+use shardsign_policy::signed::{KeyStatementHeader, OperatorPolicyKey};
+use shardsign_proto::node::v1 as node;
+use shardsign_proto::v1 as api;
+use shardsign_seal::{Context, NodeSecret, seal_direct};
+use shardsign_tss::{Message, SessionId, local};
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    std::fs::write(dir.join(name), bytes).expect("seed file");
+}
+
+fn with(selector: u8, bytes: &[u8]) -> Vec<u8> {
+    [&[selector][..], bytes].concat()
+}
+
+fn transactions() -> Vec<UnsignedTransaction> {
+    let to = Some(Address([0x35; 20]));
+    let eth = U256::from(10u64).pow(U256::from(18u64));
+    vec![
+        LegacyTransaction {
+            chain_id: 1,
+            nonce: 9,
+            gas_price: U256::from(20_000_000_000u64),
+            gas_limit: 21_000,
+            to,
+            value: eth,
+            data: Vec::new(),
+        }
+        .into(),
+        LegacyTransaction {
+            chain_id: 31_337,
+            nonce: 0,
+            gas_price: U256::ZERO,
+            gas_limit: 3_000_000,
+            to: None,
+            value: U256::ZERO,
+            data: vec![0x60, 0x80, 0x60, 0x40, 0x52],
+        }
+        .into(),
+        Eip2930Transaction {
+            chain_id: 5,
+            nonce: 1,
+            gas_price: U256::from(1u64),
+            gas_limit: 50_000,
+            to,
+            value: U256::from(1u64),
+            data: vec![0xa9, 0x05, 0x9c, 0xbb],
+            access_list: vec![AccessListItem {
+                address: Address([0x11; 20]),
+                storage_keys: vec![[0x22; 32]],
+            }],
+        }
+        .into(),
+        Eip1559Transaction {
+            chain_id: 1,
+            nonce: u64::MAX - 1,
+            max_priority_fee_per_gas: U256::from(1_000_000_000u64),
+            max_fee_per_gas: U256::from(100_000_000_000u64),
+            gas_limit: 21_000,
+            to,
+            value: U256::MAX >> 8,
+            data: vec![0xff; 64],
+            access_list: Vec::new(),
+        }
+        .into(),
+    ]
+}
+
+fn transaction_seeds(signer: &SigningKey) {
+    for (i, tx) in transactions().into_iter().enumerate() {
+        let payload = tx.signing_payload();
+        write("tx_unsigned", &format!("tx-{i}"), &payload);
+        let signed = tx
+            .clone()
+            .into_signed(sign_prehash(signer, &tx.signing_hash()));
+        write("tx_signed", &format!("tx-{i}"), signed.raw());
+        let node_request = node::StartSignRequest {
+            session_id: vec![1; 32],
+            key_id: "key-1".into(),
+            signers: vec![1, 2],
+            payload: Some(node::start_sign_request::Payload::Transaction(
+                payload.clone(),
+            )),
+            expected_hash: tx.signing_hash().to_vec(),
+            signed_policy: Vec::new(),
+        };
+        write(
+            "node_payload",
+            &format!("tx-{i}"),
+            &node_request.encode_to_vec(),
+        );
+        let api_request = api::SignTransactionRequest {
+            key_id: "key-1".into(),
+            request_id: format!("req-{i}"),
+            transaction: Some(api::sign_transaction_request::Transaction::UnsignedRlp(
+                payload,
+            )),
+        };
+        write(
+            "api_request",
+            &format!("rlp-{i}"),
+            &with(0, &api_request.encode_to_vec()),
+        );
+    }
+    let typed = api::SignTransactionRequest {
+        key_id: "key-1".into(),
+        request_id: "typed".into(),
+        transaction: Some(api::sign_transaction_request::Transaction::Eip1559(
+            api::Eip1559Transaction {
+                chain_id: 1,
+                nonce: 3,
+                max_priority_fee_per_gas: "1gwei".into(),
+                max_fee_per_gas: "100gwei".into(),
+                gas_limit: 21_000,
+                to: "0x3535353535353535353535353535353535353535".into(),
+                value: "0.5eth".into(),
+                data: Vec::new(),
+                access_list: vec![api::AccessListItem {
+                    address: "0x1111111111111111111111111111111111111111".into(),
+                    storage_keys: vec![vec![0x22; 32]],
+                }],
+            },
+        )),
+    };
+    write("api_request", "eip1559", &with(0, &typed.encode_to_vec()));
+    let legacy = api::SignTransactionRequest {
+        key_id: "key-1".into(),
+        request_id: "legacy".into(),
+        transaction: Some(api::sign_transaction_request::Transaction::Legacy(
+            api::LegacyTransaction {
+                chain_id: 31_337,
+                nonce: 0,
+                gas_price: "20000000000".into(),
+                gas_limit: 21_000,
+                to: "0x3535353535353535353535353535353535353535".into(),
+                value: "1".into(),
+                data: vec![1, 2, 3],
+            },
+        )),
+    };
+    write("api_request", "legacy", &with(0, &legacy.encode_to_vec()));
+}
+
+fn message_seeds() {
+    let messages: [&[u8]; 4] = [
+        b"example.com wants you to sign in with your Ethereum account",
+        b"hello",
+        &[0u8; 32],
+        &[0xff, 0xfe, 0x00, 0x01],
+    ];
+    for (i, message) in messages.iter().enumerate() {
+        write(
+            "eip191",
+            &format!("text-{i}"),
+            &[&[0x04, 11][..], message].concat(),
+        );
+        write(
+            "eip191",
+            &format!("plain-{i}"),
+            &[&[0x00, 0][..], message].concat(),
+        );
+        let request = api::SignMessageRequest {
+            key_id: "key-1".into(),
+            request_id: format!("msg-{i}"),
+            message: message.to_vec(),
+        };
+        write(
+            "api_request",
+            &format!("message-{i}"),
+            &with(1, &request.encode_to_vec()),
+        );
+        let node_request = node::StartSignRequest {
+            session_id: vec![2; 32],
+            key_id: "key-1".into(),
+            signers: vec![1, 3],
+            payload: Some(node::start_sign_request::Payload::PersonalMessage(
+                message.to_vec(),
+            )),
+            ..Default::default()
+        };
+        write(
+            "node_payload",
+            &format!("message-{i}"),
+            &node_request.encode_to_vec(),
+        );
+    }
+}
+
+fn policy() -> api::Policy {
+    api::Policy {
+        allowed_chain_ids: vec![1, 31_337],
+        max_value_per_tx: "0.5eth".into(),
+        max_value_per_24h: "2eth".into(),
+        allowed_recipients: vec!["0x3535353535353535353535353535353535353535".into()],
+        allowed_contract_calls: vec![api::ContractCall {
+            to: "0x1111111111111111111111111111111111111111".into(),
+            selector: "0xa9059cbb".into(),
+        }],
+        allow_contract_creation: false,
+        max_fee_per_gas: "100gwei".into(),
+        max_total_fee: "0.01eth".into(),
+        requests_per_minute: 60,
+        allow_message_signing: true,
+        message_rules: Some(api::MessageRules {
+            allow_hash_shaped: false,
+            allow_binary: false,
+            max_len: 1024,
+            allowed_prefixes: vec!["example.com wants you to sign in".into()],
+        }),
+    }
+}
+
+fn policy_seeds() {
+    let policy = policy();
+    let json = serde_json::to_vec_pretty(&PolicyFile::from(&policy)).unwrap();
+    write("policy", "file", &with(0, &json));
+    write("policy", "file-empty", &with(0, b"{}"));
+    write("policy", "proto", &with(1, &policy.encode_to_vec()));
+    let create = api::CreateApiKeyRequest {
+        label: "agent".into(),
+        scopes: vec!["sign".into()],
+        key_ids: vec!["key-1".into()],
+        all_keys: false,
+        expires_in_seconds: 3600,
+        policy: Some(policy.clone()),
+    };
+    write(
+        "api_request",
+        "create-api-key",
+        &with(2, &create.encode_to_vec()),
+    );
+    let set = api::SetApiKeyPolicyRequest {
+        id: "ak_1".into(),
+        policy: Some(policy.clone()),
+    };
+    write(
+        "api_request",
+        "set-api-key-policy",
+        &with(3, &set.encode_to_vec()),
+    );
+
+    let operator = OperatorPolicyKey::from_secret_hex(&"42".repeat(32)).unwrap();
+    let header = KeyStatementHeader {
+        cluster_id: "fuzz",
+        key_id: "fuzz-key",
+        version: 1,
+        issued_at_unix: 1_700_000_000,
+    };
+    let signed = operator
+        .sign_key_policy(header, &policy, 1_700_086_400)
+        .unwrap();
+    write("statement", "raw-policy", &with(0, &signed.encode_to_vec()));
+    write(
+        "statement",
+        "signed-policy-statement",
+        &with(1, &signed.statement),
+    );
+    write(
+        "statement",
+        "policy-body",
+        &with(2, &policy.encode_to_vec()),
+    );
+    let disable = operator
+        .sign_key_disable(
+            KeyStatementHeader {
+                version: 2,
+                ..header
+            },
+            "lost laptop",
+        )
+        .unwrap();
+    write(
+        "statement",
+        "raw-disable",
+        &with(0, &disable.encode_to_vec()),
+    );
+    let body = api::KeyDisable {
+        reason: "lost laptop".into(),
+    };
+    write("statement", "disable-body", &with(3, &body.encode_to_vec()));
+}
+
+fn engine_seeds() {
+    let outputs = local::run_dkg(SessionId([7; 32])).unwrap();
+    for output in &outputs {
+        let party = output.share.party_id().get();
+        write(
+            "key_share",
+            &format!("share-{party}"),
+            &output.share.to_bytes(),
+        );
+    }
+    write("key_share", "public-key", outputs[0].public_key.as_bytes());
+
+    let mut dkg: Vec<Message> = Vec::new();
+    local::run_dkg_with(SessionId([4; 32]), |_, message| {
+        dkg.push(message.clone());
+        Some(message)
+    })
+    .unwrap();
+    for (i, message) in dkg.iter().enumerate().take(24) {
+        write(
+            "tss_payload",
+            &format!("dkg-{i}"),
+            &with(((i as u8) << 1) | 1, &message.payload),
+        );
+        write("tss_message", &format!("dkg-{i}"), &message.encode());
+    }
+    let shares: Vec<Arc<_>> = outputs.into_iter().map(|o| Arc::new(o.share)).collect();
+    let mut sign: Vec<Message> = Vec::new();
+    local::run_sign_with(
+        [shares[0].clone(), shares[2].clone()],
+        SessionId([3; 32]),
+        [5; 32],
+        |_, message| {
+            sign.push(message.clone());
+            Some(message)
+        },
+    )
+    .unwrap();
+    for (i, message) in sign.iter().enumerate().take(8) {
+        write(
+            "tss_payload",
+            &format!("sign-{i}"),
+            &with((i as u8) << 1, &message.payload),
+        );
+        write("tss_message", &format!("sign-{i}"), &message.encode());
+    }
+    // The envelope target delivers to party 1 as party 2's round 1: real round-1 payloads.
+    let mut round1: Vec<Message> = Vec::new();
+    local::run_sign_with(
+        [shares[1].clone(), shares[0].clone()],
+        SessionId([1; 32]),
+        [5; 32],
+        |_, message| {
+            if message.round == 1 && message.from.get() == 2 {
+                round1.push(message.clone());
+            }
+            Some(message)
+        },
+    )
+    .unwrap();
+    for (i, message) in round1.iter().enumerate() {
+        write(
+            "envelope",
+            &format!("direct-{i}"),
+            &[&[0u8, 0][..], &message.payload].concat(),
+        );
+        write(
+            "envelope",
+            &format!("tampered-{i}"),
+            &[&[2u8, 40][..], &message.payload].concat(),
+        );
+    }
+    write("envelope", "broadcast", &[1u8, 0, 1, 2, 3]);
+    // A sealed body, for the raw-body path.
+    let (a, b) = (NodeSecret::generate(), NodeSecret::generate());
+    let context = Context {
+        cluster_id: "fuzz",
+        protocol: 2,
+        session_id: &[1; 32],
+        round: 1,
+        from: 2,
+        to: 1,
+        binding: &[9; 32],
+    };
+    write(
+        "envelope",
+        "sealed-body",
+        &[&[0u8][..], &seal_direct(&a, &b.public(), &context, b"x")].concat(),
+    );
+}
+
+fn main() {
+    transaction_seeds(&SigningKey::from_bytes(&[0x11; 32].into()).unwrap());
+    message_seeds();
+    policy_seeds();
+    engine_seeds();
+    println!("seed corpora written under fuzz/corpus/");
+}

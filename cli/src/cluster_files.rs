@@ -78,6 +78,7 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
         request_timeout_secs: None,
         round_timeout_secs: None,
         tls_handshake_timeout_secs: None,
+        max_connections_per_source: None,
         log_format: None,
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {
@@ -146,6 +147,7 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
         request_timeout_secs: None,
         round_timeout_secs: None,
         tls_handshake_timeout_secs: None,
+        max_connections_per_source: None,
         log_format: Some("json".into()),
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {

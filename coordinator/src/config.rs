@@ -56,6 +56,8 @@ pub struct CoordinatorConfig {
     pub round_timeout: Duration,
     /// How long an API client has to finish its TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Connections one source address may hold open.
+    pub max_connections_per_source: u32,
     pub log_format: LogFormat,
     pub bootstrap_token: Option<Token>,
     pub api_key_hmac_key_file: PathBuf,
@@ -231,6 +233,16 @@ impl CoordinatorConfig {
                 raw.tls_handshake_timeout_secs,
                 shardsign_serve::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(),
             )?,
+            max_connections_per_source: match raw.max_connections_per_source {
+                None => shardsign_serve::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+                Some(0) => {
+                    return Err(CoordError::config(
+                        "max_connections_per_source",
+                        "must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+            },
             log_format,
             bootstrap_token: token(
                 "auth.bootstrap_token",

@@ -91,6 +91,16 @@ impl CoordError {
         })
     }
 
+    /// Whether the registry could not write for want of space (an operator frees space; the
+    /// coordinator resumes without a restart).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            CoordError::Store(error) => shardsign_groupcommit::is_disk_full(error),
+            CoordError::Commit(failed) => failed.disk_full,
+            _ => false,
+        }
+    }
+
     /// Whether a rule refused the request (as opposed to it failing): for the audit log.
     pub fn is_refusal(&self) -> bool {
         match self {

@@ -235,7 +235,11 @@ pub async fn serve(
             AdminServer::new(components.admin).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shardsign_serve::PerSourceIncoming::new(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                config.max_connections_per_source,
+                Some(components.metrics.registry.clone()),
+            ),
             shutdown,
         )
         .await

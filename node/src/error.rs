@@ -122,6 +122,16 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// Whether the store could not write for want of space (the node resumes without a restart
+    /// once space is freed).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            NodeError::Store(error) => shardsign_groupcommit::is_disk_full(error),
+            NodeError::Commit(failed) => failed.disk_full,
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
         NodeError::InvalidArgument {
             field,

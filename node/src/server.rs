@@ -153,7 +153,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // No Nagle: each round is a small request answered at once; delayed ACKs would add
             // tens of milliseconds per round trip.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shardsign_serve::PerSourceIncoming::new(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shardsign_serve::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+                Some(node.metrics().clone()),
+            ),
             shutdown,
         )
         .await;

@@ -26,8 +26,15 @@ impl NodeService {
     }
 }
 
+/// What the coordinator sees while this node's disk is full: retryable (another pair can sign).
+pub const DISK_FULL: &str = "node unavailable: disk full (its store cannot record the session, so it did not sign); free space on its data directory: it resumes without a restart";
+
 /// The status a caller sees for each error; internal details stay in the node's log.
 pub fn status(error: NodeError) -> Status {
+    if error.is_disk_full() {
+        tracing::error!(%error, "disk full: the store cannot write; free space on the data directory");
+        return Status::unavailable(DISK_FULL);
+    }
     match error {
         NodeError::KeyNotFound(_) | NodeError::UnknownSession => {
             Status::not_found(error.to_string())

@@ -227,6 +227,7 @@ impl Cluster {
             request_timeout_secs: Some(20),
             // Short, so that a test can watch a stalled handshake being dropped.
             tls_handshake_timeout_secs: Some(1),
+            max_connections_per_source: None,
             round_timeout_secs: Some(5),
             log_format: None,
             policy_public_key: Some(policy_key.public_hex()),

@@ -5,4 +5,5 @@ pub mod eth_account;
 pub mod full;
 pub mod random_tx;
 pub mod relay;
+pub mod tmpfs;
 pub mod tx_json;

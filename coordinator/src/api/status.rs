@@ -5,9 +5,16 @@ use tonic::Status;
 
 use crate::error::CoordError;
 
+/// What a caller sees while the coordinator's disk is full: retryable, and what to do.
+pub const DISK_FULL: &str = "coordinator unavailable: disk full (its registry cannot record the request, so nothing was signed or stored); free space on its data directory and retry: it resumes without a restart";
+
 impl From<CoordError> for Status {
     fn from(error: CoordError) -> Status {
         let message = error.to_string();
+        if error.is_disk_full() {
+            tracing::error!(error = %message, "disk full: the registry cannot write; free space on the data directory");
+            return Status::unavailable(DISK_FULL);
+        }
         match error {
             CoordError::Invalid(_) => Status::invalid_argument(message),
             CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {

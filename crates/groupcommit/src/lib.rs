@@ -22,8 +22,26 @@ pub const MAX_BATCH: usize = 256;
 
 /// The batch a write belonged to could not be committed, or the writer has stopped.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the database did not commit the write: {0}")]
-pub struct CommitFailed(pub String);
+#[error("the database did not commit the write: {message}")]
+pub struct CommitFailed {
+    pub message: String,
+    /// The disk (or the database's size limit) is full: an operator frees space, no restart.
+    pub disk_full: bool,
+}
+
+impl CommitFailed {
+    fn of(error: &rusqlite::Error) -> Self {
+        CommitFailed {
+            message: error.to_string(),
+            disk_full: is_disk_full(error),
+        }
+    }
+}
+
+/// Whether SQLite failed for want of space (`SQLITE_FULL`: the disk, or `max_page_count`).
+pub fn is_disk_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
 
 /// Runs one write inside the batch's transaction; returns whether it succeeded (else its
 /// savepoint is rolled back) and what to do once the batch's fate is known.
@@ -50,7 +68,10 @@ impl<T, E: From<CommitFailed>> Ticket<Result<T, E>> {
 /// The job was dropped unrun (the writer stopped, or could not open its transaction; the writer
 /// logs why).
 fn stopped() -> CommitFailed {
-    CommitFailed("the write was not run; see the log".into())
+    CommitFailed {
+        message: "the write was not run; see the log".into(),
+        disk_full: false,
+    }
 }
 
 /// The writer thread of one connection. Dropping it lets the thread finish the writes already
@@ -143,13 +164,13 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> (Vec<Finish>, Option<
         Err(error) => {
             // The jobs are dropped unrun: their waiters hear that the write was not stored.
             tracing::error!(%error, "cannot start a transaction; writes dropped");
-            return (finishes, Some(CommitFailed(error.to_string())));
+            return (finishes, Some(CommitFailed::of(&error)));
         }
     };
     let mut failure = None;
     for job in batch {
         if let Err(error) = tx.execute_batch("SAVEPOINT job") {
-            failure.get_or_insert(CommitFailed(error.to_string()));
+            failure.get_or_insert(CommitFailed::of(&error));
             drop(job);
             continue;
         }
@@ -160,17 +181,17 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) -> (Vec<Finish>, Option<
             "ROLLBACK TO job; RELEASE job"
         };
         if let Err(error) = tx.execute_batch(end) {
-            failure.get_or_insert(CommitFailed(error.to_string()));
+            failure.get_or_insert(CommitFailed::of(&error));
         }
         finishes.push(finish);
     }
     if failure.is_none()
         && let Err(error) = tx.commit()
     {
-        failure = Some(CommitFailed(error.to_string()));
+        failure = Some(CommitFailed::of(&error));
     }
     if let Some(failed) = &failure {
-        tracing::error!(error = %failed.0, "a group commit failed; its writes were not stored");
+        tracing::error!(error = %failed.message, "a group commit failed; its writes were not stored");
     }
     (finishes, failure)
 }

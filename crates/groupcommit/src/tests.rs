@@ -19,7 +19,7 @@ enum TestError {
 
 impl From<CommitFailed> for TestError {
     fn from(failed: CommitFailed) -> Self {
-        TestError::Commit(failed.0)
+        TestError::Commit(failed.message)
     }
 }
 

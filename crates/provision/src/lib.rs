@@ -113,6 +113,9 @@ pub struct CoordinatorFile {
     /// How long an API client has to finish its TLS handshake (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_timeout_secs: Option<u64>,
+    /// Connections one source address may hold open (default 256); more are closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_source: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// Hex Ed25519 public key of the operator's policy key (the same one the nodes have).
@@ -255,6 +258,7 @@ mod tests {
             request_timeout_secs: None,
             round_timeout_secs: Some(5),
             tls_handshake_timeout_secs: None,
+            max_connections_per_source: None,
             log_format: Some("json".into()),
             policy_public_key: None,
             auth: AuthFile {

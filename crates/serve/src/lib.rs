@@ -4,8 +4,10 @@
 //! and the process hardening both apply first.
 
 mod hardening;
+mod incoming;
 mod limits;
 pub use hardening::{Hardening, harden_process};
+pub use incoming::{CountedStream, DEFAULT_MAX_CONNECTIONS_PER_SOURCE, PerSourceIncoming};
 pub use limits::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, limit_server};
 
 use std::net::SocketAddr;

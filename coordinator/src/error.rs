@@ -9,13 +9,16 @@ pub enum CoordError {
     /// A malformed request; the message names the field.
     #[error(transparent)]
     Invalid(#[from] RequestError),
-    #[error("key `{0}` not found")]
+    #[error("key `{}` not found", shardsign_request::Printable(.0))]
     KeyNotFound(String),
     #[error("key `{0}` is disabled")]
     KeyDisabled(String),
     #[error("key `{0}` already exists")]
     KeyExists(String),
-    #[error("request_id `{0}` was already used with a different payload; use a fresh request id")]
+    #[error(
+        "request_id `{}` was already used with a different payload; use a fresh request id",
+        shardsign_request::Printable(.0)
+    )]
     RequestIdReused(String),
     #[error("{0}")]
     Unavailable(String),
@@ -50,7 +53,7 @@ pub enum CoordError {
         version: u64,
         not_after_unix: i64,
     },
-    #[error("API key `{0}` not found")]
+    #[error("API key `{}` not found", shardsign_request::Printable(.0))]
     ApiKeyNotFound(String),
     #[error(transparent)]
     InvalidPolicy(#[from] shardsign_policy::PolicyError),

@@ -48,3 +48,37 @@ async fn no_service_dumps_core_and_the_coordinators_secrets_are_private() {
         .expect("the API-key hashing key file");
     assert_eq!(mode(&hashing_key), 0o600);
 }
+
+/// A caller's strings reach the coordinator's log bounded and escaped: a refused request with a
+/// 100 KB request id and a newline in its key id leaves no long line and no forged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_strings_reach_the_log_bounded_and_escaped() {
+    use shardsign_proto::v1::GetKeyRequest;
+    let cluster = Cluster::start();
+    let forged = "\n2026-01-01T00:00:00Z  INFO forged: key exported";
+    let mut request = shardsign_tests::full::one_wei_transfer("key-1", 0);
+    request.key_id = format!("k{forged}{}", "y".repeat(50_000));
+    request.request_id = format!("r{forged}{}", "x".repeat(100_000));
+    let status = cluster
+        .signer()
+        .sign_transaction(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().len() < 1024, "{}", status.message().len());
+    let status = cluster
+        .signer()
+        .get_key(GetKeyRequest {
+            key_id: format!("k{forged}{}", "z".repeat(50_000)),
+        })
+        .await
+        .expect_err("refused");
+    assert!(status.message().len() < 1024, "{}", status.message().len());
+    let log = cluster.coordinator.log_text();
+    assert!(log.contains("refused or failed"), "the refusal was logged");
+    for line in log.lines() {
+        assert!(line.len() < 4096, "a log line of {} bytes", line.len());
+        assert!(!line.starts_with("2026-01-01T00:00:00Z"), "a forged line: {line}");
+    }
+}
+

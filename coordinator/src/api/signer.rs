@@ -8,6 +8,7 @@ use shardsign_proto::v1::{
     ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignMessageRequest,
     SignMessageResponse, SignTransactionRequest, SignTransactionResponse, WhoAmIRequest,
 };
+use shardsign_request::Printable;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -38,9 +39,9 @@ impl SignerService {
         let span = tracing::info_span!(
             "sign",
             operation = O::NAME,
-            key_id = %request.key_id().escape_default(),
+            key_id = %Printable(request.key_id()),
             api_key_id = caller.id(),
-            request_id = %request.request_id().escape_default()
+            request_id = %Printable(request.request_id())
         );
         let result = self
             .signing
@@ -69,8 +70,9 @@ impl Signer for SignerService {
             self.registry.get_key(&key_id).map(|key| key.to_api())
         } else {
             Err(CoordError::PermissionDenied(format!(
-                "API key {} is not allowed to use key `{key_id}`",
-                caller.id()
+                "API key {} is not allowed to use key `{}`",
+                caller.id(),
+                Printable(&key_id)
             )))
         };
         respond(&caller, result)

@@ -91,8 +91,9 @@ impl Admission {
         if !api_key.may_use(key_id) {
             self.metrics.refused("key_binding");
             return Err(CoordError::PermissionDenied(format!(
-                "API key {} is not allowed to use key `{key_id}`",
-                api_key.id
+                "API key {} is not allowed to use key `{}`",
+                api_key.id,
+                shardsign_request::Printable(key_id)
             )));
         }
         Ok(api_key)

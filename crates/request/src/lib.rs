@@ -9,12 +9,14 @@
 mod error;
 mod ids;
 mod payload;
+mod printable;
 pub mod proto;
 mod session;
 
 pub use error::RequestError;
 pub use ids::{InvalidKeyId, KeyId, MAX_KEY_ID_LEN, MAX_REQUEST_ID_LEN, RequestId};
 pub use payload::{Payload, PayloadKind};
+pub use printable::{MAX_PRINTED_CHARS, Printable};
 pub use session::{
     SESSION_ID_LEN, SESSION_ID_MAX_AGE_MS, SESSION_ID_MAX_AHEAD_MS, SESSION_ID_MEMORY_SECS,
     SessionIdError, check_session_id_time, new_session_id, session_id_time_ms, unix_now_ms,

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The test command: prepares the pinned Python venv for the eth-account cross-check, builds the
-# binaries, runs every Rust test in the workspace (unit, property, engine, cluster, cross-check),
-# the Python client's tests against a real local cluster, then the docker-compose cluster test
-# (skipped, loudly, where no Docker engine runs). Extra arguments run only `cargo test` with them
+# The test command: prepares the pinned Python venv for the eth-account cross-check and the
+# system packages (tshark), builds the binaries, runs every Rust test in the workspace (unit,
+# property, engine, cluster, cross-check, disk full, capture), a smoke of every fuzz target and
+# the kept fuzz findings, the Python client's tests against a real local cluster, then the
+# docker-compose cluster test (skipped, loudly, where no Docker engine runs). Extra arguments run only `cargo test` with them
 # (e.g. `scripts/test.sh -p shardsign-eth`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+scripts/setup-system.sh
 export SHARDSIGN_PYTHON="$PWD/.venv/bin/python"
 # The cluster tests start the real binaries: build them first (cargo test builds a binary only
 # for its own package's integration tests).

@@ -202,8 +202,13 @@ fn write(path: &std::path::Path, contents: &str) {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_with(KekKind::KeyFile)
+    }
+
+    /// [`Cluster::start`] with the nodes' stores sealed by `kek`.
+    pub fn start_with(kek: KekKind) -> Cluster {
         let policy_key = OperatorPolicyKey::generate();
-        let nodes = NodeCluster::start_with(KekKind::KeyFile, Some(&policy_key.public_hex()));
+        let nodes = NodeCluster::start_with(kek, Some(&policy_key.public_hex()));
         let dir = nodes.root.path().join("coordinator");
         std::fs::create_dir_all(&dir).expect("coordinator dir");
         let server = nodes

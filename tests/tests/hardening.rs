@@ -78,7 +78,9 @@ async fn untrusted_strings_reach_the_log_bounded_and_escaped() {
     assert!(log.contains("refused or failed"), "the refusal was logged");
     for line in log.lines() {
         assert!(line.len() < 4096, "a log line of {} bytes", line.len());
-        assert!(!line.starts_with("2026-01-01T00:00:00Z"), "a forged line: {line}");
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z"),
+            "a forged line: {line}"
+        );
     }
 }
-

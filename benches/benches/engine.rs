@@ -1,5 +1,6 @@
 //! Benches of the threshold engine against the single-key floor, all in one run:
-//! criterion groups for 2-party signing (one thread), 2-of-3 key generation and k256's
+//! criterion groups for 2-party signing (one thread), 2-of-3 key generation, complete share
+//! refresh and k256's
 //! `sign_prehash_recoverable`; then a summary of medians, the per-round split and critical path,
 //! bytes on the wire and share size, with ratios.
 //!
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use shardsign_benches::{dkg_bytes, fresh_shares, median, ms, timed_sign};
 use shardsign_tss::SessionId;
-use shardsign_tss::local::{run_dkg, run_sign};
+use shardsign_tss::local::{run_dkg, run_refresh, run_sign};
 
 const SUMMARY_SIGNATURES: usize = 60;
 const SUMMARY_DKGS: usize = 3;
@@ -41,6 +42,20 @@ fn criterion_benches(c: &mut Criterion, shares: &[std::sync::Arc<shardsign_tss::
         .measurement_time(Duration::from_secs(40));
     group.bench_function("all three parties, one thread", |b| {
         b.iter(|| run_dkg(SessionId(rand::random())).expect("dkg"))
+    });
+    group.finish();
+    let mut group = c.benchmark_group("tss 2-of-3 complete refresh");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(40));
+    group.bench_function("all three parties, one thread", |b| {
+        b.iter(|| {
+            run_refresh(
+                [shares[0].clone(), shares[1].clone(), shares[2].clone()],
+                SessionId(rand::random()),
+            )
+            .expect("refresh")
+        })
     });
     group.finish();
 }

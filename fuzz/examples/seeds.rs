@@ -345,6 +345,22 @@ fn engine_seeds() {
         );
         write("tss_message", &format!("sign-{i}"), &message.encode());
     }
+    let mut refresh: Vec<Message> = Vec::new();
+    let three: [Arc<_>; 3] = shares.clone().try_into().unwrap();
+    local::run_refresh_with(three, SessionId([6; 32]), |_, message| {
+        refresh.push(message.clone());
+        Some(message)
+    })
+    .unwrap();
+    for (i, message) in refresh.iter().enumerate().take(24) {
+        let selector = 0x80 | ((i as u8) << 1) | 1;
+        write(
+            "tss_payload",
+            &format!("refresh-{i}"),
+            &with(selector, &message.payload),
+        );
+        write("tss_message", &format!("refresh-{i}"), &message.encode());
+    }
     // The envelope target delivers to party 1 as party 2's round 1: real round-1 payloads.
     let mut round1: Vec<Message> = Vec::new();
     local::run_sign_with(

@@ -1,6 +1,7 @@
-//! The engine's payload decoding inside a live protocol run: an honest key generation or
-//! signing session runs in process, and one delivery (chosen by the first byte: protocol, then
-//! which message) has its payload replaced by the fuzzer's bytes. Whatever the bytes, every
+//! The engine's payload decoding inside a live protocol run: an honest key generation, signing
+//! or share refresh runs in process, and one delivery (chosen by the first byte: bit 0 signing or
+//! not, bit 7 refresh or key generation, the rest which message) has its payload replaced by the
+//! fuzzer's bytes. Whatever the bytes, every
 //! party returns an error or finishes; a run that finishes agrees on one result.
 #![no_main]
 
@@ -37,6 +38,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 signatures.windows(2).all(|w| w[0] == w[1]),
                 "signers disagree"
+            );
+        }
+    } else if choice & 0x80 != 0 {
+        let shares = shardsign_fuzz::shares();
+        if let Ok(refreshed) = local::run_refresh_with(
+            shares.clone(),
+            SessionId([6; 32]),
+            replace_nth((target & 0x3f) % 24, payload),
+        ) {
+            assert!(
+                refreshed
+                    .iter()
+                    .all(|s| s.public_key() == shares[0].public_key()),
+                "a refresh changed the key"
             );
         }
     } else if let Ok(outputs) =

@@ -9,6 +9,7 @@ use crate::dkg::{DkgOutput, DkgSession};
 use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId};
 use crate::message::{Message, Recipient};
+use crate::refresh::RefreshSession;
 use crate::share::KeyShare;
 use crate::sign::{SignSession, Signature};
 
@@ -26,6 +27,16 @@ impl Party for DkgSession {
     }
     fn handle(&mut self, message: Message) -> Result<Step<DkgOutput>, TssError> {
         DkgSession::handle(self, message)
+    }
+}
+
+impl Party for RefreshSession {
+    type Output = KeyShare;
+    fn id(&self) -> PartyId {
+        self.party()
+    }
+    fn handle(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+        RefreshSession::handle(self, message)
     }
 }
 
@@ -110,6 +121,30 @@ pub fn run_dkg_with(
     let mut initial = Vec::new();
     for party in PARTIES {
         let (session, outgoing) = DkgSession::start(party, session_id);
+        sessions.push(session);
+        initial.extend(outgoing);
+    }
+    run(sessions, initial, tamper)
+}
+
+/// Refreshes all three shares of one key; the new shares are in party order 1, 2, 3.
+pub fn run_refresh(
+    shares: [Arc<KeyShare>; 3],
+    session_id: SessionId,
+) -> Result<Vec<KeyShare>, TssError> {
+    run_refresh_with(shares, session_id, |_, message| Some(message))
+}
+
+/// [`run_refresh`] with a hook on every delivery.
+pub fn run_refresh_with(
+    shares: [Arc<KeyShare>; 3],
+    session_id: SessionId,
+    tamper: impl FnMut(PartyId, Message) -> Option<Message>,
+) -> Result<Vec<KeyShare>, TssError> {
+    let mut sessions = Vec::new();
+    let mut initial = Vec::new();
+    for share in shares {
+        let (session, outgoing) = RefreshSession::start(share, session_id);
         sessions.push(session);
         initial.extend(outgoing);
     }

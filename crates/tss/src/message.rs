@@ -16,6 +16,8 @@ const HEADER_LEN: usize = 1 + 1 + 1 + 1 + 1 + 32 + 4;
 pub enum Protocol {
     Dkg,
     Sign,
+    /// Share refresh: new shares of the same key (the old ones stop working with the new ones).
+    Refresh,
 }
 
 impl Protocol {
@@ -24,6 +26,7 @@ impl Protocol {
         match self {
             Protocol::Dkg => 1,
             Protocol::Sign => 2,
+            Protocol::Refresh => 3,
         }
     }
 
@@ -32,12 +35,14 @@ impl Protocol {
         match self {
             Protocol::Dkg => "keygen",
             Protocol::Sign => "sign",
+            Protocol::Refresh => "refresh",
         }
     }
 
     fn from_byte(byte: u8) -> Result<Self, TssError> {
         match byte {
             1 => Ok(Protocol::Dkg),
+            3 => Ok(Protocol::Refresh),
             2 => Ok(Protocol::Sign),
             other => Err(TssError::MalformedMessage(format!(
                 "unknown protocol {other}"

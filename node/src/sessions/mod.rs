@@ -395,7 +395,8 @@ impl Node {
         }
         let max_round = match session.protocol {
             Protocol::Dkg => CONFIRM_ROUND,
-            Protocol::Sign => 3,
+            // The node runs no refresh session yet (issue #16); three engine rounds when it does.
+            Protocol::Sign | Protocol::Refresh => 3,
         };
         let mut outcome = RoundOutcome::default();
         // Per-stage timings for the profile (debug level; `shardsign-bench --keep-logs`).

@@ -1,0 +1,297 @@
+//! Complete share refresh (DKLs23 §"refresh", the engine's `refresh_complete_phase1..4`) as a
+//! session state machine: all three parties replace their shares of one key with new shares of the
+//! same key. The public key and address never change; the new shares' multiplication set-up is
+//! fresh, so an old share and a new one cannot sign together.
+//!
+//! Rounds (as in key generation, without the chain-code derivation):
+//! 1. direct: my zero-constant polynomial evaluated at your index;
+//! 2. broadcast: my proof of knowledge; direct: zero-share commitment;
+//! 3. direct: zero-share opening and multiplication set-up;
+//!
+//! then every party checks the correction sums to the zero point and corrects its share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dkls23::protocols::PartiesMessage;
+use dkls23::protocols::PartyIndex;
+use dkls23::protocols::dkg::{
+    KeepInitMulPhase3to4, KeepInitZeroSharePhase2to3, KeepInitZeroSharePhase3to4, ProofCommitment,
+    TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
+};
+use k256::{Scalar, Secp256k1};
+use zeroize::Zeroize;
+
+use crate::codec::{decode_from, impersonation};
+use crate::error::TssError;
+use crate::ids::{PARTIES, PartyId, SessionId};
+use crate::inbox::{Expect, Inbox, Round};
+use crate::message::{Message, Protocol, Recipient};
+use crate::share::KeyShare;
+use crate::{Step, codec};
+
+const ROUNDS: &[Expect] = &[
+    Expect {
+        direct: true,
+        broadcast: false,
+    },
+    Expect {
+        direct: true,
+        broadcast: true,
+    },
+    Expect {
+        direct: true,
+        broadcast: false,
+    },
+];
+
+type Round3Direct = (
+    TransmitInitZeroSharePhase3to4,
+    TransmitInitMulPhase3to4<Secp256k1>,
+);
+
+/// What one party keeps between rounds; every field is secret.
+#[derive(Default)]
+struct Kept {
+    own_fragment: Option<Scalar>,
+    correction: Option<Scalar>,
+    zero_2: BTreeMap<PartyIndex, KeepInitZeroSharePhase2to3>,
+    zero_3: BTreeMap<PartyIndex, KeepInitZeroSharePhase3to4>,
+    mul_3: BTreeMap<PartyIndex, KeepInitMulPhase3to4<Secp256k1>>,
+}
+
+/// One party's side of a share refresh.
+pub struct RefreshSession {
+    share: Arc<KeyShare>,
+    me: PartyId,
+    session_id: SessionId,
+    inbox: Inbox,
+    kept: Kept,
+    proofs: Vec<ProofCommitment<Secp256k1>>,
+    zero_received_2: Vec<TransmitInitZeroSharePhase2to4>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for RefreshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshSession")
+            .field("party", &self.me)
+            .field("session_id", &self.session_id)
+            .field("round", &self.inbox.round())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RefreshSession {
+    /// Starts refreshing `share` (all three parties take part); returns the session and its
+    /// round-1 messages.
+    pub fn start(share: Arc<KeyShare>, session_id: SessionId) -> (Self, Vec<Message>) {
+        let me = share.party_id();
+        let mut fragments = share.party().refresh_complete_phase1();
+        let peers: Vec<PartyId> = PARTIES.into_iter().filter(|p| *p != me).collect();
+        let session = RefreshSession {
+            inbox: Inbox::new(me, session_id, Protocol::Refresh, peers.clone(), ROUNDS),
+            kept: Kept {
+                own_fragment: Some(fragments[usize::from(me.get() - 1)]),
+                ..Kept::default()
+            },
+            share,
+            me,
+            session_id,
+            proofs: Vec::new(),
+            zero_received_2: Vec::new(),
+            finished: false,
+        };
+        let outgoing = peers
+            .iter()
+            .map(|peer| {
+                let payload = codec::encode(&fragments[usize::from(peer.get() - 1)]);
+                session.message(1, Recipient::Party(*peer), payload)
+            })
+            .collect();
+        fragments.zeroize();
+        (session, outgoing)
+    }
+
+    pub fn party(&self) -> PartyId {
+        self.me
+    }
+
+    /// Feeds one incoming message; the output is the new share. After an error the session is
+    /// finished and holds no secrets (the old share stays as it was).
+    pub fn handle(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+        if self.finished {
+            return Err(TssError::Finished);
+        }
+        let result = self.handle_inner(message);
+        if result.as_ref().map_or(true, |step| step.output.is_some()) {
+            self.finish();
+        }
+        result
+    }
+
+    fn handle_inner(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+        self.inbox.accept(message)?;
+        let mut outgoing = Vec::new();
+        while self.inbox.is_complete() {
+            let number = self.inbox.round();
+            let round = self.inbox.take_round();
+            match number {
+                1 => outgoing.extend(self.after_round1(&round)?),
+                2 => outgoing.extend(self.after_round2(&round)?),
+                _ => {
+                    let share = self.after_round3(&round)?;
+                    return Ok(Step {
+                        outgoing,
+                        output: Some(share),
+                    });
+                }
+            }
+        }
+        Ok(Step::send(outgoing))
+    }
+
+    fn sid(&self) -> &[u8] {
+        self.session_id.as_bytes()
+    }
+
+    fn after_round1(&mut self, round: &Round) -> Result<Vec<Message>, TssError> {
+        let mut fragments = Vec::with_capacity(PARTIES.len());
+        for party in PARTIES {
+            if party == self.me {
+                fragments.push(self.kept.own_fragment.take().ok_or(TssError::Finished)?);
+            } else {
+                fragments.push(decode_from::<Scalar>(party, &round.direct[&party])?);
+            }
+        }
+        let (correction, proof, zero_kept, zero_transmit) = self
+            .share
+            .party()
+            .refresh_complete_phase2(self.sid(), &fragments);
+        fragments.zeroize();
+        self.kept.correction = Some(correction);
+        self.kept.zero_2 = zero_kept;
+        let mut outgoing = vec![self.message(2, Recipient::Broadcast, codec::encode(&proof))];
+        self.proofs.push(proof);
+        for transmit in zero_transmit {
+            let to = recipient_of(&transmit.parties)?;
+            outgoing.push(self.message(2, Recipient::Party(to), codec::encode(&transmit)));
+        }
+        Ok(outgoing)
+    }
+
+    fn after_round2(&mut self, round: &Round) -> Result<Vec<Message>, TssError> {
+        for (&from, payload) in &round.broadcast {
+            let proof: ProofCommitment<Secp256k1> = decode_from(from, payload)?;
+            if proof.index != from.to_dkls() {
+                return Err(impersonation(from));
+            }
+            self.proofs.push(proof);
+        }
+        for (&from, payload) in &round.direct {
+            let zero: TransmitInitZeroSharePhase2to4 = decode_from(from, payload)?;
+            self.check_parties(from, &zero.parties)?;
+            self.zero_received_2.push(zero);
+        }
+        let (zero_kept, zero_transmit, mul_kept, mul_transmit) = self
+            .share
+            .party()
+            .refresh_complete_phase3(self.sid(), &self.kept.zero_2);
+        self.kept.zero_3 = zero_kept;
+        self.kept.mul_3 = mul_kept;
+        let mut outgoing = Vec::new();
+        for zero in zero_transmit {
+            let to = recipient_of(&zero.parties)?;
+            let mul = mul_transmit
+                .iter()
+                .find(|mul| mul.parties.receiver == zero.parties.receiver)
+                .ok_or_else(|| TssError::Protocol {
+                    culprit: None,
+                    ban: false,
+                    reason: "engine produced no multiplication set-up for a peer".into(),
+                })?;
+            outgoing.push(self.message(3, Recipient::Party(to), codec::encode(&(&zero, mul))));
+        }
+        Ok(outgoing)
+    }
+
+    fn after_round3(&mut self, round: &Round) -> Result<KeyShare, TssError> {
+        let mut zero_3 = Vec::new();
+        let mut mul_3 = Vec::new();
+        for (&from, payload) in &round.direct {
+            let (zero, mul): Round3Direct = decode_from(from, payload)?;
+            self.check_parties(from, &zero.parties)?;
+            self.check_parties(from, &mul.parties)?;
+            zero_3.push(zero);
+            mul_3.push(mul);
+        }
+        self.proofs.sort_by_key(|proof| proof.index);
+        let correction = self.kept.correction.ok_or(TssError::Finished)?;
+        let party = self
+            .share
+            .party()
+            .refresh_complete_phase4(
+                self.sid(),
+                &correction,
+                &self.proofs,
+                &self.kept.zero_3,
+                &self.zero_received_2,
+                &zero_3,
+                &self.kept.mul_3,
+                &mul_3,
+            )
+            .map_err(TssError::from_abort)?;
+        let share = KeyShare::from_party(party)?;
+        if share.public_key() != self.share.public_key() {
+            // The engine checks the correction sums to zero; this is the belt to its braces.
+            return Err(TssError::Protocol {
+                culprit: None,
+                ban: false,
+                reason: "the refreshed share is for another public key".into(),
+            });
+        }
+        Ok(share)
+    }
+
+    fn message(&self, round: u8, to: Recipient, payload: Vec<u8>) -> Message {
+        Message {
+            session_id: self.session_id,
+            protocol: Protocol::Refresh,
+            round,
+            from: self.me,
+            to,
+            payload,
+        }
+    }
+
+    /// The sender and receiver inside an engine message must match the envelope's.
+    fn check_parties(&self, from: PartyId, parties: &PartiesMessage) -> Result<(), TssError> {
+        if parties.sender != from.to_dkls() || parties.receiver != self.me.to_dkls() {
+            return Err(impersonation(from));
+        }
+        Ok(())
+    }
+
+    /// Drops every secret the session still holds.
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Some(fragment) = self.kept.own_fragment.as_mut() {
+            fragment.zeroize();
+        }
+        if let Some(correction) = self.kept.correction.as_mut() {
+            correction.zeroize();
+        }
+        self.kept = Kept::default();
+        self.proofs.clear();
+        self.zero_received_2.clear();
+    }
+}
+
+fn recipient_of(parties: &PartiesMessage) -> Result<PartyId, TssError> {
+    PartyId::from_dkls(parties.receiver).ok_or_else(|| TssError::Protocol {
+        culprit: None,
+        ban: false,
+        reason: "engine addressed a message outside the cluster".into(),
+    })
+}

@@ -1,0 +1,133 @@
+//! Share refresh end to end in one thread: new shares of the same key sign with every pair, an
+//! old share and a new one cannot sign together, a refresh interrupted or tampered with leaves
+//! the old shares working, and a refreshed share survives its encoding.
+
+use std::sync::Arc;
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use shardsign_tss::local::{run_dkg, run_refresh, run_refresh_with, run_sign};
+use shardsign_tss::{KeyShare, SessionId, Signature};
+
+fn fresh_session() -> SessionId {
+    SessionId(rand::random())
+}
+
+fn verifies(public_key: &shardsign_tss::PublicKey, signature: &Signature, hash: &[u8; 32]) -> bool {
+    let ecdsa = k256::ecdsa::Signature::from_scalars(signature.r, signature.s).unwrap();
+    public_key
+        .to_verifying_key()
+        .verify_prehash(hash, &ecdsa)
+        .is_ok()
+}
+
+fn arcs(shares: Vec<KeyShare>) -> Vec<Arc<KeyShare>> {
+    shares.into_iter().map(Arc::new).collect()
+}
+
+/// The shares of one key before and after a refresh.
+type Epochs = (Vec<Arc<KeyShare>>, Vec<Arc<KeyShare>>);
+
+/// One key generation and one refresh of it, shared by the tests below.
+fn old_and_new() -> &'static Epochs {
+    static SHARES: std::sync::OnceLock<Epochs> = std::sync::OnceLock::new();
+    SHARES.get_or_init(|| {
+        let old = arcs(
+            run_dkg(fresh_session())
+                .unwrap()
+                .into_iter()
+                .map(|o| o.share)
+                .collect(),
+        );
+        let three: [Arc<KeyShare>; 3] = old.clone().try_into().unwrap();
+        let new = arcs(run_refresh(three, fresh_session()).expect("refresh"));
+        (old, new)
+    })
+}
+
+#[test]
+fn refreshed_shares_keep_the_key_and_every_pair_signs() {
+    let (old, new) = old_and_new();
+    for (old, new) in old.iter().zip(new) {
+        assert_eq!(
+            new.public_key(),
+            old.public_key(),
+            "the address never changes"
+        );
+        assert_eq!(new.party_id(), old.party_id());
+        assert_ne!(
+            new.to_bytes().as_slice(),
+            old.to_bytes().as_slice(),
+            "a new share"
+        );
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let hash: [u8; 32] = rand::random();
+        let signatures = run_sign([new[a].clone(), new[b].clone()], fresh_session(), hash).unwrap();
+        assert!(verifies(&new[0].public_key(), &signatures[0], &hash));
+    }
+}
+
+#[test]
+fn an_old_epoch_share_and_a_new_epoch_share_cannot_sign_together() {
+    let (old, new) = old_and_new();
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        let hash: [u8; 32] = rand::random();
+        for pair in [
+            [old[a].clone(), new[b].clone()],
+            [new[a].clone(), old[b].clone()],
+        ] {
+            match run_sign(pair, fresh_session(), hash) {
+                Err(_) => {}
+                Ok(signatures) => assert!(
+                    signatures
+                        .iter()
+                        .all(|s| !verifies(&old[0].public_key(), s, &hash)),
+                    "an old and a new share made a valid signature"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refreshed_share_survives_its_encoding() {
+    let (_, new) = old_and_new();
+    let decoded = KeyShare::from_bytes(&new[1].to_bytes()).unwrap();
+    assert_eq!(decoded.public_key(), new[1].public_key());
+    let hash: [u8; 32] = rand::random();
+    let signatures = run_sign([new[0].clone(), Arc::new(decoded)], fresh_session(), hash).unwrap();
+    assert!(verifies(&new[0].public_key(), &signatures[0], &hash));
+}
+
+#[test]
+fn an_interrupted_or_tampered_refresh_leaves_the_old_shares_signing() {
+    let (old, _) = old_and_new();
+    let three = || -> [Arc<KeyShare>; 3] { old.clone().try_into().unwrap() };
+    // A party that vanishes after round 1: nobody finishes.
+    let interrupted = run_refresh_with(three(), fresh_session(), |_, message| {
+        (message.round < 2 || message.from.get() != 3).then_some(message)
+    });
+    assert!(
+        interrupted.is_err(),
+        "a refresh without every party does not finish"
+    );
+    // A tampered payload in each round aborts it.
+    for round in 1..=3 {
+        let mut done = false;
+        let tampered = run_refresh_with(three(), fresh_session(), |_, mut message| {
+            if !done && message.round == round {
+                done = true;
+                let at = message.payload.len() / 2;
+                message.payload[at] ^= 1;
+            }
+            Some(message)
+        });
+        assert!(
+            tampered.is_err(),
+            "round {round}: tampering must abort the refresh"
+        );
+    }
+    let hash: [u8; 32] = rand::random();
+    let signatures = run_sign([old[0].clone(), old[2].clone()], fresh_session(), hash).unwrap();
+    assert!(verifies(&old[0].public_key(), &signatures[0], &hash));
+}

@@ -8,7 +8,9 @@ mod incoming;
 mod limits;
 pub use hardening::{Hardening, harden_process};
 pub use incoming::{CountedStream, DEFAULT_MAX_CONNECTIONS_PER_SOURCE, PerSourceIncoming};
-pub use limits::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, limit_server};
+pub use limits::{
+    DEFAULT_HANDSHAKE_TIMEOUT, MAX_CONNECTION_AGE, MAX_STREAMS_PER_CONNECTION, limit_server,
+};
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -42,6 +42,117 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Write an online, consistent copy of the store to --out (0600), still encrypted under the
+    /// node's key-encryption key. It holds live shares: keep it like one. `backup verify FILE`
+    /// opens a backup with the configured KEK and lists its keys.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+    },
+    /// Put a backup in place of the store (the node stopped; an existing store is moved aside,
+    /// never deleted). The restored node refuses session ids made before the restore.
+    Restore {
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Decrypt a backup with the configured KEK, check every share, list the keys.
+    Verify {
+        #[arg(long, env = "SHARDSIGN_NODE_CONFIG")]
+        config: PathBuf,
+        file: PathBuf,
+    },
+}
+
+fn backup(config: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let (Some(config), Some(out)) = (config, out) else {
+        anyhow::bail!("backup needs --config FILE and --out FILE (or: backup verify FILE)");
+    };
+    let config = NodeConfig::load(&config)?;
+    let summary = Store::backup(&config.data_dir, &out)?;
+    println!(
+        "backup written: {} ({} bytes, {} active keys, sha256 {})",
+        summary.path.display(),
+        summary.bytes,
+        summary.active_keys,
+        summary.sha256
+    );
+    println!(
+        "it holds live key shares, encrypted under this node's key-encryption key: store it like one"
+    );
+    Ok(())
+}
+
+fn print_report(report: &crate::store::backup::BackupReport) {
+    println!(
+        "node {} of cluster {}, identity {}",
+        report.node_id, report.cluster_id, report.identity_fingerprint
+    );
+    for key in &report.keys {
+        println!(
+            "  {:<24} {:<8} public key {}",
+            key.key_id, key.status, key.public_key
+        );
+    }
+    println!(
+        "{} keys; every share decrypts and matches its key",
+        report.keys.len()
+    );
+}
+
+fn verify_backup(config: PathBuf, file: PathBuf) -> anyhow::Result<()> {
+    let (config, kek) = prepare_run(&config)?;
+    let report = Store::verify_backup(&file, &kek)?;
+    if report.node_id != config.node_id.get() || report.cluster_id != config.cluster_id {
+        anyhow::bail!(
+            "{} is a backup of node {} of cluster {}, not of this node ({}, {})",
+            file.display(),
+            report.node_id,
+            report.cluster_id,
+            config.node_id,
+            config.cluster_id
+        );
+    }
+    print_report(&report);
+    Ok(())
+}
+
+fn restore(config: PathBuf, from: PathBuf) -> anyhow::Result<()> {
+    let (config, kek) = prepare_run(&config)?;
+    let report = Store::verify_backup(&from, &kek)?;
+    if report.node_id != config.node_id.get() || report.cluster_id != config.cluster_id {
+        anyhow::bail!(
+            "{} is a backup of node {} of cluster {}, not of this node ({}, {})",
+            from.display(),
+            report.node_id,
+            report.cluster_id,
+            config.node_id,
+            config.cluster_id
+        );
+    }
+    let (report, moved) = Store::restore(
+        &config.data_dir,
+        &from,
+        &kek,
+        shardsign_request::unix_now_ms(),
+    )?;
+    print_report(&report);
+    if let Some(moved) = moved {
+        println!("the previous store was moved aside to {}", moved.display());
+    }
+    println!("restored; start the node (it refuses session ids made before now)");
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -192,6 +303,12 @@ pub fn main() -> std::process::ExitCode {
         Command::Policy {
             command: PolicyCommand::Put { config, file },
         } => put_policy(config, file),
+        Command::Backup {
+            command: Some(BackupCommand::Verify { config, file }),
+            ..
+        } => verify_backup(config, file),
+        Command::Backup { config, out, .. } => backup(config, out),
+        Command::Restore { config, from } => restore(config, from),
         Command::Run { config } => prepare_run(&config).and_then(|prepared| {
             tokio::runtime::Runtime::new()
                 .context("cannot start the async runtime")

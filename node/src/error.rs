@@ -41,6 +41,11 @@ pub enum NodeError {
     CommittedWithoutReceipt(String),
     #[error("session id has already been used on this node; the coordinator must make a fresh one")]
     SessionReused,
+    /// The session id was made before this node's store was restored from a backup.
+    #[error(
+        "session id made at {made_ms} ms, before this node's store was restored (at {floor_ms} ms): refused, since it may have been used after the backup was taken; use a fresh session id"
+    )]
+    SessionBeforeRestore { made_ms: i64, floor_ms: i64 },
     /// The session id's time is outside what the node accepts (see `shardsign_request::session`).
     #[error("{0}")]
     SessionTime(#[from] shardsign_request::SessionIdError),

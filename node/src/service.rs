@@ -53,7 +53,8 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::CeremonyAborted(_)
         | NodeError::KeySealed(_)
         | NodeError::CommittedWithoutReceipt(_)
-        | NodeError::SessionTime(_) => Status::failed_precondition(error.to_string()),
+        | NodeError::SessionTime(_)
+        | NodeError::SessionBeforeRestore { .. } => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::RateLimited(_) => Status::resource_exhausted(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),

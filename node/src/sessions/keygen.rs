@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 use shardsign_proto::node::v1::{Envelope, KeygenResult, round_reply};
-use shardsign_request::{KeyId, check_session_id_time, unix_now_ms};
+use shardsign_request::KeyId;
 use shardsign_tss::{DkgOutput, DkgSession, Message, PARTIES, PartyId, Protocol, SessionId};
 
 use shardsign_seal::{Context, open_broadcast, sign_broadcast};
@@ -76,7 +76,7 @@ impl Node {
         if self.store.key_exists(key_id)? {
             return Err(NodeError::KeyExists(key_id.to_string()));
         }
-        check_session_id_time(session_id.as_bytes(), unix_now_ms())?;
+        self.check_session_id(&session_id)?;
         self.store.claim_session(session_id.as_bytes(), "keygen")?;
         let (engine, messages) = DkgSession::start(self.me, session_id);
         let mut session = Session {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use shardsign_policy::{Rules, VerifiedKeyPolicy};
 use shardsign_proto::node::v1::{Envelope, SignatureResult, round_reply};
-use shardsign_request::{SignRequest, check_session_id_time, unix_now_ms};
+use shardsign_request::{SignRequest, check_session_id_time, session_id_time_ms, unix_now_ms};
 use shardsign_tss::{Message, PartyId, Protocol, SessionId, SignSession};
 
 use super::{Engine, Node, Session, StepOutput, engine_error};
@@ -106,6 +106,18 @@ impl Node {
         Ok(reserved.unzip())
     }
 
+    /// A fresh session id: recent (so the store may forget older claims) and made after this
+    /// node's store was last restored from a backup.
+    pub(super) fn check_session_id(&self, session_id: &SessionId) -> Result<(), NodeError> {
+        check_session_id_time(session_id.as_bytes(), unix_now_ms())?;
+        let made_ms = session_id_time_ms(session_id.as_bytes())?;
+        let floor_ms = self.store.session_floor_ms();
+        if made_ms < floor_ms {
+            return Err(NodeError::SessionBeforeRestore { made_ms, floor_ms });
+        }
+        Ok(())
+    }
+
     /// Starts this node's side of a signing session, after checking the request in full.
     pub fn start_sign(&self, start: StartSign) -> Result<Vec<Envelope>, NodeError> {
         let checking = Instant::now();
@@ -142,7 +154,7 @@ impl Node {
         // before the claim is on disk therefore leaves only earlier-round messages out, sealed
         // to the peer, which refuses to run the same session again (its own claim).
         // An id older than the window is refused, so the store may forget ids claimed before it.
-        check_session_id_time(session_id.as_bytes(), unix_now_ms())?;
+        self.check_session_id(&session_id)?;
         if self.store.session_used(session_id.as_bytes())? {
             return Err(NodeError::SessionReused);
         }

@@ -21,6 +21,7 @@ use crate::error::NodeError;
 use crate::kek::{KdfParams, KekSource};
 use crate::share_cache::ShareCache;
 
+pub mod backup;
 mod bans;
 mod ceremony;
 mod charges;
@@ -120,6 +121,9 @@ pub struct Store {
     node_id: PartyId,
     cluster_id: String,
     path: PathBuf,
+    /// Session ids made before this (Unix ms) are refused: set when the store is restored from
+    /// a backup, which cannot know the ids claimed after it was taken.
+    session_floor_ms: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -154,6 +158,57 @@ fn share_aad(node_id: PartyId, cluster_id: &str, key_id: &str) -> Vec<u8> {
         node_id.get()
     )
     .into_bytes()
+}
+
+/// What the KEK opens in a store's meta rows.
+pub(crate) struct Unlocked {
+    pub node_id: PartyId,
+    pub cluster_id: String,
+    pub data_key: Zeroizing<[u8; 32]>,
+    pub identity: NodeSecret,
+}
+
+/// Reads the meta rows of the store file at `path` without writing anything (`immutable=1`: no
+/// locks, no WAL or shared-memory files; the meta rows live in the main file, init checkpoints
+/// them there) and decrypts the data key and the identity with `kek`.
+pub(crate) fn unlock(path: &Path, kek: &KekSource) -> Result<Unlocked, NodeError> {
+    let uri = format!("file:{}?immutable=1", sqlite_uri_path(path));
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    let node_id = PartyId::new(*meta(&conn, "node_id")?.first().unwrap_or(&0))
+        .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
+    let cluster_id = String::from_utf8(meta(&conn, "cluster_id")?)
+        .map_err(|_| NodeError::Corrupt("cluster id is not UTF-8".into()))?;
+    let params: KdfParams = serde_json::from_slice(&meta(&conn, "kdf")?)
+        .map_err(|_| NodeError::Corrupt("KDF parameters are unreadable".into()))?;
+    let kek_bytes = params.derive(kek)?;
+    let data_key_bytes = crypto::decrypt(
+        &kek_bytes,
+        &data_key_aad(node_id, &cluster_id),
+        &meta(&conn, "data_key")?,
+    )
+    .ok_or(NodeError::WrongKek)?;
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    if data_key_bytes.len() != 32 {
+        return Err(NodeError::Corrupt("data key has the wrong length".into()));
+    }
+    data_key.copy_from_slice(&data_key_bytes);
+    let identity_bytes = crypto::decrypt(
+        &data_key,
+        &identity_aad(node_id, &cluster_id),
+        &meta(&conn, "identity")?,
+    )
+    .ok_or_else(|| NodeError::Corrupt("identity does not decrypt".into()))?;
+    let identity = NodeSecret::from_bytes(&identity_bytes)
+        .map_err(|_| NodeError::Corrupt("identity is malformed".into()))?;
+    Ok(Unlocked {
+        node_id,
+        cluster_id,
+        data_key,
+        identity,
+    })
 }
 
 /// A path as the path part of an SQLite `file:` URI (`%`, `?` and `#` escaped).
@@ -289,42 +344,12 @@ impl Store {
         if !path.exists() {
             return Err(NodeError::NoStore(data_dir.to_path_buf()));
         }
-        let (node_id, cluster_id, data_key, identity) = {
-            // `immutable=1`: no locks, no WAL or shared-memory files, nothing written; the meta
-            // rows live in the main file (init checkpoints them there).
-            let uri = format!("file:{}?immutable=1", sqlite_uri_path(&path));
-            let conn = Connection::open_with_flags(
-                uri,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            let node_id = PartyId::new(*meta(&conn, "node_id")?.first().unwrap_or(&0))
-                .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
-            let cluster_id = String::from_utf8(meta(&conn, "cluster_id")?)
-                .map_err(|_| NodeError::Corrupt("cluster id is not UTF-8".into()))?;
-            let params: KdfParams = serde_json::from_slice(&meta(&conn, "kdf")?)
-                .map_err(|_| NodeError::Corrupt("KDF parameters are unreadable".into()))?;
-            let kek_bytes = params.derive(kek)?;
-            let data_key_bytes = crypto::decrypt(
-                &kek_bytes,
-                &data_key_aad(node_id, &cluster_id),
-                &meta(&conn, "data_key")?,
-            )
-            .ok_or(NodeError::WrongKek)?;
-            let mut data_key = Zeroizing::new([0u8; 32]);
-            if data_key_bytes.len() != 32 {
-                return Err(NodeError::Corrupt("data key has the wrong length".into()));
-            }
-            data_key.copy_from_slice(&data_key_bytes);
-            let identity_bytes = crypto::decrypt(
-                &data_key,
-                &identity_aad(node_id, &cluster_id),
-                &meta(&conn, "identity")?,
-            )
-            .ok_or_else(|| NodeError::Corrupt("identity does not decrypt".into()))?;
-            let identity = NodeSecret::from_bytes(&identity_bytes)
-                .map_err(|_| NodeError::Corrupt("identity is malformed".into()))?;
-            (node_id, cluster_id, data_key, identity)
-        };
+        let Unlocked {
+            node_id,
+            cluster_id,
+            data_key,
+            identity,
+        } = unlock(&path, kek)?;
         let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         apply_pragmas(&conn)?;
         migrate(&mut conn)?;
@@ -340,6 +365,20 @@ impl Store {
         cluster_id: String,
         path: PathBuf,
     ) -> Result<Self, NodeError> {
+        let session_floor_ms = conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                [backup::SESSION_FLOOR_META],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+            .map(|bytes| {
+                <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| NodeError::Corrupt("the session floor is malformed".into()))
+            })
+            .transpose()?
+            .unwrap_or(i64::MIN);
         let conn = Arc::new(Mutex::new(conn));
         let writer = GroupCommit::start(conn.clone(), "store-writer")
             .map_err(|e| NodeError::config("store", format!("cannot start the writer: {e}")))?;
@@ -351,7 +390,13 @@ impl Store {
             node_id,
             cluster_id,
             path,
+            session_floor_ms,
         })
+    }
+
+    /// Session ids made before this (Unix ms) are refused (see `backup`).
+    pub fn session_floor_ms(&self) -> i64 {
+        self.session_floor_ms
     }
 
     pub fn node_id(&self) -> PartyId {

@@ -1,0 +1,297 @@
+//! Backups of a node's store. A backup is an online, consistent copy of the store file
+//! (`VACUUM INTO`: a snapshot of one read transaction, without free pages, so no deleted
+//! ciphertext rides along), still encrypted under the node's key-encryption key: it holds live
+//! shares and must be kept like one. `verify_backup` opens it with the KEK and lists its keys;
+//! `restore` puts it in place of a store (moving any existing one aside, never deleting it) and
+//! sets a session floor: the restored node refuses every session id made before the restore,
+//! since it cannot know which ids were claimed after the backup was taken.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use shardsign_tss::KeyShare;
+
+use super::{
+    DB_FILE, MIGRATIONS, Store, apply_pragmas, migrate, share_aad, sqlite_uri_path, unlock,
+};
+use crate::crypto;
+use crate::error::NodeError;
+use crate::kek::KekSource;
+
+/// The meta row that holds the session floor (Unix ms, 8 bytes big-endian).
+pub(crate) const SESSION_FLOOR_META: &str = "session_floor_ms";
+
+/// What `backup` wrote.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub active_keys: u64,
+    pub sha256: String,
+}
+
+/// One key in a backup, its share decrypted and checked (never shown).
+#[derive(Debug, Clone)]
+pub struct BackupKey {
+    pub key_id: String,
+    pub public_key: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+/// What a backup holds, as its KEK opens it.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub node_id: u8,
+    pub cluster_id: String,
+    pub identity_fingerprint: String,
+    pub keys: Vec<BackupKey>,
+}
+
+fn io(what: &str, path: &Path, error: std::io::Error) -> NodeError {
+    NodeError::config("backup", format!("{what} {}: {error}", path.display()))
+}
+
+/// `path` + `.partial`: written first, renamed into place when complete.
+fn partial_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+fn sync_dir(path: &Path) -> Result<(), NodeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", dir, e))
+}
+
+impl Store {
+    /// Copies the store in `data_dir` to `out` (0600) while the node may be running.
+    pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupSummary, NodeError> {
+        let db = Self::db_path(data_dir);
+        if !db.exists() {
+            return Err(NodeError::NoStore(data_dir.to_path_buf()));
+        }
+        if out.exists() {
+            return Err(NodeError::config(
+                "backup",
+                format!("{} exists; refusing to overwrite it", out.display()),
+            ));
+        }
+        let out_text = out
+            .to_str()
+            .ok_or_else(|| NodeError::config("backup", "the output path must be valid UTF-8"))?;
+        let partial = partial_of(out);
+        let _ = std::fs::remove_file(&partial);
+        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute("VACUUM INTO ?1", [format!("{out_text}.partial")])?;
+        drop(conn);
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("cannot restrict", &partial, e))?;
+        let bytes = std::fs::read(&partial).map_err(|e| io("cannot read", &partial, e))?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("cannot sync", &partial, e))?;
+        std::fs::rename(&partial, out).map_err(|e| io("cannot rename to", out, e))?;
+        sync_dir(out)?;
+        let copy = Connection::open_with_flags(
+            format!("file:{}?immutable=1", sqlite_uri_path(out)),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        let active_keys: i64 = copy.query_row(
+            "SELECT COUNT(*) FROM keys WHERE status = 'active'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(BackupSummary {
+            path: out.to_path_buf(),
+            bytes: bytes.len() as u64,
+            active_keys: active_keys as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+
+    /// Opens a backup with `kek` (nothing is written) and decrypts and checks every share.
+    pub fn verify_backup(path: &Path, kek: &KekSource) -> Result<BackupReport, NodeError> {
+        if !path.is_file() {
+            return Err(NodeError::config(
+                "backup",
+                format!("{} is not a file", path.display()),
+            ));
+        }
+        let unlocked = unlock(path, kek)?;
+        let conn = Connection::open_with_flags(
+            format!("file:{}?immutable=1", sqlite_uri_path(path)),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(NodeError::Corrupt(format!(
+                "the backup is from a newer version (schema {version}); restore it with that version"
+            )));
+        }
+        let mut statement = conn.prepare(
+            "SELECT key_id, public_key, share_ciphertext, status, created_at FROM keys ORDER BY created_at, key_id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (key_id, public_key, ciphertext, status, created_at) = row?;
+            let share = crypto::decrypt(
+                &unlocked.data_key,
+                &share_aad(unlocked.node_id, &unlocked.cluster_id, &key_id),
+                &ciphertext,
+            )
+            .ok_or_else(|| {
+                NodeError::Corrupt(format!("the share of `{key_id}` does not decrypt"))
+            })?;
+            let share = KeyShare::from_bytes(&share)
+                .map_err(|e| NodeError::Corrupt(format!("the share of `{key_id}`: {e}")))?;
+            if share.public_key().as_bytes().as_slice() != public_key.as_slice() {
+                return Err(NodeError::Corrupt(format!(
+                    "the share of `{key_id}` is for another key than its row says"
+                )));
+            }
+            keys.push(BackupKey {
+                key_id,
+                public_key: hex::encode(public_key),
+                status,
+                created_at,
+            });
+        }
+        Ok(BackupReport {
+            node_id: unlocked.node_id.get(),
+            cluster_id: unlocked.cluster_id,
+            identity_fingerprint: unlocked.identity.public().fingerprint(),
+            keys,
+        })
+    }
+
+    /// Restores `backup` as the store in `data_dir` (the node must be stopped). An existing store
+    /// is moved aside to `node.db.before-restore-<unix seconds>`. Returns what was restored and
+    /// where the old store went.
+    pub fn restore(
+        data_dir: &Path,
+        backup: &Path,
+        kek: &KekSource,
+        now_ms: i64,
+    ) -> Result<(BackupReport, Option<PathBuf>), NodeError> {
+        let report = Self::verify_backup(backup, kek)?;
+        let socket = crate::local_admin::socket_path(data_dir);
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(NodeError::config(
+                "restore",
+                "the node is running (its admin socket answers); stop it first",
+            ));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|e| io("cannot create", data_dir, e))?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("cannot restrict", data_dir, e))?;
+        let db = Self::db_path(data_dir);
+        let moved = if db.exists() {
+            let aside = data_dir.join(format!("{DB_FILE}.before-restore-{}", now_ms / 1000));
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", db.display()));
+                if from.exists() {
+                    let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                    std::fs::rename(&from, &to).map_err(|e| io("cannot move aside", &from, e))?;
+                }
+            }
+            Some(aside)
+        } else {
+            None
+        };
+        let partial = partial_of(&db);
+        {
+            let bytes = std::fs::read(backup).map_err(|e| io("cannot read", backup, e))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)
+                .map_err(|e| io("cannot create", &partial, e))?;
+            file.write_all(&bytes)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| io("cannot write", &partial, e))?;
+        }
+        std::fs::rename(&partial, &db).map_err(|e| io("cannot rename to", &db, e))?;
+        sync_dir(&db)?;
+        let mut conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        apply_pragmas(&conn)?;
+        migrate(&mut conn)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+            params![SESSION_FLOOR_META, now_ms.to_be_bytes().as_slice()],
+        )?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .optional()?;
+        Ok((report, moved))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardsign_tss::PartyId;
+    use zeroize::Zeroizing;
+
+    fn kek(byte: u8) -> KekSource {
+        KekSource::KeyFile(Zeroizing::new([byte; 32]))
+    }
+
+    #[test]
+    fn a_backup_opens_only_with_its_kek_and_restores_with_a_session_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let (store, identity) = Store::init(&live, PartyId::new(2).unwrap(), "c", &kek(7)).unwrap();
+        drop(store);
+        let out = dir.path().join("backup");
+        let summary = Store::backup(&live, &out).unwrap();
+        assert_eq!(summary.active_keys, 0);
+        assert!(matches!(
+            Store::backup(&live, &out),
+            Err(NodeError::Config { .. })
+        ));
+
+        let report = Store::verify_backup(&out, &kek(7)).unwrap();
+        assert_eq!((report.node_id, report.cluster_id.as_str()), (2, "c"));
+        assert_eq!(report.identity_fingerprint, identity.public().fingerprint());
+        assert!(matches!(
+            Store::verify_backup(&out, &kek(8)),
+            Err(NodeError::WrongKek)
+        ));
+        assert!(matches!(
+            Store::restore(&live, &out, &kek(8), 5_000),
+            Err(NodeError::WrongKek)
+        ));
+
+        // Over an existing store: moved aside, not deleted.
+        let (_, moved) = Store::restore(&live, &out, &kek(7), 1_700_000_000_000).unwrap();
+        let moved = moved.expect("the old store was moved aside");
+        assert!(moved.exists(), "{}", moved.display());
+        let (store, _) = Store::open(&live, &kek(7)).unwrap();
+        assert_eq!(store.session_floor_ms(), 1_700_000_000_000);
+
+        // Into an empty place.
+        let fresh = dir.path().join("fresh");
+        let (_, moved) = Store::restore(&fresh, &out, &kek(7), 42).unwrap();
+        assert!(moved.is_none());
+        assert_eq!(
+            Store::open(&fresh, &kek(7)).unwrap().0.session_floor_ms(),
+            42
+        );
+    }
+}

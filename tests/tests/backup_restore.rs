@@ -1,0 +1,155 @@
+//! Node backup and restore with real processes: an online backup of a running node, verified
+//! with its key-encryption key; restore refused while the node runs; the node's data directory
+//! wiped, restored from the backup, and the key signs again through that node. The restored node
+//! refuses a session id made before the restore (it cannot know which ids were claimed after the
+//! backup), and accepts a fresh one.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use shardsign_eth::Limits;
+use shardsign_tests::cluster::node_binary;
+use shardsign_tests::full::{Cluster, one_wei_transfer, permissive_policy};
+use shardsign_tests::relay;
+use tonic::Code;
+
+fn node_command(args: &[&str], config: &Path) -> Output {
+    Command::new(node_binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run shardsign-node")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_sessions() {
+    let mut cluster = Cluster::start();
+    let key = cluster.ceremony("backed-up", &[1]).await;
+    cluster.allow_everything(&key).await;
+    cluster
+        .signer()
+        .sign_transaction(one_wei_transfer(&key.key_id, 0))
+        .await
+        .expect("signs");
+
+    let config = cluster.nodes.node(2).config.clone();
+    let backup = cluster.nodes.root.path().join("node-2.backup");
+    let backup_arg = backup.to_str().unwrap();
+    let made = node_command(&["backup", "--out", backup_arg], &config);
+    assert!(made.status.success(), "{}", text(&made));
+    assert!(text(&made).contains("1 active keys"), "{}", text(&made));
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = node_command(&["backup", "--out", backup_arg], &config);
+    assert!(!again.status.success(), "a backup never overwrites a file");
+
+    let verified = Command::new(node_binary())
+        .args(["backup", "verify", "--config"])
+        .arg(&config)
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains(&key.key_id), "{}", text(&verified));
+
+    let refused = node_command(&["restore", "--from", backup_arg], &config);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("the node is running"),
+        "{}",
+        text(&refused)
+    );
+
+    // Node 2's disk is lost; it comes back from the backup.
+    cluster.nodes.node(2).stop();
+    let data = cluster.nodes.node(2).data_dir();
+    std::fs::remove_dir_all(&data).unwrap();
+    let before_restore = shardsign_request::unix_now_ms() - 1;
+    let restored = node_command(&["restore", "--from", backup_arg], &config);
+    assert!(restored.status.success(), "{}", text(&restored));
+    cluster.nodes.node(2).start();
+
+    // Only pairs with node 2 are left once node 1 stops: the restored share signs.
+    cluster.nodes.node(1).stop();
+    let mut last = None;
+    for nonce in 1..100 {
+        match cluster
+            .signer()
+            .sign_transaction(one_wei_transfer(&key.key_id, nonce))
+            .await
+        {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            // The coordinator may still be backing off node 2 after its restart.
+            Err(status) if status.code() == Code::Unavailable => {
+                last = Some(status);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert!(last.is_none(), "the restored node did not sign: {last:?}");
+
+    // A session id made before the restore is refused by the restored node, a fresh one is not.
+    let mut clients = BTreeMap::new();
+    for id in [2u8, 3] {
+        clients.insert(id, cluster.nodes.client(id).await);
+    }
+    let request = one_wei_transfer(&key.key_id, 500);
+    let payload =
+        shardsign_request::proto::transaction(request.transaction.as_ref(), &Limits::default())
+            .unwrap();
+    let policy = cluster.signed_policy(
+        &key.key_id,
+        permissive_policy(&[1]),
+        cluster.next_policy_version(),
+    );
+    let policy = prost::Message::encode_to_vec(&policy);
+    let old_id = shardsign_request::new_session_id(before_restore).to_vec();
+    let error = relay::sign_with_policy(
+        &clients,
+        [2, 3],
+        &key.key_id,
+        &payload,
+        payload.signing_hash(),
+        &policy,
+        Some(old_id),
+        None,
+    )
+    .await
+    .expect_err("an id from before the restore");
+    assert_eq!(error.node, 2, "{error:?}");
+    assert_eq!(error.status.code(), Code::FailedPrecondition, "{error:?}");
+    assert!(
+        error.status.message().contains("restored"),
+        "{}",
+        error.status.message()
+    );
+    relay::sign_with_policy(
+        &clients,
+        [2, 3],
+        &key.key_id,
+        &payload,
+        payload.signing_hash(),
+        &policy,
+        None,
+        None,
+    )
+    .await
+    .expect("a fresh session id signs");
+}

@@ -11,6 +11,7 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod ceremony;
 pub mod config;
 pub mod error;

@@ -1,5 +1,6 @@
 //! `shardsign-coordinator run --config <file>`: serve the public API.
 //! `shardsign-coordinator admin recover --config <file>`: a new admin API key, made on this host.
+//! `shardsign-coordinator backup --config <file> --out <dir>`: the registry and the hashing key.
 
 use std::path::PathBuf;
 
@@ -25,6 +26,15 @@ enum Command {
     Run {
         #[arg(long, env = "SHARDSIGN_COORDINATOR_CONFIG")]
         config: PathBuf,
+    },
+    /// Copy the registry and the API-key hashing key into a new directory (0700, files 0600)
+    /// while the coordinator runs; the copy's audit chain is verified.
+    Backup {
+        #[arg(long, env = "SHARDSIGN_COORDINATOR_CONFIG")]
+        config: PathBuf,
+        /// A directory that does not exist yet.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Local operations on this host's registry.
     Admin {
@@ -56,6 +66,18 @@ fn recover(config: PathBuf, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn backup(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let config = CoordinatorConfig::load(&config)?;
+    let backup = shardsign_coordinator::backup::backup(&config, &out)?;
+    println!(
+        "backup written to {}: the registry (audit log intact, {} records, head {}) and the API-key hashing key; keep it private",
+        backup.dir.display(),
+        backup.audit_records,
+        hex::encode(backup.audit_head)
+    );
+    Ok(())
+}
+
 async fn run(config: PathBuf, hardening: Hardening) -> anyhow::Result<()> {
     let config = CoordinatorConfig::load(&config)?;
     shardsign_serve::init_logging(config.log_format);
@@ -80,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Admin {
             command: AdminCommand::Recover { config, label },
         } => recover(config, &label),
+        Command::Backup { config, out } => backup(config, out),
         Command::Run { config } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run(config, hardening))),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond the Rust toolchain: tshark (the network-capture leak
-# test). Installs them from Debian's packages when missing; needs root, as the disk-full test
+# test) and promtool, from Debian's prometheus package (the alert rules' checks). Installs them from Debian's packages when missing; needs root, as the disk-full test
 # (tmpfs mounts) and the capture test (capturing on lo) do themselves.
 set -euo pipefail
 missing=()
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -21,6 +21,10 @@ if [ "$#" -gt 0 ]; then
 fi
 cargo test --locked --workspace
 
+echo "== Prometheus alert rules (promtool check and unit tests)"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+
 echo "== fuzz smoke (every decoder's target for a few seconds, then every kept finding)"
 scripts/fuzz.sh smoke 5
 scripts/fuzz.sh regressions

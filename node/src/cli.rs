@@ -51,6 +51,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also wrap the backup's data key to this age recipient (`age1...`, the operator's
+        /// offline recovery key), written to `<out>.data-key.age`.
+        #[arg(long)]
+        age_recipient: Option<String>,
         #[command(subcommand)]
         command: Option<BackupCommand>,
     },
@@ -62,6 +66,10 @@ enum Command {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
+        /// Open the backup with the operator's offline age identity (and `<backup>.data-key.age`)
+        /// instead of the node's old passphrase or key file; the configured one wraps it from now.
+        #[arg(long)]
+        age_identity: Option<PathBuf>,
     },
 }
 
@@ -75,11 +83,24 @@ enum BackupCommand {
     },
 }
 
-fn backup(config: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+fn backup(
+    config: Option<PathBuf>,
+    out: Option<PathBuf>,
+    age_recipient: Option<String>,
+) -> anyhow::Result<()> {
     let (Some(config), Some(out)) = (config, out) else {
         anyhow::bail!("backup needs --config FILE and --out FILE (or: backup verify FILE)");
     };
-    let config = NodeConfig::load(&config)?;
+    let recipient = age_recipient
+        .map(|text| shardsign_seal::AgeRecipient::parse(&text).context("--age-recipient"))
+        .transpose()?;
+    let (config, kek) = match recipient {
+        Some(_) => {
+            let (config, kek) = prepare_run(&config)?;
+            (config, Some(kek))
+        }
+        None => (NodeConfig::load(&config)?, None),
+    };
     let summary = Store::backup(&config.data_dir, &out)?;
     println!(
         "backup written: {} ({} bytes, {} active keys, sha256 {})",
@@ -88,6 +109,13 @@ fn backup(config: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
         summary.active_keys,
         summary.sha256
     );
+    if let (Some(recipient), Some(kek)) = (recipient, kek) {
+        let wrapped = Store::wrap_backup_for(&out, &kek, &recipient)?;
+        println!(
+            "its data key, encrypted to the age recipient: {}",
+            wrapped.display()
+        );
+    }
     println!(
         "it holds live key shares, encrypted under this node's key-encryption key: store it like one"
     );
@@ -128,12 +156,25 @@ fn verify_backup(config: PathBuf, file: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore(config: PathBuf, from: PathBuf) -> anyhow::Result<()> {
+fn restore(config: PathBuf, from: PathBuf, age_identity: Option<PathBuf>) -> anyhow::Result<()> {
     let (config, kek) = prepare_run(&config)?;
-    let report = Store::verify_backup(&from, &kek)?;
+    let identity = age_identity
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            shardsign_seal::AgeIdentity::parse(&text).with_context(|| format!("{}", path.display()))
+        })
+        .transpose()?;
+    let (report, moved) = Store::restore(
+        &config.data_dir,
+        &from,
+        &kek,
+        identity.as_ref(),
+        shardsign_request::unix_now_ms(),
+    )?;
     if report.node_id != config.node_id.get() || report.cluster_id != config.cluster_id {
         anyhow::bail!(
-            "{} is a backup of node {} of cluster {}, not of this node ({}, {})",
+            "{} was a backup of node {} of cluster {}, not of this node ({}, {}); it was restored: move the previous store back",
             from.display(),
             report.node_id,
             report.cluster_id,
@@ -141,12 +182,6 @@ fn restore(config: PathBuf, from: PathBuf) -> anyhow::Result<()> {
             config.cluster_id
         );
     }
-    let (report, moved) = Store::restore(
-        &config.data_dir,
-        &from,
-        &kek,
-        shardsign_request::unix_now_ms(),
-    )?;
     print_report(&report);
     if let Some(moved) = moved {
         println!("the previous store was moved aside to {}", moved.display());
@@ -307,8 +342,17 @@ pub fn main() -> std::process::ExitCode {
             command: Some(BackupCommand::Verify { config, file }),
             ..
         } => verify_backup(config, file),
-        Command::Backup { config, out, .. } => backup(config, out),
-        Command::Restore { config, from } => restore(config, from),
+        Command::Backup {
+            config,
+            out,
+            age_recipient,
+            ..
+        } => backup(config, out, age_recipient),
+        Command::Restore {
+            config,
+            from,
+            age_identity,
+        } => restore(config, from, age_identity),
         Command::Run { config } => prepare_run(&config).and_then(|prepared| {
             tokio::runtime::Runtime::new()
                 .context("cannot start the async runtime")

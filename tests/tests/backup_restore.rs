@@ -1,6 +1,8 @@
-//! Node backup and restore with real processes: an online backup of a running node, verified
-//! with its key-encryption key; restore refused while the node runs; the node's data directory
-//! wiped, restored from the backup, and the key signs again through that node. The restored node
+//! Node backup and restore with real processes: an online backup of a running node, its data key
+//! wrapped to an operator's age recipient (decrypted by the `age` CLI), verified with its
+//! key-encryption key; restore refused while the node runs; the node's data directory wiped and
+//! its key file lost, restored from the backup with the operator's age identity under a new key
+//! file, and the key signs again through that node. The restored node
 //! refuses a session id made before the restore (it cannot know which ids were claimed after the
 //! backup), and accepts a fresh one.
 
@@ -46,8 +48,43 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
     let config = cluster.nodes.node(2).config.clone();
     let backup = cluster.nodes.root.path().join("node-2.backup");
     let backup_arg = backup.to_str().unwrap();
-    let made = node_command(&["backup", "--out", backup_arg], &config);
+    let age_identity = cluster.nodes.root.path().join("operator.age-identity");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&age_identity)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "age-keygen: {}", text(&keygen));
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&age_identity)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(recipient.stdout).unwrap();
+    let made = node_command(
+        &[
+            "backup",
+            "--out",
+            backup_arg,
+            "--age-recipient",
+            recipient.trim(),
+        ],
+        &config,
+    );
     assert!(made.status.success(), "{}", text(&made));
+    let wrapped = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&age_identity)
+        .arg(format!("{backup_arg}.data-key.age"))
+        .output()
+        .unwrap();
+    assert!(wrapped.status.success(), "age -d: {}", text(&wrapped));
+    assert_eq!(
+        wrapped.stdout.len(),
+        32,
+        "the age CLI opens the wrapped data key"
+    );
     assert!(text(&made).contains("1 active keys"), "{}", text(&made));
     assert_eq!(
         std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
@@ -73,12 +110,30 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
         text(&refused)
     );
 
-    // Node 2's disk is lost; it comes back from the backup.
+    // Node 2's disk is lost, and its key file with it: it comes back from the backup, opened
+    // with the operator's age identity, under a new key file.
     cluster.nodes.node(2).stop();
     let data = cluster.nodes.node(2).data_dir();
     std::fs::remove_dir_all(&data).unwrap();
+    let key_file = cluster.nodes.node(2).dir.join("kek.key");
+    std::fs::write(&key_file, hex::encode(rand::random::<[u8; 32]>())).unwrap();
+    let lost_key = node_command(&["restore", "--from", backup_arg], &config);
+    assert!(
+        !lost_key.status.success(),
+        "the old key file is gone: {}",
+        text(&lost_key)
+    );
     let before_restore = shardsign_request::unix_now_ms() - 1;
-    let restored = node_command(&["restore", "--from", backup_arg], &config);
+    let restored = node_command(
+        &[
+            "restore",
+            "--from",
+            backup_arg,
+            "--age-identity",
+            age_identity.to_str().unwrap(),
+        ],
+        &config,
+    );
     assert!(restored.status.success(), "{}", text(&restored));
     cluster.nodes.node(2).start();
 

@@ -10,10 +10,12 @@
 //! message replayed from another session, redirected to another node, moved to another round or
 //! altered does not open. The coordinator, which relays these bytes, holds none of the keys.
 
+mod age;
 mod context;
 mod identity;
 mod seal;
 
+pub use age::{AgeIdentity, AgeRecipient, MAX_AGE_FILE_LEN, age_decrypt, age_encrypt};
 pub use context::Context;
 pub use identity::{NodeSecret, PublicIdentity};
 pub use seal::{OVERHEAD, open_broadcast, open_direct, seal_direct, sign_broadcast};

@@ -14,8 +14,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use shardsign_tss::KeyShare;
 
+use shardsign_seal::{AgeIdentity, AgeRecipient, age_decrypt, age_encrypt};
+use zeroize::Zeroizing;
+
 use super::{
-    DB_FILE, MIGRATIONS, Store, apply_pragmas, migrate, share_aad, sqlite_uri_path, unlock,
+    DB_FILE, MIGRATIONS, Opener, Store, apply_pragmas, migrate, share_aad, sqlite_uri_path, unlock,
+    unlock_with, wrap_data_key,
 };
 use crate::crypto;
 use crate::error::NodeError;
@@ -59,6 +63,13 @@ fn io(what: &str, path: &Path, error: std::io::Error) -> NodeError {
 fn partial_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Where a backup's data key, wrapped to an age recipient, lives.
+pub fn wrapped_key_path(backup: &Path) -> PathBuf {
+    let mut name = backup.as_os_str().to_owned();
+    name.push(".data-key.age");
     PathBuf::from(name)
 }
 
@@ -116,15 +127,42 @@ impl Store {
         })
     }
 
+    /// Writes the backup's data key encrypted to the operator's offline `age` recipient, beside
+    /// it (`<backup>.data-key.age`, 0600): with the matching identity the backup restores
+    /// without the node's passphrase or key file (`restore --age-identity`).
+    pub fn wrap_backup_for(
+        backup: &Path,
+        kek: &KekSource,
+        recipient: &AgeRecipient,
+    ) -> Result<PathBuf, NodeError> {
+        let unlocked = unlock(backup, kek)?;
+        let wrapped = age_encrypt(recipient, unlocked.data_key.as_slice());
+        let path = wrapped_key_path(backup);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io("cannot create", &path, e))?;
+        file.write_all(&wrapped)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| io("cannot write", &path, e))?;
+        Ok(path)
+    }
+
     /// Opens a backup with `kek` (nothing is written) and decrypts and checks every share.
     pub fn verify_backup(path: &Path, kek: &KekSource) -> Result<BackupReport, NodeError> {
+        Self::verify_backup_with(path, Opener::Kek(kek))
+    }
+
+    fn verify_backup_with(path: &Path, opener: Opener<'_>) -> Result<BackupReport, NodeError> {
         if !path.is_file() {
             return Err(NodeError::config(
                 "backup",
                 format!("{} is not a file", path.display()),
             ));
         }
-        let unlocked = unlock(path, kek)?;
+        let unlocked = unlock_with(path, opener)?;
         let conn = Connection::open_with_flags(
             format!("file:{}?immutable=1", sqlite_uri_path(path)),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
@@ -181,15 +219,35 @@ impl Store {
     }
 
     /// Restores `backup` as the store in `data_dir` (the node must be stopped). An existing store
-    /// is moved aside to `node.db.before-restore-<unix seconds>`. Returns what was restored and
+    /// is moved aside to `node.db.before-restore-<unix seconds>`. With `recovery` (the operator's
+    /// age identity and the backup's wrapped data key) the backup opens without the node's old
+    /// KEK and its data key is wrapped under `kek` from then on. Returns what was restored and
     /// where the old store went.
     pub fn restore(
         data_dir: &Path,
         backup: &Path,
         kek: &KekSource,
+        recovery: Option<&AgeIdentity>,
         now_ms: i64,
     ) -> Result<(BackupReport, Option<PathBuf>), NodeError> {
-        let report = Self::verify_backup(backup, kek)?;
+        let recovered = match recovery {
+            None => None,
+            Some(identity) => {
+                let path = wrapped_key_path(backup);
+                let wrapped = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+                let key = age_decrypt(identity, &wrapped).map_err(|e| {
+                    NodeError::config("restore", format!("{}: {e}", path.display()))
+                })?;
+                let key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
+                    NodeError::Corrupt("the wrapped data key is not 32 bytes".into())
+                })?;
+                Some(Zeroizing::new(key))
+            }
+        };
+        let report = match &recovered {
+            None => Self::verify_backup(backup, kek)?,
+            Some(key) => Self::verify_backup_with(backup, Opener::DataKey(key.clone()))?,
+        };
         let socket = crate::local_admin::socket_path(data_dir);
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return Err(NodeError::config(
@@ -236,6 +294,18 @@ impl Store {
             "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
             params![SESSION_FLOOR_META, now_ms.to_be_bytes().as_slice()],
         )?;
+        if let Some(key) = &recovered {
+            let node_id = shardsign_tss::PartyId::new(report.node_id)
+                .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
+            let (kdf, data_key) = wrap_data_key(kek, node_id, &report.cluster_id, key)?;
+            let tx = conn.transaction()?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'kdf'", [kdf])?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE name = 'data_key'",
+                [data_key],
+            )?;
+            tx.commit()?;
+        }
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .optional()?;
         Ok((report, moved))
@@ -274,12 +344,12 @@ mod tests {
             Err(NodeError::WrongKek)
         ));
         assert!(matches!(
-            Store::restore(&live, &out, &kek(8), 5_000),
+            Store::restore(&live, &out, &kek(8), None, 5_000),
             Err(NodeError::WrongKek)
         ));
 
         // Over an existing store: moved aside, not deleted.
-        let (_, moved) = Store::restore(&live, &out, &kek(7), 1_700_000_000_000).unwrap();
+        let (_, moved) = Store::restore(&live, &out, &kek(7), None, 1_700_000_000_000).unwrap();
         let moved = moved.expect("the old store was moved aside");
         assert!(moved.exists(), "{}", moved.display());
         let (store, _) = Store::open(&live, &kek(7)).unwrap();
@@ -287,7 +357,7 @@ mod tests {
 
         // Into an empty place.
         let fresh = dir.path().join("fresh");
-        let (_, moved) = Store::restore(&fresh, &out, &kek(7), 42).unwrap();
+        let (_, moved) = Store::restore(&fresh, &out, &kek(7), None, 42).unwrap();
         assert!(moved.is_none());
         assert_eq!(
             Store::open(&fresh, &kek(7)).unwrap().0.session_floor_ms(),

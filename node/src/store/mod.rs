@@ -168,10 +168,25 @@ pub(crate) struct Unlocked {
     pub identity: NodeSecret,
 }
 
+/// How a store file is opened: with the node's KEK, or with its data key itself (recovered from
+/// a backup's wrapping to the operator's offline `age` key).
+pub(crate) enum Opener<'a> {
+    Kek(&'a KekSource),
+    DataKey(Zeroizing<[u8; 32]>),
+}
+
 /// Reads the meta rows of the store file at `path` without writing anything (`immutable=1`: no
 /// locks, no WAL or shared-memory files; the meta rows live in the main file, init checkpoints
-/// them there) and decrypts the data key and the identity with `kek`.
+/// them there) and decrypts the data key (unless given) and the identity.
 pub(crate) fn unlock(path: &Path, kek: &KekSource) -> Result<Unlocked, NodeError> {
+    unlock_with(path, Opener::Kek(kek))
+}
+
+pub(crate) fn unlock_with(path: &Path, opener: Opener<'_>) -> Result<Unlocked, NodeError> {
+    let opener_kind = match opener {
+        Opener::Kek(_) => OpenerKind::Kek,
+        Opener::DataKey(_) => OpenerKind::DataKey,
+    };
     let uri = format!("file:{}?immutable=1", sqlite_uri_path(path));
     let conn = Connection::open_with_flags(
         uri,
@@ -181,26 +196,37 @@ pub(crate) fn unlock(path: &Path, kek: &KekSource) -> Result<Unlocked, NodeError
         .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
     let cluster_id = String::from_utf8(meta(&conn, "cluster_id")?)
         .map_err(|_| NodeError::Corrupt("cluster id is not UTF-8".into()))?;
-    let params: KdfParams = serde_json::from_slice(&meta(&conn, "kdf")?)
-        .map_err(|_| NodeError::Corrupt("KDF parameters are unreadable".into()))?;
-    let kek_bytes = params.derive(kek)?;
-    let data_key_bytes = crypto::decrypt(
-        &kek_bytes,
-        &data_key_aad(node_id, &cluster_id),
-        &meta(&conn, "data_key")?,
-    )
-    .ok_or(NodeError::WrongKek)?;
-    let mut data_key = Zeroizing::new([0u8; 32]);
-    if data_key_bytes.len() != 32 {
-        return Err(NodeError::Corrupt("data key has the wrong length".into()));
-    }
-    data_key.copy_from_slice(&data_key_bytes);
+    // With a recovered data key, an identity that does not open means the key is not this store's.
+    let wrong_identity = || match opener_kind {
+        OpenerKind::DataKey => NodeError::WrongKek,
+        OpenerKind::Kek => NodeError::Corrupt("identity does not decrypt".into()),
+    };
+    let data_key = match opener {
+        Opener::DataKey(key) => key,
+        Opener::Kek(kek) => {
+            let params: KdfParams = serde_json::from_slice(&meta(&conn, "kdf")?)
+                .map_err(|_| NodeError::Corrupt("KDF parameters are unreadable".into()))?;
+            let kek_bytes = params.derive(kek)?;
+            let data_key_bytes = crypto::decrypt(
+                &kek_bytes,
+                &data_key_aad(node_id, &cluster_id),
+                &meta(&conn, "data_key")?,
+            )
+            .ok_or(NodeError::WrongKek)?;
+            let mut data_key = Zeroizing::new([0u8; 32]);
+            if data_key_bytes.len() != 32 {
+                return Err(NodeError::Corrupt("data key has the wrong length".into()));
+            }
+            data_key.copy_from_slice(&data_key_bytes);
+            data_key
+        }
+    };
     let identity_bytes = crypto::decrypt(
         &data_key,
         &identity_aad(node_id, &cluster_id),
         &meta(&conn, "identity")?,
     )
-    .ok_or_else(|| NodeError::Corrupt("identity does not decrypt".into()))?;
+    .ok_or_else(wrong_identity)?;
     let identity = NodeSecret::from_bytes(&identity_bytes)
         .map_err(|_| NodeError::Corrupt("identity is malformed".into()))?;
     Ok(Unlocked {
@@ -209,6 +235,27 @@ pub(crate) fn unlock(path: &Path, kek: &KekSource) -> Result<Unlocked, NodeError
         data_key,
         identity,
     })
+}
+
+#[derive(Clone, Copy)]
+enum OpenerKind {
+    Kek,
+    DataKey,
+}
+
+/// The data key wrapped under `kek` (fresh KDF parameters): the `kdf` and `data_key` meta rows.
+pub(crate) fn wrap_data_key(
+    kek: &KekSource,
+    node_id: PartyId,
+    cluster_id: &str,
+    data_key: &[u8; 32],
+) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
+    let params = KdfParams::for_source(kek);
+    let kek_bytes = params.derive(kek)?;
+    Ok((
+        serde_json::to_vec(&params).expect("KDF params serialise"),
+        crypto::encrypt(&kek_bytes, &data_key_aad(node_id, cluster_id), data_key),
+    ))
 }
 
 /// A path as the path part of an SQLite `file:` URI (`%`, `?` and `#` escaped).

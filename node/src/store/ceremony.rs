@@ -140,6 +140,34 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_share_leaves_no_ciphertext_in_the_file() {
+        let (dir, store) = store_with_pending();
+        let ciphertext: Vec<u8> = store
+            .conn()
+            .query_row(
+                "SELECT share_ciphertext FROM keys WHERE key_id = 'k'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let needle = &ciphertext[ciphertext.len() / 2..ciphertext.len() / 2 + 64];
+        store.abort_key("k", &[1; 32], false).unwrap();
+        store
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the deleted share's ciphertext is still in {}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
     fn an_aborted_ceremony_is_never_committed() {
         let (_dir, store) = store_with_pending();
         assert_eq!(

@@ -271,6 +271,9 @@ fn apply_pragmas(conn: &Connection) -> Result<(), NodeError> {
     // FULL: a commit is on disk before it returns, including in WAL mode.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows (an aborted ceremony's share, a replaced policy) are overwritten with zeros,
+    // not left in free pages for whoever copies the file later.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }

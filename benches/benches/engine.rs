@@ -48,10 +48,17 @@ fn criterion_benches(c: &mut Criterion, shares: &[std::sync::Arc<shardsign_tss::
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(40));
+    let outputs = run_dkg(SessionId(rand::random())).expect("dkg");
+    let package = outputs[0].package.clone();
+    let three: Vec<std::sync::Arc<shardsign_tss::KeyShare>> = outputs
+        .into_iter()
+        .map(|o| std::sync::Arc::new(o.share))
+        .collect();
     group.bench_function("all three parties, one thread", |b| {
         b.iter(|| {
             run_refresh(
-                [shares[0].clone(), shares[1].clone(), shares[2].clone()],
+                [three[0].clone(), three[1].clone(), three[2].clone()],
+                &package,
                 SessionId(rand::random()),
             )
             .expect("refresh")

@@ -301,6 +301,8 @@ fn policy_seeds() {
 
 fn engine_seeds() {
     let outputs = local::run_dkg(SessionId([7; 32])).unwrap();
+    let package = outputs[0].package.clone();
+    write("key_share", "package", &package.to_bytes());
     for output in &outputs {
         let party = output.share.party_id().get();
         write(
@@ -347,7 +349,7 @@ fn engine_seeds() {
     }
     let mut refresh: Vec<Message> = Vec::new();
     let three: [Arc<_>; 3] = shares.clone().try_into().unwrap();
-    local::run_refresh_with(three, SessionId([6; 32]), |_, message| {
+    local::run_refresh_with(three, &package, SessionId([6; 32]), |_, message| {
         refresh.push(message.clone());
         Some(message)
     })

@@ -44,13 +44,14 @@ fuzz_target!(|data: &[u8]| {
         let shares = shardsign_fuzz::shares();
         if let Ok(refreshed) = local::run_refresh_with(
             shares.clone(),
+            shardsign_fuzz::package(),
             SessionId([6; 32]),
             replace_nth((target & 0x3f) % 24, payload),
         ) {
             assert!(
                 refreshed
                     .iter()
-                    .all(|s| s.public_key() == shares[0].public_key()),
+                    .all(|o| o.share.public_key() == shares[0].public_key()),
                 "a refresh changed the key"
             );
         }

@@ -3,19 +3,30 @@
 
 use std::sync::{Arc, OnceLock};
 
-use shardsign_tss::{KeyShare, SessionId, local};
+use shardsign_tss::{KeyShare, PublicPackage, SessionId, local};
 
-/// Key shares of one 2-of-3 key, from a real key generation run once per process.
-pub fn shares() -> &'static [Arc<KeyShare>; 3] {
-    static SHARES: OnceLock<[Arc<KeyShare>; 3]> = OnceLock::new();
-    SHARES.get_or_init(|| {
+/// One 2-of-3 key from a real key generation run once per process: its shares and package.
+fn key() -> &'static ([Arc<KeyShare>; 3], PublicPackage) {
+    static KEY: OnceLock<([Arc<KeyShare>; 3], PublicPackage)> = OnceLock::new();
+    KEY.get_or_init(|| {
         let outputs = local::run_dkg(SessionId([7; 32])).expect("an honest key generation");
+        let package = outputs[0].package.clone();
         let shares: Vec<Arc<KeyShare>> = outputs
             .into_iter()
             .map(|output| Arc::new(output.share))
             .collect();
-        shares.try_into().expect("three shares")
+        (shares.try_into().expect("three shares"), package)
     })
+}
+
+/// The key's three shares.
+pub fn shares() -> &'static [Arc<KeyShare>; 3] {
+    &key().0
+}
+
+/// The key's public key package.
+pub fn package() -> &'static PublicPackage {
+    &key().1
 }
 
 /// Splits a selector byte off the input (0 for an empty input).

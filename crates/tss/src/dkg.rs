@@ -22,6 +22,7 @@ use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId, THRESHOLD};
 use crate::inbox::{Expect, Inbox, Round};
 use crate::message::{Message, Protocol, Recipient};
+use crate::package::PublicPackage;
 use crate::share::{KeyShare, PublicKey};
 use crate::{Step, codec};
 
@@ -51,6 +52,8 @@ type Round3Direct = (
 pub struct DkgOutput {
     pub share: KeyShare,
     pub public_key: PublicKey,
+    /// The group's public key package (every party's verifying share), checked.
+    pub package: PublicPackage,
 }
 
 /// One party's side of a key generation.
@@ -231,7 +234,7 @@ impl DkgSession {
         }
         self.proofs.sort_by_key(|proof| proof.index);
         let engine = self.engine.take().ok_or(TssError::Finished)?;
-        let (party, _package) = engine
+        let (party, package) = engine
             .phase4(
                 &self.proofs,
                 &self.zero_2,
@@ -243,9 +246,18 @@ impl DkgSession {
             )
             .map_err(TssError::from_abort)?;
         let share = KeyShare::from_party(party)?;
+        let package = PublicPackage::from_engine(package)?;
+        if !package.matches(&share) {
+            return Err(TssError::Protocol {
+                culprit: None,
+                ban: false,
+                reason: "the public key package does not match this party's share".into(),
+            });
+        }
         Ok(DkgOutput {
             public_key: share.public_key(),
             share,
+            package,
         })
     }
 

@@ -19,6 +19,7 @@ pub mod local;
 #[cfg(feature = "malicious")]
 pub mod malicious;
 mod message;
+mod package;
 mod refresh;
 mod share;
 mod sign;
@@ -27,7 +28,8 @@ pub use dkg::{DkgOutput, DkgSession};
 pub use error::TssError;
 pub use ids::{PARTIES, PartyId, SessionId, THRESHOLD};
 pub use message::{MAX_MESSAGE_LEN, Message, Protocol, Recipient};
-pub use refresh::RefreshSession;
+pub use package::{MAX_PACKAGE_LEN, PublicPackage};
+pub use refresh::{RefreshOutput, RefreshSession};
 pub use share::{KeyShare, MAX_SHARE_LEN, PublicKey};
 pub use sign::{SignSession, Signature};
 

@@ -9,7 +9,8 @@ use crate::dkg::{DkgOutput, DkgSession};
 use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId};
 use crate::message::{Message, Recipient};
-use crate::refresh::RefreshSession;
+use crate::package::PublicPackage;
+use crate::refresh::{RefreshOutput, RefreshSession};
 use crate::share::KeyShare;
 use crate::sign::{SignSession, Signature};
 
@@ -31,11 +32,11 @@ impl Party for DkgSession {
 }
 
 impl Party for RefreshSession {
-    type Output = KeyShare;
+    type Output = RefreshOutput;
     fn id(&self) -> PartyId {
         self.party()
     }
-    fn handle(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+    fn handle(&mut self, message: Message) -> Result<Step<RefreshOutput>, TssError> {
         RefreshSession::handle(self, message)
     }
 }
@@ -127,24 +128,26 @@ pub fn run_dkg_with(
     run(sessions, initial, tamper)
 }
 
-/// Refreshes all three shares of one key; the new shares are in party order 1, 2, 3.
+/// Refreshes all three shares of the key `package` describes; outputs are in party order 1, 2, 3.
 pub fn run_refresh(
     shares: [Arc<KeyShare>; 3],
+    package: &PublicPackage,
     session_id: SessionId,
-) -> Result<Vec<KeyShare>, TssError> {
-    run_refresh_with(shares, session_id, |_, message| Some(message))
+) -> Result<Vec<RefreshOutput>, TssError> {
+    run_refresh_with(shares, package, session_id, |_, message| Some(message))
 }
 
 /// [`run_refresh`] with a hook on every delivery.
 pub fn run_refresh_with(
     shares: [Arc<KeyShare>; 3],
+    package: &PublicPackage,
     session_id: SessionId,
     tamper: impl FnMut(PartyId, Message) -> Option<Message>,
-) -> Result<Vec<KeyShare>, TssError> {
+) -> Result<Vec<RefreshOutput>, TssError> {
     let mut sessions = Vec::new();
     let mut initial = Vec::new();
     for share in shares {
-        let (session, outgoing) = RefreshSession::start(share, session_id);
+        let (session, outgoing) = RefreshSession::start(share, package.clone(), session_id)?;
         sessions.push(session);
         initial.extend(outgoing);
     }

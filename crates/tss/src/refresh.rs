@@ -27,6 +27,7 @@ use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId};
 use crate::inbox::{Expect, Inbox, Round};
 use crate::message::{Message, Protocol, Recipient};
+use crate::package::PublicPackage;
 use crate::share::KeyShare;
 use crate::{Step, codec};
 
@@ -60,9 +61,17 @@ struct Kept {
     mul_3: BTreeMap<PartyIndex, KeepInitMulPhase3to4<Secp256k1>>,
 }
 
+/// What a finished refresh leaves with one party: its new share and the group's new package.
+#[derive(Debug)]
+pub struct RefreshOutput {
+    pub share: KeyShare,
+    pub package: PublicPackage,
+}
+
 /// One party's side of a share refresh.
 pub struct RefreshSession {
     share: Arc<KeyShare>,
+    package: PublicPackage,
     me: PartyId,
     session_id: SessionId,
     inbox: Inbox,
@@ -84,9 +93,18 @@ impl std::fmt::Debug for RefreshSession {
 }
 
 impl RefreshSession {
-    /// Starts refreshing `share` (all three parties take part); returns the session and its
-    /// round-1 messages.
-    pub fn start(share: Arc<KeyShare>, session_id: SessionId) -> (Self, Vec<Message>) {
+    /// Starts refreshing `share` of the key `package` describes (all three parties take part);
+    /// returns the session and its round-1 messages.
+    pub fn start(
+        share: Arc<KeyShare>,
+        package: PublicPackage,
+        session_id: SessionId,
+    ) -> Result<(Self, Vec<Message>), TssError> {
+        if !package.matches(&share) {
+            return Err(TssError::InvalidShare(
+                "the public key package does not match the share being refreshed".into(),
+            ));
+        }
         let me = share.party_id();
         let mut fragments = share.party().refresh_complete_phase1();
         let peers: Vec<PartyId> = PARTIES.into_iter().filter(|p| *p != me).collect();
@@ -97,6 +115,7 @@ impl RefreshSession {
                 ..Kept::default()
             },
             share,
+            package,
             me,
             session_id,
             proofs: Vec::new(),
@@ -111,7 +130,7 @@ impl RefreshSession {
             })
             .collect();
         fragments.zeroize();
-        (session, outgoing)
+        Ok((session, outgoing))
     }
 
     pub fn party(&self) -> PartyId {
@@ -120,7 +139,7 @@ impl RefreshSession {
 
     /// Feeds one incoming message; the output is the new share. After an error the session is
     /// finished and holds no secrets (the old share stays as it was).
-    pub fn handle(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+    pub fn handle(&mut self, message: Message) -> Result<Step<RefreshOutput>, TssError> {
         if self.finished {
             return Err(TssError::Finished);
         }
@@ -131,7 +150,7 @@ impl RefreshSession {
         result
     }
 
-    fn handle_inner(&mut self, message: Message) -> Result<Step<KeyShare>, TssError> {
+    fn handle_inner(&mut self, message: Message) -> Result<Step<RefreshOutput>, TssError> {
         self.inbox.accept(message)?;
         let mut outgoing = Vec::new();
         while self.inbox.is_complete() {
@@ -216,7 +235,7 @@ impl RefreshSession {
         Ok(outgoing)
     }
 
-    fn after_round3(&mut self, round: &Round) -> Result<KeyShare, TssError> {
+    fn after_round3(&mut self, round: &Round) -> Result<RefreshOutput, TssError> {
         let mut zero_3 = Vec::new();
         let mut mul_3 = Vec::new();
         for (&from, payload) in &round.direct {
@@ -243,15 +262,25 @@ impl RefreshSession {
             )
             .map_err(TssError::from_abort)?;
         let share = KeyShare::from_party(party)?;
-        if share.public_key() != self.share.public_key() {
-            // The engine checks the correction sums to zero; this is the belt to its braces.
+        let package = self
+            .package
+            .inner()
+            .refresh(self.sid(), &self.proofs)
+            .map_err(|reason| TssError::Protocol {
+                culprit: None,
+                ban: false,
+                reason: format!("the public key package does not refresh: {reason:?}"),
+            })?;
+        let package = PublicPackage::from_engine(package)?;
+        // The engine checks the correction sums to zero; these are the belt to its braces.
+        if share.public_key() != self.share.public_key() || !package.matches(&share) {
             return Err(TssError::Protocol {
                 culprit: None,
                 ban: false,
-                reason: "the refreshed share is for another public key".into(),
+                reason: "the refreshed share does not match the key or its package".into(),
             });
         }
-        Ok(share)
+        Ok(RefreshOutput { share, package })
     }
 
     fn message(&self, round: u8, to: Recipient, payload: Vec<u8>) -> Message {

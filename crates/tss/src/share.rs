@@ -123,6 +123,11 @@ impl KeyShare {
         &self.party
     }
 
+    /// The public point of this share (what the group's public key package records for it).
+    pub(crate) fn verifying_share(&self) -> k256::AffinePoint {
+        (k256::ProjectivePoint::GENERATOR * self.party.poly_point).to_affine()
+    }
+
     /// The versioned encoding, in a buffer that is wiped when dropped. Serialised straight into
     /// a buffer of the maximum size so that no reallocation leaves a copy behind.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {

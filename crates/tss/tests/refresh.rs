@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use shardsign_tss::local::{run_dkg, run_refresh, run_refresh_with, run_sign};
-use shardsign_tss::{KeyShare, SessionId, Signature};
+use shardsign_tss::{KeyShare, PARTIES, PublicPackage, SessionId, Signature};
 
 fn fresh_session() -> SessionId {
     SessionId(rand::random())
@@ -24,29 +24,41 @@ fn arcs(shares: Vec<KeyShare>) -> Vec<Arc<KeyShare>> {
     shares.into_iter().map(Arc::new).collect()
 }
 
-/// The shares of one key before and after a refresh.
-type Epochs = (Vec<Arc<KeyShare>>, Vec<Arc<KeyShare>>);
+/// The shares of one key before and after a refresh, and the public key packages (as party 1
+/// has them) before and after.
+type Epochs = (
+    Vec<Arc<KeyShare>>,
+    Vec<Arc<KeyShare>>,
+    PublicPackage,
+    PublicPackage,
+);
 
 /// One key generation and one refresh of it, shared by the tests below.
 fn old_and_new() -> &'static Epochs {
     static SHARES: std::sync::OnceLock<Epochs> = std::sync::OnceLock::new();
     SHARES.get_or_init(|| {
-        let old = arcs(
-            run_dkg(fresh_session())
-                .unwrap()
-                .into_iter()
-                .map(|o| o.share)
-                .collect(),
+        let outputs = run_dkg(fresh_session()).unwrap();
+        assert!(
+            outputs.windows(2).all(|w| w[0].package == w[1].package),
+            "one package"
         );
+        let package = outputs[0].package.clone();
+        let old = arcs(outputs.into_iter().map(|o| o.share).collect());
         let three: [Arc<KeyShare>; 3] = old.clone().try_into().unwrap();
-        let new = arcs(run_refresh(three, fresh_session()).expect("refresh"));
-        (old, new)
+        let refreshed = run_refresh(three, &package, fresh_session()).expect("refresh");
+        assert!(
+            refreshed.windows(2).all(|w| w[0].package == w[1].package),
+            "one new package"
+        );
+        let new_package = refreshed[0].package.clone();
+        let new = arcs(refreshed.into_iter().map(|o| o.share).collect());
+        (old, new, package, new_package)
     })
 }
 
 #[test]
 fn refreshed_shares_keep_the_key_and_every_pair_signs() {
-    let (old, new) = old_and_new();
+    let (old, new, _, _) = old_and_new();
     for (old, new) in old.iter().zip(new) {
         assert_eq!(
             new.public_key(),
@@ -69,7 +81,7 @@ fn refreshed_shares_keep_the_key_and_every_pair_signs() {
 
 #[test]
 fn an_old_epoch_share_and_a_new_epoch_share_cannot_sign_together() {
-    let (old, new) = old_and_new();
+    let (old, new, _, _) = old_and_new();
     for (a, b) in [(0, 1), (1, 2), (2, 0)] {
         let hash: [u8; 32] = rand::random();
         for pair in [
@@ -91,7 +103,7 @@ fn an_old_epoch_share_and_a_new_epoch_share_cannot_sign_together() {
 
 #[test]
 fn a_refreshed_share_survives_its_encoding() {
-    let (_, new) = old_and_new();
+    let (_, new, _, _) = old_and_new();
     let decoded = KeyShare::from_bytes(&new[1].to_bytes()).unwrap();
     assert_eq!(decoded.public_key(), new[1].public_key());
     let hash: [u8; 32] = rand::random();
@@ -101,10 +113,10 @@ fn a_refreshed_share_survives_its_encoding() {
 
 #[test]
 fn an_interrupted_or_tampered_refresh_leaves_the_old_shares_signing() {
-    let (old, _) = old_and_new();
+    let (old, _, package, _) = old_and_new();
     let three = || -> [Arc<KeyShare>; 3] { old.clone().try_into().unwrap() };
     // A party that vanishes after round 1: nobody finishes.
-    let interrupted = run_refresh_with(three(), fresh_session(), |_, message| {
+    let interrupted = run_refresh_with(three(), package, fresh_session(), |_, message| {
         (message.round < 2 || message.from.get() != 3).then_some(message)
     });
     assert!(
@@ -114,7 +126,7 @@ fn an_interrupted_or_tampered_refresh_leaves_the_old_shares_signing() {
     // A tampered payload in each round aborts it.
     for round in 1..=3 {
         let mut done = false;
-        let tampered = run_refresh_with(three(), fresh_session(), |_, mut message| {
+        let tampered = run_refresh_with(three(), package, fresh_session(), |_, mut message| {
             if !done && message.round == round {
                 done = true;
                 let at = message.payload.len() / 2;
@@ -130,4 +142,56 @@ fn an_interrupted_or_tampered_refresh_leaves_the_old_shares_signing() {
     let hash: [u8; 32] = rand::random();
     let signatures = run_sign([old[0].clone(), old[2].clone()], fresh_session(), hash).unwrap();
     assert!(verifies(&old[0].public_key(), &signatures[0], &hash));
+}
+
+#[test]
+fn the_public_key_package_follows_the_shares_through_a_refresh() {
+    let (old, new, package, new_package) = old_and_new();
+    assert_eq!(
+        package.public_key(),
+        new_package.public_key(),
+        "same group key"
+    );
+    assert_ne!(package, new_package, "new verifying shares");
+    for (share, party) in old.iter().zip(PARTIES) {
+        assert!(package.matches(share));
+        assert!(
+            !new_package.matches(share),
+            "an old share is not in the new package"
+        );
+        assert_ne!(
+            package.verifying_share(party),
+            new_package.verifying_share(party)
+        );
+    }
+    for share in new {
+        assert!(new_package.matches(share));
+    }
+    // The encoding round-trips; a package whose shares are swapped does not interpolate.
+    let bytes = new_package.to_bytes();
+    assert_eq!(&PublicPackage::from_bytes(&bytes).unwrap(), new_package);
+    let mut swapped = bytes.clone();
+    let (one, two) = (
+        new_package.verifying_share(PARTIES[0]),
+        new_package.verifying_share(PARTIES[1]),
+    );
+    let at_one = swapped
+        .windows(33)
+        .position(|w| w[1..] == one[1..])
+        .expect("share 1 in the encoding");
+    let at_two = swapped
+        .windows(33)
+        .position(|w| w[1..] == two[1..])
+        .expect("share 2 in the encoding");
+    let (a, b) = (
+        swapped[at_one..at_one + 33].to_vec(),
+        swapped[at_two..at_two + 33].to_vec(),
+    );
+    swapped[at_one..at_one + 33].copy_from_slice(&b);
+    swapped[at_two..at_two + 33].copy_from_slice(&a);
+    assert!(
+        PublicPackage::from_bytes(&swapped).is_err(),
+        "swapped verifying shares are refused"
+    );
+    assert!(PublicPackage::from_bytes(&bytes[..bytes.len() - 1]).is_err());
 }

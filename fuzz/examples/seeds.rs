@@ -18,7 +18,7 @@ use shardsign_policy::signed::{KeyStatementHeader, OperatorPolicyKey};
 use shardsign_proto::node::v1 as node;
 use shardsign_proto::v1 as api;
 use shardsign_seal::{Context, NodeSecret, seal_direct};
-use shardsign_tss::{Message, SessionId, local};
+use shardsign_tss::{Message, Protocol, Recipient, SessionId, local};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -319,6 +319,21 @@ fn engine_seeds() {
         Some(message)
     })
     .unwrap();
+    // The decoder target: each payload with the kind byte of its type.
+    let kind = |protocol: Protocol, round: u8, broadcast: bool| -> u8 {
+        match (protocol, round, broadcast) {
+            (Protocol::Sign, 1, _) => 6,
+            (Protocol::Sign, 2, _) => 7,
+            (Protocol::Sign, _, _) => 8,
+            (_, 1, _) => 0,
+            (Protocol::Dkg, 2, true) => 1,
+            (Protocol::Refresh, 2, true) => 5,
+            (_, 2, false) => 2,
+            (Protocol::Dkg, 3, true) => 3,
+            _ => 4,
+        }
+    };
+    let mut decode_seeds = Vec::new();
     for (i, message) in dkg.iter().enumerate().take(24) {
         write(
             "tss_payload",
@@ -326,6 +341,7 @@ fn engine_seeds() {
             &with(((i as u8) << 1) | 1, &message.payload),
         );
         write("tss_message", &format!("dkg-{i}"), &message.encode());
+        decode_seeds.push((format!("dkg-{i}"), message.clone()));
     }
     let shares: Vec<Arc<_>> = outputs.into_iter().map(|o| Arc::new(o.share)).collect();
     let mut sign: Vec<Message> = Vec::new();
@@ -346,6 +362,7 @@ fn engine_seeds() {
             &with((i as u8) << 1, &message.payload),
         );
         write("tss_message", &format!("sign-{i}"), &message.encode());
+        decode_seeds.push((format!("sign-{i}"), message.clone()));
     }
     let mut refresh: Vec<Message> = Vec::new();
     let three: [Arc<_>; 3] = shares.clone().try_into().unwrap();
@@ -362,6 +379,15 @@ fn engine_seeds() {
             &with(selector, &message.payload),
         );
         write("tss_message", &format!("refresh-{i}"), &message.encode());
+        decode_seeds.push((format!("refresh-{i}"), message.clone()));
+    }
+    for (name, message) in decode_seeds {
+        let selector = kind(
+            message.protocol,
+            message.round,
+            message.to == Recipient::Broadcast,
+        );
+        write("tss_decode", &name, &with(selector, &message.payload));
     }
     // The envelope target delivers to party 1 as party 2's round 1: real round-1 payloads.
     let mut round1: Vec<Message> = Vec::new();

@@ -13,6 +13,8 @@
 mod codec;
 mod dkg;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod ids;
 mod inbox;
 pub mod local;

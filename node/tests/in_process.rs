@@ -207,6 +207,31 @@ fn a_session_past_its_round_deadline_is_dropped() {
     );
 }
 
+#[test]
+fn every_node_keeps_the_same_public_key_package_and_it_matches_its_share() {
+    let cluster = cluster();
+    keygen(&cluster, "packaged");
+    let packages: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            node.store()
+                .public_package("packaged")
+                .unwrap()
+                .expect("kept")
+        })
+        .collect();
+    assert!(
+        packages.windows(2).all(|w| w[0] == w[1]),
+        "one package on all three nodes"
+    );
+    for node in &cluster.nodes {
+        let (share, _) = node.store().load_key("packaged").unwrap();
+        assert!(packages[0].matches(&share));
+        assert_eq!(packages[0].public_key(), share.public_key());
+    }
+}
+
 /// Runs a whole key generation honestly and commits it on every node.
 fn keygen(cluster: &Cluster, key_id: &str) {
     let session_id = run_keygen(cluster, key_id);

@@ -136,6 +136,7 @@ impl Node {
             &state.key_id,
             state.session_id.as_bytes(),
             &output.share,
+            &output.package,
             &state.allowed_chain_ids,
         )?;
         tracing::info!(
@@ -257,19 +258,21 @@ pub(super) fn step(
     Ok((step.outgoing, None, confirm))
 }
 
-/// The signed confirmation: the transcript of broadcasts and the resulting public key.
+/// The signed confirmation: the transcript of broadcasts, the group's public key package and
+/// the resulting public key. Every node stores the package only when all three agree on it.
 fn confirmation(
     key_id: &str,
     broadcasts: &BTreeMap<(u8, u8), [u8; 32]>,
     output: &DkgOutput,
 ) -> Vec<u8> {
     let mut hasher = Sha256::new();
-    hasher.update(b"shardsign-keygen-transcript-v1\0");
+    hasher.update(b"shardsign-keygen-transcript-v2\0");
     hasher.update(key_id.as_bytes());
     for ((round, from), digest) in broadcasts {
         hasher.update([*round, *from]);
         hasher.update(digest);
     }
+    hasher.update(Sha256::digest(output.package.to_bytes()));
     let mut payload = hasher.finalize().to_vec();
     payload.extend_from_slice(output.public_key.as_bytes());
     payload

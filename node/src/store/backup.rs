@@ -174,7 +174,7 @@ impl Store {
             )));
         }
         let mut statement = conn.prepare(
-            "SELECT key_id, public_key, share_ciphertext, status, created_at FROM keys ORDER BY created_at, key_id",
+            "SELECT key_id, public_key, share_ciphertext, status, created_at, public_package FROM keys ORDER BY created_at, key_id",
         )?;
         let rows = statement.query_map([], |r| {
             Ok((
@@ -183,11 +183,12 @@ impl Store {
                 r.get::<_, Vec<u8>>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, Option<Vec<u8>>>(5)?,
             ))
         })?;
         let mut keys = Vec::new();
         for row in rows {
-            let (key_id, public_key, ciphertext, status, created_at) = row?;
+            let (key_id, public_key, ciphertext, status, created_at, package) = row?;
             let share = crypto::decrypt(
                 &unlocked.data_key,
                 &share_aad(unlocked.node_id, &unlocked.cluster_id, &key_id),
@@ -202,6 +203,15 @@ impl Store {
                 return Err(NodeError::Corrupt(format!(
                     "the share of `{key_id}` is for another key than its row says"
                 )));
+            }
+            if let Some(package) = package {
+                let package = shardsign_tss::PublicPackage::from_bytes(&package)
+                    .map_err(|e| NodeError::Corrupt(format!("`{key_id}`: {e}")))?;
+                if !package.matches(&share) {
+                    return Err(NodeError::Corrupt(format!(
+                        "the share of `{key_id}` is not the one its public key package names"
+                    )));
+                }
             }
             keys.push(BackupKey {
                 key_id,

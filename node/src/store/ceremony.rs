@@ -110,14 +110,20 @@ mod tests {
     use super::*;
     use crate::kek::KekSource;
 
-    fn share() -> shardsign_tss::KeyShare {
-        static SHARE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        let bytes = SHARE.get_or_init(|| {
+    fn share() -> (shardsign_tss::KeyShare, shardsign_tss::PublicPackage) {
+        static SHARE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+        let (share, package) = SHARE.get_or_init(|| {
             let outputs =
                 shardsign_tss::local::run_dkg(shardsign_tss::SessionId([7; 32])).expect("dkg");
-            outputs[0].share.to_bytes().to_vec()
+            (
+                outputs[0].share.to_bytes().to_vec(),
+                outputs[0].package.to_bytes(),
+            )
         });
-        shardsign_tss::KeyShare::from_bytes(bytes).unwrap()
+        (
+            shardsign_tss::KeyShare::from_bytes(share).unwrap(),
+            shardsign_tss::PublicPackage::from_bytes(package).unwrap(),
+        )
     }
 
     /// A store holding a pending share of `k` made by ceremony [1; 32].
@@ -125,8 +131,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kek = KekSource::KeyFile(Zeroizing::new([5; 32]));
         let (store, _) = Store::init(dir.path(), PartyId::new(1).unwrap(), "test", &kek).unwrap();
-        let share = share();
-        store.put_pending_key("k", &[1; 32], &share, &[1]).unwrap();
+        let (share, package) = share();
+        store
+            .put_pending_key("k", &[1; 32], &share, &package, &[1])
+            .unwrap();
+        assert_eq!(store.public_package("k").unwrap(), Some(package));
         (dir, store)
     }
 

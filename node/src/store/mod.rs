@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use shardsign_groupcommit::{GroupCommit, Ticket};
 use shardsign_seal::NodeSecret;
-use shardsign_tss::{KeyShare, PartyId};
+use shardsign_tss::{KeyShare, PartyId, PublicPackage};
 use zeroize::Zeroizing;
 
 use crate::crypto;
@@ -94,6 +94,10 @@ const MIGRATIONS: &[&str] = &[
          key_id TEXT NOT NULL,
          at INTEGER NOT NULL
      );",
+    // The group's public key package (every party's verifying share; public), agreed in the
+    // ceremony's confirmation round: what share repair checks terms against. NULL for keys made
+    // before it was kept.
+    "ALTER TABLE keys ADD COLUMN public_package BLOB;",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -529,8 +533,14 @@ impl Store {
         key_id: &str,
         session_id: &[u8; 32],
         share: &KeyShare,
+        package: &PublicPackage,
         allowed_chain_ids: &[u64],
     ) -> Result<(), NodeError> {
+        if !package.matches(share) {
+            return Err(NodeError::Corrupt(format!(
+                "the public key package of `{key_id}` does not match this node's share"
+            )));
+        }
         let ciphertext = crypto::encrypt(
             &self.data_key,
             &share_aad(self.node_id, &self.cluster_id, key_id),
@@ -541,15 +551,33 @@ impl Store {
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO keys
-                 (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at, status, ceremony_session, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0)",
-            params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now(), session_id.as_slice()],
+                 (key_id, public_key, share_ciphertext, allowed_chain_ids, created_at, status, ceremony_session, sealed, public_package)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7)",
+            params![key_id, share.public_key().as_bytes().as_slice(), ciphertext, chains, now(), session_id.as_slice(), package.to_bytes()],
         )?;
         if inserted == 0 {
             return Err(NodeError::KeyExists(key_id.to_string()));
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The group's public key package of `key_id` (any status), if this node kept one.
+    pub fn public_package(&self, key_id: &str) -> Result<Option<PublicPackage>, NodeError> {
+        let bytes: Option<Option<Vec<u8>>> = self
+            .conn()
+            .query_row(
+                "SELECT public_package FROM keys WHERE key_id = ?1",
+                [key_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .ok_or_else(|| NodeError::KeyNotFound(key_id.to_string()))?
+            .map(|bytes| {
+                PublicPackage::from_bytes(&bytes).map_err(|e| NodeError::Corrupt(e.to_string()))
+            })
+            .transpose()
     }
 
     /// The share of an active key and the chain ids it may sign for, from the share cache when

@@ -72,6 +72,7 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
         &config,
     );
     assert!(made.status.success(), "{}", text(&made));
+    println!("{}", text(&made).lines().next().unwrap_or_default());
     let wrapped = Command::new("age")
         .arg("-d")
         .arg("-i")

@@ -40,14 +40,41 @@ impl Registry {
 }
 
 /// Caps every caller-supplied field at a fixed length before it is stored (the audit log is never
-/// deleted, so a refused request must not be able to write much into it).
+/// deleted, so a refused request must not be able to write much into it), with control characters
+/// escaped (a terminal showing `shardsign audit list` must not run a caller's escape sequences).
 fn bound_fields(entry: &mut AuditEntry) {
+    for field in [
+        &mut entry.detail,
+        &mut entry.request_id,
+        &mut entry.key_id,
+        &mut entry.api_key_id,
+        &mut entry.operation,
+        &mut entry.peer,
+    ] {
+        escape_controls(field);
+    }
     cap(&mut entry.detail, audit::MAX_DETAIL_LEN);
     cap(&mut entry.request_id, audit::MAX_ID_LEN);
     cap(&mut entry.key_id, audit::MAX_ID_LEN);
     cap(&mut entry.api_key_id, audit::MAX_ID_LEN);
     cap(&mut entry.operation, audit::MAX_ID_LEN);
     cap(&mut entry.peer, audit::MAX_ID_LEN);
+}
+
+/// Replaces control characters with their escapes (`\n`, `\u{1b}`); other text is kept.
+fn escape_controls(text: &mut String) {
+    if text.chars().any(char::is_control) {
+        *text = text
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+    }
 }
 
 /// Cuts `text` to at most `max` bytes (on a character boundary), marking the cut.
@@ -174,5 +201,13 @@ mod tests {
         };
         bound_fields(&mut short);
         assert_eq!(short.request_id, "req-1", "short fields are kept whole");
+        let mut hostile = AuditEntry {
+            request_id: "r\u{1b}[2J\nforged".into(),
+            detail: "tab\there".into(),
+            ..Default::default()
+        };
+        bound_fields(&mut hostile);
+        assert_eq!(hostile.request_id, "r\\u{1b}[2J\\nforged");
+        assert_eq!(hostile.detail, "tab\\there");
     }
 }

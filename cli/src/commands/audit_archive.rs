@@ -105,23 +105,24 @@ pub async fn export(
     out_path: &Path,
     out: Out,
 ) -> anyhow::Result<()> {
+    // The hash the segment continues from: the genesis hash, or record `after_seq`'s own.
+    let prev = match after_seq {
+        0 => GENESIS,
+        seq => page(admin, seq - 1, 1)
+            .await?
+            .first()
+            .filter(|r| r.seq == seq)
+            .and_then(|r| <[u8; 32]>::try_from(r.hash.as_slice()).ok())
+            .ok_or_else(|| anyhow::anyhow!("--after {seq}: the audit log has no record {seq}"))?,
+    };
     let partial = PathBuf::from(format!("{}.partial", out_path.display()));
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut writer: Option<SegmentWriter<BufWriter<std::fs::File>>> = None;
-    let mut file = Some(BufWriter::new(file));
+    let mut writer = SegmentWriter::new(BufWriter::new(file), after_seq + 1, prev)?;
     let mut next_link: Option<(u64, Vec<u8>)> = None;
     let mut after = after_seq;
     'pages: loop {
-        let records = admin
-            .list_audit(api::ListAuditRequest {
-                after_seq: after,
-                limit: PAGE,
-            })
-            .await
-            .map_err(shardsign_client::ClientError::from)?
-            .into_inner()
-            .records;
+        let records = page(admin, after, PAGE).await?;
         if records.is_empty() {
             break;
         }
@@ -131,31 +132,9 @@ pub async fn export(
                 next_link = Some((record.seq, record.prev_hash));
                 break 'pages;
             }
-            let writer = match writer.as_mut() {
-                Some(writer) => writer,
-                None => {
-                    let prev: [u8; 32] = if after_seq == 0 {
-                        GENESIS
-                    } else {
-                        record.prev_hash.as_slice().try_into().unwrap_or(GENESIS)
-                    };
-                    let file = file.take().expect("the file is taken once");
-                    writer.insert(SegmentWriter::new(file, after_seq + 1, prev)?)
-                }
-            };
             writer.push(&stored(record))?;
         }
     }
-    let writer = match writer {
-        Some(writer) => writer,
-        None => {
-            let prev = match &next_link {
-                Some((_, prev)) if after_seq > 0 => prev.as_slice().try_into().unwrap_or(GENESIS),
-                _ => GENESIS,
-            };
-            SegmentWriter::new(file.take().expect("unused file"), after_seq + 1, prev)?
-        }
-    };
     let summary = writer.finish()?;
     if let Some((seq, prev)) = &next_link
         && prev.as_slice() != summary.head_hash.as_slice()
@@ -169,6 +148,20 @@ pub async fn export(
         .with_context(|| format!("cannot move the segment to {}", out_path.display()))?;
     report(&summary, out_path, next_link.map(|(seq, _)| seq), out);
     Ok(())
+}
+
+/// Up to `limit` records after `after_seq`, oldest first.
+async fn page(
+    admin: &mut shardsign_client::AdminStub,
+    after_seq: u64,
+    limit: u32,
+) -> anyhow::Result<Vec<api::AuditRecord>> {
+    Ok(admin
+        .list_audit(api::ListAuditRequest { after_seq, limit })
+        .await
+        .map_err(shardsign_client::ClientError::from)?
+        .into_inner()
+        .records)
 }
 
 fn report(summary: &SegmentSummary, path: &Path, linked_by: Option<u64>, out: Out) {

@@ -378,6 +378,32 @@ impl Cluster {
         assert_eq!(response.nodes_updated, vec![1, 2, 3], "{response:?}");
     }
 
+    /// Signs a 1-wei transfer with `key_id` (nonces from `first_nonce` on), retrying while the
+    /// coordinator answers `UNAVAILABLE` (it backs off a node for a few seconds after failures,
+    /// e.g. right after a node's restart), for at most 20 s; any other error fails the test.
+    pub async fn sign_once_available(
+        &self,
+        key_id: &str,
+        first_nonce: u64,
+    ) -> Result<(), tonic::Status> {
+        let mut last = None;
+        for attempt in 0..100 {
+            match self
+                .signer()
+                .sign_transaction(one_wei_transfer(key_id, first_nonce + attempt))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    last = Some(status);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
     /// Runs the key ceremony through the Admin API; panics if it does not end with a key.
     pub async fn ceremony(&self, label: &str, chains: &[u64]) -> Key {
         use shardsign_proto::v1::create_key_event::Event;

@@ -16,23 +16,11 @@ use shardsign_node::store::Store;
 use shardsign_proto::v1::{CreateApiKeyRequest, RotateApiKeyRequest};
 use shardsign_tests::cluster::KekKind;
 use shardsign_tests::full::{Cluster, one_wei_transfer};
+use shardsign_tests::leak::{contains, forms};
 use zeroize::Zeroizing;
 
 fn port(address: &str) -> u16 {
     address.rsplit(':').next().unwrap().parse().expect("port")
-}
-
-/// The raw, lowercase-hex and uppercase-hex forms of `secret`.
-fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
-    vec![
-        secret.to_vec(),
-        hex::encode(secret).into_bytes(),
-        hex::encode_upper(secret).into_bytes(),
-    ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 struct Capture {

@@ -10,6 +10,7 @@ use shardsign_node::store::Store;
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{KeygenResult, SignatureResult};
 use shardsign_tests::cluster::{KekKind, NodeCluster};
+use shardsign_tests::leak::{contains, forms};
 use shardsign_tests::relay::{self, Payload};
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
@@ -177,19 +178,6 @@ async fn a_node_without_a_policy_key_refuses_to_start_unless_development_says_so
     std::fs::write(&node.config, node.file.to_toml()).unwrap();
     node.start();
     assert!(node.is_running());
-}
-
-/// 32-byte and hex forms of `secret`, to search for.
-fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
-    vec![
-        secret.to_vec(),
-        hex::encode(secret).into_bytes(),
-        hex::encode_upper(secret).into_bytes(),
-    ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

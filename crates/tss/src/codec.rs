@@ -36,3 +36,26 @@ pub(crate) fn impersonation(from: PartyId) -> TssError {
         reason: "the engine message names other parties than its envelope".into(),
     }
 }
+
+/// The party an engine message is for.
+pub(crate) fn recipient_of(
+    parties: &dkls23::protocols::PartiesMessage,
+) -> Result<PartyId, TssError> {
+    PartyId::from_dkls(parties.receiver).ok_or_else(|| TssError::Protocol {
+        culprit: None,
+        ban: false,
+        reason: "engine addressed a message outside the cluster".into(),
+    })
+}
+
+/// The sender and receiver inside an engine message must match the envelope's (`from` to `me`).
+pub(crate) fn check_parties(
+    me: PartyId,
+    from: PartyId,
+    parties: &dkls23::protocols::PartiesMessage,
+) -> Result<(), TssError> {
+    if parties.sender != from.to_dkls() || parties.receiver != me.to_dkls() {
+        return Err(impersonation(from));
+    }
+    Ok(())
+}

@@ -13,11 +13,11 @@ use dkls23::protocols::dkg::{
     BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4, ProofCommitment,
     TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
 };
-use dkls23::protocols::{Parameters, PartiesMessage, PartyIndex};
+use dkls23::protocols::{Parameters, PartyIndex};
 use k256::{Scalar, Secp256k1};
 use zeroize::Zeroize;
 
-use crate::codec::{decode_from, impersonation};
+use crate::codec::{check_parties, decode_from, impersonation, recipient_of};
 use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId, THRESHOLD};
 use crate::inbox::{Expect, Inbox, Round};
@@ -174,7 +174,7 @@ impl DkgSession {
         self.chain_code_2.insert(self.me.to_dkls(), chain_code);
         let mut outgoing = vec![self.message(2, Recipient::Broadcast, broadcast)];
         for transmit in zero_transmit {
-            let to = self.recipient_of(&transmit.parties)?;
+            let to = recipient_of(&transmit.parties)?;
             outgoing.push(self.message(2, Recipient::Party(to), codec::encode(&transmit)));
         }
         Ok(outgoing)
@@ -191,7 +191,7 @@ impl DkgSession {
         }
         for (&from, payload) in &round.direct {
             let zero: TransmitInitZeroSharePhase2to4 = decode_from(from, payload)?;
-            self.check_parties(from, &zero.parties)?;
+            check_parties(self.me, from, &zero.parties)?;
             self.zero_2.push(zero);
         }
         let engine = self.engine.as_mut().ok_or(TssError::Finished)?;
@@ -201,7 +201,7 @@ impl DkgSession {
         let mut outgoing = vec![self.message(3, Recipient::Broadcast, codec::encode(&chain_code))];
         self.chain_code_3.insert(self.me.to_dkls(), chain_code);
         for zero in zero_transmit {
-            let to = self.recipient_of(&zero.parties)?;
+            let to = recipient_of(&zero.parties)?;
             let mul = mul_transmit
                 .iter()
                 .find(|mul| mul.parties.receiver == zero.parties.receiver)
@@ -227,8 +227,8 @@ impl DkgSession {
         let mut mul_3 = Vec::new();
         for (&from, payload) in &round.direct {
             let (zero, mul): Round3Direct = decode_from(from, payload)?;
-            self.check_parties(from, &zero.parties)?;
-            self.check_parties(from, &mul.parties)?;
+            check_parties(self.me, from, &zero.parties)?;
+            check_parties(self.me, from, &mul.parties)?;
             zero_3.push(zero);
             mul_3.push(mul);
         }
@@ -270,22 +270,6 @@ impl DkgSession {
             to,
             payload,
         }
-    }
-
-    fn recipient_of(&self, parties: &PartiesMessage) -> Result<PartyId, TssError> {
-        PartyId::from_dkls(parties.receiver).ok_or_else(|| TssError::Protocol {
-            culprit: None,
-            ban: false,
-            reason: "engine addressed a message outside the cluster".into(),
-        })
-    }
-
-    /// The sender and receiver inside an engine message must match the envelope's.
-    fn check_parties(&self, from: PartyId, parties: &PartiesMessage) -> Result<(), TssError> {
-        if parties.sender != from.to_dkls() || parties.receiver != self.me.to_dkls() {
-            return Err(impersonation(from));
-        }
-        Ok(())
     }
 
     /// Drops every secret the session still holds.

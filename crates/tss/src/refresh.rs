@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dkls23::protocols::PartiesMessage;
 use dkls23::protocols::PartyIndex;
 use dkls23::protocols::dkg::{
     KeepInitMulPhase3to4, KeepInitZeroSharePhase2to3, KeepInitZeroSharePhase3to4, ProofCommitment,
@@ -22,7 +21,7 @@ use dkls23::protocols::dkg::{
 use k256::{Scalar, Secp256k1};
 use zeroize::Zeroize;
 
-use crate::codec::{decode_from, impersonation};
+use crate::codec::{check_parties, decode_from, impersonation, recipient_of};
 use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId};
 use crate::inbox::{Expect, Inbox, Round};
@@ -210,7 +209,7 @@ impl RefreshSession {
         }
         for (&from, payload) in &round.direct {
             let zero: TransmitInitZeroSharePhase2to4 = decode_from(from, payload)?;
-            self.check_parties(from, &zero.parties)?;
+            check_parties(self.me, from, &zero.parties)?;
             self.zero_received_2.push(zero);
         }
         let (zero_kept, zero_transmit, mul_kept, mul_transmit) = self
@@ -240,8 +239,8 @@ impl RefreshSession {
         let mut mul_3 = Vec::new();
         for (&from, payload) in &round.direct {
             let (zero, mul): Round3Direct = decode_from(from, payload)?;
-            self.check_parties(from, &zero.parties)?;
-            self.check_parties(from, &mul.parties)?;
+            check_parties(self.me, from, &zero.parties)?;
+            check_parties(self.me, from, &mul.parties)?;
             zero_3.push(zero);
             mul_3.push(mul);
         }
@@ -294,14 +293,6 @@ impl RefreshSession {
         }
     }
 
-    /// The sender and receiver inside an engine message must match the envelope's.
-    fn check_parties(&self, from: PartyId, parties: &PartiesMessage) -> Result<(), TssError> {
-        if parties.sender != from.to_dkls() || parties.receiver != self.me.to_dkls() {
-            return Err(impersonation(from));
-        }
-        Ok(())
-    }
-
     /// Drops every secret the session still holds.
     fn finish(&mut self) {
         self.finished = true;
@@ -315,12 +306,4 @@ impl RefreshSession {
         self.proofs.clear();
         self.zero_received_2.clear();
     }
-}
-
-fn recipient_of(parties: &PartiesMessage) -> Result<PartyId, TssError> {
-    PartyId::from_dkls(parties.receiver).ok_or_else(|| TssError::Protocol {
-        culprit: None,
-        ban: false,
-        reason: "engine addressed a message outside the cluster".into(),
-    })
 }

@@ -341,6 +341,7 @@ mod tests {
         let out = dir.path().join("backup");
         let summary = Store::backup(&live, &out).unwrap();
         assert_eq!(summary.active_keys, 0);
+        println!("backup of a store without keys: {} bytes", summary.bytes);
         assert!(matches!(
             Store::backup(&live, &out),
             Err(NodeError::Config { .. })

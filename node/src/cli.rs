@@ -170,18 +170,9 @@ fn restore(config: PathBuf, from: PathBuf, age_identity: Option<PathBuf>) -> any
         &from,
         &kek,
         identity.as_ref(),
+        (config.node_id.get(), &config.cluster_id),
         shardsign_request::unix_now_ms(),
     )?;
-    if report.node_id != config.node_id.get() || report.cluster_id != config.cluster_id {
-        anyhow::bail!(
-            "{} was a backup of node {} of cluster {}, not of this node ({}, {}); it was restored: move the previous store back",
-            from.display(),
-            report.node_id,
-            report.cluster_id,
-            config.node_id,
-            config.cluster_id
-        );
-    }
     print_report(&report);
     if let Some(moved) = moved {
         println!("the previous store was moved aside to {}", moved.display());

@@ -238,6 +238,7 @@ impl Store {
         backup: &Path,
         kek: &KekSource,
         recovery: Option<&AgeIdentity>,
+        expected: (u8, &str),
         now_ms: i64,
     ) -> Result<(BackupReport, Option<PathBuf>), NodeError> {
         let recovered = match recovery {
@@ -258,6 +259,20 @@ impl Store {
             None => Self::verify_backup(backup, kek)?,
             Some(key) => Self::verify_backup_with(backup, Opener::DataKey(key.clone()))?,
         };
+        // Before any file is touched: a backup of another node never replaces this one's store.
+        if (report.node_id, report.cluster_id.as_str()) != expected {
+            return Err(NodeError::config(
+                "restore",
+                format!(
+                    "{} is a backup of node {} of cluster {}, not of this node ({}, {})",
+                    backup.display(),
+                    report.node_id,
+                    report.cluster_id,
+                    expected.0,
+                    expected.1
+                ),
+            ));
+        }
         let socket = crate::local_admin::socket_path(data_dir);
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return Err(NodeError::config(
@@ -355,12 +370,19 @@ mod tests {
             Err(NodeError::WrongKek)
         ));
         assert!(matches!(
-            Store::restore(&live, &out, &kek(8), None, 5_000),
+            Store::restore(&live, &out, &kek(8), None, (2, "c"), 5_000),
             Err(NodeError::WrongKek)
         ));
 
+        // Another node's backup is refused before anything is moved.
+        assert!(matches!(
+            Store::restore(&live, &out, &kek(7), None, (3, "c"), 5_000),
+            Err(NodeError::Config { .. })
+        ));
+        assert!(Store::db_path(&live).exists());
         // Over an existing store: moved aside, not deleted.
-        let (_, moved) = Store::restore(&live, &out, &kek(7), None, 1_700_000_000_000).unwrap();
+        let (_, moved) =
+            Store::restore(&live, &out, &kek(7), None, (2, "c"), 1_700_000_000_000).unwrap();
         let moved = moved.expect("the old store was moved aside");
         assert!(moved.exists(), "{}", moved.display());
         let (store, _) = Store::open(&live, &kek(7)).unwrap();
@@ -368,7 +390,7 @@ mod tests {
 
         // Into an empty place.
         let fresh = dir.path().join("fresh");
-        let (_, moved) = Store::restore(&fresh, &out, &kek(7), None, 42).unwrap();
+        let (_, moved) = Store::restore(&fresh, &out, &kek(7), None, (2, "c"), 42).unwrap();
         assert!(moved.is_none());
         assert_eq!(
             Store::open(&fresh, &kek(7)).unwrap().0.session_floor_ms(),

@@ -79,6 +79,7 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
         round_timeout_secs: None,
         tls_handshake_timeout_secs: None,
         max_connections_per_source: None,
+        refresh_every: None,
         log_format: None,
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {
@@ -148,6 +149,7 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
         round_timeout_secs: None,
         tls_handshake_timeout_secs: None,
         max_connections_per_source: None,
+        refresh_every: None,
         log_format: Some("json".into()),
         policy_public_key: Some(shared.policy_public_key.clone()),
         auth: AuthFile {

@@ -209,6 +209,8 @@ impl Ceremony {
             allowed_chain_ids: chains.to_vec(),
             created_at: unix_now(),
             disabled: false,
+            epoch: 0,
+            epoch_changed_at: unix_now(),
         };
         self.registry.insert_key(&key)?;
         Ok(key)

@@ -58,6 +58,8 @@ pub struct CoordinatorConfig {
     pub tls_handshake_timeout: Duration,
     /// Connections one source address may hold open.
     pub max_connections_per_source: u32,
+    /// Refresh a key's shares when its epoch is this old (one key at a time); none when absent.
+    pub refresh_every: Option<Duration>,
     pub log_format: LogFormat,
     pub bootstrap_token: Option<Token>,
     pub api_key_hmac_key_file: PathBuf,
@@ -242,6 +244,20 @@ impl CoordinatorConfig {
                     ));
                 }
                 Some(n) => n,
+            },
+            refresh_every: match raw.refresh_every.as_deref() {
+                None => None,
+                Some(text) => {
+                    let secs = shardsign_provision::parse_duration_secs(text)
+                        .map_err(|e| CoordError::config("refresh_every", e))?;
+                    if secs < 1 {
+                        return Err(CoordError::config(
+                            "refresh_every",
+                            "must be at least 1s (30d is a sensible schedule)",
+                        ));
+                    }
+                    Some(Duration::from_secs(secs as u64))
+                }
             },
             log_format,
             bootstrap_token: token(

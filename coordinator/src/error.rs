@@ -64,6 +64,13 @@ pub enum CoordError {
     /// Key generation cannot run now (e.g. a node has banned another); the message says why.
     #[error("{0}")]
     KeygenRefused(String),
+    #[error("refresh failed: {0}")]
+    RefreshFailed(String),
+    /// A refresh cannot run now (a node banned, another refresh of the key running, ...).
+    #[error("{0}")]
+    RefreshRefused(String),
+    #[error("{0}")]
+    Unimplemented(String),
     #[error("registry error: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("registry error: {0}")]

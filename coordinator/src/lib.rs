@@ -17,6 +17,8 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod recover;
+pub mod refresh;
+pub mod refresh_schedule;
 pub mod registry;
 pub mod server;
 pub mod signing;

@@ -16,6 +16,9 @@ pub const NODE_AVAILABLE: &str = "shardsign_node_available";
 pub const IN_FLIGHT: &str = "shardsign_sign_requests_in_flight";
 pub const BANNED_PAIRS: &str = "shardsign_banned_pairs";
 pub const POLICIES_EXPIRING: &str = "shardsign_key_policies_expiring";
+pub const KEY_REFRESHES: &str = "shardsign_key_refreshes_total";
+pub const EPOCH_OLDEST: &str = "shardsign_key_epoch_oldest_age_seconds";
+pub const EPOCHS_OVERDUE: &str = "shardsign_keys_epoch_overdue";
 
 #[derive(Default)]
 pub struct CoordinatorMetrics {
@@ -37,6 +40,15 @@ impl CoordinatorMetrics {
             .registry
             .describe_counter(SIGN_REQUESTS, "Signing requests by operation and decision");
         metrics
+    }
+
+    /// A refresh ended: `trigger` is `api` or `schedule`, `outcome` `done` or `failed`.
+    pub fn refreshed(&self, trigger: &'static str, outcome: &'static str) {
+        self.registry.inc(
+            KEY_REFRESHES,
+            "Key share refreshes, by trigger and outcome",
+            &[("trigger", trigger), ("outcome", outcome)],
+        );
     }
 
     pub fn auth_failed(&self) {

@@ -19,6 +19,7 @@ use crate::ceremony::Ceremony;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
+use crate::refresh::Refresher;
 use crate::registry::Registry;
 use crate::signing::Signing;
 use crate::signing::admission::Admission;
@@ -93,6 +94,12 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         pool: pool.clone(),
         round_timeout: config.round_timeout,
     });
+    let refresher = Arc::new(Refresher::new(
+        registry.clone(),
+        pool.clone(),
+        config.round_timeout,
+        metrics.clone(),
+    ));
     let admin = Arc::new(Admin {
         registry: registry.clone(),
         auth: auth.clone(),
@@ -111,6 +118,7 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
             auth,
             admin,
             ceremony,
+            refresher,
         },
         pool,
         metrics,
@@ -118,8 +126,42 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
 }
 
 /// The gauges computed at scrape time: node availability, relayed bytes, requests in flight.
-fn gauges(pool: Arc<NodePool>, metrics: Arc<CoordinatorMetrics>) -> shardsign_metrics::Refresh {
+fn gauges(
+    pool: Arc<NodePool>,
+    metrics: Arc<CoordinatorMetrics>,
+    registry: Arc<Registry>,
+    refresh_every: Option<std::time::Duration>,
+) -> shardsign_metrics::Refresh {
     Arc::new(move |m: &shardsign_metrics::Metrics| {
+        if let Ok(keys) = registry.list_keys() {
+            let now = crate::registry::unix_now();
+            let active = keys.iter().filter(|k| !k.disabled);
+            let oldest = active
+                .clone()
+                .map(|k| now.saturating_sub(k.epoch_changed_at))
+                .max()
+                .unwrap_or(0);
+            m.set(
+                crate::metrics::EPOCH_OLDEST,
+                "Age of the oldest key epoch (time since the key's last refresh or its creation)",
+                &[],
+                oldest as f64,
+            );
+            if let Some(every) = refresh_every {
+                // Overdue: twice the schedule without a refresh (the schedule retries a key
+                // that failed, so one missed round is not yet an alert).
+                let limit = 2 * every.as_secs() as i64;
+                let overdue = active
+                    .filter(|k| now.saturating_sub(k.epoch_changed_at) > limit)
+                    .count();
+                m.set(
+                    crate::metrics::EPOCHS_OVERDUE,
+                    "Active keys whose epoch is older than twice refresh_every",
+                    &[],
+                    overdue as f64,
+                );
+            }
+        }
         for node in [1u8, 2, 3] {
             m.set(
                 crate::metrics::NODE_AVAILABLE,
@@ -178,6 +220,13 @@ pub async fn serve(
         let admin = components.admin.admin.clone();
         async move { admin.cluster_status().await }
     });
+    if let Some(every) = config.refresh_every {
+        tokio::spawn(crate::refresh_schedule::run(
+            components.admin.refresher.clone(),
+            components.admin.admin.registry.clone(),
+            every,
+        ));
+    }
     tokio::spawn(hourly_upkeep(
         components.admin.admin.key_policies.clone(),
         components.admin.admin.registry.clone(),
@@ -216,7 +265,12 @@ pub async fn serve(
         shardsign_serve::serve_metrics(
             metrics_address,
             components.metrics.registry.clone(),
-            gauges(components.pool.clone(), components.metrics.clone()),
+            gauges(
+                components.pool.clone(),
+                components.metrics.clone(),
+                components.admin.admin.registry.clone(),
+                config.refresh_every,
+            ),
             config.ready_file.as_deref(),
         )
         .await?;

@@ -102,6 +102,7 @@ fn transaction_seeds(signer: &SigningKey) {
             )),
             expected_hash: tx.signing_hash().to_vec(),
             signed_policy: Vec::new(),
+            epoch: 0,
         };
         write(
             "node_payload",

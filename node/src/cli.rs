@@ -129,8 +129,8 @@ fn print_report(report: &crate::store::backup::BackupReport) {
     );
     for key in &report.keys {
         println!(
-            "  {:<24} {:<8} public key {}",
-            key.key_id, key.status, key.public_key
+            "  {:<24} {:<8} epoch {:<4} public key {}",
+            key.key_id, key.status, key.epoch, key.public_key
         );
     }
     println!(
@@ -153,6 +153,35 @@ fn verify_backup(config: PathBuf, file: PathBuf) -> anyhow::Result<()> {
         );
     }
     print_report(&report);
+    match crate::store::backup::live_epochs(&config.data_dir)? {
+        None => println!(
+            "no live store in {}: cannot say whether the backup is stale",
+            config.data_dir.display()
+        ),
+        Some(live) => {
+            let stale = crate::store::backup::stale_keys(&report, &live);
+            if stale.is_empty() {
+                println!("current: every key's share is at the live store's epoch");
+            }
+            for key in &stale {
+                match key.live_epoch {
+                    Some(live) => println!(
+                        "STALE  {}: the backup holds epoch {}, the live store epoch {}",
+                        key.key_id, key.backup_epoch, live
+                    ),
+                    None => println!(
+                        "STALE  {}: the backup holds epoch {}, the live store no longer holds the key",
+                        key.key_id, key.backup_epoch
+                    ),
+                }
+            }
+            if !stale.is_empty() {
+                println!(
+                    "a stale share still makes its key together with the other nodes' shares of the same epoch (their old backups): destroy this backup and take a new one"
+                );
+            }
+        }
+    }
     Ok(())
 }
 

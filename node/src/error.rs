@@ -39,6 +39,31 @@ pub enum NodeError {
         "this node committed its share of `{0}` from this key generation; an abort deletes it only with another node's signed abort receipt"
     )]
     CommittedWithoutReceipt(String),
+    /// A session asked for another epoch of the key than this node's current one.
+    #[error(
+        "key `{key_id}` is at epoch {current} on this node, the session asked for epoch {requested} (a refresh moved the key; the requester's view is behind or ahead)"
+    )]
+    EpochMismatch {
+        key_id: String,
+        requested: u64,
+        current: u64,
+    },
+    #[error(
+        "a refresh of `{0}` that this node voted for is still open; the coordinator must commit it (with all three votes) or abort it first"
+    )]
+    RefreshPending(String),
+    #[error("this node aborted this refresh of `{0}`; it never votes for it (run a new refresh)")]
+    RefreshAborted(String),
+    #[error(
+        "this node voted for this refresh of `{0}`; an abort deletes its new share only with another node's receipt proving that node never voted"
+    )]
+    VotedWithoutReceipt(String),
+    #[error(
+        "this node committed this refresh of `{0}` (it held all three votes); it cannot be aborted"
+    )]
+    RefreshCommitted(String),
+    #[error("this node holds no pending refresh of `{0}` from this session")]
+    NoPendingRefresh(String),
     #[error("session id has already been used on this node; the coordinator must make a fresh one")]
     SessionReused,
     /// The session id was made before this node's store was restored from a backup.

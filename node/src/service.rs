@@ -6,8 +6,9 @@ use std::sync::Arc;
 use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
     AbortReceipt, CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply,
-    FinalizeKeygenRequest, GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey,
-    PutPolicyReply, PutPolicyRequest, RoundReply, StartKeygenRequest, StartSignRequest,
+    FinalizeKeygenRequest, FinalizeRefreshReply, FinalizeRefreshRequest, GetIdentityRequest,
+    Identity, ListKeysReply, ListKeysRequest, NodeKey, PutPolicyReply, PutPolicyRequest,
+    RefreshVote, RoundReply, StartKeygenRequest, StartRefreshRequest, StartSignRequest,
 };
 use shardsign_request::{KeyId, RequestError, SignRequest};
 use shardsign_tss::{PartyId, SessionId};
@@ -53,11 +54,25 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::CeremonyAborted(_)
         | NodeError::KeySealed(_)
         | NodeError::CommittedWithoutReceipt(_)
+        | NodeError::RefreshPending(_)
+        | NodeError::RefreshAborted(_)
+        | NodeError::VotedWithoutReceipt(_)
+        | NodeError::NoPendingRefresh(_)
+        | NodeError::RefreshCommitted(_)
         | NodeError::SessionTime(_)
         | NodeError::SessionBeforeRestore { .. } => Status::failed_precondition(error.to_string()),
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::RateLimited(_) => Status::resource_exhausted(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
+        NodeError::EpochMismatch { current, .. } => {
+            // The node's epoch, for a coordinator to hand a node behind the certificate it missed.
+            let mut status = Status::failed_precondition(error.to_string());
+            status.metadata_mut().insert(
+                shardsign_proto::node::KEY_EPOCH_HEADER,
+                tonic::metadata::MetadataValue::from(current),
+            );
+            status
+        }
         NodeError::Banned { peer, .. } => {
             // The peer a refusal names, for the coordinator to stop scheduling this pair.
             let mut status = Status::failed_precondition(error.to_string());
@@ -221,6 +236,7 @@ impl NodeRpc for NodeService {
             request: sign_request,
             expected_hash,
             signed_policy: request.signed_policy,
+            epoch: request.epoch,
         };
         let node = self.node.clone();
         let arrived = std::time::Instant::now();
@@ -317,11 +333,77 @@ impl NodeRpc for NodeService {
         }))
     }
 
+    async fn start_refresh(
+        &self,
+        request: Request<StartRefreshRequest>,
+    ) -> Result<Response<RoundReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        let node = self.node.clone();
+        let envelopes =
+            blocking(move || node.start_refresh(session_id, &request.key_id, request.epoch))
+                .await?;
+        Ok(reply(RoundOutcome {
+            envelopes,
+            result: None,
+        }))
+    }
+
+    async fn finalize_refresh(
+        &self,
+        request: Request<FinalizeRefreshRequest>,
+    ) -> Result<Response<FinalizeRefreshReply>, Status> {
+        let request = request.into_inner();
+        let session_id = session_id(&request.session_id)?;
+        if request.certificate.len() > 3 || request.abort_receipts.len() > 3 {
+            return Err(Status::invalid_argument(
+                "certificate, abort_receipts: at most one per node",
+            ));
+        }
+        let node = self.node.clone();
+        if request.commit {
+            let certificate: Vec<(u8, Vec<u8>)> = request
+                .certificate
+                .into_iter()
+                .filter_map(|v| u8::try_from(v.node_id).ok().map(|node| (node, v.signed)))
+                .collect();
+            let epoch =
+                blocking(move || node.commit_refresh(session_id, &request.key_id, &certificate))
+                    .await?;
+            return Ok(Response::new(FinalizeRefreshReply {
+                epoch,
+                abort_receipt: None,
+                deleted: false,
+            }));
+        }
+        let receipts: Vec<(u8, Vec<u8>)> = request
+            .abort_receipts
+            .into_iter()
+            .filter_map(|r| u8::try_from(r.node_id).ok().map(|node| (node, r.signed)))
+            .collect();
+        let me = u32::from(self.node.node_id().get());
+        let (deleted, signed, epoch) = blocking(move || {
+            let (deleted, signed) = node.abort_refresh(session_id, &request.key_id, &receipts)?;
+            let epoch = node.store().key_epoch(&request.key_id).unwrap_or(0);
+            Ok((deleted, signed, epoch))
+        })
+        .await?;
+        Ok(Response::new(FinalizeRefreshReply {
+            epoch,
+            abort_receipt: Some(AbortReceipt {
+                node_id: me,
+                signed,
+            }),
+            deleted,
+        }))
+    }
+
     async fn list_keys(
         &self,
         request: Request<ListKeysRequest>,
     ) -> Result<Response<ListKeysReply>, Status> {
         let include_pending = request.into_inner().include_pending;
+        let me = self.node.node_id().get();
         let node = self.node.clone();
         let keys = blocking(move || node.store().list_keys(include_pending)).await?;
         Ok(Response::new(ListKeysReply {
@@ -335,6 +417,17 @@ impl NodeRpc for NodeService {
                     status: k.status,
                     ceremony_session: k.ceremony_session,
                     sealed: k.sealed,
+                    epoch: k.epoch,
+                    epoch_changed_at_unix: k.epoch_changed_at,
+                    pending_refresh_session: k
+                        .pending_refresh
+                        .as_ref()
+                        .map(|(session, _)| session.clone())
+                        .unwrap_or_default(),
+                    pending_refresh_vote: k.pending_refresh.map(|(_, vote)| RefreshVote {
+                        node_id: u32::from(me),
+                        signed: vote,
+                    }),
                 })
                 .collect(),
         }))

@@ -87,6 +87,16 @@ impl CoordinatorProcess {
         }
     }
 
+    /// Rewrites the coordinator's config with `change` and restarts it on the new one.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut CoordinatorFile)) {
+        let text = std::fs::read_to_string(&self.config).expect("coordinator config");
+        let mut file = CoordinatorFile::parse(&text).expect("coordinator config parses");
+        change(&mut file);
+        write(&self.config, &file.to_toml());
+        self.stop();
+        self.start();
+    }
+
     /// Where the coordinator serves `/metrics`.
     pub fn metrics_address(&self) -> String {
         std::fs::read_to_string(self.dir.join("ready.metrics")).expect("metrics address")
@@ -233,6 +243,7 @@ impl Cluster {
             // Short, so that a test can watch a stalled handshake being dropped.
             tls_handshake_timeout_secs: Some(1),
             max_connections_per_source: None,
+            refresh_every: None,
             round_timeout_secs: Some(5),
             log_format: None,
             policy_public_key: Some(policy_key.public_hex()),

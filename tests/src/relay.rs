@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use shardsign_coordinator::signing::relay as production;
 pub use shardsign_coordinator::signing::relay::{Action, Hook, RelayError, fresh_session_id};
 use shardsign_proto::node::v1::node_client::NodeClient;
-use shardsign_proto::node::v1::{KeygenResult, SignatureResult};
+use shardsign_proto::node::v1::{KeygenResult, RefreshResult, SignatureResult};
 pub use shardsign_request::Payload;
 use shardsign_request::{KeyId, SignRequest};
 use tonic::transport::Channel;
@@ -79,6 +79,48 @@ pub async fn sign_with_policy(
         request: &request,
         expected_hash,
         signed_policy,
+        epoch: 0,
     };
     production::sign(clients, signers, &job, &session_id, &mut options(hook)).await
+}
+
+/// `sign_with_policy` of a key at `epoch`.
+pub async fn sign_at_epoch(
+    clients: &BTreeMap<u8, NodeClient<Channel>>,
+    signers: [u8; 2],
+    key_id: &str,
+    epoch: u64,
+    payload: &Payload,
+    signed_policy: &[u8],
+) -> Result<Vec<SignatureResult>, RelayError> {
+    let request = SignRequest {
+        key_id: KeyId::parse(key_id).expect("tests use valid key ids"),
+        payload: payload.clone(),
+    };
+    let job = production::SignJob {
+        request: &request,
+        expected_hash: request.signing_hash(),
+        signed_policy,
+        epoch,
+    };
+    production::sign(
+        clients,
+        signers,
+        &job,
+        &fresh_session_id(),
+        &mut options(None),
+    )
+    .await
+}
+
+/// Runs the rounds of a refresh of `key_id` (at `epoch`) on the three nodes under
+/// `session_id`, without ending it; each node's result.
+pub async fn refresh_rounds(
+    clients: &BTreeMap<u8, NodeClient<Channel>>,
+    session_id: &[u8],
+    key_id: &str,
+    epoch: u64,
+    hook: Option<Hook<'_>>,
+) -> Result<BTreeMap<u8, RefreshResult>, RelayError> {
+    production::refresh(clients, session_id, key_id, epoch, &mut options(hook)).await
 }

@@ -192,6 +192,70 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
     )
     .await
     .expect("a fresh session id signs");
+
+    // After a refresh a backup from before is stale: `backup verify` says so (its share still
+    // makes the key with the other nodes' old-epoch backups), a new backup is current.
+    let before_refresh = cluster
+        .nodes
+        .root
+        .path()
+        .join("node-2-before-refresh.backup");
+    let made = node_command(
+        &["backup", "--out", before_refresh.to_str().unwrap()],
+        &config,
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    cluster.nodes.node(1).start();
+    let mut stream = cluster
+        .admin()
+        .refresh_key(shardsign_proto::v1::RefreshKeyRequest {
+            key_id: key.key_id.clone(),
+            fast: false,
+        })
+        .await
+        .expect("refresh_key")
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.expect("refresh events") {
+        last = event.event;
+    }
+    assert!(
+        matches!(&last, Some(shardsign_proto::v1::refresh_key_event::Event::Done(k)) if k.epoch == 1),
+        "{last:?}"
+    );
+    let stale = Command::new(node_binary())
+        .args(["backup", "verify", "--config"])
+        .arg(&config)
+        .arg(&before_refresh)
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", text(&stale));
+    assert!(
+        text(&stale).contains(&format!(
+            "STALE  {}: the backup holds epoch 0, the live store epoch 1",
+            key.key_id
+        )),
+        "{}",
+        text(&stale)
+    );
+    let fresh = cluster
+        .nodes
+        .root
+        .path()
+        .join("node-2-after-refresh.backup");
+    let made = node_command(&["backup", "--out", fresh.to_str().unwrap()], &config);
+    assert!(made.status.success(), "{}", text(&made));
+    let current = Command::new(node_binary())
+        .args(["backup", "verify", "--config"])
+        .arg(&config)
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(
+        text(&current).contains("current: every key's share is at the live store's epoch"),
+        "{}",
+        text(&current)
+    );
 }
 
 /// The coordinator's registry and hashing key, copied while it runs; the copy's audit verifies.

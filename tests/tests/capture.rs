@@ -192,7 +192,7 @@ async fn a_capture_of_the_clusters_traffic_holds_only_tls_and_no_secret() {
             &KekSource::Passphrase(Zeroizing::new(passphrase)),
         )
         .unwrap();
-        let (share, _) = store.load_key(&key.key_id).unwrap();
+        let share = store.load_key(&key.key_id).unwrap().share;
         let share_bytes = share.to_bytes();
         let party: dkls23::secp256k1::Party = postcard::from_bytes(&share_bytes[1..]).unwrap();
         let scalar: [u8; 32] = party.poly_point.to_bytes().into();

@@ -280,6 +280,35 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
             .iter()
             .any(|k| k["key_id"] == "cli-key")
     );
+    // A refresh: progress, the key at epoch 1 with its address, and the note about old backups.
+    let output = cli.run(&["--json", "keys", "refresh", "cli-key"], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done = events.iter().find(|e| e["event"] == "done").expect("done");
+    assert_eq!(done["key"]["epoch"], 1);
+    assert_eq!(done["key"]["address"], address.as_str());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "note" && e["note"].as_str().unwrap().contains("destroy them")),
+        "{events:?}"
+    );
+    let shown = cli.json(&["keys", "show", "cli-key"], None);
+    assert_eq!(shown["epoch"], 1);
+    let fast = cli.run(&["keys", "refresh", "cli-key", "--fast"], None);
+    assert!(!fast.status.success());
+    assert!(
+        String::from_utf8_lossy(&fast.stderr).contains("not built yet"),
+        "{}",
+        String::from_utf8_lossy(&fast.stderr)
+    );
     let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
     assert_eq!(shown["version"], 1);
     // Renewal re-signs the same rules as the next version with a fresh validity; one that

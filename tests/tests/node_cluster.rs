@@ -525,6 +525,7 @@ async fn malformed_requests_get_precise_errors() {
         )),
         expected_hash: tx.signing_hash().to_vec(),
         signed_policy: Vec::new(),
+        epoch: 0,
     };
     let cases: Vec<(StartSignRequest, &str)> = vec![
         (

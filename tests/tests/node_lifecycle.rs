@@ -203,7 +203,7 @@ async fn no_secret_reaches_the_database_the_logs_or_debug_output() {
             &KekSource::Passphrase(Zeroizing::new(passphrase.clone())),
         )
         .unwrap();
-        let (share, _) = store.load_key("leak-check").unwrap();
+        let share = store.load_key("leak-check").unwrap().share;
         let share_bytes = share.to_bytes();
         let party: dkls23::secp256k1::Party = postcard::from_bytes(&share_bytes[1..]).unwrap();
         let scalar: [u8; 32] = party.poly_point.to_bytes().into();

@@ -1,4 +1,4 @@
-//! `shardsign keys`: the key ceremony with live progress, list, show, disable.
+//! `shardsign keys`: the key ceremony with live progress, list, show, refresh, disable.
 
 use std::io::IsTerminal;
 
@@ -28,6 +28,19 @@ pub enum KeysCommand {
     Show {
         key_id: String,
     },
+    /// Refresh a key's shares on all three nodes (the address stays; the shares move to the
+    /// next epoch, and old shares, in backups too, can no longer sign with the new ones).
+    Refresh {
+        /// The key to refresh.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        key_id: Option<String>,
+        /// Refresh every active key, one at a time.
+        #[arg(long)]
+        all: bool,
+        /// The engine's faster OT-reusing refresh (not built yet: refused).
+        #[arg(long)]
+        fast: bool,
+    },
     /// Disable a key for good: signs a disable statement with the operator's policy key and
     /// sends it through the coordinator to every node, which then refuses the key whatever a
     /// coordinator asks.
@@ -50,6 +63,7 @@ fn key_json(key: &api::Key) -> Value {
         "public_key": hex::encode(&key.public_key), "created_at_unix": key.created_at_unix,
         "status": if key.status == api::KeyStatus::Disabled as i32 { "disabled" } else { "active" },
         "allowed_chain_ids": key.allowed_chain_ids,
+        "epoch": key.epoch, "epoch_changed_at_unix": key.epoch_changed_at_unix,
     })
 }
 
@@ -60,8 +74,13 @@ fn key_line(key: &api::Key) -> String {
         ""
     };
     format!(
-        "{}  {}  {}  chains {:?}{status}",
-        key.key_id, key.address, key.label, key.allowed_chain_ids
+        "{}  {}  {}  chains {:?}  epoch {} (changed {}){status}",
+        key.key_id,
+        key.address,
+        key.label,
+        key.allowed_chain_ids,
+        key.epoch,
+        crate::output::ago(key.epoch_changed_at_unix)
     )
 }
 
@@ -160,6 +179,52 @@ pub async fn create_key(
     bail!("the ceremony's event stream ended without a result")
 }
 
+/// Refreshes one key with live progress; returns the key at its new epoch.
+async fn refresh_key(
+    client: &shardsign_client::Client,
+    out: Out,
+    key_id: &str,
+    fast: bool,
+) -> anyhow::Result<api::Key> {
+    use api::refresh_key_event::Event;
+    let mut stream = client
+        .admin()
+        .refresh_key(api::RefreshKeyRequest {
+            key_id: key_id.to_string(),
+            fast,
+        })
+        .await
+        .map_err(shardsign_client::ClientError::from)?
+        .into_inner();
+    while let Some(event) = stream
+        .message()
+        .await
+        .map_err(shardsign_client::ClientError::from)?
+    {
+        match event.event {
+            Some(Event::Started(started)) => out.event(
+                &json!({"event": "started", "key_id": started.key_id, "from_epoch": started.from_epoch}),
+                || {
+                    format!(
+                        "refreshing `{}` from epoch {}",
+                        started.key_id, started.from_epoch
+                    )
+                },
+            ),
+            Some(Event::Round(r)) => out.event(&json!({"event": "round", "round": r.round}), || {
+                format!("  round {}/4", r.round)
+            }),
+            Some(Event::Done(key)) => return Ok(key),
+            Some(Event::Failed(failed)) => bail!("refresh of `{key_id}` failed: {}", failed.reason),
+            None => {}
+        }
+    }
+    bail!("the refresh's event stream ended without a result")
+}
+
+/// What an operator must do after a refresh: the shares in older backups still make the key.
+const DESTROY_OLD_BACKUPS: &str = "node backups taken before this refresh hold old-epoch shares, which still make the key with each other: destroy them and take new backups (`shardsign-node backup`)";
+
 pub async fn keys(command: KeysCommand, global: &Global, out: Out) -> anyhow::Result<()> {
     let client = global.client().await?;
     match command {
@@ -191,6 +256,52 @@ pub async fn keys(command: KeysCommand, global: &Global, out: Out) -> anyhow::Re
         KeysCommand::Show { key_id } => {
             let key = client.get_key(&key_id).await?;
             out.show(&key_json(&key), || key_line(&key));
+        }
+        KeysCommand::Refresh { key_id, all, fast } => {
+            let key_ids: Vec<String> = match key_id {
+                Some(key_id) => vec![key_id],
+                None => client
+                    .list_keys()
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.status != api::KeyStatus::Disabled as i32)
+                    .map(|k| k.key_id)
+                    .collect(),
+            };
+            let _ = all;
+            let mut failures = Vec::new();
+            for key_id in &key_ids {
+                match refresh_key(&client, out, key_id, fast).await {
+                    Ok(key) => out.show(&json!({"event": "done", "key": key_json(&key)}), || {
+                        format!(
+                            "refreshed {} to epoch {} (address {} unchanged)",
+                            key.key_id, key.epoch, key.address
+                        )
+                    }),
+                    Err(error) => {
+                        out.event(
+                            &json!({"event": "failed", "key_id": key_id, "reason": error.to_string()}),
+                            || error.to_string(),
+                        );
+                        failures.push(key_id.clone());
+                    }
+                }
+            }
+            let refreshed = key_ids.len() - failures.len();
+            if refreshed > 0 {
+                out.event(
+                    &json!({"event": "note", "note": DESTROY_OLD_BACKUPS}),
+                    || format!("note: {DESTROY_OLD_BACKUPS}"),
+                );
+            }
+            if !failures.is_empty() {
+                bail!(
+                    "{} of {} keys were not refreshed ({}); they stay on their epoch: run `shardsign keys refresh` for them again",
+                    failures.len(),
+                    key_ids.len(),
+                    failures.join(", ")
+                );
+            }
         }
         KeysCommand::Disable {
             key_id,

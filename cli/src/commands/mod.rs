@@ -8,7 +8,7 @@ mod keys;
 mod policy;
 mod sign;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 use shardsign_client::api;
 
@@ -23,24 +23,7 @@ pub use sign::{SignCommand, sign};
 
 /// `3600s`, `90m`, `12h`, `30d`, or plain seconds.
 pub fn parse_duration_secs(text: &str) -> anyhow::Result<i64> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: i64 = number
-        .parse()
-        .map_err(|_| anyhow!("`{text}`: expected a duration like 3600s, 90m, 12h or 30d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("`{text}`: the unit is s, m, h or d"),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| anyhow!("`{text}` is too long"))
+    shardsign_provision::parse_duration_secs(text).map_err(|e| anyhow!(e))
 }
 
 pub fn write_secret_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

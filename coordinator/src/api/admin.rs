@@ -8,9 +8,9 @@ use shardsign_proto::v1::{
     ApiKeyInfo, ClusterStatusRequest, ClusterStatusResponse, CreateApiKeyRequest,
     CreateApiKeyResponse, CreateKeyEvent, CreateKeyRequest, DisableKeyRequest, DisableKeyResponse,
     GetKeyPolicyRequest, KeyPolicyRecord, ListApiKeysRequest, ListApiKeysResponse,
-    ListAuditRequest, ListAuditResponse, RevokeApiKeyRequest, RotateApiKeyRequest,
-    SetApiKeyPolicyRequest, SetKeyPolicyRequest, SetKeyPolicyResponse, VerifyAuditRequest,
-    VerifyAuditResponse,
+    ListAuditRequest, ListAuditResponse, RefreshKeyEvent, RefreshKeyRequest, RevokeApiKeyRequest,
+    RotateApiKeyRequest, SetApiKeyPolicyRequest, SetKeyPolicyRequest, SetKeyPolicyResponse,
+    VerifyAuditRequest, VerifyAuditResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -21,11 +21,13 @@ use crate::access::auth::{Authenticator, Caller};
 use crate::admin::Admin;
 use crate::ceremony::Ceremony;
 use crate::error::CoordError;
+use crate::refresh::Refresher;
 
 pub struct AdminService {
     pub auth: Arc<Authenticator>,
     pub admin: Arc<Admin>,
     pub ceremony: Arc<Ceremony>,
+    pub refresher: Arc<Refresher>,
 }
 
 impl AdminService {
@@ -76,6 +78,30 @@ impl AdminApi for AdminService {
         let (sender, receiver) = tokio::sync::mpsc::channel(32);
         // The ceremony runs to its end (commit or abort on every node) even if the caller leaves.
         tokio::spawn(self.ceremony.clone().run(request, key_id, sender));
+        respond(&caller, Ok(ReceiverStream::new(receiver)))
+    }
+
+    type RefreshKeyStream = ReceiverStream<Result<RefreshKeyEvent, Status>>;
+
+    async fn refresh_key(
+        &self,
+        request: Request<RefreshKeyRequest>,
+    ) -> Result<Response<Self::RefreshKeyStream>, Status> {
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        let key_id = request.key_id.escape_default().to_string();
+        let checked = self.refresher.check(&request);
+        let target = match &checked {
+            Ok(key) => format!("from epoch {}", key.epoch),
+            Err(_) => String::new(),
+        };
+        let key = self
+            .finish(&caller, "refresh_key", &key_id, &target, checked)?
+            .into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(32);
+        // The refresh runs to its end (commit or abort on every node) even if the caller leaves.
+        let actor = caller.audit_entry(shardsign_audit::AuditEntry::default());
+        tokio::spawn(self.refresher.clone().run(key, actor, sender));
         respond(&caller, Ok(ReceiverStream::new(receiver)))
     }
 

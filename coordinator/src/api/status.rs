@@ -23,7 +23,9 @@ impl From<CoordError> for Status {
             CoordError::KeyDisabled(_)
             | CoordError::NoKeyPolicy(_)
             | CoordError::PolicyExpired { .. }
-            | CoordError::KeygenRefused(_) => Status::failed_precondition(message),
+            | CoordError::KeygenRefused(_)
+            | CoordError::RefreshRefused(_) => Status::failed_precondition(message),
+            CoordError::Unimplemented(_) => Status::unimplemented(message),
             CoordError::Unauthenticated(_) => Status::unauthenticated(message),
             CoordError::PolicyRefused(_) => Status::permission_denied(message),
             CoordError::RateLimited(_) => Status::resource_exhausted(message),
@@ -35,7 +37,9 @@ impl From<CoordError> for Status {
             CoordError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             CoordError::PermissionDenied(_) => Status::permission_denied(message),
             CoordError::NodeRefused { code, .. } => Status::new(code, message),
-            CoordError::SigningFailed(_) | CoordError::KeygenFailed(_) => Status::aborted(message),
+            CoordError::SigningFailed(_)
+            | CoordError::KeygenFailed(_)
+            | CoordError::RefreshFailed(_) => Status::aborted(message),
             CoordError::Store(_) | CoordError::Commit(_) | CoordError::Config { .. } => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal("internal error in the coordinator; see its log")

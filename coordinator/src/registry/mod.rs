@@ -8,6 +8,7 @@
 mod api_keys;
 mod audit;
 mod bootstrap;
+mod epochs;
 mod key_policies;
 mod spend;
 
@@ -97,6 +98,19 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE spends ADD COLUMN chain_id INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE spends ADD COLUMN subject TEXT NOT NULL DEFAULT 'api_key';
      CREATE INDEX spends_by_subject ON spends(subject, api_key_id, chain_id, at_ms);",
+    // Epochs: a key's shares are at epoch 0 after the ceremony and one more after each refresh.
+    // A refresh's commit certificate (the three nodes' votes, as the commit request sent to
+    // them) is kept so that a node that missed the commit can be given it later.
+    "ALTER TABLE keys ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE keys ADD COLUMN epoch_changed_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE keys SET epoch_changed_at = created_at;
+     CREATE TABLE refresh_commits (
+         key_id TEXT NOT NULL,
+         epoch INTEGER NOT NULL,
+         commit_request BLOB NOT NULL,
+         at INTEGER NOT NULL,
+         PRIMARY KEY (key_id, epoch)
+     );",
 ];
 
 /// A registered key.
@@ -109,6 +123,9 @@ pub struct KeyRecord {
     pub allowed_chain_ids: Vec<u64>,
     pub created_at: i64,
     pub disabled: bool,
+    /// The shares' epoch (0 after the ceremony, one more per refresh) and since when.
+    pub epoch: u64,
+    pub epoch_changed_at: i64,
 }
 
 impl KeyRecord {
@@ -127,6 +144,8 @@ impl KeyRecord {
                 api::KeyStatus::Active
             } as i32,
             allowed_chain_ids: self.allowed_chain_ids.clone(),
+            epoch: self.epoch,
+            epoch_changed_at_unix: self.epoch_changed_at,
         }
     }
 }
@@ -178,6 +197,8 @@ fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecord, String)> 
             allowed_chain_ids: Vec::new(),
             created_at: row.get(5)?,
             disabled: row.get::<_, String>(6)? == "disabled",
+            epoch: row.get::<_, i64>(7)? as u64,
+            epoch_changed_at: row.get(8)?,
         },
         row.get(4)?,
     ))
@@ -193,8 +214,7 @@ fn with_chains((mut key, chains): (KeyRecord, String)) -> Result<KeyRecord, Coor
     Ok(key)
 }
 
-const KEY_COLUMNS: &str =
-    "key_id, label, public_key, address, allowed_chain_ids, created_at, status";
+const KEY_COLUMNS: &str = "key_id, label, public_key, address, allowed_chain_ids, created_at, status, epoch, epoch_changed_at";
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Self, CoordError> {
@@ -272,8 +292,8 @@ impl Registry {
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), CoordError> {
         let chains = serde_json::to_string(&key.allowed_chain_ids).expect("numbers serialise");
         let inserted = self.conn().execute(
-            "INSERT OR IGNORE INTO keys (key_id, label, public_key, address, allowed_chain_ids, created_at, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active')",
+            "INSERT OR IGNORE INTO keys (key_id, label, public_key, address, allowed_chain_ids, created_at, status, epoch, epoch_changed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', 0, ?6)",
             params![key.key_id, key.label, key.public_key, key.address, chains, key.created_at],
         )?;
         if inserted == 0 {

@@ -9,6 +9,7 @@ pub mod finalize;
 pub mod key_policies;
 pub mod operation;
 pub mod pool;
+pub mod refresh_end;
 pub mod relay;
 mod threshold;
 
@@ -64,11 +65,12 @@ impl Signing {
         metrics: Arc<CoordinatorMetrics>,
     ) -> Self {
         Signing {
-            registry,
+            registry: registry.clone(),
             auth,
             admission,
             threshold: ThresholdSigner {
                 pool,
+                registry,
                 round_timeout,
                 metrics: metrics.clone(),
             },

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use shardsign_proto::node::v1::node_client::NodeClient;
 use shardsign_proto::node::v1::{
-    CancelRequest, DeliverRequest, Envelope, KeygenResult, RoundReply, SignatureResult,
-    StartKeygenRequest, StartSignRequest, round_reply,
+    CancelRequest, DeliverRequest, Envelope, KeygenResult, RefreshResult, RoundReply,
+    SignatureResult, StartKeygenRequest, StartRefreshRequest, StartSignRequest, round_reply,
 };
 use shardsign_request::SignRequest;
 
@@ -312,6 +312,49 @@ pub async fn keygen(
     Ok(results)
 }
 
+/// Runs a refresh of `key_id` (at `epoch`) on all of `clients` (the three nodes); returns each
+/// node's result (with its vote) as far as the session got. Ending it (commit with the three
+/// votes, or abort) is the caller's: see [`super::refresh_end`]. On failure the session is
+/// cancelled everywhere.
+pub async fn refresh(
+    clients: &Clients,
+    session_id: &[u8],
+    key_id: &str,
+    epoch: u64,
+    options: &mut Options<'_>,
+) -> Result<BTreeMap<u8, RefreshResult>, RelayError> {
+    let timeout = options.call_timeout;
+    let started = start_all(clients, |mut client| {
+        let request = with_timeout(
+            StartRefreshRequest {
+                session_id: session_id.to_vec(),
+                key_id: key_id.to_string(),
+                epoch,
+            },
+            timeout,
+        );
+        async move { client.start_refresh(request).await }
+    })
+    .await;
+    let outcome = match started {
+        Ok(first) => drive(clients, session_id, first, options).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(results) => Ok(results
+            .into_iter()
+            .filter_map(|(node, r)| match r {
+                round_reply::Result::Refresh(r) => Some((node, r)),
+                _ => None,
+            })
+            .collect()),
+        Err(error) => {
+            cancel_all(clients, session_id).await;
+            Err(error)
+        }
+    }
+}
+
 /// What a signing session is asked to sign, and the key policy that allows it.
 #[derive(Clone, Copy)]
 pub struct SignJob<'a> {
@@ -320,6 +363,8 @@ pub struct SignJob<'a> {
     pub expected_hash: [u8; 32],
     /// The key's operator-signed policy (encoded), forwarded for the nodes to check.
     pub signed_policy: &'a [u8],
+    /// The key's epoch in the registry; a node whose share is at another one refuses.
+    pub epoch: u64,
 }
 
 /// Runs a signing session on `signers`; returns both nodes' results. On failure the session is
@@ -335,6 +380,7 @@ pub async fn sign(
         request: sign_request,
         expected_hash,
         signed_policy,
+        epoch,
     } = *job;
     let payload = shardsign_request::proto::to_node(&sign_request.payload);
     let key_id = sign_request.key_id.as_str();
@@ -356,6 +402,7 @@ pub async fn sign(
                 payload: Some(payload.clone()),
                 expected_hash: expected_hash.to_vec(),
                 signed_policy: signed_policy.to_vec(),
+                epoch,
             },
             timeout,
         );

@@ -13,9 +13,10 @@ use tonic::{Code, Status};
 
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
-use crate::registry::KeyRecord;
+use crate::registry::{KeyRecord, Registry};
 use crate::signing::bans::banned_peer;
 use crate::signing::pool::NodePool;
+use crate::signing::refresh_end::{heal, refused_epoch};
 use crate::signing::relay::{self, Clients, RelayError};
 
 /// How many pairs one request may try.
@@ -23,6 +24,8 @@ const MAX_ATTEMPTS: usize = 2;
 
 pub struct ThresholdSigner {
     pub pool: Arc<NodePool>,
+    /// Where a refresh's commit certificate is kept, for a node that missed it.
+    pub registry: Arc<Registry>,
     pub round_timeout: Duration,
     pub metrics: Arc<CoordinatorMetrics>,
 }
@@ -83,7 +86,10 @@ impl ThresholdSigner {
         let mut failed: BTreeSet<u8> = BTreeSet::new();
         let mut reasons: Vec<String> = Vec::new();
         let mut attempts = 0;
-        for pair in self.pool.candidate_pairs() {
+        let mut healed: BTreeSet<u8> = BTreeSet::new();
+        let mut pairs: std::collections::VecDeque<[u8; 2]> =
+            self.pool.candidate_pairs().into_iter().collect();
+        while let Some(pair) = pairs.pop_front() {
             if attempts == MAX_ATTEMPTS {
                 break;
             }
@@ -99,11 +105,29 @@ impl ThresholdSigner {
                 request,
                 expected_hash: hash,
                 signed_policy,
+                epoch: key.epoch,
             };
             match self.attempt(&clients, pair, &job, remaining).await {
                 Ok(results) => {
                     pair.iter().for_each(|n| self.pool.mark_ok(*n));
                     return verified(key, &results, hash);
+                }
+                Err(RelayError { node, status })
+                    if refused_epoch(&status).is_some_and(|epoch| epoch < key.epoch) =>
+                {
+                    // The node missed a refresh's commit: hand it the certificate and retry the
+                    // pair once; without one, try another pair.
+                    self.metrics.attempt_failed(node, status.code());
+                    let timeout = self.round_timeout.max(Duration::from_secs(2));
+                    if healed.insert(node)
+                        && heal(&self.registry, &clients, key, node, timeout).await
+                    {
+                        attempts -= 1;
+                        pairs.push_front(pair);
+                        continue;
+                    }
+                    failed.insert(node);
+                    reasons.push(format!("node {node}: {}", status.message()));
                 }
                 Err(RelayError { node, status }) if banned_peer(&status).is_some() => {
                     // The engine caught a cheat (or the node refuses a peer it banned before):

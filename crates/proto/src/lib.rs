@@ -14,6 +14,9 @@ pub mod node {
 
     /// Response metadata a node sets on a refusal because of a ban: the banned peer's node id.
     pub const BANNED_PEER_HEADER: &str = "x-shardsign-banned-peer";
+    /// Response metadata a node sets when it refuses a session for a key at another epoch: the
+    /// key's epoch on that node (a node behind missed a refresh commit).
+    pub const KEY_EPOCH_HEADER: &str = "x-shardsign-key-epoch";
 }
 
 /// Encoded file descriptor set of every proto, for gRPC server reflection.

@@ -116,6 +116,10 @@ pub struct CoordinatorFile {
     /// Connections one source address may hold open (default 256); more are closed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_source: Option<u32>,
+    /// Refresh every key's shares when its epoch is this old (`30d`, `12h`, ...; see
+    /// [`parse_duration_secs`]), one key at a time; no schedule when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_every: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// Hex Ed25519 public key of the operator's policy key (the same one the nodes have).
@@ -205,6 +209,29 @@ impl CoordinatorFile {
     }
 }
 
+/// A duration as config files and the CLI write it: `3600s`, `90m`, `12h`, `30d`, or plain
+/// seconds. The message says what is wrong.
+pub fn parse_duration_secs(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a duration like 3600s, 90m, 12h or 30d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is s, m, h or d")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 fn render(file: &impl Serialize) -> String {
     // Every field is a string, a number, a path, a table or an array of tables: always
     // representable in TOML, so this cannot fail for these types.
@@ -259,6 +286,7 @@ mod tests {
             round_timeout_secs: Some(5),
             tls_handshake_timeout_secs: None,
             max_connections_per_source: None,
+            refresh_every: Some("30d".into()),
             log_format: Some("json".into()),
             policy_public_key: None,
             auth: AuthFile {

@@ -3,6 +3,7 @@
 //! protocol: `keygen` (with its node-level confirmation round) and `sign`.
 
 mod keygen;
+mod refresh;
 mod sign;
 
 pub use keygen::{MAX_CHAIN_IDS, keygen_binding};
@@ -42,8 +43,20 @@ pub struct RoundOutcome {
 
 enum Engine {
     Keygen(Box<KeygenState>),
+    Refresh(Box<refresh::RefreshState>),
     /// The engine and the hash it signs (this node computed it from the request).
     Sign(Box<SignSession>, [u8; 32]),
+}
+
+impl Engine {
+    /// The transcript of broadcasts, for protocols whose confirmation round covers it.
+    fn broadcasts(&mut self) -> Option<&mut BTreeMap<(u8, u8), [u8; 32]>> {
+        match self {
+            Engine::Keygen(state) => Some(&mut state.broadcasts),
+            Engine::Refresh(state) => Some(&mut state.broadcasts),
+            Engine::Sign(..) => None,
+        }
+    }
 }
 
 struct Session {
@@ -394,9 +407,8 @@ impl Node {
             )));
         }
         let max_round = match session.protocol {
-            Protocol::Dkg => CONFIRM_ROUND,
-            // The node runs no refresh session yet (issue #16); three engine rounds when it does.
-            Protocol::Sign | Protocol::Refresh => 3,
+            Protocol::Dkg | Protocol::Refresh => CONFIRM_ROUND,
+            Protocol::Sign => 3,
         };
         let mut outcome = RoundOutcome::default();
         // Per-stage timings for the profile (debug level; `shardsign-bench --keep-logs`).
@@ -413,15 +425,19 @@ impl Node {
                 )));
             }
             if round == CONFIRM_ROUND {
-                if let Some(result) = self.confirm(session, from, &payload)? {
+                let result = match &mut session.engine {
+                    Engine::Refresh(state) => self.confirm_refresh(state, from, &payload)?,
+                    _ => self.confirm(session, from, &payload)?,
+                };
+                if let Some(result) = result {
                     outcome.result = Some(result);
                 }
                 continue;
             }
-            if let (Engine::Keygen(state), Recipient::Broadcast) = (&mut session.engine, to) {
-                state
-                    .broadcasts
-                    .insert((round, from.get()), digest(&payload));
+            if to == Recipient::Broadcast
+                && let Some(broadcasts) = session.engine.broadcasts()
+            {
+                broadcasts.insert((round, from.get()), digest(&payload));
             }
             let message = Message {
                 session_id,
@@ -463,6 +479,7 @@ impl Node {
         match &mut session.engine {
             Engine::Sign(engine, hash) => sign::step(engine, *hash, message),
             Engine::Keygen(state) => keygen::step(state, &context, message),
+            Engine::Refresh(state) => refresh::step(state, &context, message),
         }
     }
 
@@ -481,9 +498,9 @@ impl Node {
             }
             envelopes.push(context.seal(message)?);
         }
-        if let Engine::Keygen(state) = &mut session.engine {
+        if let Some(broadcasts) = session.engine.broadcasts() {
             for (round, digest) in own_broadcasts {
-                state.broadcasts.insert((round, self.me.get()), digest);
+                broadcasts.insert((round, self.me.get()), digest);
             }
         }
         Ok(envelopes)

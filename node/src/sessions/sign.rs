@@ -29,16 +29,22 @@ pub struct StartSign {
     pub expected_hash: [u8; 32],
     /// The key's operator-signed policy (encoded `SignedStatement`), forwarded by the coordinator.
     pub signed_policy: Vec<u8>,
+    /// The key's epoch the coordinator expects this node's share to be at.
+    pub epoch: u64,
 }
 
 /// What a signing session's envelopes are bound to: key, signers and the hash being signed, so
 /// that nodes given different requests under one session id cannot talk.
-fn sign_binding(key_id: &str, signers: &[PartyId; 2], hash: &[u8; 32]) -> [u8; 32] {
+fn sign_binding(key_id: &str, epoch: u64, signers: &[PartyId; 2], hash: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"shardsign-sign-binding-v1\0");
     hasher.update(key_id.as_bytes());
     hasher.update([0, signers[0].get(), signers[1].get()]);
     hasher.update(hash);
+    // Epoch 0 keeps the binding of sessions from before epochs.
+    if epoch > 0 {
+        hasher.update(epoch.to_be_bytes());
+    }
     hasher.finalize().into()
 }
 
@@ -127,6 +133,7 @@ impl Node {
             request,
             expected_hash,
             signed_policy,
+            epoch,
         } = start;
         let key_id = request.key_id.as_str();
         self.check_signers(signers)?;
@@ -134,11 +141,18 @@ impl Node {
             .policies
             .for_request(&self.store, key_id, &signed_policy)
             .inspect_err(|error| self.count_policy_refusal(error))?;
-        let (share, allowed_chain_ids) = self.store.load_key(key_id)?;
+        let loaded = self.store.load_key(key_id)?;
+        if loaded.epoch != epoch {
+            return Err(NodeError::EpochMismatch {
+                key_id: key_id.to_string(),
+                requested: epoch,
+                current: loaded.epoch,
+            });
+        }
         let hash = self
             .checked_hash(
                 &request,
-                &allowed_chain_ids,
+                &loaded.allowed_chain_ids,
                 policy.as_ref().map(|p| &p.rules),
             )
             .inspect_err(|error| self.count_policy_refusal(error))?;
@@ -166,12 +180,12 @@ impl Node {
             self.ledger.take_given_back(),
         );
         let starting = Instant::now();
-        let (engine, messages) = SignSession::start(share, session_id, signers, hash)
+        let (engine, messages) = SignSession::start(loaded.share, session_id, signers, hash)
             .map_err(|e| NodeError::Aborted(e.to_string()))?;
         let sealing = Instant::now();
         let mut session = Session {
             protocol: Protocol::Sign,
-            binding: sign_binding(key_id, &signers, &hash),
+            binding: sign_binding(key_id, epoch, &signers, &hash),
             participants: signers.to_vec(),
             engine: Engine::Sign(Box::new(engine), hash),
             deadline: self.clock.now() + self.round_timeout,

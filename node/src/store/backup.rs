@@ -6,6 +6,7 @@
 //! sets a session floor: the restored node refuses every session id made before the restore,
 //! since it cannot know which ids were claimed after the backup was taken.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct BackupKey {
     pub public_key: String,
     pub status: String,
     pub created_at: i64,
+    /// The share's epoch: a backup older than the key's last refresh holds a stale (older-epoch)
+    /// share, which still interpolates to the same key with the other old shares.
+    pub epoch: u64,
 }
 
 /// What a backup holds, as its KEK opens it.
@@ -174,7 +178,7 @@ impl Store {
             )));
         }
         let mut statement = conn.prepare(
-            "SELECT key_id, public_key, share_ciphertext, status, created_at, public_package FROM keys ORDER BY created_at, key_id",
+            "SELECT key_id, public_key, share_ciphertext, status, created_at, public_package, epoch FROM keys ORDER BY created_at, key_id",
         )?;
         let rows = statement.query_map([], |r| {
             Ok((
@@ -184,14 +188,16 @@ impl Store {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, Option<Vec<u8>>>(5)?,
+                r.get::<_, i64>(6)?,
             ))
         })?;
         let mut keys = Vec::new();
         for row in rows {
-            let (key_id, public_key, ciphertext, status, created_at, package) = row?;
+            let (key_id, public_key, ciphertext, status, created_at, package, epoch) = row?;
+            let epoch = epoch as u64;
             let share = crypto::decrypt(
                 &unlocked.data_key,
-                &share_aad(unlocked.node_id, &unlocked.cluster_id, &key_id),
+                &share_aad(unlocked.node_id, &unlocked.cluster_id, &key_id, epoch),
                 &ciphertext,
             )
             .ok_or_else(|| {
@@ -218,6 +224,7 @@ impl Store {
                 public_key: hex::encode(public_key),
                 status,
                 created_at,
+                epoch,
             });
         }
         Ok(BackupReport {
@@ -337,6 +344,57 @@ impl Store {
     }
 }
 
+/// A key whose backed-up share is older than the live one: the backup's share still makes the
+/// key together with the other nodes' shares of that old epoch (their old backups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleKey {
+    pub key_id: String,
+    pub backup_epoch: u64,
+    /// `None`: the live store no longer holds the key at all.
+    pub live_epoch: Option<u64>,
+}
+
+/// The epochs of the keys in the live store of `data_dir` (read-only; the node may be running),
+/// or `None` when there is no store there.
+pub fn live_epochs(data_dir: &Path) -> Result<Option<BTreeMap<String, u64>>, NodeError> {
+    let path = Store::db_path(data_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut statement = conn.prepare("SELECT key_id, epoch FROM keys WHERE status = 'active'")?;
+    let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut epochs = BTreeMap::new();
+    for row in rows {
+        let (key_id, epoch) = row?;
+        epochs.insert(key_id, epoch as u64);
+    }
+    Ok(Some(epochs))
+}
+
+/// The keys of `report` whose share is older than the live store's (or gone from it).
+pub fn stale_keys(report: &BackupReport, live: &BTreeMap<String, u64>) -> Vec<StaleKey> {
+    report
+        .keys
+        .iter()
+        .filter(|k| k.status == "active")
+        .filter_map(|k| {
+            let live_epoch = live.get(&k.key_id).copied();
+            (live_epoch != Some(k.epoch) && live_epoch.is_none_or(|e| e > k.epoch)).then(|| {
+                StaleKey {
+                    key_id: k.key_id.clone(),
+                    backup_epoch: k.epoch,
+                    live_epoch,
+                }
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +453,48 @@ mod tests {
         assert_eq!(
             Store::open(&fresh, &kek(7)).unwrap().0.session_floor_ms(),
             42
+        );
+    }
+
+    #[test]
+    fn a_backup_key_older_than_the_live_one_or_gone_from_it_is_stale() {
+        let key = |key_id: &str, epoch: u64| BackupKey {
+            key_id: key_id.into(),
+            public_key: String::new(),
+            status: "active".into(),
+            created_at: 0,
+            epoch,
+        };
+        let report = BackupReport {
+            node_id: 1,
+            cluster_id: "c".into(),
+            identity_fingerprint: String::new(),
+            keys: vec![
+                key("current", 2),
+                key("old", 1),
+                key("gone", 0),
+                key("newer", 3),
+            ],
+        };
+        let live = BTreeMap::from([
+            ("current".to_string(), 2),
+            ("old".to_string(), 2),
+            ("newer".to_string(), 2),
+        ]);
+        assert_eq!(
+            stale_keys(&report, &live),
+            [
+                StaleKey {
+                    key_id: "old".into(),
+                    backup_epoch: 1,
+                    live_epoch: Some(2)
+                },
+                StaleKey {
+                    key_id: "gone".into(),
+                    backup_epoch: 0,
+                    live_epoch: None
+                },
+            ]
         );
     }
 }

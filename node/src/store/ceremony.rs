@@ -87,7 +87,7 @@ impl Store {
         )?;
         tx.commit()?;
         if outcome == Aborted::Deleted {
-            self.shares.remove(key_id);
+            self.shares.invalidate(key_id);
         }
         Ok(outcome)
     }

@@ -19,15 +19,18 @@ use zeroize::Zeroizing;
 use crate::crypto;
 use crate::error::NodeError;
 use crate::kek::{KdfParams, KekSource};
+pub use crate::share_cache::LoadedKey;
 use crate::share_cache::ShareCache;
 
 pub mod backup;
 mod bans;
 mod ceremony;
 mod charges;
+mod refresh;
 pub use bans::Ban;
 pub use ceremony::Aborted;
 pub use charges::Charge;
+pub use refresh::{NewShare, PendingRefresh, RefreshAborted};
 
 const DB_FILE: &str = "node.db";
 /// Longest security-event detail stored.
@@ -98,6 +101,28 @@ const MIGRATIONS: &[&str] = &[
     // ceremony's confirmation round: what share repair checks terms against. NULL for keys made
     // before it was kept.
     "ALTER TABLE keys ADD COLUMN public_package BLOB;",
+    // Epochs: a key's share is at epoch 0 after its ceremony and one more after each refresh.
+    // The next epoch's share waits in `pending_refreshes` (one per key, with this node's vote)
+    // until the commit certificate or an abort; refreshes this node aborted are never voted for.
+    "ALTER TABLE keys ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE keys ADD COLUMN epoch_changed_at INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE keys ADD COLUMN epoch_session BLOB;
+     UPDATE keys SET epoch_changed_at = created_at;
+     CREATE TABLE pending_refreshes (
+         key_id TEXT PRIMARY KEY,
+         session_id BLOB NOT NULL,
+         from_epoch INTEGER NOT NULL,
+         share_ciphertext BLOB NOT NULL,
+         public_package BLOB NOT NULL,
+         vote_payload BLOB NOT NULL,
+         vote BLOB NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE aborted_refreshes (
+         session_id BLOB PRIMARY KEY,
+         key_id TEXT NOT NULL,
+         at INTEGER NOT NULL
+     );",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -113,6 +138,12 @@ pub struct KeyRecord {
     pub ceremony_session: Vec<u8>,
     /// Registered: no abort deletes it.
     pub sealed: bool,
+    /// The share's epoch and when it became current (Unix seconds).
+    pub epoch: u64,
+    pub epoch_changed_at: i64,
+    /// A refresh this node voted for that is neither committed nor aborted: its session id and
+    /// this node's signed vote.
+    pub pending_refresh: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The unlocked store.
@@ -156,12 +187,18 @@ fn identity_aad(node_id: PartyId, cluster_id: &str) -> Vec<u8> {
     format!("shardsign-identity-v1\0{}\0{cluster_id}", node_id.get()).into_bytes()
 }
 
-fn share_aad(node_id: PartyId, cluster_id: &str, key_id: &str) -> Vec<u8> {
-    format!(
+/// What a share's ciphertext is bound to: node, cluster, key and epoch (epoch 0 keeps the form
+/// shares had before epochs, so that they still decrypt), so a row cannot be swapped for another
+/// key's or another epoch's share.
+fn share_aad(node_id: PartyId, cluster_id: &str, key_id: &str, epoch: u64) -> Vec<u8> {
+    let mut aad = format!(
         "shardsign-share-v1\0{}\0{cluster_id}\0{key_id}",
         node_id.get()
-    )
-    .into_bytes()
+    );
+    if epoch > 0 {
+        aad.push_str(&format!("\0epoch {epoch}"));
+    }
+    aad.into_bytes()
 }
 
 /// What the KEK opens in a store's meta rows.
@@ -543,7 +580,7 @@ impl Store {
         }
         let ciphertext = crypto::encrypt(
             &self.data_key,
-            &share_aad(self.node_id, &self.cluster_id, key_id),
+            &share_aad(self.node_id, &self.cluster_id, key_id, 0),
             share.to_bytes().as_slice(),
         );
         let chains = serde_json::to_string(allowed_chain_ids).expect("numbers serialise");
@@ -582,31 +619,37 @@ impl Store {
 
     /// The share of an active key and the chain ids it may sign for, from the share cache when
     /// it was used recently (see `share_cache` for why that is safe).
-    pub fn load_key(&self, key_id: &str) -> Result<(Arc<KeyShare>, Vec<u64>), NodeError> {
+    pub fn load_key(&self, key_id: &str) -> Result<LoadedKey, NodeError> {
         let now = Instant::now();
         if let Some(cached) = self.shares.get(key_id, now) {
             return Ok(cached);
         }
-        let (share, chains) = self.decrypt_key(key_id)?;
-        let share = Arc::new(share);
-        self.shares
-            .insert(key_id, share.clone(), chains.clone(), now);
-        Ok((share, chains))
+        let generation = self.shares.generation();
+        let (share, allowed_chain_ids, epoch) = self.decrypt_key(key_id)?;
+        let loaded = LoadedKey {
+            share: Arc::new(share),
+            allowed_chain_ids,
+            epoch,
+        };
+        self.shares.insert(key_id, loaded.clone(), generation, now);
+        Ok(loaded)
     }
 
-    fn decrypt_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>), NodeError> {
-        let row: Option<(Vec<u8>, String)> = self
+    fn decrypt_key(&self, key_id: &str) -> Result<(KeyShare, Vec<u64>, u64), NodeError> {
+        let row: Option<(Vec<u8>, String, i64)> = self
             .conn()
             .query_row(
-                "SELECT share_ciphertext, allowed_chain_ids FROM keys WHERE key_id = ?1 AND status = 'active'",
+                "SELECT share_ciphertext, allowed_chain_ids, epoch FROM keys WHERE key_id = ?1 AND status = 'active'",
                 [key_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let (ciphertext, chains) = row.ok_or_else(|| NodeError::KeyNotFound(key_id.to_string()))?;
+        let (ciphertext, chains, epoch) =
+            row.ok_or_else(|| NodeError::KeyNotFound(key_id.to_string()))?;
+        let epoch = epoch as u64;
         let bytes = crypto::decrypt(
             &self.data_key,
-            &share_aad(self.node_id, &self.cluster_id, key_id),
+            &share_aad(self.node_id, &self.cluster_id, key_id, epoch),
             &ciphertext,
         )
         .ok_or_else(|| NodeError::Corrupt(format!("share of key `{key_id}` does not decrypt")))?;
@@ -614,15 +657,17 @@ impl Store {
         let chains = serde_json::from_str(&chains).map_err(|_| {
             NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
         })?;
-        Ok((share, chains))
+        Ok((share, chains, epoch))
     }
 
     /// Active keys, and pending ones too if asked.
     pub fn list_keys(&self, include_pending: bool) -> Result<Vec<KeyRecord>, NodeError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT key_id, public_key, allowed_chain_ids, created_at, status, ceremony_session, sealed
-             FROM keys WHERE status = 'active' OR ?1 ORDER BY created_at, key_id",
+            "SELECT k.key_id, k.public_key, k.allowed_chain_ids, k.created_at, k.status, k.ceremony_session, k.sealed,
+                    k.epoch, k.epoch_changed_at, p.session_id, p.vote
+             FROM keys k LEFT JOIN pending_refreshes p ON p.key_id = k.key_id
+             WHERE k.status = 'active' OR ?1 ORDER BY k.created_at, k.key_id",
         )?;
         let rows = statement.query_map([include_pending], |r| {
             Ok((
@@ -633,11 +678,27 @@ impl Store {
                 r.get::<_, String>(4)?,
                 r.get::<_, Option<Vec<u8>>>(5)?,
                 r.get::<_, bool>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<Vec<u8>>>(9)?,
+                r.get::<_, Option<Vec<u8>>>(10)?,
             ))
         })?;
         let mut keys = Vec::new();
         for row in rows {
-            let (key_id, public_key, chains, created_at, status, ceremony_session, sealed) = row?;
+            let (
+                key_id,
+                public_key,
+                chains,
+                created_at,
+                status,
+                ceremony_session,
+                sealed,
+                epoch,
+                epoch_changed_at,
+                pending_session,
+                pending_vote,
+            ) = row?;
             let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
                 NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
             })?;
@@ -649,6 +710,9 @@ impl Store {
                 status,
                 ceremony_session: ceremony_session.unwrap_or_default(),
                 sealed,
+                epoch: epoch as u64,
+                epoch_changed_at,
+                pending_refresh: pending_session.zip(pending_vote),
             });
         }
         Ok(keys)

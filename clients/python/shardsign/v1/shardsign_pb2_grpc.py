@@ -297,6 +297,11 @@ class AdminStub:
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.SerializeToString,
                 response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.FromString,
                 _registered_method=True)
+        self.RefreshKey = channel.unary_stream(
+                '/shardsign.v1.Admin/RefreshKey',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/shardsign.v1.Admin/CreateApiKey',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.CreateApiKeyRequest.SerializeToString,
@@ -363,6 +368,16 @@ class AdminServicer:
     def DisableKey(self, request, context):
         """Refuses every later signing request for the key, here and (with an operator-signed
         statement) on the nodes. Final: a disabled key is never enabled again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshKey(self, request, context):
+        """Refreshes every node's share of the key (all three nodes), streaming its progress: the key
+        and its address stay the same, the shares move to the next epoch, and the old shares (and
+        any backup holding them) can no longer sign with the new ones. Either every node moves to
+        the new epoch or none does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -449,6 +464,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DisableKey,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.FromString,
                     response_serializer=shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.SerializeToString,
+            ),
+            'RefreshKey': grpc.unary_stream_rpc_method_handler(
+                    servicer.RefreshKey,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -577,6 +597,33 @@ class Admin:
             '/shardsign.v1.Admin/DisableKey',
             shardsign_dot_v1_dot_shardsign__pb2.DisableKeyRequest.SerializeToString,
             shardsign_dot_v1_dot_shardsign__pb2.DisableKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shardsign.v1.Admin/RefreshKey',
+            shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.FromString,
             options,
             channel_credentials,
             insecure,

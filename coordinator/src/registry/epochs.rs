@@ -1,0 +1,68 @@
+//! Key epochs in the registry: the epoch a key's shares are at, moved forward with the refresh's
+//! commit certificate in one transaction, so that the registry never names an epoch whose
+//! certificate it cannot hand to a node that missed the commit.
+
+use prost::Message as _;
+use rusqlite::{OptionalExtension, params};
+use shardsign_proto::node::v1::FinalizeRefreshRequest;
+
+use super::{KeyRecord, Registry, now};
+use crate::error::CoordError;
+
+impl Registry {
+    /// Moves `key_id` from `from_epoch` to the next, keeping `commit` (the request carrying the
+    /// three votes) for nodes that miss it. Refuses if the key is no longer at `from_epoch`.
+    pub fn record_refresh(
+        &self,
+        key_id: &str,
+        from_epoch: u64,
+        commit: &FinalizeRefreshRequest,
+    ) -> Result<KeyRecord, CoordError> {
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let at = now();
+            let updated = tx.execute(
+                "UPDATE keys SET epoch = ?2 + 1, epoch_changed_at = ?3 WHERE key_id = ?1 AND epoch = ?2",
+                params![key_id, from_epoch as i64, at],
+            )?;
+            if updated == 0 {
+                return Err(CoordError::RefreshFailed(format!(
+                    "key `{key_id}` is no longer at epoch {from_epoch} in the registry (another refresh moved it)"
+                )));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO refresh_commits (key_id, epoch, commit_request, at) VALUES (?1, ?2, ?3, ?4)",
+                params![key_id, from_epoch as i64 + 1, commit.encode_to_vec(), at],
+            )?;
+            tx.commit()?;
+        }
+        self.get_key(key_id)
+    }
+
+    /// The commit request that moved `key_id` to `epoch`, if this registry made it.
+    pub fn refresh_commit(
+        &self,
+        key_id: &str,
+        epoch: u64,
+    ) -> Result<Option<FinalizeRefreshRequest>, CoordError> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT commit_request FROM refresh_commits WHERE key_id = ?1 AND epoch = ?2",
+                params![key_id, epoch as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|bytes| {
+                FinalizeRefreshRequest::decode(bytes.as_slice()).map_err(|_| {
+                    CoordError::config(
+                        "registry",
+                        format!("the commit certificate of `{key_id}` epoch {epoch} is unreadable"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,379 @@
+//! Share refresh across three in-process nodes: the epoch rules (sign only at the current epoch,
+//! refuse another naming both), the commit certificate (all three votes), aborts that need a
+//! never-voted node's receipt, and the old share erased from the store file and its WAL.
+
+use std::collections::BTreeMap;
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use k256::ecdsa::{Signature, VerifyingKey};
+use shardsign_node::sessions::{Node, StartSign};
+use shardsign_node::store::Store;
+use shardsign_proto::node::v1::{Envelope, RefreshResult, round_reply};
+use shardsign_request::{KeyId, Payload, SignRequest};
+use shardsign_tss::{PartyId, SessionId};
+
+mod common;
+use common::*;
+
+fn party(id: u8) -> PartyId {
+    PartyId::new(id).unwrap()
+}
+
+/// Delivers envelopes among `nodes` until none are left; `keep` may drop one on its way to a
+/// recipient. Each node's result.
+fn relay(
+    cluster: &Cluster,
+    session_id: SessionId,
+    mut outgoing: Vec<Envelope>,
+    participants: &[u8],
+    keep: &mut dyn FnMut(u8, &Envelope) -> bool,
+) -> Result<BTreeMap<u8, round_reply::Result>, String> {
+    let mut results = BTreeMap::new();
+    loop {
+        let mut inbox: BTreeMap<u8, Vec<Envelope>> = BTreeMap::new();
+        for envelope in outgoing.drain(..) {
+            let recipients: Vec<u8> = if envelope.to == 0 {
+                participants
+                    .iter()
+                    .copied()
+                    .filter(|p| u32::from(*p) != envelope.from)
+                    .collect()
+            } else {
+                vec![envelope.to as u8]
+            };
+            for to in recipients {
+                if keep(to, &envelope) {
+                    inbox.entry(to).or_default().push(envelope.clone());
+                }
+            }
+        }
+        if inbox.is_empty() {
+            return Ok(results);
+        }
+        for (to, envelopes) in inbox {
+            let outcome = cluster.nodes[usize::from(to - 1)]
+                .deliver(session_id, envelopes)
+                .map_err(|e| format!("node {to}: {e}"))?;
+            if let Some(result) = outcome.result {
+                results.insert(to, result);
+            }
+            outgoing.extend(outcome.envelopes);
+        }
+    }
+}
+
+/// Runs a refresh's rounds of `key_id` at `epoch` on all three nodes; each node's result.
+fn refresh_rounds(
+    cluster: &Cluster,
+    key_id: &str,
+    epoch: u64,
+    keep: &mut dyn FnMut(u8, &Envelope) -> bool,
+) -> (SessionId, Result<BTreeMap<u8, RefreshResult>, String>) {
+    let session_id = fresh_session();
+    let mut outgoing = Vec::new();
+    for node in &cluster.nodes {
+        match node.start_refresh(session_id, key_id, epoch) {
+            Ok(envelopes) => outgoing.extend(envelopes),
+            Err(error) => return (session_id, Err(error.to_string())),
+        }
+    }
+    let results = relay(cluster, session_id, outgoing, &[1, 2, 3], keep).map(|results| {
+        results
+            .into_iter()
+            .filter_map(|(node, r)| match r {
+                round_reply::Result::Refresh(r) => Some((node, r)),
+                _ => None,
+            })
+            .collect()
+    });
+    (session_id, results)
+}
+
+fn certificate(results: &BTreeMap<u8, RefreshResult>) -> Vec<(u8, Vec<u8>)> {
+    results
+        .values()
+        .map(|r| {
+            let vote = r.vote.clone().unwrap();
+            (vote.node_id as u8, vote.signed)
+        })
+        .collect()
+}
+
+/// Signs a message with `pair` at `epoch`; the signature, verified against `public_key`.
+fn sign(
+    cluster: &Cluster,
+    key_id: &str,
+    pair: [u8; 2],
+    epoch: u64,
+    public_key: &[u8],
+) -> Result<(), String> {
+    let session_id = fresh_session();
+    let request = SignRequest {
+        key_id: KeyId::parse(key_id).unwrap(),
+        payload: Payload::PersonalMessage(format!("epoch {epoch}").into_bytes()),
+    };
+    let hash = request.signing_hash();
+    let mut outgoing = Vec::new();
+    for node in pair {
+        let start = StartSign {
+            session_id,
+            signers: [party(pair[0]), party(pair[1])],
+            request: request.clone(),
+            expected_hash: hash,
+            signed_policy: Vec::new(),
+            epoch,
+        };
+        outgoing.extend(
+            cluster.nodes[usize::from(node - 1)]
+                .start_sign(start)
+                .map_err(|e| format!("node {node}: {e}"))?,
+        );
+    }
+    let results = relay(cluster, session_id, outgoing, &pair, &mut |_, _| true)?;
+    let Some(round_reply::Result::Signature(result)) = results.values().next() else {
+        return Err("no signature".into());
+    };
+    let signature = Signature::from_scalars(
+        <[u8; 32]>::try_from(result.r.as_slice()).unwrap(),
+        <[u8; 32]>::try_from(result.s.as_slice()).unwrap(),
+    )
+    .map_err(|e| e.to_string())?;
+    VerifyingKey::from_sec1_bytes(public_key)
+        .unwrap()
+        .verify_prehash(&hash, &signature)
+        .map_err(|e| format!("the signature does not verify: {e}"))
+}
+
+fn public_key(node: &Node, key_id: &str) -> Vec<u8> {
+    node.store()
+        .list_keys(false)
+        .unwrap()
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .unwrap()
+        .public_key
+}
+
+fn epochs(cluster: &Cluster, key_id: &str) -> Vec<u64> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| n.store().key_epoch(key_id).unwrap())
+        .collect()
+}
+
+fn share_ciphertext(cluster: &Cluster, node: usize, key_id: &str) -> Vec<u8> {
+    let conn = rusqlite::Connection::open_with_flags(
+        Store::db_path(cluster.dirs[node].path()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT share_ciphertext FROM keys WHERE key_id = ?1",
+        [key_id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Whether `needle` appears in the store's database file or its WAL.
+fn on_disk(cluster: &Cluster, node: usize, needle: &[u8]) -> bool {
+    let db = Store::db_path(cluster.dirs[node].path());
+    let wal = db.with_extension("db-wal");
+    [db, wal].iter().any(|path| {
+        std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+#[test]
+fn a_refresh_moves_every_node_to_the_next_epoch_and_erases_the_old_share() {
+    let cluster = cluster();
+    keygen(&cluster, "fresh");
+    let public = public_key(&cluster.nodes[0], "fresh");
+    sign(&cluster, "fresh", [1, 2], 0, &public).expect("epoch 0 signs");
+    let old_ciphertext = share_ciphertext(&cluster, 0, "fresh");
+    let needle = &old_ciphertext[1000..1064];
+    assert!(on_disk(&cluster, 0, needle), "the needle is real");
+
+    let (session_id, results) = refresh_rounds(&cluster, "fresh", 0, &mut |_, _| true);
+    let results = results.expect("the refresh's rounds");
+    assert_eq!(results.len(), 3, "every node voted");
+    assert!(
+        results
+            .values()
+            .all(|r| r.new_epoch == 1 && r.public_key == public)
+    );
+    // Voted, not yet committed: every node still signs at epoch 0, and refuses epoch 1.
+    assert_eq!(epochs(&cluster, "fresh"), [0, 0, 0]);
+    sign(&cluster, "fresh", [2, 3], 0, &public).expect("still epoch 0 until the commit");
+    let error = sign(&cluster, "fresh", [2, 3], 1, &public).unwrap_err();
+    assert!(
+        error.contains("is at epoch 0 on this node, the session asked for epoch 1"),
+        "{error}"
+    );
+
+    let certificate = certificate(&results);
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.commit_refresh(session_id, "fresh", &certificate)
+                .unwrap(),
+            1
+        );
+        // Idempotent: the coordinator retries until every node acknowledged.
+        assert_eq!(
+            node.commit_refresh(session_id, "fresh", &certificate)
+                .unwrap(),
+            1
+        );
+    }
+    assert_eq!(epochs(&cluster, "fresh"), [1, 1, 1]);
+    for pair in [[1, 2], [1, 3], [2, 3]] {
+        sign(&cluster, "fresh", pair, 1, &public).expect("every pair signs at epoch 1");
+    }
+    let error = sign(&cluster, "fresh", [1, 2], 0, &public).unwrap_err();
+    assert!(
+        error.contains("is at epoch 1 on this node, the session asked for epoch 0"),
+        "{error}"
+    );
+    assert!(
+        !on_disk(&cluster, 0, needle),
+        "the old share's ciphertext is gone from the database file and its WAL"
+    );
+    // A committed refresh is never aborted.
+    let error = cluster.nodes[0]
+        .abort_refresh(session_id, "fresh", &[])
+        .unwrap_err();
+    assert!(error.to_string().contains("cannot be aborted"), "{error}");
+    // And the next refresh starts from epoch 1.
+    let (_, again) = refresh_rounds(&cluster, "fresh", 0, &mut |_, _| true);
+    let error = again.unwrap_err();
+    assert!(error.contains("is at epoch 1"), "{error}");
+}
+
+#[test]
+fn a_refresh_interrupted_between_rounds_leaves_every_node_on_the_old_epoch() {
+    let cluster = cluster();
+    keygen(&cluster, "interrupted");
+    let public = public_key(&cluster.nodes[0], "interrupted");
+    // Node 3 "dies" after round 1: nothing reaches it from round 2 on.
+    let (session_id, results) = refresh_rounds(&cluster, "interrupted", 0, &mut |to, e| {
+        !(to == 3 && e.round >= 2)
+    });
+    let results = results.expect("the others just wait");
+    assert!(results.is_empty(), "nobody finished, nobody voted");
+    for node in &cluster.nodes {
+        let (deleted, _) = node.abort_refresh(session_id, "interrupted", &[]).unwrap();
+        assert!(!deleted, "nothing was stored");
+    }
+    assert_eq!(epochs(&cluster, "interrupted"), [0, 0, 0]);
+    for pair in [[1, 2], [1, 3], [2, 3]] {
+        sign(&cluster, "interrupted", pair, 0, &public).expect("signing goes on at epoch 0");
+    }
+    // A new refresh runs from there.
+    let (session_id, results) = refresh_rounds(&cluster, "interrupted", 0, &mut |_, _| true);
+    let certificate = certificate(&results.unwrap());
+    for node in &cluster.nodes {
+        node.commit_refresh(session_id, "interrupted", &certificate)
+            .unwrap();
+    }
+    sign(&cluster, "interrupted", [1, 3], 1, &public).unwrap();
+}
+
+#[test]
+fn a_commit_needs_all_three_votes_and_an_abort_needs_a_receipt_from_a_node_that_never_voted() {
+    let cluster = cluster();
+    keygen(&cluster, "votes");
+    let public = public_key(&cluster.nodes[0], "votes");
+    // Node 3 never sees the confirmations (round 4): nodes 1 and 2 vote, node 3 cannot.
+    let (session_id, results) = refresh_rounds(&cluster, "votes", 0, &mut |to, e| {
+        !(to == 3 && e.round == 4)
+    });
+    let results = results.unwrap();
+    assert_eq!(results.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let two_votes = certificate(&results);
+
+    // Two votes, or a third forged from another node's, do not commit.
+    let error = cluster.nodes[0]
+        .commit_refresh(session_id, "votes", &two_votes)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("node 3's vote for this refresh is missing"),
+        "{error}"
+    );
+    let mut forged = two_votes.clone();
+    forged.push((3, two_votes[0].1.clone()));
+    assert!(
+        cluster.nodes[0]
+            .commit_refresh(session_id, "votes", &forged)
+            .is_err()
+    );
+
+    // A node that voted keeps its new share until a node that never voted gives its receipt.
+    let error = cluster.nodes[0]
+        .abort_refresh(session_id, "votes", &[])
+        .unwrap_err();
+    assert!(error.to_string().contains("receipt proving"), "{error}");
+    // Node 2 voted too: a receipt that does not verify proves nothing, so it keeps its share.
+    let error = cluster.nodes[1]
+        .abort_refresh(session_id, "votes", &[(1, vec![0; 80])])
+        .unwrap_err();
+    assert!(error.to_string().contains("receipt proving"), "{error}");
+    let (deleted, receipt_of_3) = cluster.nodes[2]
+        .abort_refresh(session_id, "votes", &[])
+        .unwrap();
+    assert!(!deleted);
+    for node in &cluster.nodes[..2] {
+        let (deleted, _) = node
+            .abort_refresh(session_id, "votes", &[(3, receipt_of_3.clone())])
+            .unwrap();
+        assert!(deleted);
+    }
+    assert_eq!(epochs(&cluster, "votes"), [0, 0, 0]);
+    sign(&cluster, "votes", [1, 2], 0, &public).unwrap();
+    assert!(
+        cluster.nodes.iter().all(|n| n
+            .store()
+            .list_keys(false)
+            .unwrap()
+            .iter()
+            .all(|k| k.pending_refresh.is_none())),
+        "no pending share left anywhere"
+    );
+}
+
+#[test]
+fn a_node_that_missed_the_commit_stays_behind_until_it_is_given_the_certificate() {
+    let cluster = cluster();
+    keygen(&cluster, "behind");
+    let public = public_key(&cluster.nodes[0], "behind");
+    let (session_id, results) = refresh_rounds(&cluster, "behind", 0, &mut |_, _| true);
+    let certificate = certificate(&results.unwrap());
+    for node in &cluster.nodes[..2] {
+        node.commit_refresh(session_id, "behind", &certificate)
+            .unwrap();
+    }
+    assert_eq!(epochs(&cluster, "behind"), [1, 1, 0]);
+    // Node 3 still holds its vote-backed new share and lists it; it refuses epoch 1 until the
+    // certificate reaches it, while nodes 1 and 2 sign at epoch 1.
+    let listed = cluster.nodes[2].store().list_keys(false).unwrap();
+    assert!(listed[0].pending_refresh.is_some());
+    sign(&cluster, "behind", [1, 2], 1, &public).unwrap();
+    assert!(sign(&cluster, "behind", [1, 3], 1, &public).is_err());
+    // No abort can strand it: node 1 committed and refuses, so there is no receipt to use.
+    assert!(
+        cluster.nodes[0]
+            .abort_refresh(session_id, "behind", &[])
+            .is_err()
+    );
+    let error = cluster.nodes[2]
+        .abort_refresh(session_id, "behind", &[])
+        .unwrap_err();
+    assert!(error.to_string().contains("receipt proving"), "{error}");
+    cluster.nodes[2]
+        .commit_refresh(session_id, "behind", &certificate)
+        .unwrap();
+    sign(&cluster, "behind", [1, 3], 1, &public).unwrap();
+    sign(&cluster, "behind", [2, 3], 1, &public).unwrap();
+}

@@ -782,11 +782,13 @@ impl Store {
     /// Forgets session ids claimed more than `memory_secs` ago. Safe once the ids are older than
     /// a node accepts (`SESSION_ID_MEMORY_SECS`): a replay of a forgotten id is refused for its
     /// age before the store is asked.
+    /// Forgets the session ids claimed, and the refreshes aborted, before the memory window:
+    /// an older session id is refused anyway, so no session can use them again.
     pub fn prune_used_sessions(&self, memory_secs: i64) -> Result<usize, NodeError> {
-        Ok(self.conn().execute(
-            "DELETE FROM used_sessions WHERE created_at < ?1",
-            [now() - memory_secs],
-        )?)
+        let conn = self.conn();
+        let before = now() - memory_secs;
+        conn.execute("DELETE FROM aborted_refreshes WHERE at < ?1", [before])?;
+        Ok(conn.execute("DELETE FROM used_sessions WHERE created_at < ?1", [before])?)
     }
 
     pub fn used_session_count(&self) -> Result<u64, NodeError> {

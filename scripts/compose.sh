@@ -116,6 +116,12 @@ JSON
   done
   "${cli[@]}" "${admin[@]}" cluster status | grep -q "can create keys: true"
   sign 2
+  # A share refresh across the three containers: the key moves to epoch 1, the address stays.
+  "${cli[@]}" "${admin[@]}" keys refresh compose-key
+  "${cli[@]}" "${admin[@]}" --json keys show compose-key |
+    python3 -c 'import json,sys; k=json.load(sys.stdin); assert k["epoch"] == 1, k; print("compose-key at epoch", k["epoch"])'
+  sign 3
+  echo "signed at epoch 1 after the refresh"
   "${cli[@]}" "${admin[@]}" audit verify
   echo "compose test passed"
 }

@@ -1,6 +1,6 @@
 //! Benches of the threshold engine against the single-key floor, all in one run:
-//! criterion groups for 2-party signing (one thread), 2-of-3 key generation, complete share
-//! refresh and k256's
+//! criterion groups for 2-party signing (one thread), 2-of-3 key generation, complete and fast
+//! share refresh and k256's
 //! `sign_prehash_recoverable`; then a summary of medians, the per-round split and critical path,
 //! bytes on the wire and share size, with ratios.
 //!
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use shardsign_benches::{dkg_bytes, fresh_shares, median, ms, timed_sign};
-use shardsign_tss::SessionId;
-use shardsign_tss::local::{run_dkg, run_refresh, run_sign};
+use shardsign_tss::local::{run_dkg, run_refresh, run_refresh_kind, run_sign};
+use shardsign_tss::{RefreshKind, SessionId};
 
 const SUMMARY_SIGNATURES: usize = 60;
 const SUMMARY_DKGS: usize = 3;
@@ -62,6 +62,23 @@ fn criterion_benches(c: &mut Criterion, shares: &[std::sync::Arc<shardsign_tss::
                 SessionId(rand::random()),
             )
             .expect("refresh")
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group("tss 2-of-3 fast refresh");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("all three parties, one thread", |b| {
+        b.iter(|| {
+            run_refresh_kind(
+                RefreshKind::Fast,
+                [three[0].clone(), three[1].clone(), three[2].clone()],
+                &package,
+                SessionId(rand::random()),
+                |_, message| Some(message),
+            )
+            .expect("fast refresh")
         })
     });
     group.finish();

@@ -69,8 +69,6 @@ pub enum CoordError {
     /// A refresh cannot run now (a node banned, another refresh of the key running, ...).
     #[error("{0}")]
     RefreshRefused(String),
-    #[error("{0}")]
-    Unimplemented(String),
     #[error("registry error: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("registry error: {0}")]

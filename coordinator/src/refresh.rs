@@ -19,6 +19,7 @@ use tonic::Status;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::{KeyRecord, Registry};
+use crate::signing::package_agreement::{self, AgreementError};
 use crate::signing::pool::NodePool;
 use crate::signing::refresh_end::{self, Pending};
 use crate::signing::relay::{self, Clients, RelayError};
@@ -75,11 +76,6 @@ impl Refresher {
 
     /// Validates a refresh request; returns the key as registered.
     pub fn check(&self, request: &api::RefreshKeyRequest) -> Result<KeyRecord, CoordError> {
-        if request.fast {
-            return Err(CoordError::Unimplemented(
-                "the fast refresh (the engine's OT-reusing refresh) is not built yet; run the complete refresh (without --fast)".into(),
-            ));
-        }
         let key_id = KeyId::field(&request.key_id)?;
         let key = self.registry.get_key(key_id.as_str())?;
         if key.disabled {
@@ -96,9 +92,15 @@ impl Refresher {
         Ok(key)
     }
 
-    /// Runs a checked refresh, reporting progress on `events` and auditing the outcome as done
-    /// by `actor` (its caller fields filled in).
-    pub async fn run(self: Arc<Self>, key: KeyRecord, actor: AuditEntry, events: Events) {
+    /// Runs a checked refresh (complete, or `fast`), reporting progress on `events` and auditing
+    /// the outcome as done by `actor` (its caller fields filled in).
+    pub async fn run(
+        self: Arc<Self>,
+        key: KeyRecord,
+        fast: bool,
+        actor: AuditEntry,
+        events: Events,
+    ) {
         use api::refresh_key_event::{Event, Failed, Round, Started};
         send(
             &events,
@@ -118,7 +120,7 @@ impl Refresher {
             })
         };
         let outcome = self
-            .refresh_audited(&key, actor, "api", move |round| {
+            .refresh_audited(&key, fast, actor, "api", move |round| {
                 let _ = round_tx.send(round);
             })
             .await;
@@ -145,14 +147,19 @@ impl Refresher {
     pub async fn refresh_audited(
         &self,
         key: &KeyRecord,
+        fast: bool,
         actor: AuditEntry,
         trigger: &'static str,
         on_round: impl FnMut(u32) + Send,
     ) -> Result<KeyRecord, CoordError> {
-        let outcome = self.refresh(&key.key_id, on_round).await;
+        let outcome = self.refresh(&key.key_id, fast, on_round).await;
+        let kind = if fast { "fast" } else { "complete" };
         let (decision, detail) = match &outcome {
-            Ok(done) => ("allowed", format!("epoch {} -> {}", key.epoch, done.epoch)),
-            Err(error) => ("failed", error.to_string()),
+            Ok(done) => (
+                "allowed",
+                format!("{kind} refresh, epoch {} -> {}", key.epoch, done.epoch),
+            ),
+            Err(error) => ("failed", format!("{kind} refresh: {error}")),
         };
         self.metrics
             .refreshed(trigger, if outcome.is_ok() { "done" } else { "failed" });
@@ -169,10 +176,12 @@ impl Refresher {
         outcome
     }
 
-    /// Refreshes `key_id` on the three nodes; the key at its new epoch.
+    /// Refreshes `key_id` on the three nodes (the complete refresh, or the `fast` one); the key
+    /// at its new epoch.
     pub async fn refresh(
         &self,
         key_id: &str,
+        fast: bool,
         mut on_round: impl FnMut(u32) + Send,
     ) -> Result<KeyRecord, CoordError> {
         if !self.running().insert(key_id.to_string()) {
@@ -187,15 +196,27 @@ impl Refresher {
         let clients = self.pool.clients();
         self.resolve_open(&clients, key_id).await?;
         let key = self.registry.get_key(key_id)?;
-        let session_id = relay::fresh_session_id();
         let timeout = self.call_timeout();
+        // Keys made before the nodes kept their package need one agreed first.
+        package_agreement::ensure(&clients, key_id, key.epoch, timeout)
+            .await
+            .map_err(|AgreementError { node, status }| {
+                if status.code() == tonic::Code::Unavailable {
+                    self.pool.mark_failed(node, status.message());
+                }
+                CoordError::RefreshFailed(format!(
+                    "the nodes could not agree on the key's public key package, which a refresh needs (node {node}: {}); nothing changed",
+                    status.message()
+                ))
+            })?;
+        let session_id = relay::fresh_session_id();
         let outcome = {
             let mut options = relay::Options {
                 call_timeout: timeout,
                 on_round: Some(&mut on_round),
                 ..Default::default()
             };
-            relay::refresh(&clients, &session_id, key_id, key.epoch, &mut options).await
+            relay::refresh(&clients, &session_id, key_id, key.epoch, fast, &mut options).await
         };
         let votes: Vec<_> = match &outcome {
             Ok(results) => results.values().filter_map(|r| r.vote.clone()).collect(),

@@ -57,7 +57,7 @@ pub async fn run(refresher: Arc<Refresher>, registry: Arc<Registry>, every: Dura
                 ..Default::default()
             };
             match refresher
-                .refresh_audited(&key, actor, "schedule", |_| {})
+                .refresh_audited(&key, false, actor, "schedule", |_| {})
                 .await
             {
                 Ok(done) => {

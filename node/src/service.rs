@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
-    AbortReceipt, CancelReply, CancelRequest, DeliverRequest, FinalizeKeygenReply,
-    FinalizeKeygenRequest, FinalizeRefreshReply, FinalizeRefreshRequest, GetIdentityRequest,
-    Identity, ListKeysReply, ListKeysRequest, NodeKey, PutPolicyReply, PutPolicyRequest,
-    RefreshVote, RoundReply, StartKeygenRequest, StartRefreshRequest, StartSignRequest,
+    AbortReceipt, AgreePackageReply, AgreePackageRequest, CancelReply, CancelRequest,
+    DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest, FinalizeRefreshReply,
+    FinalizeRefreshRequest, GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey,
+    PutPolicyReply, PutPolicyRequest, RefreshVote, RoundReply, SignedVerifyingShare,
+    StartKeygenRequest, StartRefreshRequest, StartSignRequest,
 };
 use shardsign_request::{KeyId, RequestError, SignRequest};
 use shardsign_tss::{PartyId, SessionId};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
-use crate::sessions::{Node, RoundOutcome, StartSign, metric};
+use crate::sessions::{MAX_SIGNED_SHARE_LEN, Node, RoundOutcome, StartSign, metric};
 
 pub struct NodeService {
     node: Arc<Node>,
@@ -340,8 +341,13 @@ impl NodeRpc for NodeService {
         let request = request.into_inner();
         let session_id = session_id(&request.session_id)?;
         let node = self.node.clone();
+        let kind = if request.fast {
+            shardsign_tss::RefreshKind::Fast
+        } else {
+            shardsign_tss::RefreshKind::Complete
+        };
         let envelopes =
-            blocking(move || node.start_refresh(session_id, &request.key_id, request.epoch))
+            blocking(move || node.start_refresh(session_id, &request.key_id, request.epoch, kind))
                 .await?;
         Ok(reply(RoundOutcome {
             envelopes,
@@ -359,6 +365,12 @@ impl NodeRpc for NodeService {
             return Err(Status::invalid_argument(
                 "certificate, abort_receipts: at most one per node",
             ));
+        }
+        #[cfg(feature = "malicious")]
+        if request.commit
+            && let Some(refusal) = misbehaviour::refuse_refresh_commit()
+        {
+            return Err(refusal);
         }
         let node = self.node.clone();
         if request.commit {
@@ -398,6 +410,40 @@ impl NodeRpc for NodeService {
         }))
     }
 
+    async fn agree_package(
+        &self,
+        request: Request<AgreePackageRequest>,
+    ) -> Result<Response<AgreePackageReply>, Status> {
+        let request = request.into_inner();
+        if request.shares.len() > 3
+            || request
+                .shares
+                .iter()
+                .any(|s| s.signed.len() > MAX_SIGNED_SHARE_LEN)
+        {
+            return Err(Status::invalid_argument(
+                "shares: at most one signed verifying share per node, each at most 131 bytes",
+            ));
+        }
+        let published: Vec<(u8, Vec<u8>)> = request
+            .shares
+            .into_iter()
+            .filter_map(|s| u8::try_from(s.node_id).ok().map(|node| (node, s.signed)))
+            .collect();
+        let me = u32::from(self.node.node_id().get());
+        let node = self.node.clone();
+        let agreement =
+            blocking(move || node.agree_package(&request.key_id, request.epoch, &published))
+                .await?;
+        Ok(Response::new(AgreePackageReply {
+            own: Some(SignedVerifyingShare {
+                node_id: me,
+                signed: agreement.own,
+            }),
+            stored: agreement.stored,
+        }))
+    }
+
     async fn list_keys(
         &self,
         request: Request<ListKeysRequest>,
@@ -428,6 +474,7 @@ impl NodeRpc for NodeService {
                         node_id: u32::from(me),
                         signed: vote,
                     }),
+                    has_public_package: k.has_public_package,
                 })
                 .collect(),
         }))
@@ -449,7 +496,8 @@ impl NodeRpc for NodeService {
 
 /// Test-only misbehaviour of `shardsign-node-malicious` at the node level (the engine's is in
 /// `shardsign_tss::malicious`): `SHARDSIGN_MALICIOUS=refuse-commit` refuses every key
-/// generation commit, `refuse-commit-once` the first one only.
+/// generation commit, `refuse-commit-once` the first one only, `refuse-refresh-commit` every
+/// refresh commit (the node then lags one epoch behind its peers).
 #[cfg(feature = "malicious")]
 mod misbehaviour {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -465,5 +513,10 @@ mod misbehaviour {
             _ => false,
         };
         refuse.then(|| Status::unavailable("refusing to commit (test misbehaviour)"))
+    }
+
+    pub fn refuse_refresh_commit() -> Option<Status> {
+        (std::env::var("SHARDSIGN_MALICIOUS").as_deref() == Ok("refuse-refresh-commit"))
+            .then(|| Status::unavailable("refusing to commit a refresh (test misbehaviour)"))
     }
 }

@@ -72,7 +72,12 @@ fn refresh_rounds(
     let session_id = fresh_session();
     let mut outgoing = Vec::new();
     for node in &cluster.nodes {
-        match node.start_refresh(session_id, key_id, epoch) {
+        match node.start_refresh(
+            session_id,
+            key_id,
+            epoch,
+            shardsign_tss::RefreshKind::Complete,
+        ) {
             Ok(envelopes) => outgoing.extend(envelopes),
             Err(error) => return (session_id, Err(error.to_string())),
         }
@@ -376,4 +381,169 @@ fn a_node_that_missed_the_commit_stays_behind_until_it_is_given_the_certificate(
         .unwrap();
     sign(&cluster, "behind", [1, 3], 1, &public).unwrap();
     sign(&cluster, "behind", [2, 3], 1, &public).unwrap();
+}
+
+/// Each node's signed verifying share, by node id.
+type Published = Vec<(u8, Vec<u8>)>;
+
+/// Drops every node's public key package of `key_id`, as for a key made before nodes kept one.
+fn forget_packages(cluster: &Cluster, key_id: &str) {
+    for dir in &cluster.dirs {
+        let conn = rusqlite::Connection::open(Store::db_path(dir.path())).unwrap();
+        conn.execute(
+            "UPDATE keys SET public_package = NULL WHERE key_id = ?1",
+            [key_id],
+        )
+        .unwrap();
+    }
+}
+
+fn packages_kept(cluster: &Cluster, key_id: &str) -> Vec<bool> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.store()
+                .list_keys(false)
+                .unwrap()
+                .into_iter()
+                .find(|k| k.key_id == key_id)
+                .unwrap()
+                .has_public_package
+        })
+        .collect()
+}
+
+/// Node 1's signature (it is the liar here) over a verifying share of its choosing, in the
+/// agreement's context as the node module builds it.
+fn lie_as_node_1(cluster: &Cluster, key_id: &str, epoch: u64, point: &[u8], key: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"shardsign-package-agreement-v1\0");
+    hasher.update(key_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(epoch.to_be_bytes());
+    let id: [u8; 32] = hasher.finalize().into();
+    let context = shardsign_seal::Context {
+        cluster_id: "divergence-test",
+        protocol: 0x41,
+        session_id: &id,
+        round: 1,
+        from: 1,
+        to: 0,
+        binding: &id,
+    };
+    shardsign_seal::sign_broadcast(&cluster.secret_of_node_1, &context, &[point, key].concat())
+}
+
+#[test]
+fn a_key_without_a_package_gets_one_only_from_each_nodes_own_signed_verifying_share() {
+    let cluster = cluster();
+    keygen(&cluster, "legacy");
+    keygen(&cluster, "other");
+    let original = cluster.nodes[0]
+        .store()
+        .public_package("legacy")
+        .unwrap()
+        .unwrap();
+    forget_packages(&cluster, "legacy");
+    assert_eq!(packages_kept(&cluster, "legacy"), [false, false, false]);
+    let (_, refused) = refresh_rounds(&cluster, "legacy", 0, &mut |_, _| true);
+    assert!(
+        refused.unwrap_err().contains("public key package"),
+        "no refresh without a package"
+    );
+
+    let publish = |key_id: &str| -> Published {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let agreement = n.agree_package(key_id, 0, &[]).unwrap();
+                (i as u8 + 1, agreement.own)
+            })
+            .collect()
+    };
+    let honest = publish("legacy");
+    let public = public_key(&cluster.nodes[0], "legacy");
+    let generator = {
+        use k256::elliptic_curve::sec1::ToSec1Point;
+        k256::AffinePoint::GENERATOR
+            .to_sec1_point(true)
+            .as_bytes()
+            .to_vec()
+    };
+    let with = |node: u8, signed: Vec<u8>| -> Published {
+        let mut shares = honest.clone();
+        shares[usize::from(node - 1)] = (node, signed);
+        shares
+    };
+    let forged: Vec<(&str, Published)> = vec![
+        ("missing", honest[..2].to_vec()),
+        ("twice", [honest.clone(), vec![honest[0].clone()]].concat()),
+        // The coordinator passes node 1's share off as node 2's.
+        ("relabelled", with(2, honest[0].1.clone())),
+        // Another key's shares, validly signed by their nodes.
+        ("another key", publish("other")),
+        // Node 1 signs a point of its choosing: its signature verifies, the points do not
+        // interpolate to the key.
+        (
+            "lying node",
+            with(1, lie_as_node_1(&cluster, "legacy", 0, &generator, &public)),
+        ),
+        // A stray byte in node 3's share breaks its signature.
+        ("tampered", {
+            let mut signed = honest[2].1.clone();
+            signed[5] ^= 1;
+            with(3, signed)
+        }),
+    ];
+    for (what, shares) in &forged {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let error = match node.agree_package("legacy", 0, shares) {
+                Ok(_) => panic!("{what}: node {} kept a package", i + 1),
+                Err(error) => error.to_string(),
+            };
+            assert!(error.starts_with("shares: "), "{what}: {error}");
+        }
+        assert_eq!(
+            packages_kept(&cluster, "legacy"),
+            [false, false, false],
+            "{what}"
+        );
+    }
+    let error = cluster.nodes[0]
+        .agree_package("legacy", 1, &honest)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("at epoch 0 on this node"),
+        "{error}"
+    );
+
+    for node in &cluster.nodes {
+        assert!(node.agree_package("legacy", 0, &honest).unwrap().stored);
+        // Idempotent: a repeated agreement keeps what is kept.
+        assert!(node.agree_package("legacy", 0, &honest).unwrap().stored);
+    }
+    assert_eq!(packages_kept(&cluster, "legacy"), [true, true, true]);
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.store().public_package("legacy").unwrap().unwrap(),
+            original,
+            "the agreed package is the ceremony's"
+        );
+    }
+    let (session_id, results) = refresh_rounds(&cluster, "legacy", 0, &mut |_, _| true);
+    let certificate = certificate(&results.expect("the refresh runs once the package is agreed"));
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.commit_refresh(session_id, "legacy", &certificate)
+                .unwrap(),
+            1
+        );
+    }
+    for pair in [[1, 2], [1, 3], [2, 3]] {
+        sign(&cluster, "legacy", pair, 1, &public).expect("every pair signs after the refresh");
+    }
 }

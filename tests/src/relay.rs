@@ -122,5 +122,13 @@ pub async fn refresh_rounds(
     epoch: u64,
     hook: Option<Hook<'_>>,
 ) -> Result<BTreeMap<u8, RefreshResult>, RelayError> {
-    production::refresh(clients, session_id, key_id, epoch, &mut options(hook)).await
+    production::refresh(
+        clients,
+        session_id,
+        key_id,
+        epoch,
+        false,
+        &mut options(hook),
+    )
+    .await
 }

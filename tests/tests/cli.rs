@@ -302,13 +302,20 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
     );
     let shown = cli.json(&["keys", "show", "cli-key"], None);
     assert_eq!(shown["epoch"], 1);
-    let fast = cli.run(&["keys", "refresh", "cli-key", "--fast"], None);
-    assert!(!fast.status.success());
+    // The fast refresh (OT state kept, re-keyed): the next epoch, the same address.
+    let fast = cli.run(&["--json", "keys", "refresh", "cli-key", "--fast"], None);
     assert!(
-        String::from_utf8_lossy(&fast.stderr).contains("not built yet"),
+        fast.status.success(),
         "{}",
         String::from_utf8_lossy(&fast.stderr)
     );
+    let done = String::from_utf8_lossy(&fast.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "done")
+        .expect("done");
+    assert_eq!(done["key"]["epoch"], 2);
+    assert_eq!(done["key"]["address"], address.as_str());
     let shown = cli.json(&["policy", "show", "--key", "cli-key"], None);
     assert_eq!(shown["version"], 1);
     // Renewal re-signs the same rules as the next version with a fresh validity; one that

@@ -8,21 +8,25 @@ use std::collections::BTreeMap;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{Signature, VerifyingKey};
 use prost::Message as _;
-use shardsign_proto::node::v1::ListKeysRequest;
 use shardsign_proto::node::v1::node_client::NodeClient;
+use shardsign_proto::node::v1::{ListKeysRequest, NodeKey};
 use shardsign_proto::v1::refresh_key_event::Event;
 use shardsign_proto::v1::{GetKeyRequest, Key, RefreshKeyRequest};
 use shardsign_tests::full::{Cluster, permissive_policy};
 use shardsign_tests::relay::{self, Action, Payload};
 use tonic::transport::Channel;
 
-/// Runs `RefreshKey`; every event of its stream.
+/// Runs `RefreshKey` (the complete refresh); every event of its stream.
 async fn refresh(cluster: &Cluster, key_id: &str) -> Vec<Event> {
+    refresh_kind(cluster, key_id, false).await
+}
+
+async fn refresh_kind(cluster: &Cluster, key_id: &str, fast: bool) -> Vec<Event> {
     let mut stream = cluster
         .admin()
         .refresh_key(RefreshKeyRequest {
             key_id: key_id.into(),
-            fast: false,
+            fast,
         })
         .await
         .expect("refresh_key")
@@ -53,24 +57,54 @@ async fn node_clients(cluster: &Cluster) -> BTreeMap<u8, NodeClient<Channel>> {
     clients
 }
 
+/// The key as node `id` lists it.
+async fn node_key(cluster: &Cluster, id: u8, key_id: &str) -> NodeKey {
+    cluster
+        .nodes
+        .client(id)
+        .await
+        .list_keys(ListKeysRequest {
+            include_pending: false,
+        })
+        .await
+        .expect("list_keys")
+        .into_inner()
+        .keys
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .expect("the node holds the key")
+}
+
 /// The key's epoch on each node that answers.
 async fn node_epochs(cluster: &Cluster, key_id: &str, nodes: &[u8]) -> Vec<u64> {
     let mut epochs = Vec::new();
     for id in nodes {
-        let keys = cluster
-            .nodes
-            .client(*id)
-            .await
-            .list_keys(ListKeysRequest {
-                include_pending: false,
-            })
-            .await
-            .expect("list_keys")
-            .into_inner()
-            .keys;
-        epochs.push(keys.iter().find(|k| k.key_id == key_id).unwrap().epoch);
+        epochs.push(node_key(cluster, *id, key_id).await.epoch);
     }
     epochs
+}
+
+/// Drops every node's public key package of `key_id` (the nodes run; SQLite takes the write).
+fn forget_packages(cluster: &mut Cluster, key_id: &str) {
+    for id in 1..=3u8 {
+        let path = shardsign_node::store::Store::db_path(&cluster.nodes.node(id).data_dir());
+        let conn = rusqlite::Connection::open(path).expect("open a node's store");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.execute(
+            "UPDATE keys SET public_package = NULL WHERE key_id = ?1",
+            [key_id],
+        )
+        .expect("forget the package");
+    }
+}
+
+async fn packages_kept(cluster: &Cluster, key_id: &str) -> Vec<bool> {
+    let mut kept = Vec::new();
+    for id in 1..=3u8 {
+        kept.push(node_key(cluster, id, key_id).await.has_public_package);
+    }
+    kept
 }
 
 /// Signs through the node protocol with `pair` at `epoch`; checks the signature against the key.
@@ -117,6 +151,13 @@ async fn refresh_moves_a_key_to_the_next_epoch_and_a_lost_node_leaves_it_where_i
         .await
         .expect("set key policy");
     cluster.sign_once_available(&key.key_id, 0).await.unwrap();
+    // As for a key made before nodes kept its public key package: the refresh has the nodes
+    // agree on one first (each node's own signed verifying share; see node/tests/refresh.rs).
+    forget_packages(&mut cluster, &key.key_id);
+    assert_eq!(
+        packages_kept(&cluster, &key.key_id).await,
+        [false, false, false]
+    );
 
     // The refresh: started from epoch 0, four rounds, done at epoch 1 with the same address.
     let events = refresh(&cluster, &key.key_id).await;
@@ -144,6 +185,10 @@ async fn refresh_moves_a_key_to_the_next_epoch_and_a_lost_node_leaves_it_where_i
     assert_eq!(
         node_epochs(&cluster, &key.key_id, &[1, 2, 3]).await,
         [1, 1, 1]
+    );
+    assert_eq!(
+        packages_kept(&cluster, &key.key_id).await,
+        [true, true, true]
     );
 
     // Every pair signs at epoch 1; every node refuses epoch 0, naming both epochs.
@@ -229,6 +274,56 @@ async fn refresh_moves_a_key_to_the_next_epoch_and_a_lost_node_leaves_it_where_i
             .unwrap_or_else(|e| panic!("pair {pair:?}: {e}"));
     }
     cluster.sign_once_available(&key.key_id, 3).await.unwrap();
+
+    // The fast refresh (OT state kept, re-keyed): epoch 3, same address, every pair signs, the
+    // previous epoch is refused.
+    let events = refresh_kind(&cluster, &key.key_id, true).await;
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("fast refresh ended with {events:?}");
+    };
+    assert_eq!(done.epoch, 3);
+    assert_eq!(done.address, key.address);
+    for pair in [[1, 2], [1, 3], [2, 3]] {
+        sign_with_pair(&clients, &key, pair, 3, &policy)
+            .await
+            .unwrap_or_else(|e| panic!("pair {pair:?} after the fast refresh: {e}"));
+    }
+    let error = sign_with_pair(&clients, &key, [1, 3], 2, &policy)
+        .await
+        .unwrap_err();
+    assert!(error.contains("is at epoch 3 on this node"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_the_commit_is_healed_by_the_signing_path() {
+    let mut cluster = Cluster::start();
+    let key = cluster.ceremony("heal", &[1]).await;
+    cluster.allow_everything(&key).await;
+    // Node 3 votes but refuses the commit: the refresh is done (the certificate is complete and
+    // recorded), nodes 1 and 2 are at epoch 1, node 3 stays at epoch 0 with its pending share.
+    cluster
+        .nodes
+        .node(3)
+        .restart_misbehaving(Some("refuse-refresh-commit"));
+    let events = refresh(&cluster, &key.key_id).await;
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("refresh ended with {events:?}");
+    };
+    assert_eq!(done.epoch, 1);
+    assert_eq!(
+        node_epochs(&cluster, &key.key_id, &[1, 2, 3]).await,
+        [1, 1, 0]
+    );
+    // Node 3 honest again but still behind; node 1 down, so only the pair (2, 3) can sign: the
+    // coordinator hands node 3 the certificate when it refuses the session, and signs.
+    cluster.nodes.node(3).restart_misbehaving(None);
+    cluster.nodes.node(1).stop();
+    cluster
+        .sign_once_available(&key.key_id, 0)
+        .await
+        .expect("the pair (2, 3) signs once node 3 is healed");
+    assert_eq!(node_epochs(&cluster, &key.key_id, &[2, 3]).await, [1, 1]);
+    cluster.nodes.node(1).start();
 }
 
 /// Every key's epoch as the coordinator has it, by key id.

@@ -37,7 +37,8 @@ pub enum KeysCommand {
         /// Refresh every active key, one at a time.
         #[arg(long)]
         all: bool,
-        /// The engine's faster OT-reusing refresh (not built yet: refused).
+        /// The engine's faster refresh, which keeps the nodes' oblivious-transfer state (re-keyed)
+        /// instead of setting it up afresh. Never right after a node was rebuilt by repair.
         #[arg(long)]
         fast: bool,
     },

@@ -101,7 +101,7 @@ impl AdminApi for AdminService {
         let (sender, receiver) = tokio::sync::mpsc::channel(32);
         // The refresh runs to its end (commit or abort on every node) even if the caller leaves.
         let actor = caller.audit_entry(shardsign_audit::AuditEntry::default());
-        tokio::spawn(self.refresher.clone().run(key, actor, sender));
+        tokio::spawn(self.refresher.clone().run(key, request.fast, actor, sender));
         respond(&caller, Ok(ReceiverStream::new(receiver)))
     }
 

@@ -25,7 +25,6 @@ impl From<CoordError> for Status {
             | CoordError::PolicyExpired { .. }
             | CoordError::KeygenRefused(_)
             | CoordError::RefreshRefused(_) => Status::failed_precondition(message),
-            CoordError::Unimplemented(_) => Status::unimplemented(message),
             CoordError::Unauthenticated(_) => Status::unauthenticated(message),
             CoordError::PolicyRefused(_) => Status::permission_denied(message),
             CoordError::RateLimited(_) => Status::resource_exhausted(message),

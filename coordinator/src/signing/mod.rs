@@ -8,6 +8,7 @@ mod complete;
 pub mod finalize;
 pub mod key_policies;
 pub mod operation;
+pub mod package_agreement;
 pub mod pool;
 pub mod refresh_end;
 pub mod relay;

@@ -312,7 +312,7 @@ pub async fn keygen(
     Ok(results)
 }
 
-/// Runs a refresh of `key_id` (at `epoch`) on all of `clients` (the three nodes); returns each
+/// Runs a refresh (complete, or `fast`) of `key_id` (at `epoch`) on all of `clients` (the three nodes); returns each
 /// node's result (with its vote) as far as the session got. Ending it (commit with the three
 /// votes, or abort) is the caller's: see [`super::refresh_end`]. On failure the session is
 /// cancelled everywhere.
@@ -321,6 +321,7 @@ pub async fn refresh(
     session_id: &[u8],
     key_id: &str,
     epoch: u64,
+    fast: bool,
     options: &mut Options<'_>,
 ) -> Result<BTreeMap<u8, RefreshResult>, RelayError> {
     let timeout = options.call_timeout;
@@ -330,6 +331,7 @@ pub async fn refresh(
                 session_id: session_id.to_vec(),
                 key_id: key_id.to_string(),
                 epoch,
+                fast,
             },
             timeout,
         );

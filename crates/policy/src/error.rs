@@ -12,6 +12,10 @@ pub enum PolicyError {
     Signature(&'static str),
     #[error("signed policy: {0}")]
     Malformed(String),
+    /// A membership change the nodes refuse (unsigned, under quorum, not exactly one change, not
+    /// newer, ...).
+    #[error("membership statement: {0}")]
+    Membership(String),
     /// A policy file that is not the expected JSON.
     #[error("policy file: {0}")]
     File(String),

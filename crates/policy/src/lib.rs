@@ -8,9 +8,12 @@
 //! - [`statement`]: the one signed-statement format (kind, cluster, subject, version, validity,
 //!   body, signatures) for everything the operator signs for the nodes.
 //! - [`signed`]: the operator's Ed25519 policy key; key policies and disable statements.
+//! - [`membership`]: membership changes (a node's new identity), signed by a quorum of offline
+//!   membership keys that are not the policy key.
 
 mod error;
 pub mod file;
+pub mod membership;
 mod messages;
 mod rules;
 pub mod signed;

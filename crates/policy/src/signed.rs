@@ -320,6 +320,12 @@ impl PolicyVerifier {
                 let nothing = Rules::from_proto(&api::Policy::default(), RulesFor::SigningKey)?;
                 (nothing, Some(body.reason))
             }
+            StatementKind::MembershipChange => {
+                return Err(PolicyError::invalid(
+                    "kind",
+                    "a membership change is not a key statement (and the policy key never signs one)",
+                ));
+            }
         };
         Ok(VerifiedKeyPolicy {
             key_id: verified.subject,

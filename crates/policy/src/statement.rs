@@ -27,6 +27,8 @@ const MAX_CLUSTER_ID_LEN: usize = 64;
 pub enum StatementKind {
     KeyPolicy,
     KeyDisable,
+    /// Signed by a quorum of membership keys (see [`crate::membership`]), never the policy key.
+    MembershipChange,
 }
 
 impl StatementKind {
@@ -34,6 +36,7 @@ impl StatementKind {
         match api::StatementKind::try_from(value) {
             Ok(api::StatementKind::KeyPolicy) => Ok(StatementKind::KeyPolicy),
             Ok(api::StatementKind::KeyDisable) => Ok(StatementKind::KeyDisable),
+            Ok(api::StatementKind::MembershipChange) => Ok(StatementKind::MembershipChange),
             _ => Err(PolicyError::invalid(
                 "kind",
                 format!("unknown statement kind {value}"),
@@ -45,6 +48,7 @@ impl StatementKind {
         match self {
             StatementKind::KeyPolicy => api::StatementKind::KeyPolicy,
             StatementKind::KeyDisable => api::StatementKind::KeyDisable,
+            StatementKind::MembershipChange => api::StatementKind::MembershipChange,
         }
     }
 
@@ -53,14 +57,18 @@ impl StatementKind {
         self.to_proto().as_str_name()
     }
 
-    /// Whether statements of this kind carry a `not_after` (policies do; a disable is final).
+    /// Whether statements of this kind carry a `not_after` (policies and membership changes
+    /// do; a disable is final).
     fn expires(self) -> bool {
-        matches!(self, StatementKind::KeyPolicy)
+        matches!(
+            self,
+            StatementKind::KeyPolicy | StatementKind::MembershipChange
+        )
     }
 }
 
 /// The exact bytes an operator key signs for `statement` (an encoded `Statement`) of `kind`.
-fn signed_message(kind: StatementKind, statement: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(kind: StatementKind, statement: &[u8]) -> Vec<u8> {
     let name = kind.domain_name().as_bytes();
     let mut message = Vec::with_capacity(DOMAIN.len() + name.len() + 1 + statement.len());
     message.extend_from_slice(DOMAIN);

@@ -23,6 +23,7 @@ pub mod malicious;
 mod message;
 mod package;
 mod refresh;
+mod repair;
 mod share;
 mod sign;
 
@@ -31,7 +32,8 @@ pub use error::TssError;
 pub use ids::{PARTIES, PartyId, SessionId, THRESHOLD};
 pub use message::{MAX_MESSAGE_LEN, Message, Protocol, Recipient};
 pub use package::{MAX_PACKAGE_LEN, PublicPackage};
-pub use refresh::{RefreshOutput, RefreshSession};
+pub use refresh::{RefreshKind, RefreshOutput, RefreshSession};
+pub use repair::{MAX_TERM_LEN, helpers_for, repair_assemble};
 pub use share::{KeyShare, MAX_SHARE_LEN, PublicKey};
 pub use sign::{SignSession, Signature};
 

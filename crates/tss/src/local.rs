@@ -10,7 +10,7 @@ use crate::error::TssError;
 use crate::ids::{PARTIES, PartyId, SessionId};
 use crate::message::{Message, Recipient};
 use crate::package::PublicPackage;
-use crate::refresh::{RefreshOutput, RefreshSession};
+use crate::refresh::{RefreshKind, RefreshOutput, RefreshSession};
 use crate::share::KeyShare;
 use crate::sign::{SignSession, Signature};
 
@@ -144,10 +144,22 @@ pub fn run_refresh_with(
     session_id: SessionId,
     tamper: impl FnMut(PartyId, Message) -> Option<Message>,
 ) -> Result<Vec<RefreshOutput>, TssError> {
+    run_refresh_kind(RefreshKind::Complete, shares, package, session_id, tamper)
+}
+
+/// [`run_refresh_with`] for either kind of refresh.
+pub fn run_refresh_kind(
+    kind: RefreshKind,
+    shares: [Arc<KeyShare>; 3],
+    package: &PublicPackage,
+    session_id: SessionId,
+    tamper: impl FnMut(PartyId, Message) -> Option<Message>,
+) -> Result<Vec<RefreshOutput>, TssError> {
     let mut sessions = Vec::new();
     let mut initial = Vec::new();
     for share in shares {
-        let (session, outgoing) = RefreshSession::start(share, package.clone(), session_id)?;
+        let (session, outgoing) =
+            RefreshSession::start_kind(kind, share, package.clone(), session_id)?;
         sessions.push(session);
         initial.extend(outgoing);
     }

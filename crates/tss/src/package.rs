@@ -3,7 +3,9 @@
 //! keep it per key and epoch. A package is accepted only when it is consistent: 2-of-3, a share
 //! for each party, and every pair of verifying shares interpolating to the group key.
 
-use dkls23::protocols::PublicKeyPackage;
+use std::collections::BTreeMap;
+
+use dkls23::protocols::{Parameters, PublicKeyPackage};
 use k256::elliptic_curve::sec1::ToSec1Point;
 use k256::{AffinePoint, ProjectivePoint, Scalar, Secp256k1};
 
@@ -77,6 +79,43 @@ impl PublicPackage {
         let public_key =
             PublicKey::from_sec1(inner.verifying_key().to_sec1_point(true).as_bytes())?;
         Ok(PublicPackage { inner, public_key })
+    }
+
+    /// The package of `public_key` from every party's verifying share (SEC1), each published
+    /// by its own party: accepted only if the shares interpolate to `public_key`, so no party
+    /// can pass off a point of its choosing as another's.
+    pub fn from_verifying_shares(
+        public_key: &PublicKey,
+        shares: &BTreeMap<PartyId, [u8; 33]>,
+    ) -> Result<Self, TssError> {
+        // Compressed SEC1 only (the arrays are 33 bytes); never the identity.
+        let point = |bytes: &[u8]| -> Result<AffinePoint, TssError> {
+            k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+                .map(|key| *key.as_affine())
+                .map_err(|_| TssError::InvalidShare("a verifying share is not a point".into()))
+        };
+        if shares.len() != PARTIES.len() {
+            return Err(TssError::InvalidShare(format!(
+                "public key package: {} verifying shares, expected one from each of the {} parties",
+                shares.len(),
+                PARTIES.len()
+            )));
+        }
+        let verifying_shares = shares
+            .iter()
+            .map(|(party, bytes)| Ok((party.to_dkls(), point(bytes)?)))
+            .collect::<Result<BTreeMap<_, _>, TssError>>()?;
+        let parameters = Parameters::new(THRESHOLD, PARTIES.len() as u8)
+            .map_err(|_| TssError::InvalidShare("public key package: bad parameters".into()))?;
+        let package =
+            PublicKeyPackage::new(point(public_key.as_bytes())?, verifying_shares, parameters);
+        let package = Self::from_engine(package)?;
+        if package.public_key != *public_key {
+            return Err(TssError::InvalidShare(
+                "public key package: not this key's".into(),
+            ));
+        }
+        Ok(package)
     }
 
     pub(crate) fn inner(&self) -> &PublicKeyPackage<Secp256k1> {

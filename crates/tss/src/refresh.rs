@@ -1,12 +1,19 @@
-//! Complete share refresh (DKLs23 §"refresh", the engine's `refresh_complete_phase1..4`) as a
-//! session state machine: all three parties replace their shares of one key with new shares of the
-//! same key. The public key and address never change; the new shares' multiplication set-up is
-//! fresh, so an old share and a new one cannot sign together.
+//! Share refresh (DKLs23 §"refresh") as a session state machine: all three parties replace their
+//! shares of one key with new shares of the same key. The public key and address never change.
+//! Two kinds:
+//!
+//! - **complete** (the engine's `refresh_complete_phase1..4`, the default): the new shares'
+//!   multiplication set-up (the oblivious-transfer state) is made afresh, so an old share and a
+//!   new one cannot sign together, and a share rebuilt by repair (which has no such state) can
+//!   take part;
+//! - **fast** (`refresh_phase1..4`): the OT state is kept and re-keyed from fresh zero-share
+//!   seeds, no OT set-up runs; cheaper, but never after a repair (the repaired party has no OT
+//!   state and only its own last phase would notice, after the others moved on).
 //!
 //! Rounds (as in key generation, without the chain-code derivation):
 //! 1. direct: my zero-constant polynomial evaluated at your index;
 //! 2. broadcast: my proof of knowledge; direct: zero-share commitment;
-//! 3. direct: zero-share opening and multiplication set-up;
+//! 3. direct: zero-share opening (complete: and multiplication set-up);
 //!
 //! then every party checks the correction sums to the zero point and corrects its share.
 
@@ -17,6 +24,9 @@ use dkls23::protocols::PartyIndex;
 use dkls23::protocols::dkg::{
     KeepInitMulPhase3to4, KeepInitZeroSharePhase2to3, KeepInitZeroSharePhase3to4, ProofCommitment,
     TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
+};
+use dkls23::protocols::refresh::{
+    KeepRefreshPhase2to3, KeepRefreshPhase3to4, TransmitRefreshPhase2to4, TransmitRefreshPhase3to4,
 };
 use k256::{Scalar, Secp256k1};
 use zeroize::Zeroize;
@@ -50,6 +60,22 @@ type Round3Direct = (
     TransmitInitMulPhase3to4<Secp256k1>,
 );
 
+/// Which refresh (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshKind {
+    Complete,
+    Fast,
+}
+
+impl RefreshKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshKind::Complete => "complete",
+            RefreshKind::Fast => "fast",
+        }
+    }
+}
+
 /// What one party keeps between rounds; every field is secret.
 #[derive(Default)]
 struct Kept {
@@ -58,6 +84,14 @@ struct Kept {
     zero_2: BTreeMap<PartyIndex, KeepInitZeroSharePhase2to3>,
     zero_3: BTreeMap<PartyIndex, KeepInitZeroSharePhase3to4>,
     mul_3: BTreeMap<PartyIndex, KeepInitMulPhase3to4<Secp256k1>>,
+    fast_2: BTreeMap<PartyIndex, KeepRefreshPhase2to3>,
+    fast_3: BTreeMap<PartyIndex, KeepRefreshPhase3to4>,
+}
+
+/// The zero-share commitments received in round 2, by kind.
+enum Received2 {
+    Complete(Vec<TransmitInitZeroSharePhase2to4>),
+    Fast(Vec<TransmitRefreshPhase2to4>),
 }
 
 /// What a finished refresh leaves with one party: its new share and the group's new package.
@@ -69,6 +103,7 @@ pub struct RefreshOutput {
 
 /// One party's side of a share refresh.
 pub struct RefreshSession {
+    kind: RefreshKind,
     share: Arc<KeyShare>,
     package: PublicPackage,
     me: PartyId,
@@ -76,13 +111,14 @@ pub struct RefreshSession {
     inbox: Inbox,
     kept: Kept,
     proofs: Vec<ProofCommitment<Secp256k1>>,
-    zero_received_2: Vec<TransmitInitZeroSharePhase2to4>,
+    received_2: Received2,
     finished: bool,
 }
 
 impl std::fmt::Debug for RefreshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshSession")
+            .field("kind", &self.kind)
             .field("party", &self.me)
             .field("session_id", &self.session_id)
             .field("round", &self.inbox.round())
@@ -92,9 +128,19 @@ impl std::fmt::Debug for RefreshSession {
 }
 
 impl RefreshSession {
-    /// Starts refreshing `share` of the key `package` describes (all three parties take part);
-    /// returns the session and its round-1 messages.
+    /// Starts a complete refresh of `share` of the key `package` describes (all three parties
+    /// take part); returns the session and its round-1 messages.
     pub fn start(
+        share: Arc<KeyShare>,
+        package: PublicPackage,
+        session_id: SessionId,
+    ) -> Result<(Self, Vec<Message>), TssError> {
+        Self::start_kind(RefreshKind::Complete, share, package, session_id)
+    }
+
+    /// [`Self::start`] for either kind.
+    pub fn start_kind(
+        kind: RefreshKind,
         share: Arc<KeyShare>,
         package: PublicPackage,
         session_id: SessionId,
@@ -104,10 +150,19 @@ impl RefreshSession {
                 "the public key package does not match the share being refreshed".into(),
             ));
         }
+        if kind == RefreshKind::Fast && share.is_hollow() {
+            return Err(TssError::InvalidShare(
+                "a share rebuilt by repair has no OT state for the fast refresh: run the complete refresh".into(),
+            ));
+        }
         let me = share.party_id();
-        let mut fragments = share.party().refresh_complete_phase1();
+        let mut fragments = match kind {
+            RefreshKind::Complete => share.party().refresh_complete_phase1(),
+            RefreshKind::Fast => share.party().refresh_phase1(),
+        };
         let peers: Vec<PartyId> = PARTIES.into_iter().filter(|p| *p != me).collect();
         let session = RefreshSession {
+            kind,
             inbox: Inbox::new(me, session_id, Protocol::Refresh, peers.clone(), ROUNDS),
             kept: Kept {
                 own_fragment: Some(fragments[usize::from(me.get() - 1)]),
@@ -118,7 +173,10 @@ impl RefreshSession {
             me,
             session_id,
             proofs: Vec::new(),
-            zero_received_2: Vec::new(),
+            received_2: match kind {
+                RefreshKind::Complete => Received2::Complete(Vec::new()),
+                RefreshKind::Fast => Received2::Fast(Vec::new()),
+            },
             finished: false,
         };
         let outgoing = peers
@@ -183,18 +241,35 @@ impl RefreshSession {
                 fragments.push(decode_from::<Scalar>(party, &round.direct[&party])?);
             }
         }
-        let (correction, proof, zero_kept, zero_transmit) = self
-            .share
-            .party()
-            .refresh_complete_phase2(self.sid(), &fragments);
+        let party = self.share.party();
+        let (correction, proof, direct) = match self.kind {
+            RefreshKind::Complete => {
+                let (correction, proof, kept, transmit) =
+                    party.refresh_complete_phase2(self.sid(), &fragments);
+                self.kept.zero_2 = kept;
+                let direct = transmit
+                    .iter()
+                    .map(|t| Ok((recipient_of(&t.parties)?, codec::encode(t))))
+                    .collect::<Result<Vec<_>, TssError>>()?;
+                (correction, proof, direct)
+            }
+            RefreshKind::Fast => {
+                let (correction, proof, kept, transmit) =
+                    party.refresh_phase2(self.sid(), &fragments);
+                self.kept.fast_2 = kept;
+                let direct = transmit
+                    .iter()
+                    .map(|t| Ok((recipient_of(&t.parties)?, codec::encode(t))))
+                    .collect::<Result<Vec<_>, TssError>>()?;
+                (correction, proof, direct)
+            }
+        };
         fragments.zeroize();
         self.kept.correction = Some(correction);
-        self.kept.zero_2 = zero_kept;
         let mut outgoing = vec![self.message(2, Recipient::Broadcast, codec::encode(&proof))];
         self.proofs.push(proof);
-        for transmit in zero_transmit {
-            let to = recipient_of(&transmit.parties)?;
-            outgoing.push(self.message(2, Recipient::Party(to), codec::encode(&transmit)));
+        for (to, payload) in direct {
+            outgoing.push(self.message(2, Recipient::Party(to), payload));
         }
         Ok(outgoing)
     }
@@ -208,9 +283,29 @@ impl RefreshSession {
             self.proofs.push(proof);
         }
         for (&from, payload) in &round.direct {
-            let zero: TransmitInitZeroSharePhase2to4 = decode_from(from, payload)?;
-            check_parties(self.me, from, &zero.parties)?;
-            self.zero_received_2.push(zero);
+            match &mut self.received_2 {
+                Received2::Complete(received) => {
+                    let zero: TransmitInitZeroSharePhase2to4 = decode_from(from, payload)?;
+                    check_parties(self.me, from, &zero.parties)?;
+                    received.push(zero);
+                }
+                Received2::Fast(received) => {
+                    let zero: TransmitRefreshPhase2to4 = decode_from(from, payload)?;
+                    check_parties(self.me, from, &zero.parties)?;
+                    received.push(zero);
+                }
+            }
+        }
+        if self.kind == RefreshKind::Fast {
+            let (kept, transmit) = self.share.party().refresh_phase3(&self.kept.fast_2);
+            self.kept.fast_3 = kept;
+            return transmit
+                .iter()
+                .map(|t| {
+                    let to = recipient_of(&t.parties)?;
+                    Ok(self.message(3, Recipient::Party(to), codec::encode(t)))
+                })
+                .collect();
         }
         let (zero_kept, zero_transmit, mul_kept, mul_transmit) = self
             .share
@@ -235,31 +330,48 @@ impl RefreshSession {
     }
 
     fn after_round3(&mut self, round: &Round) -> Result<RefreshOutput, TssError> {
-        let mut zero_3 = Vec::new();
-        let mut mul_3 = Vec::new();
-        for (&from, payload) in &round.direct {
-            let (zero, mul): Round3Direct = decode_from(from, payload)?;
-            check_parties(self.me, from, &zero.parties)?;
-            check_parties(self.me, from, &mul.parties)?;
-            zero_3.push(zero);
-            mul_3.push(mul);
-        }
         self.proofs.sort_by_key(|proof| proof.index);
         let correction = self.kept.correction.ok_or(TssError::Finished)?;
-        let party = self
-            .share
-            .party()
-            .refresh_complete_phase4(
-                self.sid(),
-                &correction,
-                &self.proofs,
-                &self.kept.zero_3,
-                &self.zero_received_2,
-                &zero_3,
-                &self.kept.mul_3,
-                &mul_3,
-            )
-            .map_err(TssError::from_abort)?;
+        let party = match &self.received_2 {
+            Received2::Complete(zero_2) => {
+                let mut zero_3 = Vec::new();
+                let mut mul_3 = Vec::new();
+                for (&from, payload) in &round.direct {
+                    let (zero, mul): Round3Direct = decode_from(from, payload)?;
+                    check_parties(self.me, from, &zero.parties)?;
+                    check_parties(self.me, from, &mul.parties)?;
+                    zero_3.push(zero);
+                    mul_3.push(mul);
+                }
+                self.share.party().refresh_complete_phase4(
+                    self.sid(),
+                    &correction,
+                    &self.proofs,
+                    &self.kept.zero_3,
+                    zero_2,
+                    &zero_3,
+                    &self.kept.mul_3,
+                    &mul_3,
+                )
+            }
+            Received2::Fast(zero_2) => {
+                let mut zero_3 = Vec::new();
+                for (&from, payload) in &round.direct {
+                    let zero: TransmitRefreshPhase3to4 = decode_from(from, payload)?;
+                    check_parties(self.me, from, &zero.parties)?;
+                    zero_3.push(zero);
+                }
+                self.share.party().refresh_phase4(
+                    self.sid(),
+                    &correction,
+                    &self.proofs,
+                    &self.kept.fast_3,
+                    zero_2,
+                    &zero_3,
+                )
+            }
+        }
+        .map_err(TssError::from_abort)?;
         let share = KeyShare::from_party(party)?;
         let package = self
             .package
@@ -304,6 +416,6 @@ impl RefreshSession {
         }
         self.kept = Kept::default();
         self.proofs.clear();
-        self.zero_received_2.clear();
+        self.received_2 = Received2::Complete(Vec::new());
     }
 }

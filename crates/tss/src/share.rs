@@ -91,7 +91,8 @@ impl KeyShare {
         let key = VerifyingKey::from_affine(party.pk)
             .map_err(|_| TssError::InvalidShare("public key is the identity".into()))?;
         // Signing indexes these maps by counterparty and panics on a missing entry: refuse a share
-        // whose maps do not name exactly the two other parties.
+        // whose maps do not name exactly the two other parties. Both empty is a hollow share
+        // (rebuilt by repair): it only ever takes part in a complete refresh.
         let others: Vec<_> = PARTIES
             .iter()
             .filter(|p| **p != id)
@@ -99,7 +100,8 @@ impl KeyShare {
             .collect();
         let senders: Vec<_> = party.mul_senders.keys().copied().collect();
         let receivers: Vec<_> = party.mul_receivers.keys().copied().collect();
-        if senders != others || receivers != others {
+        let hollow = senders.is_empty() && receivers.is_empty();
+        if !hollow && (senders != others || receivers != others) {
             return Err(TssError::InvalidShare(
                 "multiplication state does not match the cluster".into(),
             ));
@@ -115,6 +117,12 @@ impl KeyShare {
         self.id
     }
 
+    /// Rebuilt by share repair and not refreshed since: the right share of the key, but without
+    /// the multiplication (OT) state signing needs. Only a complete refresh fills it in.
+    pub fn is_hollow(&self) -> bool {
+        self.party.mul_senders.is_empty() && self.party.mul_receivers.is_empty()
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.public_key
     }
@@ -126,6 +134,15 @@ impl KeyShare {
     /// The public point of this share (what the group's public key package records for it).
     pub(crate) fn verifying_share(&self) -> k256::AffinePoint {
         (k256::ProjectivePoint::GENERATOR * self.party.poly_point).to_affine()
+    }
+
+    /// [`Self::verifying_share`], SEC1 compressed: what a node publishes (signed) when the
+    /// nodes agree on a package for a key made before they kept one.
+    pub fn verifying_share_bytes(&self) -> [u8; 33] {
+        use k256::elliptic_curve::sec1::ToSec1Point;
+        let mut out = [0u8; 33];
+        out.copy_from_slice(self.verifying_share().to_sec1_point(true).as_bytes());
+        out
     }
 
     /// The versioned encoding, in a buffer that is wiped when dropped. Serialised straight into

@@ -93,6 +93,11 @@ impl SignSession {
         signers: [PartyId; 2],
         message_hash: [u8; 32],
     ) -> Result<(Self, Vec<Message>), TssError> {
+        if share.is_hollow() {
+            return Err(TssError::InvalidShare(
+                "this share was rebuilt by repair and cannot sign until a complete refresh".into(),
+            ));
+        }
         let me = share.party_id();
         let peer = match signers {
             [a, b] if a == me && b != me => b,

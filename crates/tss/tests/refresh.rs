@@ -4,21 +4,11 @@
 
 use std::sync::Arc;
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use shardsign_tss::local::{run_dkg, run_refresh, run_refresh_with, run_sign};
-use shardsign_tss::{KeyShare, PARTIES, PublicPackage, SessionId, Signature};
+use shardsign_tss::{KeyShare, PARTIES, PublicPackage};
 
-fn fresh_session() -> SessionId {
-    SessionId(rand::random())
-}
-
-fn verifies(public_key: &shardsign_tss::PublicKey, signature: &Signature, hash: &[u8; 32]) -> bool {
-    let ecdsa = k256::ecdsa::Signature::from_scalars(signature.r, signature.s).unwrap();
-    public_key
-        .to_verifying_key()
-        .verify_prehash(hash, &ecdsa)
-        .is_ok()
-}
+mod common;
+use common::{fresh_session, verifies};
 
 fn arcs(shares: Vec<KeyShare>) -> Vec<Arc<KeyShare>> {
     shares.into_iter().map(Arc::new).collect()
@@ -194,4 +184,128 @@ fn the_public_key_package_follows_the_shares_through_a_refresh() {
         "swapped verifying shares are refused"
     );
     assert!(PublicPackage::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+}
+
+#[test]
+fn a_package_rebuilt_from_published_verifying_shares_equals_the_ceremonys() {
+    let (old, new, package, new_package) = old_and_new();
+    for (shares, expected) in [(old, package), (new, new_package)] {
+        let published: std::collections::BTreeMap<_, _> = shares
+            .iter()
+            .map(|s| (s.party_id(), s.verifying_share_bytes()))
+            .collect();
+        let agreed = PublicPackage::from_verifying_shares(&shares[0].public_key(), &published)
+            .expect("the published shares agree");
+        assert_eq!(&agreed, expected);
+        assert!(shares.iter().all(|s| agreed.matches(s)));
+    }
+}
+
+#[test]
+fn a_package_with_a_forged_stale_or_missing_verifying_share_is_refused() {
+    let (old, new, _, _) = old_and_new();
+    let public_key = old[0].public_key();
+    let published = |shares: &[Arc<KeyShare>]| -> std::collections::BTreeMap<_, _> {
+        shares
+            .iter()
+            .map(|s| (s.party_id(), s.verifying_share_bytes()))
+            .collect()
+    };
+    // Party 3 publishes its old-epoch point beside the others' new ones.
+    let mut mixed = published(new);
+    mixed.insert(PARTIES[2], old[2].verifying_share_bytes());
+    assert!(PublicPackage::from_verifying_shares(&public_key, &mixed).is_err());
+    // A point of the publisher's choosing (the generator).
+    let mut forged = published(old);
+    let generator: [u8; 33] = {
+        use k256::elliptic_curve::sec1::ToSec1Point;
+        k256::AffinePoint::GENERATOR
+            .to_sec1_point(true)
+            .as_bytes()
+            .try_into()
+            .unwrap()
+    };
+    forged.insert(PARTIES[1], generator);
+    assert!(PublicPackage::from_verifying_shares(&public_key, &forged).is_err());
+    // Not a point at all.
+    let mut garbage = published(old);
+    garbage.insert(PARTIES[0], [0xff; 33]);
+    assert!(PublicPackage::from_verifying_shares(&public_key, &garbage).is_err());
+    // Two of three.
+    let mut missing = published(old);
+    missing.remove(&PARTIES[0]);
+    assert!(PublicPackage::from_verifying_shares(&public_key, &missing).is_err());
+    // Another key's shares.
+    let other = run_dkg(fresh_session()).unwrap();
+    let theirs: std::collections::BTreeMap<_, _> = other
+        .iter()
+        .map(|o| (o.share.party_id(), o.share.verifying_share_bytes()))
+        .collect();
+    assert!(PublicPackage::from_verifying_shares(&public_key, &theirs).is_err());
+}
+
+#[test]
+fn a_fast_refresh_keeps_the_key_every_pair_signs_and_old_and_new_shares_do_not_mix() {
+    use shardsign_tss::RefreshKind;
+    use shardsign_tss::local::run_refresh_kind;
+    let (_, new, _, new_package) = old_and_new();
+    let three: [Arc<KeyShare>; 3] = new.clone().try_into().unwrap();
+    let fast = run_refresh_kind(
+        RefreshKind::Fast,
+        three.clone(),
+        new_package,
+        fresh_session(),
+        |_, message| Some(message),
+    )
+    .expect("fast refresh");
+    assert!(fast.windows(2).all(|w| w[0].package == w[1].package));
+    assert_ne!(&fast[0].package, new_package, "the package moves with it");
+    let faster = arcs(fast.into_iter().map(|o| o.share).collect());
+    for (before, after) in new.iter().zip(&faster) {
+        assert_eq!(after.public_key(), before.public_key());
+        assert_ne!(after.to_bytes().as_slice(), before.to_bytes().as_slice());
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let hash: [u8; 32] = rand::random();
+        let signatures = run_sign(
+            [faster[a].clone(), faster[b].clone()],
+            fresh_session(),
+            hash,
+        )
+        .unwrap();
+        assert!(verifies(&new[0].public_key(), &signatures[0], &hash));
+        // A share from before the fast refresh and one after: no valid signature.
+        for pair in [
+            [new[a].clone(), faster[b].clone()],
+            [faster[a].clone(), new[b].clone()],
+        ] {
+            if let Ok(signatures) = run_sign(pair, fresh_session(), hash) {
+                assert!(
+                    signatures
+                        .iter()
+                        .all(|s| !verifies(&new[0].public_key(), s, &hash)),
+                    "a pre-refresh and a post-refresh share made a valid signature"
+                );
+            }
+        }
+    }
+    // Tampering in any round aborts a fast refresh too.
+    for round in 1..=3 {
+        let mut done = false;
+        let tampered = run_refresh_kind(
+            RefreshKind::Fast,
+            three.clone(),
+            new_package,
+            fresh_session(),
+            |_, mut message| {
+                if !done && message.round == round {
+                    done = true;
+                    let at = message.payload.len() / 2;
+                    message.payload[at] ^= 1;
+                }
+                Some(message)
+            },
+        );
+        assert!(tampered.is_err(), "round {round}: tampering must abort");
+    }
 }

@@ -2,7 +2,8 @@
 //! `malicious` feature (`required-features`), which no release build enables (CI checks the
 //! workspace's resolved features). `SHARDSIGN_MALICIOUS=corrupt-multiplication` makes every
 //! signing session corrupt its multiplication message; `refuse-commit` / `refuse-commit-once`
-//! make it refuse key generation commits (every one / the first); unset, it behaves like
+//! make it refuse key generation commits (every one / the first), `refuse-refresh-commit` every
+//! refresh commit; unset, it behaves like
 //! `shardsign-node`.
 
 use shardsign_tss::malicious::{self, Behaviour};

@@ -3,10 +3,12 @@
 //! protocol: `keygen` (with its node-level confirmation round) and `sign`.
 
 mod keygen;
+mod package;
 mod refresh;
 mod sign;
 
 pub use keygen::{MAX_CHAIN_IDS, keygen_binding};
+pub use package::{Agreement, MAX_SIGNED_SHARE_LEN};
 pub use sign::StartSign;
 
 use std::collections::{BTreeMap, HashMap};

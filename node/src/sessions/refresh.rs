@@ -19,7 +19,8 @@ use shardsign_proto::node::v1::{Envelope, RefreshResult, RefreshVote, round_repl
 use shardsign_request::KeyId;
 use shardsign_seal::{Context, open_broadcast, sign_broadcast};
 use shardsign_tss::{
-    Message, PARTIES, PartyId, Protocol, PublicPackage, RefreshOutput, RefreshSession, SessionId,
+    Message, PARTIES, PartyId, Protocol, PublicPackage, RefreshKind, RefreshOutput, RefreshSession,
+    SessionId,
 };
 
 use super::keygen::CONFIRM_ROUND;
@@ -54,6 +55,22 @@ fn refresh_binding(key_id: &str, from_epoch: u64) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// What a refresh session's envelopes are bound to: [`refresh_binding`], and for the fast refresh
+/// its kind too, so that nodes asked for different kinds never talk to each other. (Votes and
+/// receipts keep [`refresh_binding`]: a commit need not know which kind ran.)
+fn session_binding(key_id: &str, from_epoch: u64, kind: RefreshKind) -> [u8; 32] {
+    let binding = refresh_binding(key_id, from_epoch);
+    match kind {
+        RefreshKind::Complete => binding,
+        RefreshKind::Fast => {
+            let mut hasher = Sha256::new();
+            hasher.update(b"shardsign-refresh-fast-v1\0");
+            hasher.update(binding);
+            hasher.finalize().into()
+        }
+    }
+}
+
 /// What every node's vote signs: the key, its new epoch and the new public key package.
 fn vote_payload(key_id: &str, new_epoch: u64, package: &PublicPackage) -> Vec<u8> {
     let mut hasher = Sha256::new();
@@ -83,31 +100,26 @@ fn context<'a>(
     }
 }
 
-fn key_id_field(key_id: &str) -> Result<(), NodeError> {
+pub(super) fn key_id_field(key_id: &str) -> Result<(), NodeError> {
     KeyId::parse(key_id)
         .map(|_| ())
         .map_err(|e| NodeError::invalid("key_id", e.to_string()))
 }
 
 impl Node {
-    /// Starts this node's side of a refresh of `key_id`, which must be at `epoch` here.
+    /// Starts this node's side of a refresh (of `kind`) of `key_id`, which must be at `epoch`
+    /// here.
     pub fn start_refresh(
         &self,
         session_id: SessionId,
         key_id: &str,
         epoch: u64,
+        kind: RefreshKind,
     ) -> Result<Vec<Envelope>, NodeError> {
         key_id_field(key_id)?;
         // A refresh needs all three nodes: none while this node has banned one of them.
         self.bans.check_all(&self.members)?;
-        let loaded = self.store.load_key(key_id)?;
-        if loaded.epoch != epoch {
-            return Err(NodeError::EpochMismatch {
-                key_id: key_id.to_string(),
-                requested: epoch,
-                current: loaded.epoch,
-            });
-        }
+        let loaded = self.store.load_key_at(key_id, epoch)?;
         if self.store.pending_refresh(key_id)?.is_some() {
             return Err(NodeError::RefreshPending(key_id.to_string()));
         }
@@ -122,10 +134,11 @@ impl Node {
         self.check_session_id(&session_id)?;
         self.store.claim_session(session_id.as_bytes(), "refresh")?;
         let (engine, messages) =
-            RefreshSession::start(loaded.share, package, session_id).map_err(engine_error)?;
+            RefreshSession::start_kind(kind, loaded.share, package, session_id)
+                .map_err(engine_error)?;
         let mut session = Session {
             protocol: Protocol::Refresh,
-            binding: refresh_binding(key_id, epoch),
+            binding: session_binding(key_id, epoch, kind),
             participants: PARTIES.to_vec(),
             engine: Engine::Refresh(Box::new(RefreshState {
                 engine,
@@ -142,7 +155,7 @@ impl Node {
         };
         let envelopes = self.seal_all(session_id, &mut session, messages)?;
         self.insert_session(session_id, session)?;
-        tracing::info!(session_id = %session_id, key_id, epoch, "refresh started");
+        tracing::info!(session_id = %session_id, key_id, epoch, kind = kind.as_str(), "refresh started");
         Ok(envelopes)
     }
 

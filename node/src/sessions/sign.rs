@@ -141,14 +141,7 @@ impl Node {
             .policies
             .for_request(&self.store, key_id, &signed_policy)
             .inspect_err(|error| self.count_policy_refusal(error))?;
-        let loaded = self.store.load_key(key_id)?;
-        if loaded.epoch != epoch {
-            return Err(NodeError::EpochMismatch {
-                key_id: key_id.to_string(),
-                requested: epoch,
-                current: loaded.epoch,
-            });
-        }
+        let loaded = self.store.load_key_at(key_id, epoch)?;
         let hash = self
             .checked_hash(
                 &request,

@@ -144,6 +144,9 @@ pub struct KeyRecord {
     /// A refresh this node voted for that is neither committed nor aborted: its session id and
     /// this node's signed vote.
     pub pending_refresh: Option<(Vec<u8>, Vec<u8>)>,
+    /// Whether this node keeps the key's public key package (keys made before nodes kept it
+    /// have none until the nodes agree on one: `sessions::package`).
+    pub has_public_package: bool,
 }
 
 /// The unlocked store.
@@ -617,6 +620,47 @@ impl Store {
             .transpose()
     }
 
+    /// Records the agreed package of `key_id` at `epoch` where none is kept yet; the same package
+    /// again is a no-op. Refused if the key moved to another epoch meanwhile or already has
+    /// another package (a package, once kept, only changes with a refresh).
+    pub fn set_public_package(
+        &self,
+        key_id: &str,
+        epoch: u64,
+        package: &PublicPackage,
+    ) -> Result<(), NodeError> {
+        let bytes = package.to_bytes();
+        let conn = self.conn();
+        let updated = conn.execute(
+            "UPDATE keys SET public_package = ?3
+             WHERE key_id = ?1 AND epoch = ?2 AND public_package IS NULL",
+            params![key_id, epoch as i64, bytes],
+        )?;
+        if updated == 1 {
+            return Ok(());
+        }
+        let row: Option<(i64, Option<Vec<u8>>)> = conn
+            .query_row(
+                "SELECT epoch, public_package FROM keys WHERE key_id = ?1",
+                [key_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Err(NodeError::KeyNotFound(key_id.to_string())),
+            Some((current, _)) if current as u64 != epoch => Err(NodeError::EpochMismatch {
+                key_id: key_id.to_string(),
+                requested: epoch,
+                current: current as u64,
+            }),
+            Some((_, Some(kept))) if kept == bytes => Ok(()),
+            Some(_) => Err(NodeError::invalid(
+                "shares",
+                format!("key `{key_id}` already has another public key package at epoch {epoch}"),
+            )),
+        }
+    }
+
     /// The share of an active key and the chain ids it may sign for, from the share cache when
     /// it was used recently (see `share_cache` for why that is safe).
     pub fn load_key(&self, key_id: &str) -> Result<LoadedKey, NodeError> {
@@ -632,6 +676,19 @@ impl Store {
             epoch,
         };
         self.shares.insert(key_id, loaded.clone(), generation, now);
+        Ok(loaded)
+    }
+
+    /// [`Self::load_key`], refused (naming both epochs) unless the share is at `epoch`.
+    pub fn load_key_at(&self, key_id: &str, epoch: u64) -> Result<LoadedKey, NodeError> {
+        let loaded = self.load_key(key_id)?;
+        if loaded.epoch != epoch {
+            return Err(NodeError::EpochMismatch {
+                key_id: key_id.to_string(),
+                requested: epoch,
+                current: loaded.epoch,
+            });
+        }
         Ok(loaded)
     }
 
@@ -665,7 +722,7 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn.prepare(
             "SELECT k.key_id, k.public_key, k.allowed_chain_ids, k.created_at, k.status, k.ceremony_session, k.sealed,
-                    k.epoch, k.epoch_changed_at, p.session_id, p.vote
+                    k.epoch, k.epoch_changed_at, p.session_id, p.vote, k.public_package IS NOT NULL
              FROM keys k LEFT JOIN pending_refreshes p ON p.key_id = k.key_id
              WHERE k.status = 'active' OR ?1 ORDER BY k.created_at, k.key_id",
         )?;
@@ -682,6 +739,7 @@ impl Store {
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<Vec<u8>>>(9)?,
                 r.get::<_, Option<Vec<u8>>>(10)?,
+                r.get::<_, bool>(11)?,
             ))
         })?;
         let mut keys = Vec::new();
@@ -698,6 +756,7 @@ impl Store {
                 epoch_changed_at,
                 pending_session,
                 pending_vote,
+                has_public_package,
             ) = row?;
             let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
                 NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
@@ -713,6 +772,7 @@ impl Store {
                 epoch: epoch as u64,
                 epoch_changed_at,
                 pending_refresh: pending_session.zip(pending_vote),
+                has_public_package,
             });
         }
         Ok(keys)

@@ -83,6 +83,38 @@ sign() { # label
     --chain-id 11155111 --nonce "$1" --to 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --value 0.01eth
 }
 
+# Node 2's disk is lost: its container and volume go, a fresh store with a new identity is made
+# in a new volume, two of the three membership keys sign the change, and `cluster replace-node`
+# repairs and refreshes every key; then the pairs without node 1 and without node 3 sign.
+replace_node_2() {
+  "${compose[@]}" rm -sf node-2
+  docker volume rm shardsign_node-2 >/dev/null
+  "${compose[@]}" run --rm --no-deps -T node-2 init --data-dir /data/store --node-id 2 \
+    --cluster-id compose --passphrase-file /run/secrets/node_passphrase --json >"$gen/identity-2.json"
+  "${cli[@]}" dev compose-configs --policy-key "$gen/secrets/policy.key"
+  "${compose[@]}" up -d node-2
+  rm -f "$gen/replace-node-2.json"
+  for signer in 1 3; do
+    "${cli[@]}" membership sign --identity "$gen/identity-2.json" --version 1 \
+      --key "$gen/secrets/membership-$signer.key" --out "$gen/replace-node-2.json"
+  done
+  for _ in $(seq 1 300); do
+    "${cli[@]}" "${admin[@]}" cluster status | grep -qE "^node 2 .* up " && break
+    sleep 0.2
+  done
+  "${cli[@]}" "${admin[@]}" cluster replace-node 2 --identity "$gen/identity-2.json" \
+    --statement "$gen/replace-node-2.json"
+  "${cli[@]}" "${admin[@]}" --json keys show compose-key |
+    python3 -c 'import json,sys; k=json.load(sys.stdin); assert k["epoch"] == 2, k; print("compose-key at epoch", k["epoch"])'
+  "${compose[@]}" stop node-1
+  sign 4
+  "${compose[@]}" start node-1
+  "${compose[@]}" stop node-3
+  sign 5
+  "${compose[@]}" start node-3
+  echo "node 2 replaced; the new node signs with node 3 and with node 1"
+}
+
 test_cluster() {
   trap 'status=$?; [ $status -eq 0 ] || "${compose[@]}" logs --tail 40 >&2 || true; down >/dev/null 2>&1 || true; exit $status' EXIT
   down >/dev/null 2>&1 || true
@@ -122,6 +154,7 @@ JSON
     python3 -c 'import json,sys; k=json.load(sys.stdin); assert k["epoch"] == 1, k; print("compose-key at epoch", k["epoch"])'
   sign 3
   echo "signed at epoch 1 after the refresh"
+  replace_node_2
   "${cli[@]}" "${admin[@]}" audit verify
   echo "compose test passed"
 }

@@ -19,6 +19,37 @@ pub struct Shared {
     /// SHA-256 (hex) of the coordinator's client certificate, the one client nodes serve.
     pub coordinator_cert_sha256: String,
     pub members: Vec<MemberFile>,
+    /// The membership keys' public halves (hex): a quorum of them signs a node replacement.
+    pub membership_public_keys: Vec<String>,
+}
+
+/// The development cluster's three membership keys, `secrets/membership-{1,2,3}.key` in `dir`
+/// (made if missing); their public halves. A production cluster keeps these offline, apart
+/// from each other and from the policy key (`shardsign membership keygen`).
+pub fn dev_membership_keys(dir: &Path) -> anyhow::Result<Vec<String>> {
+    use ed25519_dalek::SigningKey;
+    (1..=3)
+        .map(|i| {
+            let path = dir.join("secrets").join(format!("membership-{i}.key"));
+            if !path.exists() {
+                let key = SigningKey::generate(&mut rand_core_06::OsRng);
+                crate::commands::write_secret_file(
+                    &path,
+                    &hex::encode(zeroize::Zeroizing::new(key.to_bytes())),
+                )?;
+            }
+            let text = crate::context::read_secret(&path)?;
+            let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+                hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| anyhow::anyhow!("{}: not a membership key", path.display()))?,
+            );
+            Ok(hex::encode(
+                SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
+            ))
+        })
+        .collect()
 }
 
 /// The three identities `identity-1.json` .. `identity-3.json` in `dir`.
@@ -56,6 +87,8 @@ pub fn local(root: &Path, port: u16, shared: &Shared) -> (Vec<NodeFile>, Coordin
             log_format: None,
             policy_public_key: Some(shared.policy_public_key.clone()),
             insecure_no_key_policy: None,
+            membership_public_keys: shared.membership_public_keys.clone(),
+            membership_quorum: None,
             kek: KekFile {
                 passphrase_file: Some(at("secrets/node-passphrase")),
                 ..Default::default()
@@ -126,6 +159,8 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
             log_format: Some("json".into()),
             policy_public_key: Some(shared.policy_public_key.clone()),
             insecure_no_key_policy: None,
+            membership_public_keys: shared.membership_public_keys.clone(),
+            membership_quorum: None,
             kek: KekFile {
                 passphrase_file: Some("/run/secrets/node_passphrase".into()),
                 ..Default::default()

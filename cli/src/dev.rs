@@ -212,6 +212,7 @@ impl Layout {
             .trim()
             .to_string(),
             members: cluster_files::read_members(dir)?,
+            membership_public_keys: cluster_files::dev_membership_keys(dir)?,
         };
         let (nodes, coordinator) =
             cluster_files::local(&PathBuf::from(abs(dir)?), self.port, &shared);
@@ -366,6 +367,7 @@ fn compose_configs(dir: &Path, policy_key: &Path, cluster_id: String) -> anyhow:
         .trim()
         .to_string(),
         members: cluster_files::read_members(dir)?,
+        membership_public_keys: cluster_files::dev_membership_keys(dir)?,
     };
     let (nodes, coordinator) = cluster_files::compose(&shared);
     let config = dir.join("config");

@@ -53,15 +53,32 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
-    /// The cluster's nodes and whether it can sign.
+    /// The cluster's nodes and whether it can sign; replacing a node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The offline membership keys and the membership changes they sign (offline: no
+    /// coordinator is contacted).
+    #[command(subcommand)]
+    Membership(commands::MembershipCommand),
 }
 
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Each node's reachability, version and key count.
     Status(Empty),
+    /// Replace node N (its disk lost, or banned) by the fresh node now serving at its address:
+    /// the membership change on every node, then per key repair and a complete refresh.
+    ReplaceNode {
+        /// The node to replace: 1, 2 or 3.
+        node_id: u8,
+        /// The new node's identity (`shardsign-node init --json`).
+        #[arg(long)]
+        identity: PathBuf,
+        /// The membership statement signed by a quorum of membership keys
+        /// (`shardsign membership sign`).
+        #[arg(long)]
+        statement: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -97,6 +114,12 @@ fn main() -> ExitCode {
             Command::Cluster(ClusterCommand::Status(_)) => {
                 commands::cluster_status(&cli.global, out).await
             }
+            Command::Cluster(ClusterCommand::ReplaceNode {
+                node_id,
+                identity,
+                statement,
+            }) => commands::replace_node(&cli.global, out, node_id, &identity, &statement).await,
+            Command::Membership(command) => commands::membership(command, out),
         }
     });
     match result {

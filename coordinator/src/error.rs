@@ -66,6 +66,9 @@ pub enum CoordError {
     KeygenRefused(String),
     #[error("refresh failed: {0}")]
     RefreshFailed(String),
+    /// A node replacement stopped (a node refused the membership change or a repair step).
+    #[error("replace-node failed: {0}")]
+    ReplaceFailed(String),
     /// A refresh cannot run now (a node banned, another refresh of the key running, ...).
     #[error("{0}")]
     RefreshRefused(String),

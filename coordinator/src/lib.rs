@@ -20,6 +20,7 @@ pub mod recover;
 pub mod refresh;
 pub mod refresh_schedule;
 pub mod registry;
+pub mod replace;
 pub mod server;
 pub mod signing;
 

@@ -21,6 +21,7 @@ use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
 use crate::refresh::Refresher;
 use crate::registry::Registry;
+use crate::replace::Replacer;
 use crate::signing::Signing;
 use crate::signing::admission::Admission;
 use crate::signing::bans::Bans;
@@ -118,6 +119,9 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
             auth,
             admin,
             ceremony,
+            replacer: Arc::new(Replacer {
+                refresher: refresher.clone(),
+            }),
             refresher,
         },
         pool,

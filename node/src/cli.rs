@@ -330,14 +330,33 @@ async fn run((config, kek): (NodeConfig, KekSource), hardening: Hardening) -> an
             store.cluster_id()
         );
     }
-    let node = Arc::new(Node::new(
+    let mut node = Node::new(
         store,
         secret,
         config.members.clone(),
         config.round_timeout,
         config.max_sessions,
         config.policy_verifier.clone(),
-    )?);
+    )?;
+    match &config.membership {
+        Some((keys, warning)) => {
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            tracing::info!(
+                quorum = keys.quorum(),
+                keys = keys.len(),
+                "membership changes need a quorum of the configured membership keys"
+            );
+            node = node.with_membership_keys(keys.clone());
+        }
+        None => {
+            tracing::info!(
+                "no membership_public_keys: this node accepts no membership change (no node can be replaced)"
+            );
+        }
+    }
+    let node = Arc::new(node);
     if !node.enforces_policies() {
         tracing::warn!(
             "insecure_no_key_policy = true and no policy_public_key: this node does NOT check signed key policies and trusts the coordinator's (development only)"

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shardsign_policy::PolicyVerifier;
+use shardsign_policy::membership::MembershipKeys;
 use shardsign_provision::{MemberFile, NodeFile};
 use shardsign_seal::PublicIdentity;
 use shardsign_tss::PartyId;
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     pub policy_verifier: Option<PolicyVerifier>,
     /// The three nodes' public identities, this one included.
     pub members: BTreeMap<PartyId, PublicIdentity>,
+    /// The offline keys a membership change must be signed by (a quorum of them), and the
+    /// warning to log when one key alone is enough; `None`: no membership change is accepted.
+    pub membership: Option<(MembershipKeys, Option<String>)>,
 }
 
 fn decode_key(setting: &str, text: &str) -> Result<[u8; 32], NodeError> {
@@ -167,7 +171,22 @@ impl NodeConfig {
                 "required: the operator's policy public key (`shardsign policy public-key`); without it this node would check no key policy and sign whatever the coordinator asks. For development only, set insecure_no_key_policy = true",
             ));
         }
+        let membership = if raw.membership_public_keys.is_empty() {
+            if raw.membership_quorum.is_some() {
+                return Err(NodeError::config(
+                    "membership_quorum",
+                    "set without membership_public_keys",
+                ));
+            }
+            None
+        } else {
+            Some(
+                MembershipKeys::from_hex(&raw.membership_public_keys, raw.membership_quorum)
+                    .map_err(|e| NodeError::config("membership_public_keys", e.to_string()))?,
+            )
+        };
         Ok(NodeConfig {
+            membership,
             policy_verifier,
             node_id,
             cluster_id: raw.cluster_id,

@@ -22,7 +22,7 @@ pub(crate) struct SessionContext<'a> {
     pub binding: [u8; 32],
     pub me: PartyId,
     pub secret: &'a NodeSecret,
-    pub members: &'a std::collections::BTreeMap<PartyId, PublicIdentity>,
+    pub members: std::sync::Arc<std::collections::BTreeMap<PartyId, PublicIdentity>>,
 }
 
 impl SessionContext<'_> {

@@ -8,8 +8,9 @@ use shardsign_proto::node::v1::{
     AbortReceipt, AgreePackageReply, AgreePackageRequest, CancelReply, CancelRequest,
     DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest, FinalizeRefreshReply,
     FinalizeRefreshRequest, GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey,
-    PutPolicyReply, PutPolicyRequest, RefreshVote, RoundReply, SignedVerifyingShare,
-    StartKeygenRequest, StartRefreshRequest, StartSignRequest,
+    PutMembershipReply, PutMembershipRequest, PutPolicyReply, PutPolicyRequest, RefreshVote,
+    RepairAssembleReply, RepairAssembleRequest, RepairTermReply, RepairTermRequest, RoundReply,
+    SignedVerifyingShare, StartKeygenRequest, StartRefreshRequest, StartSignRequest,
 };
 use shardsign_request::{KeyId, RequestError, SignRequest};
 use shardsign_tss::{PartyId, SessionId};
@@ -444,6 +445,54 @@ impl NodeRpc for NodeService {
         }))
     }
 
+    async fn put_membership(
+        &self,
+        request: Request<PutMembershipRequest>,
+    ) -> Result<Response<PutMembershipReply>, Status> {
+        let signed = request.into_inner().signed_statement;
+        if signed.len() > shardsign_policy::membership::MAX_STATEMENT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "signed_statement: at most {} bytes",
+                shardsign_policy::membership::MAX_STATEMENT_BYTES
+            )));
+        }
+        let node = self.node.clone();
+        let (version, changed) = blocking(move || node.put_membership(&signed)).await?;
+        Ok(Response::new(PutMembershipReply { version, changed }))
+    }
+
+    async fn repair_term(
+        &self,
+        request: Request<RepairTermRequest>,
+    ) -> Result<Response<RepairTermReply>, Status> {
+        let request = request.into_inner();
+        let target = u8::try_from(request.target)
+            .ok()
+            .and_then(|t| PartyId::new(t).ok())
+            .ok_or_else(|| Status::invalid_argument("target: expected 1, 2 or 3"))?;
+        let node = self.node.clone();
+        let reply =
+            blocking(move || node.repair_term(&request.key_id, request.epoch, target)).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn repair_assemble(
+        &self,
+        request: Request<RepairAssembleRequest>,
+    ) -> Result<Response<RepairAssembleReply>, Status> {
+        let request = request.into_inner();
+        if request.terms.len() > 2 {
+            return Err(Status::invalid_argument(
+                "terms: one from each of the two helpers",
+            ));
+        }
+        let node = self.node.clone();
+        let stored =
+            blocking(move || node.assemble_repair(&request.key_id, request.epoch, &request.terms))
+                .await?;
+        Ok(Response::new(RepairAssembleReply { stored }))
+    }
+
     async fn list_keys(
         &self,
         request: Request<ListKeysRequest>,
@@ -475,6 +524,7 @@ impl NodeRpc for NodeService {
                         signed: vote,
                     }),
                     has_public_package: k.has_public_package,
+                    hollow: k.hollow,
                 })
                 .collect(),
         }))

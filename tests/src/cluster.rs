@@ -216,6 +216,51 @@ impl NodeProcess {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// Rewrites this node's configuration with `change` (read when the node next starts).
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut NodeFile)) {
+        change(&mut self.file);
+        write(&self.config, &self.file.to_toml());
+    }
+
+    /// This node on a fresh machine: stopped, its data directory deleted, a new store and a new
+    /// identity made by `shardsign-node init` (same KEK, same address and TLS certificate), its
+    /// own entry in its configuration's members updated. Returns what `init --json` printed (the
+    /// identity file an operator hands to `membership sign` and `replace-node`). Not started.
+    pub fn wipe_and_init(&mut self) -> String {
+        self.kill();
+        std::fs::remove_dir_all(self.data_dir()).expect("delete the data directory");
+        let mut init = Command::new(node_binary());
+        init.arg("init")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--node-id")
+            .arg(self.id.to_string())
+            .arg("--cluster-id")
+            .arg(&self.file.cluster_id)
+            .arg("--json");
+        match (&self.file.kek.key_file, &self.file.kek.passphrase_env) {
+            (Some(key_file), _) => {
+                init.arg("--key-file").arg(key_file);
+            }
+            (None, Some(variable)) => {
+                init.arg("--passphrase-env")
+                    .arg(variable)
+                    .env(variable, &self.passphrase);
+            }
+            (None, None) => panic!("the test cluster's nodes use a key file or a passphrase"),
+        }
+        let (identity, printed) = run_init(init);
+        let id = self.id;
+        self.reconfigure(|file| {
+            for member in &mut file.members {
+                if member.node_id == id {
+                    *member = identity.member();
+                }
+            }
+        });
+        printed
+    }
+
     /// The node process's id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -235,6 +280,18 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs a prepared `shardsign-node init --json`; the identity it printed, parsed and as text.
+fn run_init(mut init: Command) -> (ProvisionIdentity, String) {
+    let output = init.output().expect("run shardsign-node init");
+    assert!(
+        output.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let identity = serde_json::from_slice(&output.stdout).expect("init --json");
+    (identity, String::from_utf8(output.stdout).expect("UTF-8"))
 }
 
 /// Three nodes and the material to talk to them as the coordinator.
@@ -305,14 +362,7 @@ impl NodeCluster {
                     }
                 }
             };
-            let output = init.output().expect("run shardsign-node init");
-            assert!(
-                output.status.success(),
-                "init failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let identity: ProvisionIdentity =
-                serde_json::from_slice(&output.stdout).expect("init --json");
+            let (identity, _) = run_init(init);
             identities.push(identity.member());
             let cert = ca
                 .issue(
@@ -340,6 +390,8 @@ impl NodeCluster {
                     log_format: None,
                     policy_public_key: policy_public_key.map(str::to_string),
                     insecure_no_key_policy: policy_public_key.is_none().then_some(true),
+                    membership_public_keys: Vec::new(),
+                    membership_quorum: None,
                     kek,
                     tls: NodeTlsFile {
                         cert: dir.join("cert.pem"),

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: the eth-account bridge and transaction generators.
 
+pub mod cli;
 pub mod cluster;
 pub mod eth_account;
 pub mod full;

@@ -3,79 +3,10 @@
 //! eth-account), a policy refusal as one clear line with a non-zero exit, API-key rotation and
 //! revocation, the audit check and cluster status, all with `--json`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::{Value, json};
-use shardsign_tests::cluster::workspace_binary;
+use shardsign_tests::cli::Cli;
 use shardsign_tests::eth_account;
 use shardsign_tests::full::Cluster;
-
-struct Cli {
-    base: Vec<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(cluster: &Cluster) -> Cli {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, contents: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, contents).unwrap();
-            path.display().to_string()
-        };
-        let ca = write("ca.pem", cluster.nodes.ca.cert_pem());
-        let admin = write("admin.key", &cluster.admin_token);
-        write("policy.key", &cluster.policy_key.to_secret_hex());
-        let base = vec![
-            "--endpoint".into(),
-            format!("https://{}", cluster.coordinator.address),
-            "--ca".into(),
-            ca,
-            "--api-key-file".into(),
-            admin,
-            "--dir".into(),
-            dir.path().join("no-dev-cluster").display().to_string(),
-        ];
-        Cli { base, dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str], api_key: Option<&str>) -> Output {
-        let mut command = Command::new(workspace_binary("shardsign", "SHARDSIGN_CLI_BIN"));
-        let mut base = self.base.clone();
-        if let Some(key) = api_key {
-            // An agent key comes from the environment, not the admin key file.
-            let at = base.iter().position(|a| a == "--api-key-file").unwrap();
-            base.drain(at..at + 2);
-            command.env("SHARDSIGN_API_KEY", key);
-        } else {
-            command.env_remove("SHARDSIGN_API_KEY");
-        }
-        command
-            .args(&base)
-            .args(args)
-            .output()
-            .expect("run shardsign")
-    }
-
-    /// Runs with `--json`, expects success, returns the last JSON line.
-    fn json(&self, args: &[&str], api_key: Option<&str>) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let output = self.run(&all, api_key);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "shardsign {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_and_an_agent_work_through_the_cli() {

@@ -5,6 +5,7 @@ mod apikeys;
 mod audit;
 mod audit_archive;
 mod keys;
+mod membership;
 mod policy;
 mod sign;
 
@@ -18,6 +19,7 @@ use crate::output::Out;
 pub use apikeys::{ApiKeysCommand, apikeys};
 pub use audit::{AuditCommand, audit};
 pub use keys::{KeysCommand, create_key, keys};
+pub use membership::{MembershipCommand, membership, replace_node};
 pub use policy::{PolicyCommand, policy, set_key_policy};
 pub use sign::{SignCommand, sign};
 

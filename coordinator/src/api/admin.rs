@@ -8,9 +8,9 @@ use shardsign_proto::v1::{
     ApiKeyInfo, ClusterStatusRequest, ClusterStatusResponse, CreateApiKeyRequest,
     CreateApiKeyResponse, CreateKeyEvent, CreateKeyRequest, DisableKeyRequest, DisableKeyResponse,
     GetKeyPolicyRequest, KeyPolicyRecord, ListApiKeysRequest, ListApiKeysResponse,
-    ListAuditRequest, ListAuditResponse, RefreshKeyEvent, RefreshKeyRequest, RevokeApiKeyRequest,
-    RotateApiKeyRequest, SetApiKeyPolicyRequest, SetKeyPolicyRequest, SetKeyPolicyResponse,
-    VerifyAuditRequest, VerifyAuditResponse,
+    ListAuditRequest, ListAuditResponse, RefreshKeyEvent, RefreshKeyRequest, ReplaceNodeEvent,
+    ReplaceNodeRequest, RevokeApiKeyRequest, RotateApiKeyRequest, SetApiKeyPolicyRequest,
+    SetKeyPolicyRequest, SetKeyPolicyResponse, VerifyAuditRequest, VerifyAuditResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -22,12 +22,14 @@ use crate::admin::Admin;
 use crate::ceremony::Ceremony;
 use crate::error::CoordError;
 use crate::refresh::Refresher;
+use crate::replace::Replacer;
 
 pub struct AdminService {
     pub auth: Arc<Authenticator>,
     pub admin: Arc<Admin>,
     pub ceremony: Arc<Ceremony>,
     pub refresher: Arc<Refresher>,
+    pub replacer: Arc<Replacer>,
 }
 
 impl AdminService {
@@ -102,6 +104,30 @@ impl AdminApi for AdminService {
         // The refresh runs to its end (commit or abort on every node) even if the caller leaves.
         let actor = caller.audit_entry(shardsign_audit::AuditEntry::default());
         tokio::spawn(self.refresher.clone().run(key, request.fast, actor, sender));
+        respond(&caller, Ok(ReceiverStream::new(receiver)))
+    }
+
+    type ReplaceNodeStream = ReceiverStream<Result<ReplaceNodeEvent, Status>>;
+
+    async fn replace_node(
+        &self,
+        request: Request<ReplaceNodeRequest>,
+    ) -> Result<Response<Self::ReplaceNodeStream>, Status> {
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        let checked = self.replacer.check(&request);
+        let target = format!("node {}", request.node_id);
+        let node = self
+            .finish(&caller, "replace_node", "", &target, checked)?
+            .into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(32);
+        // It runs to its end (or to the key it stops at) even if the caller leaves.
+        let actor = caller.audit_entry(shardsign_audit::AuditEntry::default());
+        tokio::spawn(
+            self.replacer
+                .clone()
+                .run(node, request.signed_statement, actor, sender),
+        );
         respond(&caller, Ok(ReceiverStream::new(receiver)))
     }
 

@@ -24,7 +24,8 @@ impl From<CoordError> for Status {
             | CoordError::NoKeyPolicy(_)
             | CoordError::PolicyExpired { .. }
             | CoordError::KeygenRefused(_)
-            | CoordError::RefreshRefused(_) => Status::failed_precondition(message),
+            | CoordError::RefreshRefused(_)
+            | CoordError::ReplaceFailed(_) => Status::failed_precondition(message),
             CoordError::Unauthenticated(_) => Status::unauthenticated(message),
             CoordError::PolicyRefused(_) => Status::permission_denied(message),
             CoordError::RateLimited(_) => Status::resource_exhausted(message),

@@ -113,6 +113,16 @@ impl Bans {
             .join(", ")
     }
 
+    /// Forgets every ban by or of `node` once it was replaced: the nodes' bans name the old
+    /// identity (so they no longer match) and the new node holds none. Returns how many.
+    pub fn forget_node(&self, node: u8) -> usize {
+        let mut bans = self.lock();
+        let before = bans.len();
+        bans.retain(|(reporter, banned), _| *reporter != node && *banned != node);
+        self.metrics.set_banned_pairs(bans.len());
+        before - bans.len()
+    }
+
     /// Every ban known, by reporter then banned node.
     pub fn all(&self) -> Vec<Ban> {
         self.lock().values().cloned().collect()

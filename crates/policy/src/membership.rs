@@ -80,6 +80,35 @@ impl MembershipKeys {
         Ok((MembershipKeys { keys, quorum }, warning))
     }
 
+    /// [`Self::new`] from hex-encoded public keys (as configured).
+    pub fn from_hex(
+        keys: &[String],
+        quorum: Option<usize>,
+    ) -> Result<(Self, Option<String>), PolicyError> {
+        let keys = keys
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let bytes: [u8; 32] = hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        PolicyError::invalid(
+                            "membership_public_keys",
+                            format!("key {} is not 64 hex digits", i + 1),
+                        )
+                    })?;
+                VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                    PolicyError::invalid(
+                        "membership_public_keys",
+                        format!("key {} is not a valid Ed25519 key", i + 1),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys, quorum)
+    }
+
     pub fn quorum(&self) -> usize {
         self.quorum
     }
@@ -458,5 +487,20 @@ mod tests {
         assert!(MembershipKeys::new(public.clone(), Some(0)).is_err());
         assert!(MembershipKeys::new(vec![public[0], public[0]], None).is_err());
         assert!(MembershipKeys::new(Vec::new(), None).is_err());
+        // As configured: hex, each key named by its position when it is not one.
+        let configured: Vec<String> = public.iter().map(|k| hex::encode(k.to_bytes())).collect();
+        assert_eq!(
+            MembershipKeys::from_hex(&configured, None)
+                .unwrap()
+                .0
+                .quorum(),
+            2
+        );
+        let mut bad = configured.clone();
+        bad[1] = "zz".into();
+        let error = MembershipKeys::from_hex(&bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("key 2"), "{error}");
     }
 }

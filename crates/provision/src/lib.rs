@@ -36,6 +36,14 @@ pub struct NodeFile {
     /// key policy and trusts the coordinator's). Never set it in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_no_key_policy: Option<bool>,
+    /// Hex Ed25519 public keys of the offline membership keys (not the policy key): a membership
+    /// change (a replaced node's new identity) needs the signatures of `membership_quorum` of
+    /// them. Empty: this node accepts no membership change, so no node can be replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub membership_public_keys: Vec<String>,
+    /// How many membership keys must sign a change (default: a majority, 2 of 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_quorum: Option<usize>,
     pub kek: KekFile,
     pub tls: NodeTlsFile,
     pub members: Vec<MemberFile>,
@@ -255,6 +263,8 @@ mod tests {
             log_format: None,
             policy_public_key: Some("ab".repeat(32)),
             insecure_no_key_policy: None,
+            membership_public_keys: Vec::new(),
+            membership_quorum: None,
             kek: KekFile {
                 passphrase_file: Some("/secrets/passphrase".into()),
                 ..Default::default()

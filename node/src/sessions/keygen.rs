@@ -72,7 +72,7 @@ impl Node {
         chains.sort_unstable();
         chains.dedup();
         // Key generation needs all three nodes: none while this node has banned one of them.
-        self.bans.check_all(&self.members)?;
+        self.bans.check_all(self.members().iter())?;
         if self.store.key_exists(key_id)? {
             return Err(NodeError::KeyExists(key_id.to_string()));
         }
@@ -198,12 +198,12 @@ impl Node {
         node: u8,
         signed: &[u8],
     ) -> bool {
-        let Some(identity) = PartyId::new(node).ok().and_then(|p| self.members.get(&p)) else {
+        let Some(identity) = PartyId::new(node).ok().and_then(|p| self.member(p)) else {
             return false;
         };
         let binding = abort_binding(key_id);
         let context = abort_context(&self.cluster_id, &session_id, node, &binding);
-        open_broadcast(identity, &context, signed).is_ok_and(|payload| payload == ABORT_RECEIPT)
+        open_broadcast(&identity, &context, signed).is_ok_and(|payload| payload == ABORT_RECEIPT)
     }
 }
 

@@ -3,6 +3,7 @@
 //! protocol: `keygen` (with its node-level confirmation round) and `sign`.
 
 mod keygen;
+mod membership;
 mod package;
 mod refresh;
 mod sign;
@@ -85,7 +86,11 @@ pub struct Node {
     secret: NodeSecret,
     me: PartyId,
     cluster_id: String,
-    members: BTreeMap<PartyId, PublicIdentity>,
+    /// Who nodes 1, 2 and 3 are: the configured members overridden by applied membership changes.
+    membership: std::sync::RwLock<membership::MembershipView>,
+    /// The keys a membership change must be signed by (a quorum of them); `None`: no change is
+    /// ever accepted.
+    membership_keys: Option<shardsign_policy::membership::MembershipKeys>,
     sessions: Mutex<HashMap<[u8; 32], Arc<Mutex<Session>>>>,
     round_timeout: Duration,
     max_sessions: usize,
@@ -134,12 +139,17 @@ impl Node {
         policy_verifier: Option<PolicyVerifier>,
     ) -> Result<Self, NodeError> {
         let me = store.node_id();
-        match members.get(&me) {
+        let view = membership::MembershipView::load(members, &store)?;
+        match view.members.get(&me) {
             Some(identity) if *identity == secret.public() => {}
             Some(_) => {
                 return Err(NodeError::config(
                     format!("members[node_id = {me}]"),
-                    "does not match this node's identity (compare the fingerprint printed by `init`)",
+                    if view.version > 0 {
+                        "does not match this node's identity, and a membership change names another one for this node: this identity was replaced and is never readmitted"
+                    } else {
+                        "does not match this node's identity (compare the fingerprint printed by `init`)"
+                    },
                 ));
             }
             None => {
@@ -164,7 +174,8 @@ impl Node {
             store,
             secret,
             me,
-            members,
+            membership: std::sync::RwLock::new(view),
+            membership_keys: None,
             sessions: Mutex::new(HashMap::new()),
             round_timeout,
             max_sessions,
@@ -234,7 +245,7 @@ impl Node {
             binding: session.binding,
             me: self.me,
             secret: &self.secret,
-            members: &self.members,
+            members: self.members(),
         }
     }
 
@@ -318,7 +329,7 @@ impl Node {
         let NodeError::Cheated { culprit, reason } = &error else {
             return error;
         };
-        let Some(identity) = self.members.get(culprit) else {
+        let Some(identity) = self.member(*culprit) else {
             return error;
         };
         let at_ms = std::time::SystemTime::now()
@@ -326,7 +337,7 @@ impl Node {
             .map_or(0, |d| d.as_millis() as i64);
         match self
             .bans
-            .ban(&self.store, *culprit, identity, reason, at_ms)
+            .ban(&self.store, *culprit, &identity, reason, at_ms)
         {
             Ok(refusal) => {
                 tracing::error!(target: "security", node = %culprit, reason, "peer caught cheating and banned: no session with it will run on this node again");

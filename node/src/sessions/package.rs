@@ -81,6 +81,7 @@ impl Node {
             });
         }
         let mut points = BTreeMap::new();
+        let members = self.members();
         for party in PARTIES {
             let signed = match published
                 .iter()
@@ -101,7 +102,7 @@ impl Node {
                 }
             };
             let opened = open_broadcast(
-                &self.members[&party],
+                &members[&party],
                 &context(&self.cluster_id, &id, party.get()),
                 signed,
             )

@@ -118,7 +118,7 @@ impl Node {
     ) -> Result<Vec<Envelope>, NodeError> {
         key_id_field(key_id)?;
         // A refresh needs all three nodes: none while this node has banned one of them.
-        self.bans.check_all(&self.members)?;
+        self.bans.check_all(self.members().iter())?;
         let loaded = self.store.load_key_at(key_id, epoch)?;
         if self.store.pending_refresh(key_id)?.is_some() {
             return Err(NodeError::RefreshPending(key_id.to_string()));
@@ -240,8 +240,9 @@ impl Node {
             && pending.session_id == session_id.as_bytes()
         {
             let binding = refresh_binding(key_id, pending.from_epoch);
+            let members = self.members();
             for party in PARTIES {
-                let identity = &self.members[&party];
+                let identity = &members[&party];
                 let context = context(
                     &self.cluster_id,
                     &session_id,
@@ -285,7 +286,7 @@ impl Node {
             *node != self.me.get()
                 && PartyId::new(*node)
                     .ok()
-                    .and_then(|p| self.members.get(&p))
+                    .and_then(|p| self.member(p))
                     .is_some_and(|identity| {
                         let context = context(
                             &self.cluster_id,
@@ -294,7 +295,8 @@ impl Node {
                             *node,
                             &binding,
                         );
-                        open_broadcast(identity, &context, signed).is_ok_and(|p| p == ABORT_RECEIPT)
+                        open_broadcast(&identity, &context, signed)
+                            .is_ok_and(|p| p == ABORT_RECEIPT)
                     })
         });
         let outcome = self

@@ -82,8 +82,8 @@ impl Node {
             ));
         }
         let peer = if a == self.me { b } else { a };
-        match self.members.get(&peer) {
-            Some(identity) => self.bans.check(peer, identity),
+        match self.member(peer) {
+            Some(identity) => self.bans.check(peer, &identity),
             None => Ok(()),
         }
     }

@@ -26,10 +26,12 @@ pub mod backup;
 mod bans;
 mod ceremony;
 mod charges;
+mod membership;
 mod refresh;
 pub use bans::Ban;
 pub use ceremony::Aborted;
 pub use charges::Charge;
+pub use membership::{MembershipChangeRecord, RepairedShare};
 pub use refresh::{NewShare, PendingRefresh, RefreshAborted};
 
 const DB_FILE: &str = "node.db";
@@ -123,6 +125,17 @@ const MIGRATIONS: &[&str] = &[
          key_id TEXT NOT NULL,
          at INTEGER NOT NULL
      );",
+    // Membership changes applied (signed by a quorum of membership keys; the statement kept),
+    // and shares rebuilt by repair (`hollow` until the complete refresh that follows commits).
+    "CREATE TABLE membership_changes (
+         version INTEGER PRIMARY KEY,
+         node_id INTEGER NOT NULL,
+         identity BLOB NOT NULL,
+         replaced_signing_key BLOB NOT NULL,
+         statement BLOB NOT NULL,
+         applied_at INTEGER NOT NULL
+     );
+     ALTER TABLE keys ADD COLUMN hollow INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -147,6 +160,8 @@ pub struct KeyRecord {
     /// Whether this node keeps the key's public key package (keys made before nodes kept it
     /// have none until the nodes agree on one: `sessions::package`).
     pub has_public_package: bool,
+    /// Rebuilt by share repair and not refreshed since (signs nothing until then).
+    pub hollow: bool,
 }
 
 /// The unlocked store.
@@ -722,7 +737,8 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn.prepare(
             "SELECT k.key_id, k.public_key, k.allowed_chain_ids, k.created_at, k.status, k.ceremony_session, k.sealed,
-                    k.epoch, k.epoch_changed_at, p.session_id, p.vote, k.public_package IS NOT NULL
+                    k.epoch, k.epoch_changed_at, p.session_id, p.vote, k.public_package IS NOT NULL,
+                    k.hollow
              FROM keys k LEFT JOIN pending_refreshes p ON p.key_id = k.key_id
              WHERE k.status = 'active' OR ?1 ORDER BY k.created_at, k.key_id",
         )?;
@@ -740,6 +756,7 @@ impl Store {
                 r.get::<_, Option<Vec<u8>>>(9)?,
                 r.get::<_, Option<Vec<u8>>>(10)?,
                 r.get::<_, bool>(11)?,
+                r.get::<_, bool>(12)?,
             ))
         })?;
         let mut keys = Vec::new();
@@ -757,6 +774,7 @@ impl Store {
                 pending_session,
                 pending_vote,
                 has_public_package,
+                hollow,
             ) = row?;
             let allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
                 NodeError::Corrupt(format!("chain ids of key `{key_id}` are unreadable"))
@@ -773,6 +791,7 @@ impl Store {
                 epoch_changed_at,
                 pending_refresh: pending_session.zip(pending_vote),
                 has_public_package,
+                hollow,
             });
         }
         Ok(keys)

@@ -190,7 +190,7 @@ impl Store {
         };
         let updated = tx.execute(
             "UPDATE keys SET share_ciphertext = ?3, public_package = ?4, epoch = ?2 + 1,
-                 epoch_changed_at = ?5, epoch_session = ?6
+                 epoch_changed_at = ?5, epoch_session = ?6, hollow = 0
              WHERE key_id = ?1 AND epoch = ?2 AND status = 'active'",
             params![
                 key_id,

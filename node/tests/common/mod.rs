@@ -7,14 +7,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use k256::ecdsa::{Signature, VerifyingKey};
 use shardsign_node::clock::{Clock, SystemClock};
 use shardsign_node::kek::KekSource;
-use shardsign_node::sessions::Node;
+use shardsign_node::sessions::{Node, StartSign};
 use shardsign_node::store::Store;
 use shardsign_policy::PolicyVerifier;
-use shardsign_proto::node::v1::Envelope;
+use shardsign_proto::node::v1::{Envelope, RefreshResult, round_reply};
+use shardsign_request::{KeyId, Payload, SignRequest};
 use shardsign_seal::NodeSecret;
-use shardsign_tss::{PARTIES, SessionId};
+use shardsign_tss::{PARTIES, PartyId, SessionId};
 use zeroize::Zeroizing;
 
 pub const CHAINS: [u64; 1] = [1];
@@ -122,4 +125,148 @@ pub fn run_keygen(cluster: &Cluster, key_id: &str) -> SessionId {
         }
     }
     session_id
+}
+
+pub fn party(id: u8) -> PartyId {
+    PartyId::new(id).unwrap()
+}
+
+/// Delivers envelopes among `nodes` until none are left; `keep` may drop one on its way to a
+/// recipient. Each node's result.
+pub fn relay(
+    cluster: &Cluster,
+    session_id: SessionId,
+    mut outgoing: Vec<Envelope>,
+    participants: &[u8],
+    keep: &mut dyn FnMut(u8, &Envelope) -> bool,
+) -> Result<BTreeMap<u8, round_reply::Result>, String> {
+    let mut results = BTreeMap::new();
+    loop {
+        let mut inbox: BTreeMap<u8, Vec<Envelope>> = BTreeMap::new();
+        for envelope in outgoing.drain(..) {
+            let recipients: Vec<u8> = if envelope.to == 0 {
+                participants
+                    .iter()
+                    .copied()
+                    .filter(|p| u32::from(*p) != envelope.from)
+                    .collect()
+            } else {
+                vec![envelope.to as u8]
+            };
+            for to in recipients {
+                if keep(to, &envelope) {
+                    inbox.entry(to).or_default().push(envelope.clone());
+                }
+            }
+        }
+        if inbox.is_empty() {
+            return Ok(results);
+        }
+        for (to, envelopes) in inbox {
+            let outcome = cluster.nodes[usize::from(to - 1)]
+                .deliver(session_id, envelopes)
+                .map_err(|e| format!("node {to}: {e}"))?;
+            if let Some(result) = outcome.result {
+                results.insert(to, result);
+            }
+            outgoing.extend(outcome.envelopes);
+        }
+    }
+}
+
+/// Runs a refresh's rounds of `key_id` at `epoch` on all three nodes; each node's result.
+pub fn refresh_rounds(
+    cluster: &Cluster,
+    key_id: &str,
+    epoch: u64,
+    keep: &mut dyn FnMut(u8, &Envelope) -> bool,
+) -> (SessionId, Result<BTreeMap<u8, RefreshResult>, String>) {
+    let session_id = fresh_session();
+    let mut outgoing = Vec::new();
+    for node in &cluster.nodes {
+        match node.start_refresh(
+            session_id,
+            key_id,
+            epoch,
+            shardsign_tss::RefreshKind::Complete,
+        ) {
+            Ok(envelopes) => outgoing.extend(envelopes),
+            Err(error) => return (session_id, Err(error.to_string())),
+        }
+    }
+    let results = relay(cluster, session_id, outgoing, &[1, 2, 3], keep).map(|results| {
+        results
+            .into_iter()
+            .filter_map(|(node, r)| match r {
+                round_reply::Result::Refresh(r) => Some((node, r)),
+                _ => None,
+            })
+            .collect()
+    });
+    (session_id, results)
+}
+
+pub fn certificate(results: &BTreeMap<u8, RefreshResult>) -> Vec<(u8, Vec<u8>)> {
+    results
+        .values()
+        .map(|r| {
+            let vote = r.vote.clone().unwrap();
+            (vote.node_id as u8, vote.signed)
+        })
+        .collect()
+}
+
+/// Signs a message with `pair` at `epoch`; the signature, verified against `public_key`.
+pub fn sign(
+    cluster: &Cluster,
+    key_id: &str,
+    pair: [u8; 2],
+    epoch: u64,
+    public_key: &[u8],
+) -> Result<(), String> {
+    let session_id = fresh_session();
+    let request = SignRequest {
+        key_id: KeyId::parse(key_id).unwrap(),
+        payload: Payload::PersonalMessage(format!("epoch {epoch}").into_bytes()),
+    };
+    let hash = request.signing_hash();
+    let mut outgoing = Vec::new();
+    for node in pair {
+        let start = StartSign {
+            session_id,
+            signers: [party(pair[0]), party(pair[1])],
+            request: request.clone(),
+            expected_hash: hash,
+            signed_policy: Vec::new(),
+            epoch,
+        };
+        outgoing.extend(
+            cluster.nodes[usize::from(node - 1)]
+                .start_sign(start)
+                .map_err(|e| format!("node {node}: {e}"))?,
+        );
+    }
+    let results = relay(cluster, session_id, outgoing, &pair, &mut |_, _| true)?;
+    let Some(round_reply::Result::Signature(result)) = results.values().next() else {
+        return Err("no signature".into());
+    };
+    let signature = Signature::from_scalars(
+        <[u8; 32]>::try_from(result.r.as_slice()).unwrap(),
+        <[u8; 32]>::try_from(result.s.as_slice()).unwrap(),
+    )
+    .map_err(|e| e.to_string())?;
+    VerifyingKey::from_sec1_bytes(public_key)
+        .unwrap()
+        .verify_prehash(&hash, &signature)
+        .map_err(|e| format!("the signature does not verify: {e}"))
+}
+
+pub fn public_key(node: &Node, key_id: &str) -> Vec<u8> {
+    node.store()
+        .list_keys(false)
+        .unwrap()
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .unwrap()
+        .public_key
 }

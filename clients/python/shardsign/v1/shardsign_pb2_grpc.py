@@ -302,6 +302,11 @@ class AdminStub:
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.SerializeToString,
                 response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.FromString,
                 _registered_method=True)
+        self.ReplaceNode = channel.unary_stream(
+                '/shardsign.v1.Admin/ReplaceNode',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeEvent.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/shardsign.v1.Admin/CreateApiKey',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.CreateApiKeyRequest.SerializeToString,
@@ -378,6 +383,18 @@ class AdminServicer:
         and its address stay the same, the shares move to the next epoch, and the old shares (and
         any backup holding them) can no longer sign with the new ones. Either every node moves to
         the new epoch or none does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceNode(self, request, context):
+        """Replaces node `node_id` (its disk lost, or banned for cheating) by the node now serving at
+        its address, which must hold a new identity: applies the membership change (a
+        MEMBERSHIP_CHANGE statement signed by a quorum of the offline membership keys) on all three
+        nodes, then, key by key, has the two other nodes send repair terms sealed to the new node and
+        runs a complete refresh across all three, streaming progress. Resumable: run it again with
+        the same statement and keys already done are skipped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -469,6 +486,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RefreshKey,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.FromString,
                     response_serializer=shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.SerializeToString,
+            ),
+            'ReplaceNode': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReplaceNode,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeEvent.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -624,6 +646,33 @@ class Admin:
             '/shardsign.v1.Admin/RefreshKey',
             shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyRequest.SerializeToString,
             shardsign_dot_v1_dot_shardsign__pb2.RefreshKeyEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shardsign.v1.Admin/ReplaceNode',
+            shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.ReplaceNodeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -164,6 +164,13 @@ fn node_3_is_replaced_by_a_quorum_signed_change_and_every_pair_signs_every_key_a
     let error = cluster.nodes[2].put_membership(&statement).unwrap_err();
     assert!(error.to_string().contains("being replaced"), "{error}");
     assert_eq!(new_node.put_membership(&statement).unwrap(), (1, true));
+    // The same change signed by another quorum is the same change: a no-op.
+    assert_eq!(
+        cluster.nodes[0]
+            .put_membership(&signed(&change(1), &[&keys[0], &keys[1]]))
+            .unwrap(),
+        (1, false)
+    );
     // Another change under a version already held never applies.
     let other_identity = membership::change_statement(CLUSTER, 1, 3, &[9; 64], now() - 5, 3600);
     let error = cluster.nodes[0]

@@ -163,17 +163,9 @@ impl Node {
         let verified = match keys.verify(&self.cluster_id, signed, view.version, self.now_unix()) {
             Ok(verified) => verified,
             Err(error) => {
-                // The same statement again (a retry) is a no-op.
-                let again = view.version > 0
-                    && self.store.membership_changes()?.last().is_some_and(|last| {
-                        last.version == view.version
-                            && keys
-                                .verify(&self.cluster_id, signed, view.version - 1, self.now_unix())
-                                .is_ok_and(|v| {
-                                    v.version == last.version && v.identity == last.identity
-                                })
-                    });
-                if again {
+                // A statement applied before (a retry, a re-run, other signers, even expired
+                // since) is a no-op: the signed statement is compared, not re-verified.
+                if self.store.membership_statement_applied(signed)? {
                     return Ok((view.version, false));
                 }
                 return Err(refused(error.to_string()));

@@ -91,6 +91,27 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Whether the statement inside `signed` (an encoded `SignedStatement`, whoever signed it)
+    /// is one this node applied.
+    pub fn membership_statement_applied(&self, signed: &[u8]) -> Result<bool, NodeError> {
+        use prost::Message as _;
+        use shardsign_proto::v1::SignedStatement;
+        let Ok(envelope) = SignedStatement::decode(signed) else {
+            return Ok(false);
+        };
+        let conn = self.conn();
+        let mut statement = conn.prepare("SELECT statement FROM membership_changes")?;
+        let stored = statement.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        for row in stored {
+            if SignedStatement::decode(row?.as_slice())
+                .is_ok_and(|applied| applied.statement == envelope.statement)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Stores a share rebuilt by repair as the key's current share at `epoch`, marked hollow
     /// until the next refresh commits. Returns false if this node already holds exactly that
     /// (a repeated repair); refuses if it holds the key otherwise.

@@ -467,6 +467,7 @@ impl Admin {
         };
         status.version = identity.version;
         status.key_count = identity.key_count;
+        status.membership_version = identity.membership_version;
         status.fingerprint = identity.fingerprint.clone();
         match &config.fingerprint {
             Some(expected) if *expected != identity.fingerprint => {

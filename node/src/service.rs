@@ -171,6 +171,7 @@ impl NodeRpc for NodeService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             key_count,
             sessions_in_flight: self.node.sessions_in_flight() as u32,
+            membership_version: self.node.membership_version(),
             bans: self
                 .node
                 .bans()

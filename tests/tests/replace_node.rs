@@ -145,6 +145,15 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
             assert_eq!((k.epoch, k.hollow), (1, false), "node {id} {}", key.key_id);
         }
     }
+    // Cluster status shows every node at membership version 1.
+    let status = cli.json(&["cluster", "status"], None);
+    let versions: Vec<&Value> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["membership_version"])
+        .collect();
+    assert!(versions.iter().all(|v| **v == 1), "{status}");
     // Every pair signs every key (the third node stopped each time).
     for (i, key) in keys.iter().enumerate() {
         for down in 1..=3u8 {

@@ -36,8 +36,8 @@ pub enum MembershipCommand {
         /// The new node's identity (`shardsign-node init --json` on the new node).
         #[arg(long)]
         identity: PathBuf,
-        /// The membership version: one more than the cluster's current one (1 for the first
-        /// change).
+        /// The membership version: one more than the highest `membership` in `shardsign cluster
+        /// status` (1 for the first change).
         #[arg(long)]
         version: u64,
         /// This signer's membership key file.

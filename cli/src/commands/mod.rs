@@ -60,7 +60,7 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                 .collect();
             json!({"node_id": n.node_id, "address": n.address, "reachable": n.reachable,
                 "version": n.version, "key_count": n.key_count, "fingerprint": n.fingerprint,
-                "error": n.error, "bans": bans})
+                "error": n.error, "bans": bans, "membership_version": n.membership_version})
         })
         .collect();
     out.show(
@@ -72,7 +72,10 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                 .iter()
                 .map(|n| {
                     if n.reachable {
-                        format!("node {}  {}  up  v{}  {} keys", n.node_id, n.address, n.version, n.key_count)
+                        format!(
+                            "node {}  {}  up  v{}  {} keys  membership {}",
+                            n.node_id, n.address, n.version, n.key_count, n.membership_version
+                        )
                     } else {
                         format!("node {}  {}  DOWN  {}", n.node_id, n.address, n.error)
                     }

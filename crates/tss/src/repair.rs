@@ -51,8 +51,14 @@ impl KeyShare {
             .party()
             .repair_term(&helpers, target.to_dkls(), repair_id)
             .map_err(|e| TssError::InvalidShare(format!("repair term refused: {e:?}")))?;
-        let mut out = Zeroizing::new(vec![TERM_VERSION]);
-        out.extend(codec::encode(&term));
+        // Serialised straight into a wiped buffer of the maximum size (as shares are): no
+        // growing vector leaves a copy of the secret term behind.
+        let mut out = Zeroizing::new(vec![0u8; MAX_TERM_LEN]);
+        out[0] = TERM_VERSION;
+        let used = postcard::to_slice(&term, &mut out[1..])
+            .map_err(|_| TssError::InvalidShare("a repair term does not fit its buffer".into()))?
+            .len();
+        out.truncate(1 + used);
         Ok(out)
     }
 }

@@ -136,9 +136,13 @@ impl Node {
             .clone()
     }
 
-    /// Who nodes 1, 2 and 3 are now.
+    /// Who nodes 1, 2 and 3 are now (on the signing path: a read lock and an `Arc` clone).
     pub fn members(&self) -> Arc<BTreeMap<PartyId, PublicIdentity>> {
-        self.view().members
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .members
+            .clone()
     }
 
     pub(crate) fn member(&self, party: PartyId) -> Option<PublicIdentity> {
@@ -147,7 +151,10 @@ impl Node {
 
     /// The membership version this node holds (0: no change applied).
     pub fn membership_version(&self) -> u64 {
-        self.view().version
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .version
     }
 
     /// Applies a signed membership change; returns the version held afterwards and whether it

@@ -27,27 +27,15 @@ pub struct Shared {
 /// (made if missing); their public halves. A production cluster keeps these offline, apart
 /// from each other and from the policy key (`shardsign membership keygen`).
 pub fn dev_membership_keys(dir: &Path) -> anyhow::Result<Vec<String>> {
-    use ed25519_dalek::SigningKey;
     (1..=3)
         .map(|i| {
             let path = dir.join("secrets").join(format!("membership-{i}.key"));
-            if !path.exists() {
-                let key = SigningKey::generate(&mut rand_core_06::OsRng);
-                crate::commands::write_secret_file(
-                    &path,
-                    &hex::encode(zeroize::Zeroizing::new(key.to_bytes())),
-                )?;
+            if path.exists() {
+                let key = crate::commands::read_membership_key(&path)?;
+                Ok(hex::encode(key.verifying_key().to_bytes()))
+            } else {
+                crate::commands::write_new_membership_key(&path)
             }
-            let text = crate::context::read_secret(&path)?;
-            let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
-                hex::decode(text.trim())
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| anyhow::anyhow!("{}: not a membership key", path.display()))?,
-            );
-            Ok(hex::encode(
-                SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
-            ))
         })
         .collect()
 }

@@ -112,23 +112,31 @@ impl StatementFile {
     }
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+/// A membership key from its file (64 hex digits of the seed); every copy of the seed wiped.
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = read_secret(path)?;
-    let seed = Zeroizing::new(
+    let bytes = Zeroizing::new(
         hex::decode(text.trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| anyhow!("{}: not a membership key file", path.display()))?,
+            .map_err(|_| anyhow!("{}: not a membership key file", path.display()))?,
+    );
+    let seed = Zeroizing::new(
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| anyhow!("{}: not a membership key file", path.display()))?,
     );
     Ok(SigningKey::from_bytes(&seed))
+}
+
+/// A new membership key written to `path` (0600); its public half, hex.
+pub fn write_new_key(path: &Path) -> anyhow::Result<String> {
+    let key = SigningKey::generate(&mut rand_core_06::OsRng);
+    write_secret_file(path, &Zeroizing::new(hex::encode(key.to_bytes())))?;
+    Ok(hex::encode(key.verifying_key().to_bytes()))
 }
 
 pub fn membership(command: MembershipCommand, out: Out) -> anyhow::Result<()> {
     match command {
         MembershipCommand::Keygen { out: path } => {
-            let key = SigningKey::generate(&mut rand_core_06::OsRng);
-            write_secret_file(&path, &hex::encode(Zeroizing::new(key.to_bytes())))?;
-            let public = hex::encode(key.verifying_key().to_bytes());
+            let public = write_new_key(&path)?;
             out.show(&json!({"public_key": public, "secret_file": path}), || {
                 format!(
                     "membership key written to {} (keep it offline, apart from the other membership keys and the policy key)\nmembership public key: {public}",

@@ -19,7 +19,10 @@ use crate::output::Out;
 pub use apikeys::{ApiKeysCommand, apikeys};
 pub use audit::{AuditCommand, audit};
 pub use keys::{KeysCommand, create_key, keys};
-pub use membership::{MembershipCommand, membership, replace_node};
+pub use membership::{
+    MembershipCommand, membership, read_key as read_membership_key, replace_node,
+    write_new_key as write_new_membership_key,
+};
 pub use policy::{PolicyCommand, policy, set_key_policy};
 pub use sign::{SignCommand, sign};
 

@@ -20,10 +20,12 @@ use crate::access::ratelimit::RateLimiter;
 use crate::audit::{AuditEntry, Decision};
 use crate::config::NodeConfig;
 use crate::error::CoordError;
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::{PolicyUpdate, Registry, now_ms, unix_now};
 use crate::signing::bans::Ban;
 use crate::signing::key_policies::KeyPolicies;
 use crate::signing::pool::NodePool;
+use crate::signing::relearn::relearn;
 
 /// Default grace period of a rotated-out secret.
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 60 * 60;
@@ -66,6 +68,7 @@ pub struct Admin {
     pub pool: Arc<NodePool>,
     /// Admission's limiter: a key whose policy changed or that was revoked starts afresh.
     pub rate: Arc<RateLimiter>,
+    pub metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Admin {
@@ -427,10 +430,38 @@ impl Admin {
             nodes.push(self.node_status(&config, outcome.map(|r| r.into_inner())));
         }
         nodes.sort_by_key(|n| n.node_id);
+        // A node restored from a backup signs nothing until it re-learns: teach it now.
+        let mut warnings = self.key_policies.expiry_warnings(unix_now());
+        let clients = self.pool.clients();
+        for status in nodes
+            .iter_mut()
+            .filter(|n| n.reachable && n.awaiting_relearn)
+        {
+            let node = status.node_id as u8;
+            let relearned = relearn(
+                &self.registry,
+                &self.metrics,
+                &clients,
+                node,
+                Duration::from_secs(5),
+            )
+            .await;
+            match relearned {
+                Ok(_) => {
+                    status.awaiting_relearn = false;
+                    warnings.push(format!(
+                        "node {node} was restored from a backup and has now re-learned the cluster's state from both peers (see the audit log: node_relearned)"
+                    ));
+                }
+                Err(reason) => warnings.push(format!(
+                    "node {node} was restored from a backup and signs nothing until it re-learns from both peers: {reason}"
+                )),
+            }
+        }
         let up = |id: u8| {
             nodes
                 .iter()
-                .any(|n| n.reachable && n.node_id == u32::from(id))
+                .any(|n| n.reachable && !n.awaiting_relearn && n.node_id == u32::from(id))
         };
         let can_sign = self
             .pool
@@ -443,7 +474,7 @@ impl Admin {
             can_sign,
             can_create_keys,
             nodes,
-            warnings: self.key_policies.expiry_warnings(unix_now()),
+            warnings,
         }
     }
 
@@ -468,6 +499,7 @@ impl Admin {
         status.version = identity.version;
         status.key_count = identity.key_count;
         status.membership_version = identity.membership_version;
+        status.awaiting_relearn = !identity.relearn_challenge.is_empty();
         status.fingerprint = identity.fingerprint.clone();
         match &config.fingerprint {
             Some(expected) if *expected != identity.fingerprint => {

@@ -19,6 +19,8 @@ pub const POLICIES_EXPIRING: &str = "shardsign_key_policies_expiring";
 pub const KEY_REFRESHES: &str = "shardsign_key_refreshes_total";
 pub const EPOCH_OLDEST: &str = "shardsign_key_epoch_oldest_age_seconds";
 pub const EPOCHS_OVERDUE: &str = "shardsign_keys_epoch_overdue";
+pub const NODE_REPLACEMENTS: &str = "shardsign_node_replacements_total";
+pub const NODE_RELEARNS: &str = "shardsign_node_relearns_total";
 
 #[derive(Default)]
 pub struct CoordinatorMetrics {
@@ -48,6 +50,24 @@ impl CoordinatorMetrics {
             KEY_REFRESHES,
             "Key share refreshes, by trigger and outcome",
             &[("trigger", trigger), ("outcome", outcome)],
+        );
+    }
+
+    /// A `ReplaceNode` ended: `outcome` is `done` or `failed`.
+    pub fn replaced(&self, outcome: &'static str) {
+        self.registry.inc(
+            NODE_REPLACEMENTS,
+            "Node replacements (membership change, repair, refresh), by outcome",
+            &[("outcome", outcome)],
+        );
+    }
+
+    /// A restored node's re-learning was attempted: `outcome` is `done` or `failed`.
+    pub fn relearned(&self, outcome: &'static str) {
+        self.registry.inc(
+            NODE_RELEARNS,
+            "Restored nodes taught the cluster's state from their peers, by outcome",
+            &[("outcome", outcome)],
         );
     }
 

@@ -31,7 +31,7 @@ pub struct Refresher {
     pub registry: Arc<Registry>,
     pub pool: Arc<NodePool>,
     pub round_timeout: Duration,
-    metrics: Arc<CoordinatorMetrics>,
+    pub metrics: Arc<CoordinatorMetrics>,
     /// Keys being refreshed by this coordinator (one refresh per key at a time).
     running: Mutex<HashSet<String>>,
 }

@@ -95,6 +95,9 @@ impl Replacer {
         }) {
             tracing::error!(%error, "the replacement's audit record could not be written");
         }
+        self.refresher
+            .metrics
+            .replaced(if outcome.is_ok() { "done" } else { "failed" });
         let event = match outcome {
             Ok(keys) => {
                 tracing::warn!(target: "security", node, keys, "node replaced");

@@ -107,6 +107,7 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         key_policies,
         pool: pool.clone(),
         rate,
+        metrics: metrics.clone(),
     });
     Ok(Components {
         signer: SignerService {

@@ -92,6 +92,19 @@ impl Bans {
         Ok(refusal)
     }
 
+    /// Takes every ban in the store (after a restored node learned its peers' bans).
+    pub fn reload(&self, store: &Store) -> Result<(), NodeError> {
+        let loaded = store
+            .bans()?
+            .into_iter()
+            .map(|ban| (ban.peer_signing_key, ban));
+        self.by_identity
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(loaded);
+        Ok(())
+    }
+
     pub fn list(&self) -> Vec<Ban> {
         self.read().values().cloned().collect()
     }

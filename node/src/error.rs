@@ -71,6 +71,15 @@ pub enum NodeError {
         "session id made at {made_ms} ms, before this node's store was restored (at {floor_ms} ms): refused, since it may have been used after the backup was taken; use a fresh session id"
     )]
     SessionBeforeRestore { made_ms: i64, floor_ms: i64 },
+    /// A restored node that has not yet re-learned the cluster's state from its peers.
+    #[error(
+        "this node was restored from a backup (at {}) and signs nothing until it has re-learned the cluster's state (membership, key statements, bans, 24 h ledger) from both peers; the coordinator does this when both peers are reachable (see `shardsign cluster status`)",
+        shardsign_serve::utc(*since_ms)
+    )]
+    RelearnNeeded { since_ms: i64 },
+    /// Re-learning could not finish: what is missing or inconsistent, and what to do.
+    #[error("re-learning after the restore: {0}")]
+    Relearn(String),
     /// The session id's time is outside what the node accepts (see `shardsign_request::session`).
     #[error("{0}")]
     SessionTime(#[from] shardsign_request::SessionIdError),

@@ -221,6 +221,12 @@ impl Ledger {
         books.given_back.push(charge_id);
     }
 
+    /// Drops every window read from the store (the store gained charges it did not count: a
+    /// restored node's re-learned ledger); each is read again on its key's next request.
+    pub fn reload(&self) {
+        self.books().keys.clear();
+    }
+
     /// Charges given back since the last call, for the next claim to delete on disk.
     pub fn take_given_back(&self) -> Vec<[u8; 16]> {
         std::mem::take(&mut self.books().given_back)

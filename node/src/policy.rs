@@ -174,6 +174,36 @@ impl PolicyBook {
         self.accept(verifier, store, signed, None)
     }
 
+    /// A key statement a peer holds, re-learned after a restore: taken when it verifies and is
+    /// newer than the one held (and in force now); whether it was taken. One for a key this
+    /// node has no share of, or not newer, changes nothing; one that does not verify refuses.
+    pub fn relearn(&self, store: &Store, signed: &[u8]) -> Result<bool, NodeError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(false);
+        };
+        let policy = verifier.verify(&self.cluster_id, signed).map_err(|e| {
+            NodeError::Security(format!(
+                "a peer reports a key statement that does not verify: {e}"
+            ))
+        })?;
+        if !store.key_exists(&policy.key_id)? {
+            return Ok(false);
+        }
+        if let Some(held) = self.held(verifier, store, &policy.key_id)?
+            && (held.version >= policy.version || held.disabled.is_some())
+        {
+            return Ok(false);
+        }
+        match self.accept(verifier, store, signed, None) {
+            Ok(taken) => Ok(taken.version == policy.version),
+            // Out of its time, it allows nothing anyway; the operator sends a current one.
+            Err(NodeError::PolicyExpired { .. } | NodeError::StatementPremature { .. }) => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// The policy a signing request must satisfy: `None` only when this node enforces none.
     pub fn for_request(
         &self,

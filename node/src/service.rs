@@ -7,9 +7,10 @@ use shardsign_proto::node::v1::node_server::Node as NodeRpc;
 use shardsign_proto::node::v1::{
     AbortReceipt, AgreePackageReply, AgreePackageRequest, CancelReply, CancelRequest,
     DeliverRequest, FinalizeKeygenReply, FinalizeKeygenRequest, FinalizeRefreshReply,
-    FinalizeRefreshRequest, GetIdentityRequest, Identity, ListKeysReply, ListKeysRequest, NodeKey,
-    PutMembershipReply, PutMembershipRequest, PutPolicyReply, PutPolicyRequest, RefreshVote,
-    RepairAssembleReply, RepairAssembleRequest, RepairTermReply, RepairTermRequest, RoundReply,
+    FinalizeRefreshRequest, GetIdentityRequest, GetStateRequest, Identity, ListKeysReply,
+    ListKeysRequest, NodeKey, PutMembershipReply, PutMembershipRequest, PutPolicyReply,
+    PutPolicyRequest, RefreshVote, RelearnReply, RelearnRequest, RepairAssembleReply,
+    RepairAssembleRequest, RepairTermReply, RepairTermRequest, RoundReply, SignedNodeState,
     SignedVerifyingShare, StartKeygenRequest, StartRefreshRequest, StartSignRequest,
 };
 use shardsign_request::{KeyId, RequestError, SignRequest};
@@ -62,7 +63,17 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::NoPendingRefresh(_)
         | NodeError::RefreshCommitted(_)
         | NodeError::SessionTime(_)
+        | NodeError::Relearn(_)
         | NodeError::SessionBeforeRestore { .. } => Status::failed_precondition(error.to_string()),
+        NodeError::RelearnNeeded { .. } => {
+            // For the coordinator to run `Relearn` on this node and retry.
+            let mut status = Status::failed_precondition(error.to_string());
+            status.metadata_mut().insert(
+                shardsign_proto::node::RELEARN_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            status
+        }
         NodeError::Security(_) => Status::permission_denied(error.to_string()),
         NodeError::RateLimited(_) => Status::resource_exhausted(error.to_string()),
         NodeError::Aborted(_) | NodeError::Cheated { .. } => Status::aborted(error.to_string()),
@@ -172,6 +183,11 @@ impl NodeRpc for NodeService {
             key_count,
             sessions_in_flight: self.node.sessions_in_flight() as u32,
             membership_version: self.node.membership_version(),
+            relearn_challenge: self
+                .node
+                .relearn_challenge()
+                .map(|c| c.to_vec())
+                .unwrap_or_default(),
             bans: self
                 .node
                 .bans()
@@ -542,6 +558,35 @@ impl NodeRpc for NodeService {
             key_id: policy.key_id.clone(),
             version: policy.version,
         }))
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<SignedNodeState>, Status> {
+        let request = request.into_inner();
+        let node = self.node.clone();
+        let signed =
+            blocking(move || node.signed_state(&request.challenge, request.for_node)).await?;
+        Ok(Response::new(SignedNodeState { signed }))
+    }
+
+    async fn relearn(
+        &self,
+        request: Request<RelearnRequest>,
+    ) -> Result<Response<RelearnReply>, Status> {
+        let states: Vec<Vec<u8>> = request
+            .into_inner()
+            .states
+            .into_iter()
+            .map(|state| state.signed)
+            .collect();
+        if states.len() > 2 {
+            return Err(Status::invalid_argument("states: one from each peer"));
+        }
+        let node = self.node.clone();
+        let reply = blocking(move || node.relearn(&states)).await?;
+        Ok(Response::new(reply))
     }
 }
 

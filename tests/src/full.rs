@@ -449,6 +449,34 @@ impl Cluster {
         last
     }
 
+    /// Waits until node `node`, restored from a backup, has re-learned the cluster's state (each
+    /// cluster status call has the coordinator try); panics with the coordinator's warnings if
+    /// it has not within 30 s.
+    pub async fn wait_relearned(&self, node: u8) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let status = self
+                .admin()
+                .cluster_status(shardsign_proto::v1::ClusterStatusRequest {})
+                .await
+                .expect("cluster_status")
+                .into_inner();
+            let done = status
+                .nodes
+                .iter()
+                .any(|n| n.node_id == u32::from(node) && n.reachable && !n.awaiting_relearn);
+            if done {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node} did not re-learn: {:?}",
+                status.warnings
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The key ids the coordinator has registered.
     pub async fn registered_key_ids(&self) -> Vec<String> {
         self.signer()

@@ -138,6 +138,42 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
     assert!(restored.status.success(), "{}", text(&restored));
     cluster.nodes.node(2).start();
 
+    // The restored node signs nothing until it has re-learned from both peers (the coordinator
+    // teaches it on the next cluster status call).
+    let mut clients = BTreeMap::new();
+    for id in [2u8, 3] {
+        clients.insert(id, cluster.nodes.client(id).await);
+    }
+    let identity = clients
+        .get_mut(&2)
+        .unwrap()
+        .get_identity(shardsign_proto::node::v1::GetIdentityRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        identity.relearn_challenge.len(),
+        32,
+        "a restored node re-learns"
+    );
+    cluster.wait_relearned(2).await;
+    let audit = cluster
+        .admin()
+        .list_audit(shardsign_proto::v1::ListAuditRequest {
+            after_seq: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.operation == "node_relearned" && r.detail.contains("node 2")),
+        "{audit:?}"
+    );
+
     // Only pairs with node 2 are left once node 1 stops: the restored share signs.
     cluster.nodes.node(1).stop();
     cluster
@@ -146,10 +182,6 @@ async fn a_wiped_node_restored_from_its_backup_signs_again_and_refuses_older_ses
         .expect("the restored node signs");
 
     // A session id made before the restore is refused by the restored node, a fresh one is not.
-    let mut clients = BTreeMap::new();
-    for id in [2u8, 3] {
-        clients.insert(id, cluster.nodes.client(id).await);
-    }
     let request = one_wei_transfer(&key.key_id, 500);
     let payload =
         shardsign_request::proto::transaction(request.transaction.as_ref(), &Limits::default())

@@ -1,13 +1,59 @@
 //! Replacing a node with real processes, as an operator would: three membership keys made and
-//! used offline with the CLI, node 3's data directory deleted, a fresh node 3 with a new identity
-//! at its address, `shardsign cluster replace-node 3` refused with an under-quorum statement and
-//! done with a quorum one; then every pair signs every key, every node holds every key at the
-//! next epoch, and running it again finds nothing left to do.
+//! used offline with the CLI. Node 3 is first restored from a backup a refresh made stale: it
+//! re-learns from its peers, `backup verify` says STALE, and every session with it is refused
+//! naming both epochs. It is healed the documented way: its data directory deleted, a fresh node
+//! 3 with a new identity at its address, `shardsign cluster replace-node 3` refused with an
+//! under-quorum statement and done with a quorum one; then every pair signs every key, every node
+//! holds every key at the next epoch, and running it again finds nothing left to do. Last, the
+//! replaced identity is restored from its backup: it never re-learns and never signs.
+
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 use shardsign_proto::node::v1::ListKeysRequest;
 use shardsign_tests::cli::Cli;
-use shardsign_tests::full::Cluster;
+use shardsign_tests::cluster::node_binary;
+use shardsign_tests::full::{Cluster, one_wei_transfer};
+
+fn node_command(args: &[&str], config: &Path) -> Output {
+    let output = Command::new(node_binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run shardsign-node");
+    assert!(
+        output.status.success(),
+        "shardsign-node {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// With node 1 stopped, only pairs with node 3 are left: signing must fail, and the refusal
+/// must contain `expected` (retried while the coordinator still backs off a restarted node).
+async fn refused_without_node_1(cluster: &mut Cluster, key_id: &str, expected: &str) {
+    cluster.nodes.node(1).stop();
+    let mut last = String::new();
+    for nonce in 0..100 {
+        match cluster
+            .signer()
+            .sign_transaction(one_wei_transfer(key_id, 500 + nonce))
+            .await
+        {
+            Ok(_) => panic!("signed with node 3 in the pair"),
+            Err(status) if status.message().contains(expected) => {
+                cluster.nodes.node(1).start();
+                return;
+            }
+            Err(status) => last = status.message().to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("no refusal naming `{expected}`: {last}");
+}
 
 /// Signs once through the coordinator with `down` stopped, so the other two must sign.
 async fn sign_without(cluster: &mut Cluster, down: u8, key_id: &str, nonce: u64) {
@@ -49,7 +95,41 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
         keys.push(key);
     }
 
-    // Node 3's disk is lost: a fresh node 3, new identity, same address.
+    // Node 3's backup at epoch 0; a refresh moves every key to epoch 1: the backup is stale.
+    let config_3 = cluster.nodes.node(3).config.clone();
+    let old_member = cluster
+        .nodes
+        .node(3)
+        .file
+        .members
+        .iter()
+        .find(|m| m.node_id == 3)
+        .unwrap()
+        .clone();
+    let backup = path("node-3.backup");
+    node_command(&["backup", "--out", &backup], &config_3);
+    let refreshed = cli.run(&["keys", "refresh", "--all"], None);
+    assert!(
+        refreshed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&refreshed.stderr)
+    );
+    let verified = node_command(&["backup", "verify", &backup], &config_3);
+    let verified = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(
+        verified.contains("STALE") && verified.contains("epoch 0, the live store epoch 1"),
+        "{verified}"
+    );
+
+    // Node 3 restored from it: it re-learns (the membership has not moved), but its shares are
+    // a refresh behind, and every session with it is refused naming both epochs.
+    cluster.nodes.node(3).stop();
+    node_command(&["restore", "--from", &backup], &config_3);
+    cluster.nodes.node(3).start();
+    cluster.wait_relearned(3).await;
+    refused_without_node_1(&mut cluster, &keys[0].key_id, "at epoch 0 on this node").await;
+
+    // Healed as the docs say, with replace-node: a fresh node 3, new identity, same address.
     let identity = cluster.nodes.node(3).wipe_and_init();
     std::fs::write(cli.path("new-node-3.json"), &identity).unwrap();
     cluster.nodes.node(3).start();
@@ -114,7 +194,7 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
         .collect();
     let repaired: Vec<&str> = events
         .iter()
-        .filter(|e| e["event"] == "key" && e["repaired"] == true && e["epoch"] == 1)
+        .filter(|e| e["event"] == "key" && e["repaired"] == true && e["epoch"] == 2)
         .map(|e| e["key_id"].as_str().unwrap())
         .collect();
     assert_eq!(repaired.len(), 3, "{events:?}");
@@ -124,7 +204,7 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
             .any(|e| e["event"] == "done" && e["keys"] == 3)
     );
 
-    // Every node holds every key whole at epoch 1.
+    // Every node holds every key whole at epoch 2 (the refresh that followed the repair).
     for id in 1..=3u8 {
         let held = cluster
             .nodes
@@ -142,7 +222,7 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
                 .iter()
                 .find(|k| k.key_id == key.key_id)
                 .unwrap_or_else(|| panic!("node {id} lacks {}", key.key_id));
-            assert_eq!((k.epoch, k.hollow), (1, false), "node {id} {}", key.key_id);
+            assert_eq!((k.epoch, k.hollow), (2, false), "node {id} {}", key.key_id);
         }
     }
     // Cluster status shows every node at membership version 1.
@@ -178,4 +258,27 @@ async fn a_lost_node_is_replaced_and_every_pair_signs_every_key() {
             .all(|e| e["repaired"] == false),
         "{stdout}"
     );
+
+    // The replaced identity comes back from its backup, configured as it was: its peers' membership
+    // names another identity for node 3, so it never re-learns, and no pair with it signs.
+    cluster.nodes.node(3).stop();
+    node_command(&["restore", "--from", &backup], &config_3);
+    cluster.nodes.node(3).reconfigure(|file| {
+        for member in &mut file.members {
+            if member.node_id == 3 {
+                *member = old_member.clone();
+            }
+        }
+    });
+    cluster.nodes.node(3).start();
+    let status = cli.json(&["cluster", "status"], None);
+    assert_eq!(status["nodes"][2]["awaiting_relearn"], true, "{status}");
+    assert!(
+        status["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("this node is the one being replaced")),
+        "{status}"
+    );
+    refused_without_node_1(&mut cluster, &keys[0].key_id, "node 3 waits for both peers").await;
 }

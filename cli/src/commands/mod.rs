@@ -63,7 +63,8 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                 .collect();
             json!({"node_id": n.node_id, "address": n.address, "reachable": n.reachable,
                 "version": n.version, "key_count": n.key_count, "fingerprint": n.fingerprint,
-                "error": n.error, "bans": bans, "membership_version": n.membership_version})
+                "error": n.error, "bans": bans, "membership_version": n.membership_version,
+                "awaiting_relearn": n.awaiting_relearn})
         })
         .collect();
     out.show(
@@ -76,8 +77,17 @@ pub async fn cluster_status(global: &Global, out: Out) -> anyhow::Result<()> {
                 .map(|n| {
                     if n.reachable {
                         format!(
-                            "node {}  {}  up  v{}  {} keys  membership {}",
-                            n.node_id, n.address, n.version, n.key_count, n.membership_version
+                            "node {}  {}  up  v{}  {} keys  membership {}{}",
+                            n.node_id,
+                            n.address,
+                            n.version,
+                            n.key_count,
+                            n.membership_version,
+                            if n.awaiting_relearn {
+                                "  RESTORED: signs nothing until it re-learns from both peers"
+                            } else {
+                                ""
+                            }
                         )
                     } else {
                         format!("node {}  {}  DOWN  {}", n.node_id, n.address, n.error)

@@ -12,6 +12,7 @@ pub mod package_agreement;
 pub mod pool;
 pub mod refresh_end;
 pub mod relay;
+pub mod relearn;
 mod threshold;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use crate::signing::bans::banned_peer;
 use crate::signing::pool::NodePool;
 use crate::signing::refresh_end::{heal, refused_epoch};
 use crate::signing::relay::{self, Clients, RelayError};
+use crate::signing::relearn::{needs_relearn, relearn};
 
 /// How many pairs one request may try.
 const MAX_ATTEMPTS: usize = 2;
@@ -87,6 +88,7 @@ impl ThresholdSigner {
         let mut reasons: Vec<String> = Vec::new();
         let mut attempts = 0;
         let mut healed: BTreeSet<u8> = BTreeSet::new();
+        let mut relearned: BTreeSet<u8> = BTreeSet::new();
         let mut pairs: std::collections::VecDeque<[u8; 2]> =
             self.pool.candidate_pairs().into_iter().collect();
         while let Some(pair) = pairs.pop_front() {
@@ -128,6 +130,29 @@ impl ThresholdSigner {
                     }
                     failed.insert(node);
                     reasons.push(format!("node {node}: {}", status.message()));
+                }
+                Err(RelayError { node, status }) if needs_relearn(&status) => {
+                    // The node was restored from a backup: teach it the present from both peers
+                    // and retry the pair once; without both peers, try another pair.
+                    self.metrics.attempt_failed(node, status.code());
+                    let timeout = self.round_timeout.max(Duration::from_secs(2));
+                    if relearned.insert(node) {
+                        match relearn(&self.registry, &self.metrics, &clients, node, timeout).await
+                        {
+                            Ok(_) => {
+                                attempts -= 1;
+                                pairs.push_front(pair);
+                                continue;
+                            }
+                            Err(reason) => {
+                                tracing::warn!(node, reason, "a restored node could not re-learn");
+                                reasons.push(reason);
+                            }
+                        }
+                    } else {
+                        reasons.push(format!("node {node}: {}", status.message()));
+                    }
+                    failed.insert(node);
                 }
                 Err(RelayError { node, status }) if banned_peer(&status).is_some() => {
                     // The engine caught a cheat (or the node refuses a peer it banned before):

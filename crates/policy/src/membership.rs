@@ -131,6 +131,29 @@ impl MembershipKeys {
         held_version: u64,
         now_unix: i64,
     ) -> Result<VerifiedChange, PolicyError> {
+        self.verify_within(cluster_id, signed, held_version, Some(now_unix))
+    }
+
+    /// [`MembershipKeys::verify`] without the validity window: for a change the cluster already
+    /// applied, re-learned by a node restored from a backup after the window closed. The quorum
+    /// of membership keys is the authority either way; the window only bounds when a change may
+    /// first be applied.
+    pub fn verify_applied(
+        &self,
+        cluster_id: &str,
+        signed: &[u8],
+        held_version: u64,
+    ) -> Result<VerifiedChange, PolicyError> {
+        self.verify_within(cluster_id, signed, held_version, None)
+    }
+
+    fn verify_within(
+        &self,
+        cluster_id: &str,
+        signed: &[u8],
+        held_version: u64,
+        now_unix: Option<i64>,
+    ) -> Result<VerifiedChange, PolicyError> {
         if signed.len() > MAX_STATEMENT_BYTES {
             return Err(refused(format!(
                 "{} bytes is over the limit of {MAX_STATEMENT_BYTES}",
@@ -191,17 +214,19 @@ impl MembershipKeys {
                 parsed.version
             )));
         }
-        if now_unix < parsed.not_before_unix {
-            return Err(refused(format!(
-                "not valid before {} (now {now_unix})",
-                parsed.not_before_unix
-            )));
-        }
-        if now_unix >= parsed.not_after_unix {
-            return Err(refused(format!(
-                "expired at {} (now {now_unix}); sign a new one",
-                parsed.not_after_unix
-            )));
+        if let Some(now_unix) = now_unix {
+            if now_unix < parsed.not_before_unix {
+                return Err(refused(format!(
+                    "not valid before {} (now {now_unix})",
+                    parsed.not_before_unix
+                )));
+            }
+            if now_unix >= parsed.not_after_unix {
+                return Err(refused(format!(
+                    "expired at {} (now {now_unix}); sign a new one",
+                    parsed.not_after_unix
+                )));
+            }
         }
         let body = api::MembershipChange::decode(parsed.body.as_slice())
             .map_err(|_| refused("the body is not a MembershipChange"))?;
@@ -446,6 +471,21 @@ mod tests {
         assert!(check(&short, 1).contains("32 bytes"));
         let expired = change_statement("c1", 2, 3, &[7; IDENTITY_LEN], NOW - 7200, 3600);
         assert!(check(&expired, 1).contains("expired"));
+        // A change the cluster applied while it was valid is re-learned after its window, but
+        // nothing else is relaxed: it must still be newer and signed by a quorum.
+        let expired_signed = signed_by(&expired, &quorum);
+        assert_eq!(
+            members
+                .verify_applied("c1", &expired_signed, 1)
+                .unwrap()
+                .version,
+            2
+        );
+        assert!(refusal(members.verify_applied("c1", &expired_signed, 2)).contains("not newer"));
+        assert!(
+            refusal(members.verify_applied("c1", &signed_by(&expired, &[&k[0]]), 1))
+                .contains("signed by 1")
+        );
         let mut subject = change(2);
         subject.subject = "key-1".into();
         assert!(check(&subject, 1).contains("subject"));

@@ -17,6 +17,9 @@ pub mod node {
     /// Response metadata a node sets when it refuses a session for a key at another epoch: the
     /// key's epoch on that node (a node behind missed a refresh commit).
     pub const KEY_EPOCH_HEADER: &str = "x-shardsign-key-epoch";
+    /// Response metadata a restored node sets when it refuses a session because it has not yet
+    /// re-learned the cluster's state from its peers (the coordinator then runs `Relearn`).
+    pub const RELEARN_HEADER: &str = "x-shardsign-relearn-needed";
 }
 
 /// Encoded file descriptor set of every proto, for gRPC server reflection.

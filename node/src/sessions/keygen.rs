@@ -53,6 +53,7 @@ impl Node {
         key_id: &str,
         allowed_chain_ids: &[u64],
     ) -> Result<Vec<Envelope>, NodeError> {
+        self.check_relearned()?;
         let key_id =
             KeyId::parse(key_id).map_err(|e| NodeError::invalid("key_id", e.to_string()))?;
         let key_id = key_id.as_str();

@@ -37,6 +37,15 @@ const TERM_ROUND: u8 = 2;
 pub const MAX_SEALED_TERM_LEN: usize = 2048;
 pub const MAX_SIGNED_INFO_LEN: usize = 4096;
 
+/// Whether a membership change's validity window is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Validity {
+    /// A change arriving now (`PutMembership`): within its window.
+    Now,
+    /// A change the peers applied, re-learned after a restore: its window may have closed since.
+    AppliedByPeers,
+}
+
 /// Who nodes 1, 2 and 3 are now.
 #[derive(Debug, Clone)]
 pub(crate) struct MembershipView {
@@ -149,6 +158,15 @@ impl Node {
         self.members().get(&party).copied()
     }
 
+    /// Signing keys of replaced identities (never readmitted).
+    pub(crate) fn replaced_identities(&self) -> std::collections::BTreeSet<[u8; 32]> {
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .replaced
+            .clone()
+    }
+
     /// The membership version this node holds (0: no change applied).
     pub fn membership_version(&self) -> u64 {
         self.membership
@@ -160,6 +178,15 @@ impl Node {
     /// Applies a signed membership change; returns the version held afterwards and whether it
     /// changed now.
     pub fn put_membership(&self, signed: &[u8]) -> Result<(u64, bool), NodeError> {
+        self.apply_membership(signed, Validity::Now)
+    }
+
+    /// Applies a signed membership change, checking its validity window as `validity` says.
+    pub(super) fn apply_membership(
+        &self,
+        signed: &[u8],
+        validity: Validity,
+    ) -> Result<(u64, bool), NodeError> {
         let keys = self.membership_keys.as_ref().ok_or_else(|| {
             refused("this node has no membership keys configured (membership_public_keys), so it accepts no membership change".into())
         })?;
@@ -167,7 +194,11 @@ impl Node {
             .membership
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let verified = match keys.verify(&self.cluster_id, signed, view.version, self.now_unix()) {
+        let verified = match validity {
+            Validity::Now => keys.verify(&self.cluster_id, signed, view.version, self.now_unix()),
+            Validity::AppliedByPeers => keys.verify_applied(&self.cluster_id, signed, view.version),
+        };
+        let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {
                 // A statement applied before (a retry, a re-run, other signers, even expired
@@ -230,6 +261,7 @@ impl Node {
         epoch: u64,
         target: PartyId,
     ) -> Result<RepairTermReply, NodeError> {
+        self.check_relearned()?;
         super::refresh::key_id_field(key_id)?;
         let view = self.view();
         if view.target != Some(target) || target == self.me {

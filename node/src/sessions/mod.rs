@@ -6,10 +6,12 @@ mod keygen;
 mod membership;
 mod package;
 mod refresh;
+mod relearn;
 mod sign;
 
 pub use keygen::{MAX_CHAIN_IDS, keygen_binding};
 pub use package::{Agreement, MAX_SIGNED_SHARE_LEN};
+pub use relearn::MAX_STATE_BYTES;
 pub use sign::StartSign;
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +104,8 @@ pub struct Node {
     bans: Bans,
     /// What this node co-signed per key and chain (key policies' 24 h caps and rates).
     ledger: Arc<Ledger>,
+    /// Set while this node, restored from a backup, has not re-learned from its peers.
+    relearn: Mutex<Option<relearn::Pending>>,
 }
 
 /// Metric names (served on `metrics_listen` at `/metrics`).
@@ -161,6 +165,13 @@ impl Node {
         }
         let policies = PolicyBook::new(policy_verifier, store.cluster_id());
         let bans = Bans::load(me, &store)?;
+        // A fresh challenge at every start: a peer's report signed for an earlier one is void.
+        let relearn = store
+            .relearn_pending_since()?
+            .map(|since_ms| relearn::Pending {
+                challenge: rand::random(),
+                since_ms,
+            });
         let metrics = Metrics::new();
         metrics.describe_counter(metric::ABORTS, "Sessions aborted, by reason");
         metrics.describe_counter(
@@ -183,6 +194,7 @@ impl Node {
             clock: Arc::new(SystemClock),
             bans,
             ledger: Arc::new(Ledger::default()),
+            relearn: Mutex::new(relearn),
         })
     }
 

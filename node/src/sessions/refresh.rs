@@ -116,6 +116,7 @@ impl Node {
         epoch: u64,
         kind: RefreshKind,
     ) -> Result<Vec<Envelope>, NodeError> {
+        self.check_relearned()?;
         key_id_field(key_id)?;
         // A refresh needs all three nodes: none while this node has banned one of them.
         self.bans.check_all(self.members().iter())?;

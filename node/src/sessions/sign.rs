@@ -126,6 +126,7 @@ impl Node {
 
     /// Starts this node's side of a signing session, after checking the request in full.
     pub fn start_sign(&self, start: StartSign) -> Result<Vec<Envelope>, NodeError> {
+        self.check_relearned()?;
         let checking = Instant::now();
         let StartSign {
             session_id,

@@ -322,10 +322,18 @@ impl Store {
         let mut conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         apply_pragmas(&conn)?;
         migrate(&mut conn)?;
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-            params![SESSION_FLOOR_META, now_ms.to_be_bytes().as_slice()],
-        )?;
+        // One transaction: a restored store always refuses older session ids and always
+        // re-learns from its peers before it signs.
+        {
+            let tx = conn.transaction()?;
+            for name in [SESSION_FLOOR_META, super::relearn::RELEARN_META] {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+                    params![name, now_ms.to_be_bytes().as_slice()],
+                )?;
+            }
+            tx.commit()?;
+        }
         if let Some(key) = &recovered {
             let node_id = shardsign_tss::PartyId::new(report.node_id)
                 .map_err(|_| NodeError::Corrupt("node id is not 1, 2 or 3".into()))?;
@@ -445,6 +453,11 @@ mod tests {
         assert!(moved.exists(), "{}", moved.display());
         let (store, _) = Store::open(&live, &kek(7)).unwrap();
         assert_eq!(store.session_floor_ms(), 1_700_000_000_000);
+        assert_eq!(
+            store.relearn_pending_since().unwrap(),
+            Some(1_700_000_000_000),
+            "a restored store re-learns from its peers before it signs"
+        );
 
         // Into an empty place.
         let fresh = dir.path().join("fresh");

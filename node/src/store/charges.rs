@@ -9,7 +9,7 @@ use shardsign_eth::U256;
 use super::Store;
 use crate::error::NodeError;
 
-const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+pub(super) const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// What one signing session charged this node for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,18 +43,24 @@ pub(super) fn write(
             "DELETE FROM charges WHERE key_id = ?1 AND at_ms <= ?2",
             params![charge.key_id, charge.at_ms - WINDOW_MS],
         )?;
-        conn.execute(
-            "INSERT INTO charges (charge_id, session_id, key_id, chain_id, value, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                charge.charge_id.as_slice(),
-                charge.session_id.as_slice(),
-                charge.key_id,
-                charge.chain_id as i64,
-                charge.value.to_string(),
-                charge.at_ms
-            ],
-        )?;
+        insert(conn, charge)?;
     }
+    Ok(())
+}
+
+/// One charge row.
+pub(super) fn insert(conn: &Connection, charge: &Charge) -> Result<(), NodeError> {
+    conn.execute(
+        "INSERT INTO charges (charge_id, session_id, key_id, chain_id, value, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            charge.charge_id.as_slice(),
+            charge.session_id.as_slice(),
+            charge.key_id,
+            charge.chain_id as i64,
+            charge.value.to_string(),
+            charge.at_ms
+        ],
+    )?;
     Ok(())
 }
 

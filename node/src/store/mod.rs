@@ -28,6 +28,7 @@ mod ceremony;
 mod charges;
 mod membership;
 mod refresh;
+mod relearn;
 pub use bans::Ban;
 pub use ceremony::Aborted;
 pub use charges::Charge;

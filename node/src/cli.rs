@@ -206,7 +206,9 @@ fn restore(config: PathBuf, from: PathBuf, age_identity: Option<PathBuf>) -> any
     if let Some(moved) = moved {
         println!("the previous store was moved aside to {}", moved.display());
     }
-    println!("restored; start the node (it refuses session ids made before now)");
+    println!(
+        "restored; start the node while both peers run: it re-learns the cluster's state from them before it signs again (and refuses session ids made before now)"
+    );
     Ok(())
 }
 

@@ -115,6 +115,28 @@ replace_node_2() {
   echo "node 2 replaced; the new node signs with node 3 and with node 1"
 }
 
+# An online backup inside node 3's container (onto its own volume); node 3 stopped and restored
+# from it: it signs nothing until it has re-learned from nodes 1 and 2 (each cluster status call
+# has the coordinator teach it), then it signs with node 2 while node 1 is stopped.
+backup_and_restore_node_3() {
+  "${compose[@]}" exec -T node-3 /bin/shardsign-node backup --config /config/node-3.toml \
+    --out /data/node-3.backup
+  "${compose[@]}" stop node-3
+  "${compose[@]}" run --rm --no-deps -T node-3 restore --config /config/node-3.toml \
+    --from /data/node-3.backup
+  "${compose[@]}" start node-3
+  for _ in $(seq 1 300); do
+    "${cli[@]}" "${admin[@]}" cluster status | grep -E "^node 3 .* up " | grep -qv RESTORED && break
+    sleep 0.2
+  done
+  "${cli[@]}" "${admin[@]}" cluster status | grep -E "^node 3 .* up " | grep -qv RESTORED
+  "${cli[@]}" "${admin[@]}" audit list | grep -q "node 3, restored from a backup, re-learned"
+  "${compose[@]}" stop node-1
+  sign 6
+  "${compose[@]}" start node-1
+  echo "node 3 restored from its backup re-learned from its peers and signs with node 2"
+}
+
 test_cluster() {
   trap 'status=$?; [ $status -eq 0 ] || "${compose[@]}" logs --tail 40 >&2 || true; down >/dev/null 2>&1 || true; exit $status' EXIT
   down >/dev/null 2>&1 || true
@@ -155,6 +177,7 @@ JSON
   sign 3
   echo "signed at epoch 1 after the refresh"
   replace_node_2
+  backup_and_restore_node_3
   "${cli[@]}" "${admin[@]}" audit verify
   echo "compose test passed"
 }

@@ -8,11 +8,15 @@ strings, bytes as 0x-hex. Request keys (all optional):
   recover_msgs  [{"message": hex, "signature": hex}] to recover the signer of
   generate   {"count": N, "seed": S}: make N random transactions of each type, sign them
   recover_txs  0x-hex raw signed transactions to recover the sender and hash of
+  typed_data {"per_template": N, "random": M, "seed": S}: EIP-712 documents with eth-account's
+             hashes (see typed_data_docs.py)
 """
 
 import json
 import random
 import sys
+
+import typed_data_docs
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -138,6 +142,11 @@ def main():
         ]
     if "generate" in request:
         reply["generated"] = generate(request["generate"])
+    if "typed_data" in request:
+        job = request["typed_data"]
+        reply["typed_data"] = typed_data_docs.typed_data_hashes(
+            random.Random(job["seed"]), job["per_template"], job["random"]
+        )
     if key:
         reply["address"] = Account.from_key(key).address
     json.dump(reply, sys.stdout)

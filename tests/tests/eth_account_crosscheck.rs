@@ -141,3 +141,29 @@ fn personal_sign_signatures_match_and_recover_both_ways() {
         );
     }
 }
+
+#[test]
+fn typed_data_hashes_equal_eth_accounts_for_every_document() {
+    use shardsign_eth::typed_data::{Limits as TypedLimits, TypedData};
+    let (seed, _) = seeded();
+    let reply = eth_account::call(&json!({
+        "typed_data": {"per_template": 20, "random": 200, "seed": seed},
+    }));
+    let documents = reply["typed_data"].as_array().unwrap();
+    let mut per_kind = std::collections::BTreeMap::new();
+    for (index, item) in documents.iter().enumerate() {
+        let document = item["document"].as_str().unwrap();
+        let typed = TypedData::parse(document.as_bytes(), &TypedLimits::DEFAULT)
+            .unwrap_or_else(|e| panic!("document {index} (seed {seed}): {e}\n{document}"));
+        assert_eq!(
+            hex0x(&typed.signing_hash()),
+            item["hash"].as_str().unwrap(),
+            "document {index} (seed {seed}):\n{document}"
+        );
+        *per_kind
+            .entry(item["kind"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    eprintln!("typed data cross-checked: {per_kind:?}");
+    assert_eq!(documents.len(), 6 * 20 + 200);
+}

@@ -17,6 +17,7 @@ mod rlp;
 mod signature;
 mod signed;
 mod tx;
+pub mod typed_data;
 
 pub use address::Address;
 pub use amount::{format_eth, parse_amount};

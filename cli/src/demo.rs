@@ -51,6 +51,23 @@ async fn demo_key(global: &Global, admin: &Client, out: Out) -> anyhow::Result<(
     Ok(())
 }
 
+/// USDC on Sepolia (Circle's test token), as x402 payments sign it: EIP-3009 authorizations.
+pub const DEMO_USDC: &str = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238";
+
+/// The typed data the demo allows: EIP-3009 transfers of Sepolia USDC (an x402 payment).
+fn demo_usdc_payments() -> api::TypedDataRule {
+    api::TypedDataRule {
+        chain_id: SEPOLIA,
+        verifying_contract: DEMO_USDC.into(),
+        name: "USDC".into(),
+        version: "2".into(),
+        primary_types: vec![
+            "TransferWithAuthorization".into(),
+            "ReceiveWithAuthorization".into(),
+        ],
+    }
+}
+
 /// The demo key's policy, signed with the operator's policy key, unless one is set.
 async fn key_policy(admin: &Client, state: &DevState, out: Out) -> anyhow::Result<()> {
     let held = admin
@@ -70,6 +87,7 @@ async fn key_policy(admin: &Client, state: &DevState, out: Out) -> anyhow::Resul
         max_fee_per_gas: "200gwei".into(),
         max_total_fee: "0.05eth".into(),
         allow_message_signing: true,
+        allowed_typed_data: vec![demo_usdc_payments()],
         ..Default::default()
     };
     let set = set_key_policy(
@@ -115,6 +133,7 @@ async fn agent_key(admin: &Client, root: &Path, out: Out) -> anyhow::Result<Path
                 max_total_fee: "0.01eth".into(),
                 requests_per_minute: 60,
                 allow_message_signing: true,
+                allowed_typed_data: vec![demo_usdc_payments()],
                 ..Default::default()
             }),
             ..Default::default()

@@ -435,9 +435,62 @@ fn engine_seeds() {
     );
 }
 
+/// EIP-712 documents: the EIP's Mail example, an x402 payment (EIP-3009), a Permit2 batch, and
+/// one with every kind of field.
+fn typed_data_seeds() {
+    let domain = r#"[{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]"#;
+    let documents = [
+        format!(
+            r#"{{"types": {{"EIP712Domain": {domain},
+              "Person": [{{"name": "name", "type": "string"}}, {{"name": "wallet", "type": "address"}}],
+              "Mail": [{{"name": "from", "type": "Person"}}, {{"name": "to", "type": "Person"}}, {{"name": "contents", "type": "string"}}]}},
+             "primaryType": "Mail",
+             "domain": {{"name": "Ether Mail", "version": "1", "chainId": 1, "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"}},
+             "message": {{"from": {{"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"}},
+                          "to": {{"name": "Bob", "wallet": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"}}, "contents": "Hello, Bob!"}}}}"#
+        ),
+        format!(
+            r#"{{"types": {{"EIP712Domain": {domain},
+              "TransferWithAuthorization": [{{"name": "from", "type": "address"}}, {{"name": "to", "type": "address"}},
+                {{"name": "value", "type": "uint256"}}, {{"name": "validAfter", "type": "uint256"}},
+                {{"name": "validBefore", "type": "uint256"}}, {{"name": "nonce", "type": "bytes32"}}]}},
+             "primaryType": "TransferWithAuthorization",
+             "domain": {{"name": "USDC", "version": "2", "chainId": 8453, "verifyingContract": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"}},
+             "message": {{"from": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "to": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB",
+                          "value": "10000", "validAfter": 0, "validBefore": "0xffffffff",
+                          "nonce": "0x0101010101010101010101010101010101010101010101010101010101010101"}}}}"#
+        ),
+        r#"{"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "PermitDetails": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint160"}, {"name": "expiration", "type": "uint48"}, {"name": "nonce", "type": "uint48"}],
+            "PermitBatch": [{"name": "details", "type": "PermitDetails[]"}, {"name": "spender", "type": "address"}, {"name": "sigDeadline", "type": "uint256"}]},
+           "primaryType": "PermitBatch",
+           "domain": {"name": "Permit2", "chainId": 1, "verifyingContract": "0x000000000022D473030F116dDEE9F6B43aC78BA3"},
+           "message": {"details": [{"token": "0x6B175474E89094C44Da98b954EedeAC495271d0F", "amount": "1461501637330902918203684832716283019655932542975", "expiration": 1, "nonce": 0}],
+                       "spender": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB", "sigDeadline": "1900000000"}}"#
+            .to_string(),
+        r#"{"types": {"EIP712Domain": [{"name": "chainId", "type": "uint256"}, {"name": "salt", "type": "bytes32"}],
+            "All": [{"name": "a", "type": "address"}, {"name": "b", "type": "bool"}, {"name": "s", "type": "string"},
+                    {"name": "d", "type": "bytes"}, {"name": "f", "type": "bytes4"}, {"name": "u", "type": "uint8"},
+                    {"name": "i", "type": "int256"}, {"name": "m", "type": "uint16[2][]"}, {"name": "n", "type": "Inner[1]"}],
+            "Inner": [{"name": "x", "type": "int8"}]},
+           "primaryType": "All",
+           "domain": {"chainId": "0x1", "salt": "0x0000000000000000000000000000000000000000000000000000000000000001"},
+           "message": {"a": "0x0000000000000000000000000000000000000001", "b": true, "s": "é
+", "d": "0x00ff",
+                       "f": "0x01020304", "u": 255, "i": "-57896044618658097711785492504343953926634992332820282019728792003956564819968",
+                       "m": [[1, 2], [3, 4]], "n": [{"x": -128}]}}"#
+            .to_string(),
+    ];
+    for (i, document) in documents.iter().enumerate() {
+        write("typed_data", &format!("document-{i}"), document.as_bytes());
+    }
+}
+
 fn main() {
     transaction_seeds(&SigningKey::from_bytes(&[0x11; 32].into()).unwrap());
     message_seeds();
+    typed_data_seeds();
     policy_seeds();
     engine_seeds();
     println!("seed corpora written under fuzz/corpus/");

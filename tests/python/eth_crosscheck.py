@@ -10,6 +10,7 @@ strings, bytes as 0x-hex. Request keys (all optional):
   recover_txs  0x-hex raw signed transactions to recover the sender and hash of
   typed_data {"per_template": N, "random": M, "seed": S}: EIP-712 documents with eth-account's
              hashes (see typed_data_docs.py)
+  recover_typed  [{"document": JSON text, "signature": hex}]: the signer of each EIP-712 signature
 """
 
 import json
@@ -19,7 +20,7 @@ import sys
 import typed_data_docs
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
@@ -142,6 +143,14 @@ def main():
         ]
     if "generate" in request:
         reply["generated"] = generate(request["generate"])
+    if "recover_typed" in request:
+        reply["recovered_typed"] = [
+            Account.recover_message(
+                encode_typed_data(full_message=json.loads(item["document"])),
+                signature=item["signature"],
+            )
+            for item in request["recover_typed"]
+        ]
     if "typed_data" in request:
         job = request["typed_data"]
         reply["typed_data"] = typed_data_docs.typed_data_hashes(

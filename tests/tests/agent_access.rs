@@ -107,6 +107,7 @@ fn base_policy() -> Policy {
         requests_per_minute: 1000,
         allow_message_signing: false,
         message_rules: None,
+        allowed_typed_data: Vec::new(),
     }
 }
 

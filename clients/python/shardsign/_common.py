@@ -1,6 +1,7 @@
 """What the sync and async signers share: the API key (validated, hidden), the conversion of
 eth-account transaction dicts to the API's messages, and the result types."""
 
+import json
 import os
 import re
 import secrets
@@ -215,6 +216,69 @@ def message_bytes(signable_message):
     return bytes(body)
 
 
+_DOMAIN_FIELDS = [
+    ("name", "string"),
+    ("version", "string"),
+    ("chainId", "uint256"),
+    ("verifyingContract", "address"),
+    ("salt", "bytes32"),
+]
+
+
+def _json_ready(value):
+    """Values as the service reads them: integers beyond 64 bits as decimal strings (a JSON
+    number that large is not exact), bytes as 0x-hex."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def _primary_type(types):
+    referenced = set()
+    for name, fields in types.items():
+        for field in fields:
+            base = field["type"].split("[", 1)[0]
+            if base in types and base != name:
+                referenced.add(base)
+    roots = [name for name in types if name not in referenced and name != "EIP712Domain"]
+    if len(roots) != 1:
+        raise InvalidRequest("cannot tell the primary type: give full_message with primaryType")
+    return roots[0]
+
+
+def typed_data_json(domain_data=None, message_types=None, message_data=None, full_message=None):
+    """The EIP-712 document as JSON text, from eth-account's `sign_typed_data` arguments: the
+    whole document (`full_message`, a dict or JSON text) or its three parts."""
+    if full_message is not None:
+        if any(part is not None for part in (domain_data, message_types, message_data)):
+            raise InvalidRequest("give full_message or domain_data/message_types/message_data, not both")
+        if isinstance(full_message, str):
+            return full_message
+        return json.dumps(_json_ready(full_message))
+    if domain_data is None or message_types is None or message_data is None:
+        raise InvalidRequest("give full_message, or all of domain_data, message_types and message_data")
+    types = dict(message_types)
+    types.setdefault(
+        "EIP712Domain",
+        [{"name": name, "type": type_} for name, type_ in _DOMAIN_FIELDS if name in domain_data],
+    )
+    document = {
+        "types": types,
+        "primaryType": _primary_type(message_types),
+        "domain": domain_data,
+        "message": message_data,
+    }
+    return json.dumps(_json_ready(document))
+
+
 @dataclass(frozen=True)
 class SignedTransaction:
     """As eth-account's: raw_transaction and hash are HexBytes (bytes without hexbytes), r, s, v
@@ -251,9 +315,13 @@ class SignedMessage:
 
     @classmethod
     def from_reply(cls, reply):
-        signature = _Bytes(reply.signature)
+        return cls.from_parts(reply.signature, reply.message_hash)
+
+    @classmethod
+    def from_parts(cls, signature, message_hash):
+        signature = _Bytes(signature)
         return cls(
-            message_hash=_Bytes(reply.message_hash),
+            message_hash=_Bytes(message_hash),
             r=int.from_bytes(signature[:32], "big"),
             s=int.from_bytes(signature[32:64], "big"),
             v=signature[64],

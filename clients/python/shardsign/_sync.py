@@ -88,6 +88,20 @@ class ShardsignSigner:
             raise ShardsignError("the signed transaction does not recover to this key's address")
         return signed
 
+    def sign_typed_data(
+        self, domain_data=None, message_types=None, message_data=None, full_message=None
+    ):
+        """EIP-712 typed data, with eth-account's `sign_typed_data` arguments: the whole document
+        (`full_message`) or its three parts. The coordinator and the nodes parse it and compute
+        the hash themselves; the key's policy must allow its domain and primary type."""
+        request = pb.SignTypedDataRequest(
+            key_id=self.key_id,
+            request_id=_common.request_id(),
+            typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
+        )
+        reply = self._call(self._stub.SignTypedData, request)
+        return _common.SignedMessage.from_parts(reply.signature, reply.hash)
+
     def sign_message(self, signable_message):
         """EIP-191 personal_sign of an `encode_defunct(...)` message (or raw bytes)."""
         request = pb.SignMessageRequest(

@@ -81,6 +81,20 @@ class AsyncShardsignSigner:
             raise ShardsignError("the signed transaction does not recover to this key's address")
         return signed
 
+    async def sign_typed_data(
+        self, domain_data=None, message_types=None, message_data=None, full_message=None
+    ):
+        """EIP-712 typed data, with eth-account's `sign_typed_data` arguments: the whole document
+        (`full_message`) or its three parts. The coordinator and the nodes parse it and compute
+        the hash themselves; the key's policy must allow its domain and primary type."""
+        request = pb.SignTypedDataRequest(
+            key_id=self.key_id,
+            request_id=_common.request_id(),
+            typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
+        )
+        reply = await self._call(self._stub.SignTypedData, request)
+        return _common.SignedMessage.from_parts(reply.signature, reply.hash)
+
     async def sign_message(self, signable_message):
         request = pb.SignMessageRequest(
             key_id=self.key_id,

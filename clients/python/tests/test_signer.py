@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
 
@@ -85,6 +85,63 @@ def test_eip191_messages_recover_to_the_address(cluster):
         signed = signer.sign_message(message)
         assert Account.recover_message(message, signature=signed.signature) == signer.address
         assert signed.v in (27, 28)
+
+
+SEPOLIA_USDC = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
+AUTHORIZATION_TYPES = {
+    "TransferWithAuthorization": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "validAfter", "type": "uint256"},
+        {"name": "validBefore", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ]
+}
+
+
+def x402_payment(sender, name="USDC"):
+    """An EIP-3009 authorization as an x402 "exact" payment on Sepolia USDC signs it (the demo
+    policy allows that domain and primary type)."""
+    domain = {"name": name, "version": "2", "chainId": SEPOLIA, "verifyingContract": SEPOLIA_USDC}
+    message = {
+        "from": sender,
+        "to": DEMO_RECIPIENT,
+        "value": 10_000,
+        "validAfter": 0,
+        "validBefore": 2**40,
+        "nonce": bytes(range(32)),
+    }
+    return domain, message
+
+
+def test_eip712_typed_data_recovers_to_the_address(cluster):
+    with signer_for(cluster) as signer:
+        domain, message = x402_payment(signer.address)
+        signed = signer.sign_typed_data(domain, AUTHORIZATION_TYPES, message)
+        signable = encode_typed_data(domain, AUTHORIZATION_TYPES, message)
+        assert Account.recover_message(signable, signature=signed.signature) == signer.address
+        assert signed.v in (27, 28)
+        full = {
+            "types": dict(AUTHORIZATION_TYPES, EIP712Domain=[
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ]),
+            "primaryType": "TransferWithAuthorization",
+            "domain": domain,
+            "message": dict(message, value=2**200),
+        }
+        again = signer.sign_typed_data(full_message=full)
+        assert Account.recover_message(encode_typed_data(full_message=full), signature=again.signature) == signer.address
+        other_domain, _ = x402_payment(signer.address, name="USD Coin")
+        with pytest.raises(shardsign.PolicyRefused) as refused:
+            signer.sign_typed_data(other_domain, AUTHORIZATION_TYPES, message)
+        assert "allowed_typed_data" in str(refused.value)
+        with pytest.raises(shardsign.InvalidRequest) as invalid:
+            signer.sign_typed_data(domain, AUTHORIZATION_TYPES, dict(message, nonce=b"short"))
+        assert "message.nonce: 5 bytes is not bytes32" in str(invalid.value)
 
 
 def test_a_policy_refusal_raises_policy_refused(cluster):

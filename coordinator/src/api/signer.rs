@@ -6,7 +6,8 @@ use std::time::Duration;
 use shardsign_proto::v1::signer_server::Signer;
 use shardsign_proto::v1::{
     ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignMessageRequest,
-    SignMessageResponse, SignTransactionRequest, SignTransactionResponse, WhoAmIRequest,
+    SignMessageResponse, SignTransactionRequest, SignTransactionResponse, SignTypedDataRequest,
+    SignTypedDataResponse, WhoAmIRequest,
 };
 use shardsign_request::Printable;
 use tonic::{Request, Response, Status};
@@ -104,6 +105,13 @@ impl Signer for SignerService {
         &self,
         request: Request<SignMessageRequest>,
     ) -> Result<Response<SignMessageResponse>, Status> {
+        self.sign(request).await
+    }
+
+    async fn sign_typed_data(
+        &self,
+        request: Request<SignTypedDataRequest>,
+    ) -> Result<Response<SignTypedDataResponse>, Status> {
         self.sign(request).await
     }
 

@@ -82,6 +82,45 @@ impl Operation for api::SignTransactionRequest {
     }
 }
 
+impl Operation for api::SignTypedDataRequest {
+    type Response = api::SignTypedDataResponse;
+    const NAME: &'static str = "sign_typed_data";
+
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn into_payload(self, _limits: &Limits) -> Result<Payload, CoordError> {
+        Ok(proto::typed_data(self.typed_data.into_bytes())?)
+    }
+
+    fn respond(
+        payload: Payload,
+        signature: Signature,
+        key: &KeyRecord,
+    ) -> Result<Self::Response, CoordError> {
+        let Payload::TypedData(typed) = &payload else {
+            return Err(CoordError::SigningFailed(
+                "a typed-data request signed another payload".into(),
+            ));
+        };
+        Ok(api::SignTypedDataResponse {
+            signature: personal_signature_bytes(&signature).to_vec(),
+            hash: payload.signing_hash().to_vec(),
+            signer: key.address.clone(),
+            primary_type: typed.typed.primary_type.clone(),
+        })
+    }
+
+    fn evidence(response: &Self::Response) -> Vec<u8> {
+        response.hash.clone()
+    }
+}
+
 impl Operation for api::SignMessageRequest {
     type Response = api::SignMessageResponse;
     const NAME: &'static str = "sign_message";

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! `message_rules` may be left out: its defaults (text only, at most 1 KiB, no 32-byte
-//! messages, any prefix) are the safe ones.
+//! messages, any prefix) are the safe ones. EIP-712 typed data is refused unless
+//! `allowed_typed_data` allows the document's domain and primary type (see `typed_data`):
+//! `[{"chain_id": 8453, "verifying_contract": "0x8335...2913", "name": "USD Coin", "version": "2",
+//! "primary_types": ["TransferWithAuthorization"]}]`.
 
 use serde::{Deserialize, Serialize};
 use shardsign_proto::v1 as api;
@@ -34,6 +37,17 @@ pub struct PolicyFile {
     pub requests_per_minute: u32,
     pub allow_message_signing: bool,
     pub message_rules: Option<MessageRulesFile>,
+    pub allowed_typed_data: Vec<TypedDataRuleFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TypedDataRuleFile {
+    pub chain_id: u64,
+    pub verifying_contract: String,
+    pub name: String,
+    pub version: String,
+    pub primary_types: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -94,6 +108,17 @@ impl From<PolicyFile> for api::Policy {
                 max_len: m.max_len,
                 allowed_prefixes: m.allowed_prefixes,
             }),
+            allowed_typed_data: f
+                .allowed_typed_data
+                .into_iter()
+                .map(|t| api::TypedDataRule {
+                    chain_id: t.chain_id,
+                    verifying_contract: t.verifying_contract,
+                    name: t.name,
+                    version: t.version,
+                    primary_types: t.primary_types,
+                })
+                .collect(),
         }
     }
 }
@@ -124,6 +149,17 @@ impl From<&api::Policy> for PolicyFile {
                 max_len: m.max_len,
                 allowed_prefixes: m.allowed_prefixes.clone(),
             }),
+            allowed_typed_data: p
+                .allowed_typed_data
+                .iter()
+                .map(|t| TypedDataRuleFile {
+                    chain_id: t.chain_id,
+                    verifying_contract: t.verifying_contract.clone(),
+                    name: t.name.clone(),
+                    version: t.version.clone(),
+                    primary_types: t.primary_types.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`statement`]: the one signed-statement format (kind, cluster, subject, version, validity,
 //!   body, signatures) for everything the operator signs for the nodes.
 //! - [`signed`]: the operator's Ed25519 policy key; key policies and disable statements.
+//! - [`typed_data`]: which EIP-712 domains and primary types a key may sign.
 //! - [`membership`]: membership changes (a node's new identity), signed by a quorum of offline
 //!   membership keys that are not the policy key.
 
@@ -18,6 +19,7 @@ mod messages;
 mod rules;
 pub mod signed;
 pub mod statement;
+pub mod typed_data;
 mod wire;
 
 pub use error::{PolicyError, Refusal};

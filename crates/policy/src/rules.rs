@@ -9,6 +9,7 @@ use shardsign_request::Payload;
 
 use crate::error::Refusal;
 use crate::messages::MessageRules;
+use crate::typed_data::TypedDataRule;
 
 /// Most chain ids in one policy.
 pub const MAX_CHAIN_IDS: usize = 64;
@@ -92,6 +93,8 @@ pub struct Rules {
     pub allow_message_signing: bool,
     /// What a message must look like, once message signing is allowed.
     pub messages: MessageRules,
+    /// The EIP-712 domains and primary types allowed (none: typed data is refused).
+    pub typed_data: Vec<TypedDataRule>,
 }
 
 impl Rules {
@@ -186,6 +189,9 @@ impl Rules {
         match payload {
             Payload::Transaction(tx) => self.check_transaction(tx),
             Payload::PersonalMessage(message) => self.check_message(message),
+            Payload::TypedData(typed) => {
+                crate::typed_data::check(&self.typed_data, &typed.typed, typed.chain_id)
+            }
         }
     }
 
@@ -258,6 +264,7 @@ mod tests {
             requests_per_minute: 10,
             allow_message_signing: false,
             message_rules: None,
+            allowed_typed_data: Vec::new(),
         }
     }
 

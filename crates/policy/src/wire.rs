@@ -11,6 +11,7 @@ use crate::messages::MessageRules;
 use crate::rules::{
     Cap, ContractCallRule, MAX_ALLOWLIST, MAX_CHAIN_IDS, MAX_REQUESTS_PER_MINUTE, Rules, RulesFor,
 };
+use crate::typed_data::{MAX_TYPED_DATA_RULES, TypedDataRule};
 
 const MAX_FIELD_LEN: usize = 100;
 
@@ -144,6 +145,18 @@ impl Rules {
             ));
         }
         let (any_recipient, recipients, contract_calls) = allowlists(policy)?;
+        if policy.allowed_typed_data.len() > MAX_TYPED_DATA_RULES {
+            return Err(PolicyError::invalid(
+                "allowed_typed_data",
+                format!("at most {MAX_TYPED_DATA_RULES} entries"),
+            ));
+        }
+        let typed_data = policy
+            .allowed_typed_data
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| TypedDataRule::from_proto(rule, &policy.allowed_chain_ids, index))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Rules {
             chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
             max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
@@ -168,6 +181,7 @@ impl Rules {
             },
             allow_message_signing: policy.allow_message_signing,
             messages: message_rules(policy.message_rules.as_ref())?,
+            typed_data,
         })
     }
 
@@ -210,6 +224,11 @@ impl Rules {
                 max_len: u32::try_from(self.messages.max_len).unwrap_or(u32::MAX),
                 allowed_prefixes: self.messages.allowed_prefixes.clone(),
             }),
+            allowed_typed_data: self
+                .typed_data
+                .iter()
+                .map(TypedDataRule::to_proto)
+                .collect(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a request asks a key to sign. Each kind knows its wire encoding (what the coordinator
 //! sends the nodes), its strict decoding (how a node learns what it signs) and its signing hash.
 
+use shardsign_eth::typed_data::{self, TypedData};
 use shardsign_eth::{
     Limits, MAX_PERSONAL_MESSAGE_LEN, U256, UnsignedTransaction, personal_sign_hash,
 };
@@ -12,6 +13,7 @@ use crate::error::RequestError;
 pub enum PayloadKind {
     Transaction,
     PersonalMessage,
+    TypedData,
 }
 
 impl PayloadKind {
@@ -20,6 +22,7 @@ impl PayloadKind {
         match self {
             PayloadKind::Transaction => "tx",
             PayloadKind::PersonalMessage => "message",
+            PayloadKind::TypedData => "typed_data",
         }
     }
 }
@@ -31,6 +34,18 @@ pub enum Payload {
     Transaction(UnsignedTransaction),
     /// An EIP-191 `personal_sign` message of at most [`MAX_PERSONAL_MESSAGE_LEN`] bytes.
     PersonalMessage(Vec<u8>),
+    /// An EIP-712 document: its exact bytes (what the nodes are sent, and parse themselves) and
+    /// what they say.
+    TypedData(TypedDataPayload),
+}
+
+/// A checked EIP-712 document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedDataPayload {
+    pub document: Vec<u8>,
+    pub typed: TypedData,
+    /// The domain's chainId, when it names one (checked to fit 64 bits).
+    pub chain_id: Option<u64>,
 }
 
 impl Payload {
@@ -57,6 +72,27 @@ impl Payload {
         Ok(Payload::PersonalMessage(message))
     }
 
+    /// An EIP-712 document (`eth_signTypedData_v4` JSON), parsed strictly; `field` names where
+    /// it came from (the error adds the path inside the document).
+    pub fn typed_data(field: &'static str, document: Vec<u8>) -> Result<Payload, RequestError> {
+        let typed = TypedData::parse(&document, &typed_data::Limits::DEFAULT)
+            .map_err(|e| RequestError::invalid(field, e.to_string()))?;
+        let chain_id = match typed.domain.chain_id {
+            None => None,
+            Some(id) => Some(u64::try_from(id).ok().filter(|id| *id != 0).ok_or_else(|| {
+                RequestError::invalid(
+                    field,
+                    format!("domain.chainId: {id} is not a chain id this service signs for (1 to 2^64-1)"),
+                )
+            })?),
+        };
+        Ok(Payload::TypedData(TypedDataPayload {
+            document,
+            typed,
+            chain_id,
+        }))
+    }
+
     /// Decodes the bytes [`Payload::encode`] produced, strictly (a node's view of the request).
     pub fn decode(
         kind: PayloadKind,
@@ -68,6 +104,7 @@ impl Payload {
                 UnsignedTransaction::decode_signing_payload(&bytes, limits)?,
             )),
             PayloadKind::PersonalMessage => Self::personal_message("personal_message", bytes),
+            PayloadKind::TypedData => Self::typed_data("typed_data", bytes),
         }
     }
 
@@ -75,6 +112,7 @@ impl Payload {
         match self {
             Payload::Transaction(_) => PayloadKind::Transaction,
             Payload::PersonalMessage(_) => PayloadKind::PersonalMessage,
+            Payload::TypedData(_) => PayloadKind::TypedData,
         }
     }
 
@@ -83,6 +121,7 @@ impl Payload {
         match self {
             Payload::Transaction(tx) => tx.signing_payload(),
             Payload::PersonalMessage(message) => message.clone(),
+            Payload::TypedData(typed) => typed.document.clone(),
         }
     }
 
@@ -91,6 +130,7 @@ impl Payload {
         match self {
             Payload::Transaction(tx) => tx.signing_hash(),
             Payload::PersonalMessage(message) => personal_sign_hash(message),
+            Payload::TypedData(typed) => typed.typed.signing_hash(),
         }
     }
 
@@ -99,6 +139,7 @@ impl Payload {
         match self {
             Payload::Transaction(tx) => Some(tx.chain_id()),
             Payload::PersonalMessage(_) => None,
+            Payload::TypedData(typed) => typed.chain_id,
         }
     }
 
@@ -106,7 +147,7 @@ impl Payload {
     pub fn value(&self) -> U256 {
         match self {
             Payload::Transaction(tx) => tx.value(),
-            Payload::PersonalMessage(_) => U256::ZERO,
+            Payload::PersonalMessage(_) | Payload::TypedData(_) => U256::ZERO,
         }
     }
 }

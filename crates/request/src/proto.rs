@@ -76,11 +76,17 @@ pub fn personal_message(message: Vec<u8>) -> Result<Payload, RequestError> {
     Payload::personal_message("message", message)
 }
 
+/// A public API EIP-712 document as a payload.
+pub fn typed_data(document: Vec<u8>) -> Result<Payload, RequestError> {
+    Payload::typed_data("typed_data", document)
+}
+
 /// The node protocol's form of a payload.
 pub fn to_node(payload: &Payload) -> NodePayload {
     match payload.kind() {
         PayloadKind::Transaction => NodePayload::Transaction(payload.encode()),
         PayloadKind::PersonalMessage => NodePayload::PersonalMessage(payload.encode()),
+        PayloadKind::TypedData => NodePayload::TypedData(payload.encode()),
     }
 }
 
@@ -89,10 +95,11 @@ pub fn from_node(payload: Option<NodePayload>, limits: &Limits) -> Result<Payloa
     let (kind, bytes) = match payload {
         Some(NodePayload::Transaction(bytes)) => (PayloadKind::Transaction, bytes),
         Some(NodePayload::PersonalMessage(bytes)) => (PayloadKind::PersonalMessage, bytes),
+        Some(NodePayload::TypedData(bytes)) => (PayloadKind::TypedData, bytes),
         None => {
             return Err(RequestError::invalid(
                 "payload",
-                "a transaction or a personal_message is required",
+                "a transaction, a personal_message or typed_data is required",
             ));
         }
     };

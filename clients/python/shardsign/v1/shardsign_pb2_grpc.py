@@ -54,6 +54,11 @@ class SignerStub:
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignMessageRequest.SerializeToString,
                 response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignMessageResponse.FromString,
                 _registered_method=True)
+        self.SignTypedData = channel.unary_unary(
+                '/shardsign.v1.Signer/SignTypedData',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/shardsign.v1.Signer/WhoAmI',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.WhoAmIRequest.SerializeToString,
@@ -91,6 +96,15 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignTypedData(self, request, context):
+        """EIP-712 typed data (eth_signTypedData_v4). The coordinator and every signing node parse the
+        document and compute its hash themselves; the key's policies must allow its domain and
+        primary type (allowed_typed_data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """The calling API key: its scopes, keys, policy and expiry (any scope may call it).
         """
@@ -120,6 +134,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.SignMessage,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignMessageRequest.FromString,
                     response_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignMessageResponse.SerializeToString,
+            ),
+            'SignTypedData': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignTypedData,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -235,6 +254,33 @@ class Signer:
             '/shardsign.v1.Signer/SignMessage',
             shardsign_dot_v1_dot_shardsign__pb2.SignMessageRequest.SerializeToString,
             shardsign_dot_v1_dot_shardsign__pb2.SignMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignTypedData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Signer/SignTypedData',
+            shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

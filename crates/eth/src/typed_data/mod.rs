@@ -83,7 +83,7 @@ pub struct Domain {
 }
 
 /// A checked document and its EIP-712 signing hash.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypedData {
     pub domain: Domain,
     pub primary_type: String,

@@ -1,0 +1,270 @@
+//! EIP-712 typed data with real processes: the EIP's Mail example, an EIP-2612 Permit and an
+//! EIP-3009 TransferWithAuthorization (an x402 payment) signed through the public API, each
+//! signature recovered to the key's address by eth-account over eth-account's own hash. Refused:
+//! a domain the policies do not allow (by the coordinator, and by the nodes themselves when a
+//! relay goes around it), a malformed document (with the field's path), and a policy that
+//! would let an app name alone approve Safe transactions.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use shardsign_proto::v1::{CreateApiKeyRequest, SignTypedDataRequest, TypedDataRule};
+use shardsign_tests::cli::Cli;
+use shardsign_tests::eth_account;
+use shardsign_tests::full::{Cluster, permissive_policy};
+use shardsign_tests::relay;
+use tonic::Code;
+
+const MAIL_CONTRACT: &str = "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC";
+const TOKEN: &str = "0x6B175474E89094C44Da98b954EedeAC495271d0F";
+const USDC_BASE: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
+const BOB: &str = "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB";
+
+fn domain_types(with_name_and_version: bool) -> serde_json::Value {
+    let mut fields = Vec::new();
+    if with_name_and_version {
+        fields.push(json!({"name": "name", "type": "string"}));
+        fields.push(json!({"name": "version", "type": "string"}));
+    }
+    fields.push(json!({"name": "chainId", "type": "uint256"}));
+    fields.push(json!({"name": "verifyingContract", "type": "address"}));
+    json!(fields)
+}
+
+fn mail() -> serde_json::Value {
+    json!({
+        "types": {
+            "EIP712Domain": domain_types(true),
+            "Person": [{"name": "name", "type": "string"}, {"name": "wallet", "type": "address"}],
+            "Mail": [{"name": "from", "type": "Person"}, {"name": "to", "type": "Person"},
+                     {"name": "contents", "type": "string"}]
+        },
+        "primaryType": "Mail",
+        "domain": {"name": "Ether Mail", "version": "1", "chainId": 1, "verifyingContract": MAIL_CONTRACT},
+        "message": {
+            "from": {"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},
+            "to": {"name": "Bob", "wallet": BOB},
+            "contents": "Hello, Bob!"
+        }
+    })
+}
+
+fn permit(owner: &str) -> serde_json::Value {
+    json!({
+        "types": {
+            "EIP712Domain": domain_types(true),
+            "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
+                       {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
+                       {"name": "deadline", "type": "uint256"}]
+        },
+        "primaryType": "Permit",
+        "domain": {"name": "Dai Stablecoin", "version": "1", "chainId": 1, "verifyingContract": TOKEN},
+        "message": {"owner": owner, "spender": BOB, "value": "1000000000000000000000",
+                    "nonce": 0, "deadline": "0xffffffffffff"}
+    })
+}
+
+fn x402(from: &str, domain_name: &str) -> serde_json::Value {
+    json!({
+        "types": {
+            "EIP712Domain": domain_types(true),
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": domain_name, "version": "2", "chainId": 8453, "verifyingContract": USDC_BASE},
+        "message": {"from": from, "to": BOB, "value": "10000", "validAfter": 0,
+                    "validBefore": 1900000000, "nonce": format!("0x{}", "ab".repeat(32))}
+    })
+}
+
+fn rule(chain_id: u64, contract: &str, name: &str, primary: &str) -> TypedDataRule {
+    TypedDataRule {
+        chain_id,
+        verifying_contract: contract.into(),
+        name: name.into(),
+        version: String::new(),
+        primary_types: vec![primary.into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
+    let cluster = Cluster::start();
+    let key = cluster.ceremony("typed", &[1, 8453]).await;
+    let entries = vec![
+        rule(1, MAIL_CONTRACT, "Ether Mail", "Mail"),
+        rule(1, TOKEN, "", "Permit"),
+        rule(8453, USDC_BASE, "USD Coin", "TransferWithAuthorization"),
+    ];
+    let mut key_rules = permissive_policy(&key.allowed_chain_ids);
+    key_rules.max_value_per_24h.clear();
+    key_rules.requests_per_minute = 0;
+    key_rules.allowed_typed_data = entries.clone();
+    let set = cluster
+        .set_key_policy(&key.key_id, key_rules.clone())
+        .await
+        .unwrap();
+    assert_eq!(set.nodes_updated, vec![1, 2, 3]);
+    let mut agent_rules = permissive_policy(&key.allowed_chain_ids);
+    agent_rules.allowed_typed_data = entries;
+    let agent = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "typed-data agent".into(),
+            scopes: vec!["sign".into()],
+            key_ids: vec![key.key_id.clone()],
+            policy: Some(agent_rules),
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    let mut signer = cluster.signer_with(Some(&agent));
+    let sign = |document: &serde_json::Value, request_id: &str| SignTypedDataRequest {
+        key_id: key.key_id.clone(),
+        request_id: request_id.into(),
+        typed_data: document.to_string(),
+    };
+
+    let documents = [mail(), permit(&key.address), x402(&key.address, "USD Coin")];
+    let mut to_recover = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
+        let reply = signer
+            .sign_typed_data(sign(document, &format!("typed-{index}")))
+            .await
+            .unwrap_or_else(|e| panic!("document {index}: {e:?}"))
+            .into_inner();
+        assert_eq!(reply.signer, key.address);
+        assert_eq!(reply.signature.len(), 65);
+        assert!(matches!(reply.signature[64], 27 | 28));
+        assert_eq!(
+            reply.primary_type,
+            document["primaryType"].as_str().unwrap()
+        );
+        to_recover.push(json!({
+            "document": document.to_string(),
+            "signature": format!("0x{}", hex::encode(&reply.signature)),
+        }));
+    }
+    let recovered = eth_account::call(&json!({ "recover_typed": to_recover }));
+    for (index, address) in recovered["recovered_typed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(address.as_str().unwrap(), key.address, "document {index}");
+    }
+
+    // The CLI (the Rust client underneath: it hashes the document too and checks the signature
+    // recovers over its own hash) signs the permit from a file.
+    let cli = Cli::new(&cluster);
+    let file = cli.path("permit.json");
+    std::fs::write(&file, documents[1].to_string()).unwrap();
+    let signed = cli.json(
+        &[
+            "sign",
+            "typed-data",
+            "--key",
+            &key.key_id,
+            file.to_str().unwrap(),
+        ],
+        Some(&agent),
+    );
+    assert_eq!(signed["signer"], key.address.as_str(), "{signed}");
+    let recovered = eth_account::call(&json!({ "recover_typed": [{
+        "document": documents[1].to_string(),
+        "signature": signed["signature"],
+    }] }));
+    assert_eq!(recovered["recovered_typed"][0], key.address.as_str());
+
+    // The same document under the same request id is the same signature (idempotent); a
+    // document outside the allowed domains is refused with the rule and the domain.
+    let again = signer
+        .sign_typed_data(sign(&documents[0], "typed-0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        format!("0x{}", hex::encode(&again.signature)),
+        to_recover[0]["signature"].as_str().unwrap()
+    );
+    let refused = signer
+        .sign_typed_data(sign(&x402(&key.address, "USDC"), "typed-other-name"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("allowed_typed_data: no entry allows TransferWithAuthorization"),
+        "{}",
+        refused.message()
+    );
+    let mut broken = mail();
+    broken["message"]["to"]
+        .as_object_mut()
+        .unwrap()
+        .remove("wallet");
+    let invalid = signer
+        .sign_typed_data(sign(&broken, "typed-broken"))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(
+        invalid
+            .message()
+            .contains("typed_data: message.to.wallet: missing"),
+        "{}",
+        invalid.message()
+    );
+
+    // Safe transactions by app name alone: the operator's key will not even sign such a policy.
+    let mut loose = key_rules.clone();
+    loose.allowed_typed_data.push(rule(0, "", "Safe", "SafeTx"));
+    let error = cluster
+        .policy_key
+        .sign_key_policy(
+            cluster.statement_header(&key.key_id, cluster.next_policy_version()),
+            &loose,
+            shardsign_tests::full::unix_now() + 86_400,
+        )
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("SafeTx approves account actions"),
+        "{error}"
+    );
+
+    // Around the coordinator: the nodes check the signed key policy themselves. With one that
+    // allows no typed data, a relay's session for the Mail document is refused by the node.
+    let mut clients = BTreeMap::new();
+    for id in [1u8, 2] {
+        clients.insert(id, cluster.nodes.client(id).await);
+    }
+    let payload =
+        shardsign_request::proto::typed_data(documents[0].to_string().into_bytes()).unwrap();
+    let mut without = key_rules;
+    without.allowed_typed_data.clear();
+    let statement = cluster.signed_policy(&key.key_id, without, cluster.next_policy_version());
+    let error = relay::sign_with_policy(
+        &clients,
+        [1, 2],
+        &key.key_id,
+        &payload,
+        payload.signing_hash(),
+        &prost::Message::encode_to_vec(&statement),
+        None,
+        None,
+    )
+    .await
+    .expect_err("the node refuses typed data its signed policy does not allow");
+    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+    assert!(
+        error.status.message().contains("allowed_typed_data"),
+        "{}",
+        error.status.message()
+    );
+}

@@ -11,6 +11,9 @@ strings, bytes as 0x-hex. Request keys (all optional):
   typed_data {"per_template": N, "random": M, "seed": S}: EIP-712 documents with eth-account's
              hashes (see typed_data_docs.py)
   recover_typed  [{"document": JSON text, "signature": hex}]: the signer of each EIP-712 signature
+  sign_authorizations  [{"chainId", "address", "nonce"}]: EIP-7702 authorizations signed with `key`
+  recover_authorizations  [{"chainId", "address", "nonce", "yParity", "r", "s"}]: each authority,
+             over eth-account's own authorization hash
 """
 
 import json
@@ -22,7 +25,9 @@ import typed_data_docs
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.typed_transactions import TypedTransaction
-from eth_utils import keccak, to_checksum_address
+from eth_account.typed_transactions.set_code_transaction import Authorization as SetCodeAuthorization
+from eth_keys import keys
+from eth_utils import keccak, to_canonical_address, to_checksum_address
 from hexbytes import HexBytes
 
 
@@ -151,6 +156,33 @@ def main():
             )
             for item in request["recover_typed"]
         ]
+    if "sign_authorizations" in request:
+        reply["signed_authorizations"] = []
+        for item in request["sign_authorizations"]:
+            signed = Account.sign_authorization(
+                {"chainId": int(item["chainId"]), "address": item["address"], "nonce": int(item["nonce"])},
+                key,
+            )
+            reply["signed_authorizations"].append(
+                {
+                    "hash": hex0x(signed.authorization_hash),
+                    "yParity": signed.y_parity,
+                    "r": hex0x(signed.r.to_bytes(32, "big")),
+                    "s": hex0x(signed.s.to_bytes(32, "big")),
+                }
+            )
+    if "recover_authorizations" in request:
+        reply["authorities"] = []
+        for item in request["recover_authorizations"]:
+            unsigned = SetCodeAuthorization(
+                int(item["chainId"]), to_canonical_address(item["address"]), int(item["nonce"])
+            )
+            signature = keys.Signature(
+                vrs=(item["yParity"], int(item["r"], 16), int(item["s"], 16))
+            )
+            reply["authorities"].append(
+                signature.recover_public_key_from_msg_hash(unsigned.hash()).to_checksum_address()
+            )
     if "typed_data" in request:
         job = request["typed_data"]
         reply["typed_data"] = typed_data_docs.typed_data_hashes(

@@ -155,6 +155,8 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
         message_rules: None,
         // Typed data has no wildcard: tests about it add the domains they sign.
         allowed_typed_data: Vec::new(),
+        allowed_delegates: Vec::new(),
+        allow_any_chain_authorization: false,
     }
 }
 

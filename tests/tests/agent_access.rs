@@ -108,6 +108,8 @@ fn base_policy() -> Policy {
         allow_message_signing: false,
         message_rules: None,
         allowed_typed_data: Vec::new(),
+        allowed_delegates: Vec::new(),
+        allow_any_chain_authorization: false,
     }
 }
 

@@ -167,3 +167,65 @@ fn typed_data_hashes_equal_eth_accounts_for_every_document() {
     eprintln!("typed data cross-checked: {per_kind:?}");
     assert_eq!(documents.len(), 6 * 20 + 200);
 }
+
+#[test]
+fn eip7702_authorizations_sign_identically_to_eth_account() {
+    use rand::RngExt;
+    use shardsign_eth::Authorization;
+    let (seed, mut rng) = seeded();
+    let key = signing_key(&mut rng);
+    let authorizations: Vec<Authorization> = (0..100)
+        .map(|i| Authorization {
+            chain_id: match i % 4 {
+                0 => 0,
+                1 => 1,
+                2 => 8453,
+                _ => rng.random::<u64>() >> rng.random_range(0..63),
+            },
+            address: Address::from_slice("address", &rng.random::<[u8; 20]>()).unwrap(),
+            nonce: match i % 3 {
+                0 => 0,
+                1 => u64::MAX,
+                _ => rng.random::<u64>() >> rng.random_range(0..63),
+            },
+        })
+        .collect();
+    let reply = eth_account::call(&json!({
+        "key": hex0x(&key.to_bytes()),
+        "sign_authorizations": authorizations.iter().map(|a| json!({
+            "chainId": a.chain_id.to_string(),
+            "address": a.address.to_checksum(),
+            "nonce": a.nonce.to_string(),
+        })).collect::<Vec<_>>(),
+    }));
+    let signed = reply["signed_authorizations"].as_array().unwrap();
+    assert_eq!(signed.len(), 100);
+    for (index, (ours, theirs)) in authorizations.iter().zip(signed).enumerate() {
+        let hash = ours.signing_hash();
+        assert_eq!(
+            hex0x(&hash),
+            theirs["hash"],
+            "authorization {index} (seed {seed})"
+        );
+        let signature = sign_prehash(&key, &hash).normalized_low_s();
+        assert_eq!(
+            hex0x(&signature.r()),
+            theirs["r"],
+            "authorization {index} (seed {seed})"
+        );
+        assert_eq!(
+            hex0x(&signature.s()),
+            theirs["s"],
+            "authorization {index} (seed {seed})"
+        );
+        assert_eq!(
+            u64::from(signature.recovery_id().to_u8()),
+            theirs["yParity"].as_u64().unwrap(),
+            "authorization {index} (seed {seed})"
+        );
+        assert_eq!(
+            Authorization::decode_signing_payload(&ours.signing_payload()).unwrap(),
+            *ours
+        );
+    }
+}

@@ -25,6 +25,20 @@ pub enum SignCommand {
         #[arg(long)]
         hex: Option<String>,
     },
+    /// Sign an EIP-7702 authorization: the key's account lets the delegate contract's code run
+    /// as its own (the key's policy must list the delegate; chain id 0, every chain, only with
+    /// allow_any_chain_authorization).
+    Authorization {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        chain_id: u64,
+        /// The delegate contract.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        nonce: u64,
+    },
     /// Sign EIP-712 typed data: a JSON document as eth_signTypedData_v4 takes it (types,
     /// primaryType, domain, message). The key's policy must allow its domain and primary type.
     TypedData {
@@ -128,6 +142,43 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
                         hex::encode(&signed.raw_transaction),
                         hex::encode(signed.tx_hash),
                         signed.sender
+                    )
+                },
+            );
+        }
+        SignCommand::Authorization {
+            key,
+            chain_id,
+            address,
+            nonce,
+        } => {
+            let authorization = shardsign_eth::Authorization {
+                chain_id,
+                address: shardsign_eth::Address::parse("address", &address)?,
+                nonce,
+            };
+            let signed = client.sign_authorization(&key, authorization).await?;
+            out.show(
+                &json!({
+                    "chainId": signed.authorization.chain_id,
+                    "address": signed.authorization.address.to_checksum(),
+                    "nonce": signed.authorization.nonce,
+                    "yParity": signed.y_parity,
+                    "r": format!("0x{}", hex::encode(signed.r)),
+                    "s": format!("0x{}", hex::encode(signed.s)),
+                    "hash": format!("0x{}", hex::encode(signed.hash)),
+                    "signer": signed.signer,
+                }),
+                || {
+                    format!(
+                        "authorization for {} on chain {} (nonce {}): yParity {} r 0x{} s 0x{}  (authority {})",
+                        signed.authorization.address.to_checksum(),
+                        signed.authorization.chain_id,
+                        signed.authorization.nonce,
+                        signed.y_parity,
+                        hex::encode(signed.r),
+                        hex::encode(signed.s),
+                        signed.signer
                     )
                 },
             );

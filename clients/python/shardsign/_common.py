@@ -254,6 +254,49 @@ def _primary_type(types):
     return roots[0]
 
 
+def authorization_request(key_id, authorization_dict):
+    """An eth-account style authorization dict (chainId, address, nonce) as the API's request."""
+    try:
+        chain_id = int(authorization_dict["chainId"])
+        address = authorization_dict["address"]
+        nonce = int(authorization_dict["nonce"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidRequest(f"an authorization needs chainId, address and nonce: {error}") from None
+    if isinstance(address, (bytes, bytearray)):
+        address = "0x" + bytes(address).hex()
+    if not (0 <= chain_id < 2**64) or not (0 <= nonce < 2**64):
+        raise InvalidRequest("chainId and nonce must be between 0 and 2^64-1")
+    return pb.SignAuthorizationRequest(
+        key_id=key_id, request_id=request_id(), chain_id=chain_id, address=address, nonce=nonce
+    )
+
+
+@dataclass(frozen=True)
+class SignedAuthorization:
+    """As eth-account's SignedSetCodeAuthorization: the tuple and y_parity, r, s; the
+    authorization_hash the signature covers."""
+
+    chain_id: int
+    address: str
+    nonce: int
+    y_parity: int
+    r: int
+    s: int
+    authorization_hash: bytes
+
+    @classmethod
+    def from_reply(cls, reply):
+        return cls(
+            chain_id=reply.chain_id,
+            address=reply.address,
+            nonce=reply.nonce,
+            y_parity=reply.y_parity,
+            r=int.from_bytes(reply.r, "big"),
+            s=int.from_bytes(reply.s, "big"),
+            authorization_hash=_Bytes(reply.hash),
+        )
+
+
 def typed_data_json(domain_data=None, message_types=None, message_data=None, full_message=None):
     """The EIP-712 document as JSON text, from eth-account's `sign_typed_data` arguments: the
     whole document (`full_message`, a dict or JSON text) or its three parts."""

@@ -102,6 +102,14 @@ class ShardsignSigner:
         reply = self._call(self._stub.SignTypedData, request)
         return _common.SignedMessage.from_parts(reply.signature, reply.hash)
 
+    def sign_authorization(self, authorization_dict):
+        """EIP-7702 authorization ({"chainId", "address", "nonce"}, as eth-account's
+        `sign_authorization`): the key's account lets the delegate contract's code run as its
+        own. The key's policy must list the delegate; chain id 0 (every chain) needs
+        allow_any_chain_authorization."""
+        request = _common.authorization_request(self.key_id, authorization_dict)
+        return _common.SignedAuthorization.from_reply(self._call(self._stub.SignAuthorization, request))
+
     def sign_message(self, signable_message):
         """EIP-191 personal_sign of an `encode_defunct(...)` message (or raw bytes)."""
         request = pb.SignMessageRequest(

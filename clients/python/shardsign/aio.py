@@ -95,6 +95,14 @@ class AsyncShardsignSigner:
         reply = await self._call(self._stub.SignTypedData, request)
         return _common.SignedMessage.from_parts(reply.signature, reply.hash)
 
+    async def sign_authorization(self, authorization_dict):
+        """EIP-7702 authorization ({"chainId", "address", "nonce"}, as eth-account's
+        `sign_authorization`): the key's account lets the delegate contract's code run as its
+        own. The key's policy must list the delegate; chain id 0 (every chain) needs
+        allow_any_chain_authorization."""
+        request = _common.authorization_request(self.key_id, authorization_dict)
+        return _common.SignedAuthorization.from_reply(await self._call(self._stub.SignAuthorization, request))
+
     async def sign_message(self, signable_message):
         request = pb.SignMessageRequest(
             key_id=self.key_id,

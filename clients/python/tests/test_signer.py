@@ -144,6 +144,18 @@ def test_eip712_typed_data_recovers_to_the_address(cluster):
         assert "message.nonce: 5 bytes is not bytes32" in str(invalid.value)
 
 
+def test_an_authorization_for_an_unlisted_delegate_is_refused(cluster):
+    # The demo policy lists no EIP-7702 delegate: an authorization hands the whole account to code.
+    with signer_for(cluster) as signer:
+        with pytest.raises(shardsign.PolicyRefused) as refused:
+            signer.sign_authorization({"chainId": SEPOLIA, "address": SEPOLIA_USDC, "nonce": 0})
+        assert "allowed_delegates" in str(refused.value)
+        with pytest.raises(shardsign.InvalidRequest):
+            signer.sign_authorization({"chainId": SEPOLIA, "address": "0x1234", "nonce": 0})
+        with pytest.raises(shardsign.InvalidRequest):
+            signer.sign_authorization({"chainId": -1, "address": SEPOLIA_USDC, "nonce": 0})
+
+
 def test_a_policy_refusal_raises_policy_refused(cluster):
     tx = dict(transactions()["eip1559"], value=5 * 10**17)
     with signer_for(cluster) as signer:

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use shardsign_proto::v1::signer_server::Signer;
 use shardsign_proto::v1::{
-    ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignMessageRequest,
-    SignMessageResponse, SignTransactionRequest, SignTransactionResponse, SignTypedDataRequest,
-    SignTypedDataResponse, WhoAmIRequest,
+    ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignAuthorizationRequest,
+    SignAuthorizationResponse, SignMessageRequest, SignMessageResponse, SignTransactionRequest,
+    SignTransactionResponse, SignTypedDataRequest, SignTypedDataResponse, WhoAmIRequest,
 };
 use shardsign_request::Printable;
 use tonic::{Request, Response, Status};
@@ -112,6 +112,13 @@ impl Signer for SignerService {
         &self,
         request: Request<SignTypedDataRequest>,
     ) -> Result<Response<SignTypedDataResponse>, Status> {
+        self.sign(request).await
+    }
+
+    async fn sign_authorization(
+        &self,
+        request: Request<SignAuthorizationRequest>,
+    ) -> Result<Response<SignAuthorizationResponse>, Status> {
         self.sign(request).await
     }
 

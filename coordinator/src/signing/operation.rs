@@ -121,6 +121,51 @@ impl Operation for api::SignTypedDataRequest {
     }
 }
 
+impl Operation for api::SignAuthorizationRequest {
+    type Response = api::SignAuthorizationResponse;
+    const NAME: &'static str = "sign_authorization";
+
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn into_payload(self, _limits: &Limits) -> Result<Payload, CoordError> {
+        Ok(proto::authorization(&self)?)
+    }
+
+    fn respond(
+        payload: Payload,
+        signature: Signature,
+        key: &KeyRecord,
+    ) -> Result<Self::Response, CoordError> {
+        let Payload::Authorization(authorization) = &payload else {
+            return Err(CoordError::SigningFailed(
+                "an authorization request signed another payload".into(),
+            ));
+        };
+        // EIP-7702 refuses a high s (EIP-2), as for transactions.
+        let signature = signature.normalized_low_s();
+        Ok(api::SignAuthorizationResponse {
+            chain_id: authorization.chain_id,
+            address: authorization.address.to_checksum(),
+            nonce: authorization.nonce,
+            y_parity: u32::from(signature.recovery_id().to_u8()),
+            r: signature.r().to_vec(),
+            s: signature.s().to_vec(),
+            hash: payload.signing_hash().to_vec(),
+            signer: key.address.clone(),
+        })
+    }
+
+    fn evidence(response: &Self::Response) -> Vec<u8> {
+        response.hash.clone()
+    }
+}
+
 impl Operation for api::SignMessageRequest {
     type Response = api::SignMessageResponse;
     const NAME: &'static str = "sign_message";

@@ -30,7 +30,8 @@ pub use builder::TransactionBuilder;
 pub use credential::Credential;
 pub use error::ClientError;
 pub use signer::{
-    AdminStub, Client, ClientConfig, MessageSignature, RetryPolicy, SignedTransaction,
+    AdminStub, Client, ClientConfig, MessageSignature, RetryPolicy, SignedAuthorization,
+    SignedTransaction,
 };
 
 /// The generated protobuf types, for callers that need the full API (operators' tools).

@@ -146,6 +146,19 @@ pub struct MessageSignature {
     pub signer: String,
 }
 
+/// A signed EIP-7702 authorization, as a set-code transaction's `authorization_list` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAuthorization {
+    pub authorization: shardsign_eth::Authorization,
+    pub y_parity: u8,
+    pub r: [u8; 32],
+    pub s: [u8; 32],
+    /// keccak256(0x05 || rlp([chain_id, address, nonce])).
+    pub hash: [u8; 32],
+    /// The authority (the key's address), recovered from the signature over `hash`.
+    pub signer: String,
+}
+
 /// A connected client. Cheap to clone; clones share the channel.
 #[derive(Clone)]
 pub struct Client {
@@ -416,6 +429,54 @@ impl Client {
             })
             .await?;
         checked_signature(&reply.signature, typed.signing_hash(), &reply.signer)
+    }
+}
+
+impl Client {
+    /// Signs an EIP-7702 authorization for `key_id`'s account: `authorization.address`'s code
+    /// may then run as that account (chain id 0: on every chain). The hash is computed here too
+    /// and the signature must recover to the key's address over it; the key's policies must list
+    /// the delegate.
+    pub async fn sign_authorization(
+        &self,
+        key_id: &str,
+        authorization: shardsign_eth::Authorization,
+    ) -> Result<SignedAuthorization, ClientError> {
+        let request_id = fresh_request_id();
+        let reply = self
+            .with_retries(|left| {
+                let mut stub = self.signer.clone();
+                let request = Self::timed(
+                    api::SignAuthorizationRequest {
+                        key_id: key_id.to_string(),
+                        request_id: request_id.clone(),
+                        chain_id: authorization.chain_id,
+                        address: authorization.address.to_checksum(),
+                        nonce: authorization.nonce,
+                    },
+                    left,
+                );
+                async move { stub.sign_authorization(request).await }
+            })
+            .await?;
+        let hash = authorization.signing_hash();
+        let y_parity = u8::try_from(reply.y_parity)
+            .ok()
+            .filter(|y| *y <= 1)
+            .ok_or_else(|| ClientError::BadReply("y_parity is not 0 or 1".into()))?;
+        let mut signature = [0u8; 65];
+        signature[..32].copy_from_slice(&bytes32("r", &reply.r)?);
+        signature[32..64].copy_from_slice(&bytes32("s", &reply.s)?);
+        signature[64] = 27 + y_parity;
+        let checked = checked_signature(&signature, hash, &reply.signer)?;
+        Ok(SignedAuthorization {
+            authorization,
+            y_parity,
+            r: bytes32("r", &reply.r)?,
+            s: bytes32("s", &reply.s)?,
+            hash,
+            signer: checked.signer,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod address;
 mod amount;
+mod authorization;
 mod error;
 mod keccak;
 mod limits;
@@ -21,6 +22,7 @@ pub mod typed_data;
 
 pub use address::Address;
 pub use amount::{format_eth, parse_amount};
+pub use authorization::{AUTHORIZATION_MAGIC, Authorization};
 pub use error::EthError;
 pub use keccak::keccak256;
 pub use limits::Limits;

@@ -38,6 +38,8 @@ pub struct PolicyFile {
     pub allow_message_signing: bool,
     pub message_rules: Option<MessageRulesFile>,
     pub allowed_typed_data: Vec<TypedDataRuleFile>,
+    pub allowed_delegates: Vec<String>,
+    pub allow_any_chain_authorization: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -119,6 +121,8 @@ impl From<PolicyFile> for api::Policy {
                     primary_types: t.primary_types,
                 })
                 .collect(),
+            allowed_delegates: f.allowed_delegates,
+            allow_any_chain_authorization: f.allow_any_chain_authorization,
         }
     }
 }
@@ -160,6 +164,8 @@ impl From<&api::Policy> for PolicyFile {
                     primary_types: t.primary_types.clone(),
                 })
                 .collect(),
+            allowed_delegates: p.allowed_delegates.clone(),
+            allow_any_chain_authorization: p.allow_any_chain_authorization,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use shardsign_eth::{Address, U256, UnsignedTransaction, format_eth};
+use shardsign_eth::{Address, Authorization, U256, UnsignedTransaction, format_eth};
 use shardsign_request::Payload;
 
 use crate::error::Refusal;
@@ -95,6 +95,10 @@ pub struct Rules {
     pub messages: MessageRules,
     /// The EIP-712 domains and primary types allowed (none: typed data is refused).
     pub typed_data: Vec<TypedDataRule>,
+    /// EIP-7702 delegate contracts a key may authorize (none: every authorization is refused).
+    pub delegates: BTreeSet<Address>,
+    /// Whether an authorization for chain id 0 (every chain) is allowed.
+    pub allow_any_chain_authorization: bool,
 }
 
 impl Rules {
@@ -192,6 +196,32 @@ impl Rules {
             Payload::TypedData(typed) => {
                 crate::typed_data::check(&self.typed_data, &typed.typed, typed.chain_id)
             }
+            Payload::Authorization(authorization) => self.check_authorization(authorization),
+        }
+    }
+
+    /// EIP-7702: the delegate must be listed, and "every chain" must be allowed explicitly.
+    pub fn check_authorization(&self, authorization: &Authorization) -> Result<(), Refusal> {
+        if !self.delegates.contains(&authorization.address) {
+            return Err(Refusal::new(
+                "allowed_delegates",
+                format!(
+                    "delegate {} is not allowed: an authorization hands the account's whole balance to its code",
+                    authorization.address.to_checksum()
+                ),
+            ));
+        }
+        match authorization.chain_id {
+            0 if !self.allow_any_chain_authorization => Err(Refusal::new(
+                "allow_any_chain_authorization",
+                "chain id 0 makes the authorization valid on every chain",
+            )),
+            0 => Ok(()),
+            chain_id if !self.chain_ids.contains(&chain_id) => Err(Refusal::new(
+                "allowed_chain_ids",
+                format!("chain {chain_id} is not allowed"),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -265,6 +295,8 @@ mod tests {
             allow_message_signing: false,
             message_rules: None,
             allowed_typed_data: Vec::new(),
+            allowed_delegates: Vec::new(),
+            allow_any_chain_authorization: false,
         }
     }
 
@@ -446,5 +478,50 @@ mod tests {
         );
         let api_rules = Rules::from_proto(&unset, RulesFor::ApiKey).unwrap();
         assert_eq!(api_rules.max_value_per_24h, Cap::Max(U256::ZERO));
+    }
+
+    #[test]
+    fn authorizations_need_a_listed_delegate_and_an_explicit_any_chain() {
+        let delegate = Address::parse("d", TOKEN).unwrap();
+        let authorization = |chain_id| Authorization {
+            chain_id,
+            address: delegate,
+            nonce: 3,
+        };
+        let mut policy = generous();
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        assert_eq!(
+            rules
+                .check_authorization(&authorization(1))
+                .unwrap_err()
+                .rule,
+            "allowed_delegates"
+        );
+        policy.allowed_delegates = vec![TOKEN.into()];
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        rules.check_authorization(&authorization(1)).unwrap();
+        assert_eq!(
+            rules
+                .check_authorization(&authorization(0))
+                .unwrap_err()
+                .rule,
+            "allow_any_chain_authorization"
+        );
+        assert_eq!(
+            rules
+                .check_authorization(&authorization(5))
+                .unwrap_err()
+                .rule,
+            "allowed_chain_ids"
+        );
+        policy.allow_any_chain_authorization = true;
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        rules.check_authorization(&authorization(0)).unwrap();
+        assert_eq!(
+            Rules::from_proto(&rules.to_proto(RulesFor::SigningKey), RulesFor::SigningKey).unwrap(),
+            rules
+        );
+        policy.allowed_delegates = vec!["0x12".into()];
+        assert!(Rules::from_proto(&policy, RulesFor::SigningKey).is_err());
     }
 }

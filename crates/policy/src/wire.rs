@@ -132,10 +132,13 @@ impl Rules {
         }
         if policy.allowed_recipients.len() > MAX_ALLOWLIST
             || policy.allowed_contract_calls.len() > MAX_ALLOWLIST
+            || policy.allowed_delegates.len() > MAX_ALLOWLIST
         {
             return Err(PolicyError::invalid(
                 "allowed_recipients",
-                format!("at most {MAX_ALLOWLIST} recipients and {MAX_ALLOWLIST} contract calls"),
+                format!(
+                    "at most {MAX_ALLOWLIST} recipients, {MAX_ALLOWLIST} contract calls and {MAX_ALLOWLIST} delegates"
+                ),
             ));
         }
         if policy.requests_per_minute > MAX_REQUESTS_PER_MINUTE {
@@ -182,6 +185,12 @@ impl Rules {
             allow_message_signing: policy.allow_message_signing,
             messages: message_rules(policy.message_rules.as_ref())?,
             typed_data,
+            delegates: policy
+                .allowed_delegates
+                .iter()
+                .map(|entry| parse_address("allowed_delegates", entry))
+                .collect::<Result<_, _>>()?,
+            allow_any_chain_authorization: policy.allow_any_chain_authorization,
         })
     }
 
@@ -229,6 +238,8 @@ impl Rules {
                 .iter()
                 .map(TypedDataRule::to_proto)
                 .collect(),
+            allowed_delegates: self.delegates.iter().map(Address::to_checksum).collect(),
+            allow_any_chain_authorization: self.allow_any_chain_authorization,
         }
     }
 }

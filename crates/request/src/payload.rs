@@ -3,7 +3,7 @@
 
 use shardsign_eth::typed_data::{self, TypedData};
 use shardsign_eth::{
-    Limits, MAX_PERSONAL_MESSAGE_LEN, U256, UnsignedTransaction, personal_sign_hash,
+    Authorization, Limits, MAX_PERSONAL_MESSAGE_LEN, U256, UnsignedTransaction, personal_sign_hash,
 };
 
 use crate::error::RequestError;
@@ -14,6 +14,7 @@ pub enum PayloadKind {
     Transaction,
     PersonalMessage,
     TypedData,
+    Authorization,
 }
 
 impl PayloadKind {
@@ -23,6 +24,7 @@ impl PayloadKind {
             PayloadKind::Transaction => "tx",
             PayloadKind::PersonalMessage => "message",
             PayloadKind::TypedData => "typed_data",
+            PayloadKind::Authorization => "authorization",
         }
     }
 }
@@ -37,6 +39,8 @@ pub enum Payload {
     /// An EIP-712 document: its exact bytes (what the nodes are sent, and parse themselves) and
     /// what they say.
     TypedData(TypedDataPayload),
+    /// An EIP-7702 authorization tuple.
+    Authorization(Authorization),
 }
 
 /// A checked EIP-712 document.
@@ -105,6 +109,9 @@ impl Payload {
             )),
             PayloadKind::PersonalMessage => Self::personal_message("personal_message", bytes),
             PayloadKind::TypedData => Self::typed_data("typed_data", bytes),
+            PayloadKind::Authorization => Ok(Payload::Authorization(
+                Authorization::decode_signing_payload(&bytes)?,
+            )),
         }
     }
 
@@ -113,6 +120,7 @@ impl Payload {
             Payload::Transaction(_) => PayloadKind::Transaction,
             Payload::PersonalMessage(_) => PayloadKind::PersonalMessage,
             Payload::TypedData(_) => PayloadKind::TypedData,
+            Payload::Authorization(_) => PayloadKind::Authorization,
         }
     }
 
@@ -122,6 +130,7 @@ impl Payload {
             Payload::Transaction(tx) => tx.signing_payload(),
             Payload::PersonalMessage(message) => message.clone(),
             Payload::TypedData(typed) => typed.document.clone(),
+            Payload::Authorization(authorization) => authorization.signing_payload(),
         }
     }
 
@@ -131,6 +140,7 @@ impl Payload {
             Payload::Transaction(tx) => tx.signing_hash(),
             Payload::PersonalMessage(message) => personal_sign_hash(message),
             Payload::TypedData(typed) => typed.typed.signing_hash(),
+            Payload::Authorization(authorization) => authorization.signing_hash(),
         }
     }
 
@@ -140,6 +150,10 @@ impl Payload {
             Payload::Transaction(tx) => Some(tx.chain_id()),
             Payload::PersonalMessage(_) => None,
             Payload::TypedData(typed) => typed.chain_id,
+            // Chain id 0 is "every chain": no one chain to check (the policy decides).
+            Payload::Authorization(authorization) => {
+                Some(authorization.chain_id).filter(|id| *id != 0)
+            }
         }
     }
 
@@ -147,7 +161,9 @@ impl Payload {
     pub fn value(&self) -> U256 {
         match self {
             Payload::Transaction(tx) => tx.value(),
-            Payload::PersonalMessage(_) | Payload::TypedData(_) => U256::ZERO,
+            Payload::PersonalMessage(_) | Payload::TypedData(_) | Payload::Authorization(_) => {
+                U256::ZERO
+            }
         }
     }
 }

@@ -81,12 +81,28 @@ pub fn typed_data(document: Vec<u8>) -> Result<Payload, RequestError> {
     Payload::typed_data("typed_data", document)
 }
 
+/// A public API EIP-7702 authorization as a payload.
+pub fn authorization(request: &api::SignAuthorizationRequest) -> Result<Payload, RequestError> {
+    if request.chain_id > MAX_CHAIN_ID {
+        return Err(RequestError::invalid(
+            "chain_id",
+            format!("above {MAX_CHAIN_ID}, the largest chain id accepted"),
+        ));
+    }
+    Ok(Payload::Authorization(shardsign_eth::Authorization {
+        chain_id: request.chain_id,
+        address: Address::parse("address", &request.address)?,
+        nonce: request.nonce,
+    }))
+}
+
 /// The node protocol's form of a payload.
 pub fn to_node(payload: &Payload) -> NodePayload {
     match payload.kind() {
         PayloadKind::Transaction => NodePayload::Transaction(payload.encode()),
         PayloadKind::PersonalMessage => NodePayload::PersonalMessage(payload.encode()),
         PayloadKind::TypedData => NodePayload::TypedData(payload.encode()),
+        PayloadKind::Authorization => NodePayload::Authorization(payload.encode()),
     }
 }
 
@@ -96,10 +112,11 @@ pub fn from_node(payload: Option<NodePayload>, limits: &Limits) -> Result<Payloa
         Some(NodePayload::Transaction(bytes)) => (PayloadKind::Transaction, bytes),
         Some(NodePayload::PersonalMessage(bytes)) => (PayloadKind::PersonalMessage, bytes),
         Some(NodePayload::TypedData(bytes)) => (PayloadKind::TypedData, bytes),
+        Some(NodePayload::Authorization(bytes)) => (PayloadKind::Authorization, bytes),
         None => {
             return Err(RequestError::invalid(
                 "payload",
-                "a transaction, a personal_message or typed_data is required",
+                "a transaction, a personal_message, typed_data or an authorization is required",
             ));
         }
     };

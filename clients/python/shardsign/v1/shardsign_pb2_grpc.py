@@ -59,6 +59,11 @@ class SignerStub:
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.SerializeToString,
                 response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.FromString,
                 _registered_method=True)
+        self.SignAuthorization = channel.unary_unary(
+                '/shardsign.v1.Signer/SignAuthorization',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/shardsign.v1.Signer/WhoAmI',
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.WhoAmIRequest.SerializeToString,
@@ -105,6 +110,16 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignAuthorization(self, request, context):
+        """EIP-7702 authorization: the key's account lets a delegate contract's code run as its own.
+        Every signing node computes keccak256(0x05 || rlp([chain_id, address, nonce])) itself; the
+        key's policies must list the delegate (allowed_delegates), and chain id 0 (any chain) needs
+        allow_any_chain_authorization.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """The calling API key: its scopes, keys, policy and expiry (any scope may call it).
         """
@@ -139,6 +154,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.SignTypedData,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.FromString,
                     response_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.SerializeToString,
+            ),
+            'SignAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignAuthorization,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -281,6 +301,33 @@ class Signer:
             '/shardsign.v1.Signer/SignTypedData',
             shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataRequest.SerializeToString,
             shardsign_dot_v1_dot_shardsign__pb2.SignTypedDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Signer/SignAuthorization',
+            shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.SignAuthorizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

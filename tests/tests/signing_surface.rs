@@ -1,14 +1,19 @@
-//! EIP-712 typed data with real processes: the EIP's Mail example, an EIP-2612 Permit and an
-//! EIP-3009 TransferWithAuthorization (an x402 payment) signed through the public API, each
-//! signature recovered to the key's address by eth-account over eth-account's own hash. Refused:
-//! a domain the policies do not allow (by the coordinator, and by the nodes themselves when a
-//! relay goes around it), a malformed document (with the field's path), and a policy that
-//! would let an app name alone approve Safe transactions.
+//! The signing surface beyond transactions, with real processes. EIP-712 typed data: the EIP's
+//! Mail example, an EIP-2612 Permit and an EIP-3009 TransferWithAuthorization (an x402 payment)
+//! signed through the public API and the CLI, each signature recovered to the key's address by
+//! eth-account over eth-account's own hash. EIP-7702 authorizations: signed through the API and
+//! the CLI, the authority recovered by eth-account over its own authorization hash. Refused: a
+//! domain or a delegate the policies do not allow, chain id 0 without the policy saying so (by the
+//! coordinator, and by the nodes themselves when a relay goes around it), a malformed document
+//! (with the field's path), and a policy that would let an app name alone approve Safe
+//! transactions.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use shardsign_proto::v1::{CreateApiKeyRequest, SignTypedDataRequest, TypedDataRule};
+use shardsign_proto::v1::{
+    CreateApiKeyRequest, SignAuthorizationRequest, SignTypedDataRequest, TypedDataRule,
+};
 use shardsign_tests::cli::Cli;
 use shardsign_tests::eth_account;
 use shardsign_tests::full::{Cluster, permissive_policy};
@@ -19,6 +24,8 @@ const MAIL_CONTRACT: &str = "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC";
 const TOKEN: &str = "0x6B175474E89094C44Da98b954EedeAC495271d0F";
 const USDC_BASE: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
 const BOB: &str = "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB";
+/// A smart-account implementation a key may delegate to.
+const DELEGATE: &str = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B";
 
 fn domain_types(with_name_and_version: bool) -> serde_json::Value {
     let mut fields = Vec::new();
@@ -91,7 +98,7 @@ fn rule(chain_id: u64, contract: &str, name: &str, primary: &str) -> TypedDataRu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
+async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth_account() {
     let cluster = Cluster::start();
     let key = cluster.ceremony("typed", &[1, 8453]).await;
     let entries = vec![
@@ -103,6 +110,7 @@ async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
     key_rules.max_value_per_24h.clear();
     key_rules.requests_per_minute = 0;
     key_rules.allowed_typed_data = entries.clone();
+    key_rules.allowed_delegates = vec![DELEGATE.into()];
     let set = cluster
         .set_key_policy(&key.key_id, key_rules.clone())
         .await
@@ -110,6 +118,7 @@ async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
     assert_eq!(set.nodes_updated, vec![1, 2, 3]);
     let mut agent_rules = permissive_policy(&key.allowed_chain_ids);
     agent_rules.allowed_typed_data = entries;
+    agent_rules.allowed_delegates = vec![DELEGATE.into()];
     let agent = cluster
         .create_api_key(CreateApiKeyRequest {
             label: "typed-data agent".into(),
@@ -220,6 +229,69 @@ async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
         invalid.message()
     );
 
+    // EIP-7702: an authorization for the allowed delegate, through the API and the CLI; the
+    // authority eth-account recovers is the key's address.
+    let authorize = |chain_id: u64, address: &str, request_id: &str| SignAuthorizationRequest {
+        key_id: key.key_id.clone(),
+        request_id: request_id.into(),
+        chain_id,
+        address: address.into(),
+        nonce: 7,
+    };
+    let signed = signer
+        .sign_authorization(authorize(8453, DELEGATE, "auth-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((signed.chain_id, signed.nonce), (8453, 7));
+    assert_eq!(signed.address, DELEGATE);
+    let by_cli = cli.json(
+        &[
+            "sign",
+            "authorization",
+            "--key",
+            &key.key_id,
+            "--chain-id",
+            "1",
+            "--address",
+            DELEGATE,
+            "--nonce",
+            "0",
+        ],
+        Some(&agent),
+    );
+    let authorities = eth_account::call(&json!({ "recover_authorizations": [
+        {"chainId": "8453", "address": DELEGATE, "nonce": "7", "yParity": signed.y_parity,
+         "r": format!("0x{}", hex::encode(&signed.r)), "s": format!("0x{}", hex::encode(&signed.s))},
+        {"chainId": "1", "address": DELEGATE, "nonce": "0", "yParity": by_cli["yParity"],
+         "r": by_cli["r"], "s": by_cli["s"]},
+    ] }));
+    assert_eq!(
+        authorities["authorities"],
+        json!([key.address, key.address])
+    );
+    for (request, rule) in [
+        (
+            authorize(8453, BOB, "auth-other"),
+            "allowed_delegates: delegate",
+        ),
+        (
+            authorize(0, DELEGATE, "auth-any-chain"),
+            "allow_any_chain_authorization",
+        ),
+        (authorize(10, DELEGATE, "auth-other-chain"), "chain"),
+    ] {
+        let refused = signer.sign_authorization(request).await.unwrap_err();
+        assert!(
+            matches!(
+                refused.code(),
+                Code::PermissionDenied | Code::InvalidArgument
+            ),
+            "{refused:?}"
+        );
+        assert!(refused.message().contains(rule), "{}", refused.message());
+    }
+
     // Safe transactions by app name alone: the operator's key will not even sign such a policy.
     let mut loose = key_rules.clone();
     loose.allowed_typed_data.push(rule(0, "", "Safe", "SafeTx"));
@@ -248,6 +320,7 @@ async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
         shardsign_request::proto::typed_data(documents[0].to_string().into_bytes()).unwrap();
     let mut without = key_rules;
     without.allowed_typed_data.clear();
+    without.allowed_delegates.clear();
     let statement = cluster.signed_policy(&key.key_id, without, cluster.next_policy_version());
     let error = relay::sign_with_policy(
         &clients,
@@ -264,6 +337,26 @@ async fn typed_data_signs_through_the_api_and_recovers_with_eth_account() {
     assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
     assert!(
         error.status.message().contains("allowed_typed_data"),
+        "{}",
+        error.status.message()
+    );
+    let payload =
+        shardsign_request::proto::authorization(&authorize(8453, DELEGATE, "relay")).unwrap();
+    let error = relay::sign_with_policy(
+        &clients,
+        [1, 2],
+        &key.key_id,
+        &payload,
+        payload.signing_hash(),
+        &prost::Message::encode_to_vec(&statement),
+        None,
+        None,
+    )
+    .await
+    .expect_err("the node refuses a delegate its signed policy does not list");
+    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+    assert!(
+        error.status.message().contains("allowed_delegates"),
         "{}",
         error.status.message()
     );

@@ -57,7 +57,7 @@ impl Authorization {
         }
         let mut list = ListReader::whole("authorization", &payload[1..])?;
         let chain_id = list.u64("chain_id")?;
-        let address = list.to()?.ok_or_else(|| EthError::AddressLength {
+        let address = list.to()?.ok_or(EthError::AddressLength {
             field: "address",
             len: 0,
         })?;

@@ -37,7 +37,7 @@ pub enum EthError {
     EncodingTooLarge { len: usize, max: usize },
     #[error("transaction: empty input")]
     Empty,
-    #[error("transaction: type 0x{0:02x} is not supported (supported: legacy, 0x01, 0x02)")]
+    #[error("transaction: type 0x{tx_type:02x} is not supported (supported: legacy, 0x01, 0x02){hint}", tx_type = .0, hint = unsupported_hint(*.0))]
     UnsupportedType(u8),
     #[error("{field}: malformed RLP ({reason})")]
     Rlp { field: &'static str, reason: String },
@@ -59,5 +59,18 @@ impl EthError {
             field,
             reason: err.to_string(),
         }
+    }
+}
+
+/// Why a known but unsupported transaction type is refused.
+fn unsupported_hint(tx_type: u8) -> &'static str {
+    match tx_type {
+        0x03 => {
+            "; blob (EIP-4844) transactions are refused: a rollup's blobs are not an agent's to sign"
+        }
+        0x04 => {
+            "; set-code (EIP-7702) transactions are not signed yet: sign the authorization with SignAuthorization"
+        }
+        _ => "",
     }
 }

@@ -386,6 +386,16 @@ fn wrong_field_counts_types_and_sizes_are_refused() {
         decode_payload(&[0x03, 0xc0]),
         Err(EthError::UnsupportedType(3))
     );
+    assert!(
+        EthError::UnsupportedType(3)
+            .to_string()
+            .contains("blob (EIP-4844) transactions are refused")
+    );
+    assert!(
+        EthError::UnsupportedType(4)
+            .to_string()
+            .contains("sign the authorization with SignAuthorization")
+    );
     let short_to = rlp_list(&[
         uint(9),
         uint(1),

@@ -227,6 +227,15 @@ fn policy() -> api::Policy {
             max_len: 1024,
             allowed_prefixes: vec!["example.com wants you to sign in".into()],
         }),
+        allowed_typed_data: vec![api::TypedDataRule {
+            chain_id: 1,
+            verifying_contract: "0x1111111111111111111111111111111111111111".into(),
+            name: "USD Coin".into(),
+            version: "2".into(),
+            primary_types: vec!["TransferWithAuthorization".into()],
+        }],
+        allowed_delegates: vec!["0x2222222222222222222222222222222222222222".into()],
+        allow_any_chain_authorization: false,
     }
 }
 

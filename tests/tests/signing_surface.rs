@@ -316,48 +316,39 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
     for id in [1u8, 2] {
         clients.insert(id, cluster.nodes.client(id).await);
     }
-    let payload =
-        shardsign_request::proto::typed_data(documents[0].to_string().into_bytes()).unwrap();
     let mut without = key_rules;
     without.allowed_typed_data.clear();
     without.allowed_delegates.clear();
-    let statement = cluster.signed_policy(&key.key_id, without, cluster.next_policy_version());
-    let error = relay::sign_with_policy(
-        &clients,
-        [1, 2],
+    let statement = prost::Message::encode_to_vec(&cluster.signed_policy(
         &key.key_id,
-        &payload,
-        payload.signing_hash(),
-        &prost::Message::encode_to_vec(&statement),
-        None,
-        None,
-    )
-    .await
-    .expect_err("the node refuses typed data its signed policy does not allow");
-    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
-    assert!(
-        error.status.message().contains("allowed_typed_data"),
-        "{}",
-        error.status.message()
-    );
-    let payload =
+        without,
+        cluster.next_policy_version(),
+    ));
+    let typed =
+        shardsign_request::proto::typed_data(documents[0].to_string().into_bytes()).unwrap();
+    let delegation =
         shardsign_request::proto::authorization(&authorize(8453, DELEGATE, "relay")).unwrap();
-    let error = relay::sign_with_policy(
-        &clients,
-        [1, 2],
-        &key.key_id,
-        &payload,
-        payload.signing_hash(),
-        &prost::Message::encode_to_vec(&statement),
-        None,
-        None,
-    )
-    .await
-    .expect_err("the node refuses a delegate its signed policy does not list");
-    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
-    assert!(
-        error.status.message().contains("allowed_delegates"),
-        "{}",
-        error.status.message()
-    );
+    for (payload, rule) in [
+        (typed, "allowed_typed_data"),
+        (delegation, "allowed_delegates"),
+    ] {
+        let error = relay::sign_with_policy(
+            &clients,
+            [1, 2],
+            &key.key_id,
+            &payload,
+            payload.signing_hash(),
+            &statement,
+            None,
+            None,
+        )
+        .await
+        .expect_err("the node refuses what its signed policy does not allow");
+        assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+        assert!(
+            error.status.message().contains(rule),
+            "{}",
+            error.status.message()
+        );
+    }
 }

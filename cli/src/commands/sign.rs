@@ -49,6 +49,22 @@ pub enum SignCommand {
     },
 }
 
+/// A 65-byte signature: JSON with the hash under `hash_field`, or one line.
+fn show_signature(out: &Out, signature: &shardsign_client::MessageSignature, hash_field: &str) {
+    let mut shown = json!({
+        "signature": format!("0x{}", hex::encode(signature.signature)),
+        "signer": signature.signer,
+    });
+    shown[hash_field] = json!(format!("0x{}", hex::encode(signature.message_hash)));
+    out.show(&shown, || {
+        format!(
+            "0x{}  (signer {})",
+            hex::encode(signature.signature),
+            signature.signer
+        )
+    });
+}
+
 /// A typed-data document from a file or standard input, bounded like the service bounds it.
 fn read_document(file: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Read;
@@ -186,20 +202,7 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
         SignCommand::TypedData { key, file } => {
             let document = read_document(&file)?;
             let signature = client.sign_typed_data(&key, &document).await?;
-            out.show(
-                &json!({
-                    "signature": format!("0x{}", hex::encode(signature.signature)),
-                    "hash": format!("0x{}", hex::encode(signature.message_hash)),
-                    "signer": signature.signer,
-                }),
-                || {
-                    format!(
-                        "0x{}  (signer {})",
-                        hex::encode(signature.signature),
-                        signature.signer
-                    )
-                },
-            );
+            show_signature(&out, &signature, "hash");
         }
         SignCommand::Message { key, message, hex } => {
             let bytes = match (message, hex) {
@@ -208,20 +211,7 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
                 _ => bail!("give --message TEXT or --hex BYTES"),
             };
             let signature = client.sign_message(&key, &bytes).await?;
-            out.show(
-                &json!({
-                    "signature": format!("0x{}", hex::encode(signature.signature)),
-                    "message_hash": format!("0x{}", hex::encode(signature.message_hash)),
-                    "signer": signature.signer,
-                }),
-                || {
-                    format!(
-                        "0x{}  (signer {})",
-                        hex::encode(signature.signature),
-                        signature.signer
-                    )
-                },
-            );
+            show_signature(&out, &signature, "message_hash");
         }
     }
     Ok(())

@@ -348,7 +348,14 @@ impl Node {
                 if key == me || replaced.contains(&key) || !seen.insert(key) {
                     continue;
                 }
-                let reason: String = ban.reason.chars().take(200).collect();
+                // A peer's text: bounded and escaped before it reaches refusals and logs.
+                let reason = ban
+                    .reason
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .escape_default()
+                    .to_string();
                 bans.push(Ban {
                     peer_signing_key: key,
                     node_id: node_id.get(),

@@ -65,6 +65,16 @@ pub struct TypedDataError {
     pub problem: String,
 }
 
+/// An untrusted key as it may appear in a path: at most 64 characters, control characters
+/// escaped (a path reaches log lines and error messages).
+fn shown_key(key: &str) -> String {
+    key.chars()
+        .take(64)
+        .collect::<String>()
+        .escape_default()
+        .to_string()
+}
+
 fn err(path: &str, problem: impl Into<String>) -> TypedDataError {
     TypedDataError {
         path: path.to_string(),
@@ -133,7 +143,7 @@ impl TypedData {
             .find(|(k, _)| !["types", "primaryType", "domain", "message"].contains(&k.as_str()))
         {
             return Err(err(
-                &extra.chars().take(64).collect::<String>(),
+                &shown_key(extra),
                 "not part of a typed-data document (types, primaryType, domain, message)",
             ));
         }
@@ -169,6 +179,11 @@ impl TypedData {
         }
         types.refuse_unused(&primary_type)?;
         let encoder = Encoder {
+            type_hashes: types
+                .structs
+                .keys()
+                .map(|name| (name.as_str(), keccak256(types.encode_type(name))))
+                .collect(),
             types: &types,
             limits,
         };
@@ -345,6 +360,9 @@ fn integer(value: &Json, bits: u16, signed: bool, path: &str) -> Result<[u8; 32]
 struct Encoder<'a> {
     types: &'a Types,
     limits: &'a Limits,
+    /// `keccak256(encodeType(name))` per struct, computed once per document (an array of a
+    /// thousand structs would otherwise build the same string a thousand times).
+    type_hashes: std::collections::BTreeMap<&'a str, [u8; 32]>,
 }
 
 impl Encoder<'_> {
@@ -374,12 +392,12 @@ impl Encoder<'_> {
             .find(|(k, _)| !fields.iter().any(|f| f.name == *k))
         {
             return Err(err(
-                &format!("{path}.{}", extra.chars().take(64).collect::<String>()),
+                &format!("{path}.{}", shown_key(extra)),
                 format!("not a field of {name}"),
             ));
         }
         let mut encoded = Vec::with_capacity(32 * (fields.len() + 1));
-        encoded.extend_from_slice(&keccak256(self.types.encode_type(name)));
+        encoded.extend_from_slice(&self.type_hashes[name]);
         for field in fields {
             let field_path = format!("{path}.{}", field.name);
             let Some((_, field_value)) = entries.iter().find(|(k, _)| *k == field.name) else {

@@ -119,6 +119,10 @@ fn missing_extra_and_mistyped_fields_are_refused_with_their_path() {
             "extra: not part of a typed-data document",
         ),
         (
+            mail_with(|v| v["message"]["to"]["x\ny"] = 1.into()),
+            "message.to.x\\ny: not a field of Person",
+        ),
+        (
             mail_with(|v| v["primaryType"] = "Letter".into()),
             "primaryType: `Letter` is not declared in types",
         ),

@@ -162,7 +162,11 @@ fn parse_type(
         path,
         format!(
             "unknown type `{}`{hint}",
-            spelling.chars().take(64).collect::<String>()
+            spelling
+                .chars()
+                .take(64)
+                .collect::<String>()
+                .escape_default()
         ),
     ))
 }

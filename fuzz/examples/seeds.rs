@@ -10,8 +10,9 @@ use std::sync::Arc;
 use k256::ecdsa::SigningKey;
 use prost::Message as _;
 use shardsign_eth::{
-    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, U256,
-    UnsignedTransaction, sign_prehash,
+    AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
+    Eip7702Transaction, LegacyTransaction, SignedAuthorization, U256, UnsignedTransaction,
+    sign_prehash,
 };
 use shardsign_policy::file::PolicyFile;
 use shardsign_policy::signed::{KeyStatementHeader, OperatorPolicyKey};
@@ -30,6 +31,20 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 
 fn with(selector: u8, bytes: &[u8]) -> Vec<u8> {
     [&[selector][..], bytes].concat()
+}
+
+/// A tuple signed by a fixed authority, so that the seeds do not change between runs.
+fn signed_authorization(chain_id: u64) -> SignedAuthorization {
+    let authority = SigningKey::from_slice(&[0x0a; 32]).expect("authority key");
+    let authorization = Authorization {
+        chain_id,
+        address: Address([0x63; 20]),
+        nonce: 7,
+    };
+    SignedAuthorization {
+        authorization,
+        signature: sign_prehash(&authority, &authorization.signing_hash()).normalized_low_s(),
+    }
 }
 
 fn transactions() -> Vec<UnsignedTransaction> {
@@ -80,6 +95,19 @@ fn transactions() -> Vec<UnsignedTransaction> {
             value: U256::MAX >> 8,
             data: vec![0xff; 64],
             access_list: Vec::new(),
+        }
+        .into(),
+        Eip7702Transaction {
+            chain_id: 8453,
+            nonce: 3,
+            max_priority_fee_per_gas: U256::from(1_000_000_000u64),
+            max_fee_per_gas: U256::from(30_000_000_000u64),
+            gas_limit: 100_000,
+            to: Address([0x35; 20]),
+            value: U256::ZERO,
+            data: vec![0xa9, 0x05, 0x9c, 0xbb],
+            access_list: Vec::new(),
+            authorization_list: vec![signed_authorization(8453), signed_authorization(0)],
         }
         .into(),
     ]
@@ -159,6 +187,37 @@ fn transaction_seeds(signer: &SigningKey) {
         )),
     };
     write("api_request", "legacy", &with(0, &legacy.encode_to_vec()));
+    let tuple = signed_authorization(8453);
+    let set_code = api::SignTransactionRequest {
+        key_id: "key-1".into(),
+        request_id: "set-code".into(),
+        transaction: Some(api::sign_transaction_request::Transaction::Eip7702(
+            api::Eip7702Transaction {
+                chain_id: 8453,
+                nonce: 3,
+                max_priority_fee_per_gas: "1gwei".into(),
+                max_fee_per_gas: "30gwei".into(),
+                gas_limit: 100_000,
+                to: "0x3535353535353535353535353535353535353535".into(),
+                value: "0".into(),
+                data: Vec::new(),
+                access_list: Vec::new(),
+                authorization_list: vec![api::SignedAuthorization {
+                    chain_id: tuple.authorization.chain_id,
+                    address: tuple.authorization.address.to_checksum(),
+                    nonce: tuple.authorization.nonce,
+                    y_parity: u32::from(tuple.signature.recovery_id().to_u8()),
+                    r: tuple.signature.r().to_vec(),
+                    s: tuple.signature.s().to_vec(),
+                }],
+            },
+        )),
+    };
+    write(
+        "api_request",
+        "eip7702",
+        &with(0, &set_code.encode_to_vec()),
+    );
 }
 
 fn message_seeds() {

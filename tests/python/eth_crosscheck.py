@@ -6,7 +6,8 @@ strings, bytes as 0x-hex. Request keys (all optional):
   sign_txs   transactions to sign with eth-account (our field names)
   sign_msgs  0x-hex messages to sign with EIP-191 personal_sign
   recover_msgs  [{"message": hex, "signature": hex}] to recover the signer of
-  generate   {"count": N, "seed": S}: make N random transactions of each type, sign them
+  generate   {"count": N, "seed": S}: make N random transactions of each type, sign them (set-code
+             ones carry authorizations made with Account.sign_authorization)
   recover_txs  0x-hex raw signed transactions to recover the sender and hash of
   typed_data {"per_template": N, "random": M, "seed": S}: EIP-712 documents with eth-account's
              hashes (see typed_data_docs.py)
@@ -47,15 +48,27 @@ def to_eth_account(tx):
     kind = tx["type"]
     if kind in ("legacy", "eip2930"):
         out["gasPrice"] = int(tx["gas_price"])
-    if kind in ("eip2930", "eip1559"):
+    if kind in ("eip2930", "eip1559", "eip7702"):
         out["accessList"] = [
             {"address": to_checksum_address(item["address"]), "storageKeys": item["storage_keys"]}
             for item in tx["access_list"]
         ]
-        out["type"] = 1 if kind == "eip2930" else 2
-    if kind == "eip1559":
+        out["type"] = {"eip2930": 1, "eip1559": 2, "eip7702": 4}[kind]
+    if kind in ("eip1559", "eip7702"):
         out["maxFeePerGas"] = int(tx["max_fee_per_gas"])
         out["maxPriorityFeePerGas"] = int(tx["max_priority_fee_per_gas"])
+    if kind == "eip7702":
+        out["authorizationList"] = [
+            {
+                "chainId": int(item["chain_id"]),
+                "address": to_checksum_address(item["address"]),
+                "nonce": int(item["nonce"]),
+                "yParity": item["y_parity"],
+                "r": int(item["r"], 16),
+                "s": int(item["s"], 16),
+            }
+            for item in tx["authorization_list"]
+        ]
     return out
 
 
@@ -82,11 +95,11 @@ def random_tx(rng, kind):
         "gas_limit": str(rng.randint(21000, 30_000_000)),
         "value": big(256),
         "data": hex0x(rng.randbytes(rng.choice([0, 0, 4, 36, 68, rng.randint(0, 2000)]))),
-        "to": None if rng.random() < 0.1 else hex0x(rng.randbytes(20)),
+        "to": None if rng.random() < 0.1 and kind != "eip7702" else hex0x(rng.randbytes(20)),
     }
     if kind in ("legacy", "eip2930"):
         tx["gas_price"] = big(200)
-    if kind in ("eip2930", "eip1559"):
+    if kind in ("eip2930", "eip1559", "eip7702"):
         tx["access_list"] = [
             {
                 "address": hex0x(rng.randbytes(20)),
@@ -94,17 +107,41 @@ def random_tx(rng, kind):
             }
             for _ in range(rng.randint(0, 3))
         ]
-    if kind == "eip1559":
+    if kind in ("eip1559", "eip7702"):
         max_fee = int(big(200))
         tx["max_fee_per_gas"] = str(max_fee)
         tx["max_priority_fee_per_gas"] = str(rng.randint(0, max_fee))
+    if kind == "eip7702":
+        tx["authorization_list"] = [random_authorization(rng, int(tx["chain_id"])) for _ in range(rng.randint(1, 4))]
     return tx
+
+
+def random_authorization(rng, tx_chain_id):
+    """A tuple signed by a fresh authority with eth-account's own sign_authorization."""
+    authority = Account.from_key(rng.randbytes(32))
+    signed = Account.sign_authorization(
+        {
+            "chainId": rng.choice([0, tx_chain_id, rng.getrandbits(rng.randint(1, 64))]),
+            "address": to_checksum_address(rng.randbytes(20)),
+            "nonce": rng.choice([0, 2**64 - 1, rng.getrandbits(rng.randint(1, 64))]),
+        },
+        authority.key,
+    )
+    return {
+        "chain_id": str(signed.chain_id),
+        "address": hex0x(signed.address),
+        "nonce": str(signed.nonce),
+        "y_parity": signed.y_parity,
+        "r": hex0x(signed.r.to_bytes(32, "big")),
+        "s": hex0x(signed.s.to_bytes(32, "big")),
+        "authority": authority.address,
+    }
 
 
 def generate(request):
     rng = random.Random(request["seed"])
     out = []
-    for kind in ("legacy", "eip2930", "eip1559"):
+    for kind in ("legacy", "eip2930", "eip1559", "eip7702"):
         for _ in range(request["count"]):
             account = Account.from_key(rng.randbytes(32))
             tx = random_tx(rng, kind)

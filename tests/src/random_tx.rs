@@ -2,8 +2,9 @@
 
 use rand::{Rng, RngExt};
 use shardsign_eth::{
-    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, TxType,
-    U256, UnsignedTransaction,
+    AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
+    Eip7702Transaction, LegacyTransaction, SignedAuthorization, TxType, U256, UnsignedTransaction,
+    sign_prehash,
 };
 
 /// A value of up to 256 bits, biased towards small and boundary values.
@@ -47,6 +48,48 @@ fn data(rng: &mut impl Rng) -> Vec<u8> {
     (0..len).map(|_| rng.random()).collect()
 }
 
+/// One to four authorizations, each signed by its own random authority, for the transaction's
+/// chain or for any chain (0) or another one (what the encoding must carry, whatever policy says).
+fn authorization_list(rng: &mut impl Rng, tx_chain_id: u64) -> Vec<SignedAuthorization> {
+    (0..rng.random_range(1..=4))
+        .map(|_| {
+            let authorization = Authorization {
+                chain_id: match rng.random_range(0..3) {
+                    0 => 0,
+                    1 => tx_chain_id,
+                    _ => rng.random::<u64>() >> rng.random_range(0..64),
+                },
+                address: Address(rng.random()),
+                nonce: match rng.random_range(0..3) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => rng.random::<u64>() >> rng.random_range(0..64),
+                },
+            };
+            let authority = loop {
+                if let Ok(key) = k256::ecdsa::SigningKey::from_slice(&rng.random::<[u8; 32]>()) {
+                    break key;
+                }
+            };
+            SignedAuthorization {
+                authorization,
+                signature: sign_prehash(&authority, &authorization.signing_hash())
+                    .normalized_low_s(),
+            }
+        })
+        .collect()
+}
+
+fn fee_caps(rng: &mut impl Rng) -> (U256, U256) {
+    let max_fee_per_gas = amount(rng);
+    let max_priority_fee_per_gas = if max_fee_per_gas.is_zero() {
+        U256::ZERO
+    } else {
+        max_fee_per_gas >> rng.random_range(0..256)
+    };
+    (max_priority_fee_per_gas, max_fee_per_gas)
+}
+
 /// A random valid transaction of `kind`.
 pub fn random_tx(rng: &mut impl Rng, kind: TxType) -> UnsignedTransaction {
     let to = if rng.random_range(0..10) == 0 {
@@ -84,12 +127,7 @@ pub fn random_tx(rng: &mut impl Rng, kind: TxType) -> UnsignedTransaction {
         }
         .into(),
         TxType::Eip1559 => {
-            let max_fee_per_gas = amount(rng);
-            let max_priority_fee_per_gas = if max_fee_per_gas.is_zero() {
-                U256::ZERO
-            } else {
-                max_fee_per_gas >> rng.random_range(0..256)
-            };
+            let (max_priority_fee_per_gas, max_fee_per_gas) = fee_caps(rng);
             Eip1559Transaction {
                 chain_id: chain_id(rng),
                 nonce,
@@ -100,6 +138,23 @@ pub fn random_tx(rng: &mut impl Rng, kind: TxType) -> UnsignedTransaction {
                 value: amount(rng),
                 data: data(rng),
                 access_list: access_list(rng),
+            }
+            .into()
+        }
+        TxType::Eip7702 => {
+            let (max_priority_fee_per_gas, max_fee_per_gas) = fee_caps(rng);
+            let chain_id = chain_id(rng);
+            Eip7702Transaction {
+                chain_id,
+                nonce,
+                max_priority_fee_per_gas,
+                max_fee_per_gas,
+                gas_limit,
+                to: Address(rng.random()),
+                value: amount(rng),
+                data: data(rng),
+                access_list: access_list(rng),
+                authorization_list: authorization_list(rng, chain_id),
             }
             .into()
         }

@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 use shardsign_eth::{
-    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction,
-    UnsignedTransaction, parse_u64, parse_u256,
+    AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
+    Eip7702Transaction, LegacyTransaction, Signature, SignedAuthorization, UnsignedTransaction,
+    parse_u64, parse_u256,
 };
 
 pub fn hex0x(bytes: &[u8]) -> String {
@@ -21,6 +22,21 @@ fn access_list_json(list: &[AccessListItem]) -> Value {
             json!({
                 "address": hex0x(&item.address.0),
                 "storage_keys": item.storage_keys.iter().map(|k| hex0x(k)).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn authorization_list_json(list: &[SignedAuthorization]) -> Value {
+    list.iter()
+        .map(|tuple| {
+            json!({
+                "chain_id": tuple.authorization.chain_id.to_string(),
+                "address": hex0x(&tuple.authorization.address.0),
+                "nonce": tuple.authorization.nonce.to_string(),
+                "y_parity": tuple.signature.recovery_id().to_u8(),
+                "r": hex0x(&tuple.signature.r()),
+                "s": hex0x(&tuple.signature.s()),
             })
         })
         .collect()
@@ -59,6 +75,22 @@ pub fn to_json(tx: &UnsignedTransaction) -> Value {
             );
             fields.insert("access_list".into(), access_list_json(&tx.access_list));
         }
+        UnsignedTransaction::Eip7702(tx) => {
+            fields.insert("type".into(), "eip7702".into());
+            fields.insert(
+                "max_fee_per_gas".into(),
+                tx.max_fee_per_gas.to_string().into(),
+            );
+            fields.insert(
+                "max_priority_fee_per_gas".into(),
+                tx.max_priority_fee_per_gas.to_string().into(),
+            );
+            fields.insert("access_list".into(), access_list_json(&tx.access_list));
+            fields.insert(
+                "authorization_list".into(),
+                authorization_list_json(&tx.authorization_list),
+            );
+        }
     }
     out
 }
@@ -82,6 +114,27 @@ fn access_list_from(value: &Value) -> Vec<AccessListItem> {
                 .iter()
                 .map(|k| unhex(k.as_str().unwrap()).try_into().unwrap())
                 .collect(),
+        })
+        .collect()
+}
+
+fn authorization_list_from(value: &Value) -> Vec<SignedAuthorization> {
+    value["authorization_list"]
+        .as_array()
+        .expect("authorization_list")
+        .iter()
+        .map(|tuple| SignedAuthorization {
+            authorization: Authorization {
+                chain_id: parse_u64("chain_id", text(tuple, "chain_id")).unwrap(),
+                address: Address::parse("address", text(tuple, "address")).unwrap(),
+                nonce: parse_u64("nonce", text(tuple, "nonce")).unwrap(),
+            },
+            signature: Signature::new(
+                unhex(text(tuple, "r")).try_into().unwrap(),
+                unhex(text(tuple, "s")).try_into().unwrap(),
+                u8::try_from(tuple["y_parity"].as_u64().expect("y_parity")).unwrap(),
+            )
+            .unwrap(),
         })
         .collect()
 }
@@ -131,6 +184,23 @@ pub fn from_json(value: &Value) -> UnsignedTransaction {
             value: amount,
             data,
             access_list: access_list_from(value),
+        }
+        .into(),
+        "eip7702" => Eip7702Transaction {
+            chain_id,
+            nonce,
+            max_priority_fee_per_gas: parse_u256(
+                "max_priority_fee_per_gas",
+                text(value, "max_priority_fee_per_gas"),
+            )
+            .unwrap(),
+            max_fee_per_gas: parse_u256("max_fee_per_gas", text(value, "max_fee_per_gas")).unwrap(),
+            gas_limit,
+            to: to.expect("a set-code transaction has a `to`"),
+            value: amount,
+            data,
+            access_list: access_list_from(value),
+            authorization_list: authorization_list_from(value),
         }
         .into(),
         other => panic!("unknown transaction type {other}"),

@@ -21,7 +21,12 @@ fn dkg_key_signs_every_transaction_type_with_every_pair() {
     let mut rng = rand::rng();
 
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-        for kind in [TxType::Legacy, TxType::Eip2930, TxType::Eip1559] {
+        for kind in [
+            TxType::Legacy,
+            TxType::Eip2930,
+            TxType::Eip1559,
+            TxType::Eip7702,
+        ] {
             let tx = random_tx(&mut rng, kind);
             let hash = tx.signing_hash();
             let signatures = run_sign(

@@ -1,6 +1,7 @@
 //! Cross-check of crates/eth against eth-account, a library nobody here wrote: the same key signs
-//! the same transactions on both sides and the raw bytes must be identical; transactions that
-//! eth-account made decode here to the same fields and sender; EIP-191 both ways.
+//! the same transactions on both sides and the raw bytes must be identical (all four types; the
+//! set-code ones carry tuples signed by other authorities); transactions that eth-account made
+//! decode here to the same fields and sender; EIP-191, EIP-712 and EIP-7702 authorizations.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -34,7 +35,12 @@ fn rust_and_eth_account_produce_identical_signed_transactions() {
     let (_, mut rng) = seeded();
     let key = signing_key(&mut rng);
     let mut txs = Vec::new();
-    for kind in [TxType::Legacy, TxType::Eip2930, TxType::Eip1559] {
+    for kind in [
+        TxType::Legacy,
+        TxType::Eip2930,
+        TxType::Eip1559,
+        TxType::Eip7702,
+    ] {
         for _ in 0..PER_TYPE {
             txs.push(random_tx(&mut rng, kind));
         }
@@ -74,7 +80,8 @@ fn transactions_made_by_eth_account_decode_to_their_fields_and_sender() {
         "generate": { "count": PER_TYPE, "seed": seed },
     }));
     let generated = reply["generated"].as_array().unwrap();
-    assert_eq!(generated.len(), 3 * PER_TYPE);
+    assert_eq!(generated.len(), 4 * PER_TYPE);
+    let mut set_code_tuples = 0;
     for item in generated {
         let raw = unhex(item["raw"].as_str().unwrap());
         let decoded = SignedTransaction::decode(&raw, &Limits::DEFAULT)
@@ -91,7 +98,26 @@ fn transactions_made_by_eth_account_decode_to_their_fields_and_sender() {
         assert_eq!(hex0x(&decoded.hash()), item["hash"].as_str().unwrap());
         assert_eq!(decoded.v().to_string(), item["v"].as_str().unwrap());
         assert_eq!(decoded.raw(), raw.as_slice());
+        let tuples = decoded.transaction().authorization_list();
+        if item["tx"]["type"] == "eip7702" {
+            assert!(!tuples.is_empty());
+            set_code_tuples += tuples.len();
+        }
+        for (tuple, theirs) in tuples.iter().zip(
+            item["tx"]["authorization_list"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        ) {
+            assert_eq!(
+                tuple.authority().unwrap().to_checksum(),
+                theirs["authority"].as_str().unwrap(),
+                "authority of a tuple eth-account signed (seed {seed})"
+            );
+        }
     }
+    eprintln!("set-code transactions from eth-account carried {set_code_tuples} authorizations");
+    assert!(set_code_tuples >= PER_TYPE);
 }
 
 #[test]

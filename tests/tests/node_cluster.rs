@@ -88,6 +88,8 @@ fn transaction(kind: TxType) -> UnsignedTransaction {
         UnsignedTransaction::Legacy(t) => t.chain_id = 1,
         UnsignedTransaction::Eip2930(t) => t.chain_id = 11_155_111,
         UnsignedTransaction::Eip1559(t) => t.chain_id = 1,
+        // Not signed here: its tuples' random delegates are for the policy tests to refuse.
+        UnsignedTransaction::Eip7702(t) => t.chain_id = 1,
     }
     tx
 }

@@ -2,8 +2,10 @@
 //! Mail example, an EIP-2612 Permit and an EIP-3009 TransferWithAuthorization (an x402 payment)
 //! signed through the public API and the CLI, each signature recovered to the key's address by
 //! eth-account over eth-account's own hash. EIP-7702 authorizations: signed through the API and
-//! the CLI, the authority recovered by eth-account over its own authorization hash. Refused: a
-//! domain or a delegate the policies do not allow, chain id 0 without the policy saying so (by the
+//! the CLI, the authority recovered by eth-account over its own authorization hash; set-code
+//! (type 4) transactions carrying them, through the API's typed field and the CLI's unsigned RLP,
+//! decoded and recovered by eth-account. Refused: a domain or a delegate the policies do not
+//! allow (also inside a set-code transaction), chain id 0 without the policy saying so (by the
 //! coordinator, and by the nodes themselves when a relay goes around it), a malformed document
 //! (with the field's path), and a policy that would let an app name alone approve Safe
 //! transactions.
@@ -12,7 +14,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use shardsign_proto::v1::{
-    CreateApiKeyRequest, SignAuthorizationRequest, SignTypedDataRequest, TypedDataRule,
+    CreateApiKeyRequest, Eip7702Transaction, SignAuthorizationRequest, SignTransactionRequest,
+    SignTypedDataRequest, SignedAuthorization, TypedDataRule,
+    sign_transaction_request::Transaction,
 };
 use shardsign_tests::cli::Cli;
 use shardsign_tests::eth_account;
@@ -292,6 +296,125 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
         assert!(refused.message().contains(rule), "{}", refused.message());
     }
 
+    // A set-code transaction carrying the API-signed authorization, through the typed field; then
+    // one carrying the CLI-signed one, through the CLI (unsigned RLP underneath). eth-account
+    // decodes both as type-4 transactions from the key's address.
+    let tuple =
+        |chain_id, address: &str, nonce, y_parity, r: Vec<u8>, s: Vec<u8>| SignedAuthorization {
+            chain_id,
+            address: address.into(),
+            nonce,
+            y_parity,
+            r,
+            s,
+        };
+    let set_code = |request_id: &str, tuples: Vec<SignedAuthorization>| SignTransactionRequest {
+        key_id: key.key_id.clone(),
+        request_id: request_id.into(),
+        transaction: Some(Transaction::Eip7702(Eip7702Transaction {
+            chain_id: 8453,
+            nonce: 3,
+            max_priority_fee_per_gas: "1000000000".into(),
+            max_fee_per_gas: "30000000000".into(),
+            gas_limit: 100_000,
+            to: key.address.clone(),
+            value: "0".into(),
+            data: vec![],
+            access_list: vec![],
+            authorization_list: tuples,
+        })),
+    };
+    let api_tuple = tuple(
+        8453,
+        DELEGATE,
+        7,
+        signed.y_parity,
+        signed.r.clone(),
+        signed.s.clone(),
+    );
+    let by_api = signer
+        .sign_transaction(set_code("set-code-1", vec![api_tuple.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_api.raw_transaction[0], 0x04);
+    let by_cli_tx = cli.json(
+        &[
+            "sign",
+            "tx",
+            "--key",
+            &key.key_id,
+            "--chain-id",
+            "1",
+            "--to",
+            &key.address,
+            "--gas",
+            "100000",
+            "--authorization",
+            &by_cli.to_string(),
+        ],
+        Some(&agent),
+    );
+    let raws = [
+        format!("0x{}", hex::encode(&by_api.raw_transaction)),
+        by_cli_tx["raw_transaction"].as_str().unwrap().to_string(),
+    ];
+    assert!(raws[1].starts_with("0x04"), "{by_cli_tx}");
+    let recovered = eth_account::call(&json!({ "recover_txs": raws }));
+    for (index, item) in recovered["recovered_txs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(item["sender"], key.address.as_str(), "set-code tx {index}");
+    }
+    assert_eq!(
+        recovered["recovered_txs"][0]["hash"],
+        format!("0x{}", hex::encode(&by_api.tx_hash))
+    );
+    // A tuple for a delegate the key may not use, signed by some other authority, is refused
+    // with its index; so is a tuple for another chain, and a list with no tuple at all.
+    let stranger = k256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let foreign = shardsign_eth::Authorization {
+        chain_id: 8453,
+        address: shardsign_eth::Address::parse("a", BOB).unwrap(),
+        nonce: 0,
+    };
+    let foreign_signature =
+        shardsign_eth::sign_prehash(&stranger, &foreign.signing_hash()).normalized_low_s();
+    let foreign_tuple = tuple(
+        8453,
+        BOB,
+        0,
+        u32::from(foreign_signature.recovery_id().to_u8()),
+        foreign_signature.r().to_vec(),
+        foreign_signature.s().to_vec(),
+    );
+    let mut other_chain = api_tuple.clone();
+    other_chain.chain_id = 1;
+    for (request, code, text) in [
+        (
+            set_code("set-code-foreign", vec![api_tuple.clone(), foreign_tuple]),
+            Code::PermissionDenied,
+            "allowed_delegates: authorization_list[1]: delegate",
+        ),
+        (
+            set_code("set-code-other-chain", vec![other_chain]),
+            Code::PermissionDenied,
+            "authorization_list[0] is for chain 1",
+        ),
+        (
+            set_code("set-code-empty", vec![]),
+            Code::InvalidArgument,
+            "authorization_list: empty",
+        ),
+    ] {
+        let refused = signer.sign_transaction(request).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+        assert!(refused.message().contains(text), "{}", refused.message());
+    }
+
     // Safe transactions by app name alone: the operator's key will not even sign such a policy.
     let mut loose = key_rules.clone();
     loose.allowed_typed_data.push(rule(0, "", "Safe", "SafeTx"));
@@ -328,9 +451,16 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
         shardsign_request::proto::typed_data(documents[0].to_string().into_bytes()).unwrap();
     let delegation =
         shardsign_request::proto::authorization(&authorize(8453, DELEGATE, "relay")).unwrap();
+    let Some(set_code_tx) = set_code("relay", vec![api_tuple]).transaction else {
+        unreachable!()
+    };
+    let set_code_payload =
+        shardsign_request::proto::transaction(Some(&set_code_tx), &shardsign_eth::Limits::DEFAULT)
+            .unwrap();
     for (payload, rule) in [
         (typed, "allowed_typed_data"),
         (delegation, "allowed_delegates"),
+        (set_code_payload, "allowed_delegates"),
     ] {
         let error = relay::sign_with_policy(
             &clients,

@@ -5,13 +5,16 @@
 //! per signature; in the same run it times the bare protocol in-process (both parties in one
 //! thread, and the critical path) and a single-key k256 signature, with the ratios. Optionally
 //! (`--memory-keys N`) it creates N more keys and reports the nodes' resident memory per key and
-//! signing latency with N keys held.
+//! signing latency with N keys held. `--per-kind N` signs N of each payload kind one at a time
+//! (EIP-1559 transaction, EIP-712 document, EIP-7702 authorization, set-code transaction) and
+//! reports each kind's latency.
 //!
 //! ```sh
 //! cargo build --release --bins
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1,16 --requests 300
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 16 --duration 60s --json out.json
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1 --memory-keys 100
+//! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1 --requests 50 --per-kind 100
 //! ```
 
 use std::sync::Arc;
@@ -21,8 +24,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::json;
 use shardsign_benches::{fresh_shares, median, ms, timed_sign};
+use shardsign_client::TransactionBuilder;
 use shardsign_client::{Client, ClientConfig, Credential};
-use shardsign_eth::{Address, Eip1559Transaction, UnsignedTransaction, parse_amount};
+use shardsign_eth::{
+    Address, Authorization, Eip1559Transaction, UnsignedTransaction, parse_amount,
+};
+use shardsign_proto::v1::{CreateApiKeyRequest, TypedDataRule};
 use shardsign_tests::cluster::{metric_value, scrape};
 use shardsign_tests::full::Cluster;
 
@@ -48,6 +55,10 @@ struct Args {
     /// run uses), so that the coordinator's and every node's ledger take part in each request.
     #[arg(long)]
     key_caps: bool,
+    /// After the levels, sign this many of each payload kind one at a time (transaction, EIP-712
+    /// document, EIP-7702 authorization, set-code transaction) and report each kind's latency.
+    #[arg(long, default_value_t = 0)]
+    per_kind: usize,
     /// Copy the coordinator's and nodes' logs (with per-stage debug timings) into this directory.
     #[arg(long)]
     keep_logs: Option<std::path::PathBuf>,
@@ -90,9 +101,13 @@ fn transaction(nonce: u64) -> UnsignedTransaction {
 }
 
 async fn client(cluster: &Cluster) -> Client {
+    client_with(cluster, &cluster.signer_token).await
+}
+
+async fn client_with(cluster: &Cluster, api_key: &str) -> Client {
     let config = ClientConfig::new(
         format!("https://{}", cluster.coordinator.address),
-        Credential::api_key(cluster.signer_token.clone()).expect("API key"),
+        Credential::api_key(api_key.to_string()).expect("API key"),
     )
     .with_ca_pem(cluster.nodes.ca.cert_pem())
     .with_tls_name("localhost");
@@ -176,6 +191,127 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
     }
 }
 
+const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+const DELEGATE: &str = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B";
+
+/// An x402-style EIP-3009 payment document, unique per `nonce`.
+fn x402_document(from: &str, nonce: u64) -> String {
+    json!({
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
+        "message": {"from": from, "to": "0x3535353535353535353535353535353535353535",
+                    "value": "1000000", "validAfter": 0, "validBefore": 4_000_000_000u64,
+                    "nonce": format!("0x{nonce:064x}")}
+    })
+    .to_string()
+}
+
+/// Latencies of `count` sequential requests of each payload kind, with policies that allow them.
+async fn per_kind_latencies(
+    cluster: &Cluster,
+    key_id: &str,
+    count: usize,
+) -> Vec<(&'static str, Vec<Duration>)> {
+    let mut rules = shardsign_tests::full::permissive_policy(&[1]);
+    rules.max_value_per_24h.clear();
+    rules.requests_per_minute = 0;
+    rules.allowed_typed_data = vec![TypedDataRule {
+        chain_id: 1,
+        verifying_contract: USDC.into(),
+        name: "USD Coin".into(),
+        version: String::new(),
+        primary_types: vec!["TransferWithAuthorization".into()],
+    }];
+    rules.allowed_delegates = vec![DELEGATE.into()];
+    let set = cluster.set_key_policy(key_id, rules.clone()).await;
+    assert_eq!(set.expect("key policy").nodes_updated, vec![1, 2, 3]);
+    let mut agent_rules = rules;
+    agent_rules.requests_per_minute = 1_000_000;
+    agent_rules.max_value_per_24h = "unlimited".into();
+    let api_key = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "bench per kind".into(),
+            scopes: vec!["read".into(), "sign".into()],
+            key_ids: vec![key_id.into()],
+            policy: Some(agent_rules),
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    let signer = client_with(cluster, &api_key).await;
+    let address = signer.get_key(key_id).await.expect("key").address;
+    let delegate = Address::parse("delegate", DELEGATE).expect("address");
+    let tuple = signer
+        .sign_authorization(
+            key_id,
+            Authorization {
+                chain_id: 1,
+                address: delegate,
+                nonce: 0,
+            },
+        )
+        .await
+        .expect("authorization")
+        .to_tuple()
+        .expect("tuple");
+    let mut results = Vec::new();
+    for kind in [
+        "eip1559 transaction",
+        "EIP-712 document",
+        "EIP-7702 authorization",
+        "set-code transaction",
+    ] {
+        let mut latencies = Vec::with_capacity(count);
+        for i in 0..count as u64 {
+            let begun = Instant::now();
+            let outcome = match kind {
+                "eip1559 transaction" => signer
+                    .sign_transaction(key_id, &transaction(i))
+                    .await
+                    .map(drop),
+                "EIP-712 document" => signer
+                    .sign_typed_data(key_id, &x402_document(&address, i))
+                    .await
+                    .map(drop),
+                "EIP-7702 authorization" => signer
+                    .sign_authorization(
+                        key_id,
+                        Authorization {
+                            chain_id: 1,
+                            address: delegate,
+                            nonce: i,
+                        },
+                    )
+                    .await
+                    .map(drop),
+                _ => {
+                    let tx = TransactionBuilder::eip7702(1)
+                        .nonce(i)
+                        .to(delegate)
+                        .gas_limit(100_000)
+                        .fees_str("30gwei", "1gwei")
+                        .and_then(|builder| builder.authorization(tuple).build())
+                        .expect("set-code transaction");
+                    signer.sign_transaction(key_id, &tx).await.map(drop)
+                }
+            };
+            outcome.unwrap_or_else(|error| panic!("{kind} {i}: {error}"));
+            latencies.push(begun.elapsed());
+        }
+        latencies.sort();
+        results.push((kind, latencies));
+    }
+    results
+}
+
 async fn ceremony(cluster: &Cluster, label: &str, key_caps: bool) -> (Duration, String) {
     let started = Instant::now();
     let key = cluster.ceremony(label, &[1]).await;
@@ -245,7 +381,7 @@ fn main() {
     };
     let cluster = Cluster::start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (ceremonies, results, memory) = runtime.block_on(async {
+    let (ceremonies, results, memory, per_kind) = runtime.block_on(async {
         let mut ceremonies = Vec::new();
         let (took, key_id) = ceremony(&cluster, "bench", args.key_caps).await;
         ceremonies.push(took);
@@ -271,7 +407,12 @@ fn main() {
             let with_keys = run_level(&cluster, &key_id, Budget::Requests(args.requests), 1).await;
             memory = Some((before, after, slope, with_keys));
         }
-        (ceremonies, results, memory)
+        let per_kind = if args.per_kind > 0 {
+            per_kind_latencies(&cluster, &key_id, args.per_kind).await
+        } else {
+            Vec::new()
+        };
+        (ceremonies, results, memory, per_kind)
     });
 
     let shares = fresh_shares();
@@ -347,6 +488,23 @@ fn main() {
         "key ceremony through the API: median {ceremony_ms:.0} ms over {} ceremonies",
         ceremonies.len()
     );
+    if !per_kind.is_empty() {
+        println!(
+            "by payload kind, one request at a time ({} each):",
+            args.per_kind
+        );
+    }
+    let per_kind_json: Vec<serde_json::Value> = per_kind
+        .iter()
+        .map(|(kind, latencies)| {
+            let (p50, p95) = (
+                ms(percentile(latencies, 0.50)),
+                ms(percentile(latencies, 0.95)),
+            );
+            println!("  {kind:<24} p50 {p50:>6.2} ms  p95 {p95:>6.2} ms");
+            json!({"kind": kind, "n": latencies.len(), "p50_ms": p50, "p95_ms": p95})
+        })
+        .collect();
     let memory_json = memory.as_ref().map(|(before, after, slope, with_keys)| {
         println!(
             "node RSS KiB before/after {} more keys: {:?} -> {:?}; per key: {:?} KiB",
@@ -373,6 +531,7 @@ fn main() {
             "access_path_ms": {"admission": admission, "audit": audit},
             "ceremony_median_ms": ceremony_ms,
             "memory": memory_json,
+            "per_kind": per_kind_json,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report).expect("json"))
             .expect("write json");

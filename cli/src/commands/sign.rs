@@ -1,5 +1,5 @@
-//! `shardsign sign`: transactions (EIP-1559, or legacy with --gas-price), EIP-191 messages and
-//! EIP-712 typed data.
+//! `shardsign sign`: transactions (EIP-1559, legacy with --gas-price, EIP-7702 set-code with
+//! --authorization), EIP-191 messages, EIP-712 typed data and EIP-7702 authorizations.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -12,7 +12,8 @@ use crate::output::Out;
 
 #[derive(Subcommand)]
 pub enum SignCommand {
-    /// Sign a transaction: EIP-1559 by default, legacy (EIP-155) with --gas-price.
+    /// Sign a transaction: EIP-1559 by default, legacy (EIP-155) with --gas-price, EIP-7702
+    /// set-code with --authorization.
     Tx(TxArgs),
     /// Sign an EIP-191 personal message.
     Message {
@@ -118,6 +119,52 @@ pub struct TxArgs {
     /// Call data as hex.
     #[arg(long, default_value = "")]
     data: String,
+    /// A signed EIP-7702 authorization, as `shardsign --json sign authorization` prints it
+    /// (repeatable, any authority's): makes a set-code (type 4) transaction, which needs --to.
+    /// Every delegate must be in the key's allowed_delegates.
+    #[arg(
+        long = "authorization",
+        value_name = "JSON",
+        conflicts_with = "gas_price"
+    )]
+    authorizations: Vec<String>,
+}
+
+/// One `--authorization` tuple: the JSON `sign authorization` prints (extra fields ignored).
+fn parse_authorization(
+    index: usize,
+    text: &str,
+) -> anyhow::Result<shardsign_eth::SignedAuthorization> {
+    let context = || format!("--authorization #{}", index + 1);
+    let value: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("{}: not JSON", context()))?;
+    let number = |field: &str| {
+        value[field]
+            .as_u64()
+            .with_context(|| format!("{}: {field} must be a number", context()))
+    };
+    let scalar = |field: &str| -> anyhow::Result<[u8; 32]> {
+        let text = value[field]
+            .as_str()
+            .with_context(|| format!("{}: {field} must be a 0x-hex string", context()))?;
+        hex_bytes(field, text)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{}: {field} must be 32 bytes", context()))
+    };
+    let address = value["address"]
+        .as_str()
+        .with_context(|| format!("{}: address missing", context()))?;
+    let y_parity = u8::try_from(number("yParity")?)
+        .map_err(|_| anyhow::anyhow!("{}: yParity must be 0 or 1", context()))?;
+    Ok(shardsign_eth::SignedAuthorization {
+        authorization: shardsign_eth::Authorization {
+            chain_id: number("chainId")?,
+            address: shardsign_eth::Address::parse("address", address).with_context(context)?,
+            nonce: number("nonce")?,
+        },
+        signature: shardsign_eth::Signature::new(scalar("r")?, scalar("s")?, y_parity)
+            .with_context(context)?,
+    })
 }
 
 fn hex_bytes(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
@@ -128,12 +175,19 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
     let client = global.client().await?;
     match command {
         SignCommand::Tx(args) => {
-            let builder = match &args.gas_price {
+            let mut builder = match &args.gas_price {
                 Some(price) => TransactionBuilder::legacy(args.chain_id)
                     .gas_price(parse_amount("gas_price", price)?),
+                None if !args.authorizations.is_empty() => {
+                    TransactionBuilder::eip7702(args.chain_id)
+                        .fees_str(&args.max_fee, &args.priority_fee)?
+                }
                 None => TransactionBuilder::eip1559(args.chain_id)
                     .fees_str(&args.max_fee, &args.priority_fee)?,
             };
+            for (index, text) in args.authorizations.iter().enumerate() {
+                builder = builder.authorization(parse_authorization(index, text)?);
+            }
             let mut builder = builder
                 .nonce(args.nonce)
                 .gas_limit(args.gas)

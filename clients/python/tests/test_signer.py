@@ -223,3 +223,45 @@ def test_the_async_signer_does_the_same(cluster):
     address, signed, message, signature = asyncio.run(run())
     assert Account.recover_transaction(signed.raw_transaction) == address
     assert Account.recover_message(message, signature=signature.signature) == address
+
+
+# Last in the file: it lists a delegate in the demo key's policies for the rest of the session.
+def test_a_listed_delegate_signs_an_authorization_and_a_set_code_transaction(cluster):
+    import json
+
+    delegate = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B"
+    key_rules = cluster.cli("policy", "show", "--key", "demo")["rules"]
+    agent = next(k for k in cluster.cli("apikeys", "list") if k["label"] == "demo agent")
+    for rules in (key_rules, agent["policy"]):
+        rules["allowed_delegates"] = [delegate]
+    key_file = cluster.dir / "key-policy-with-delegate.json"
+    agent_file = cluster.dir / "agent-policy-with-delegate.json"
+    key_file.write_text(json.dumps(key_rules))
+    agent_file.write_text(json.dumps(agent["policy"]))
+    assert cluster.cli("policy", "set", "--key", "demo", "--policy-file", str(key_file))["nodes_updated"] == [1, 2, 3]
+    cluster.cli("apikeys", "set-policy", agent["id"], "--policy-file", str(agent_file))
+
+    # Another authority's tuple, signed by eth-account, rides in the same transaction.
+    other = Account.sign_authorization({"chainId": SEPOLIA, "address": delegate, "nonce": 0}, b"\x07" * 32)
+    with signer_for(cluster) as signer:
+        own = signer.sign_authorization({"chainId": SEPOLIA, "address": delegate, "nonce": 8})
+        tx = dict(transactions()["eip1559"], value=0, gas=80000, authorizationList=[own, other])
+        with pytest.raises(shardsign.InvalidRequest) as mixed:
+            signer.sign_transaction(tx)  # still says type 2: never silently dropped
+        assert "only type 4" in str(mixed.value)
+        tx["type"] = 4
+        signed = signer.sign_transaction(tx)
+        address = signer.address
+        stranger = Account.sign_authorization({"chainId": SEPOLIA, "address": SEPOLIA_USDC, "nonce": 0}, b"\x07" * 32)
+        with pytest.raises(shardsign.PolicyRefused) as refused:
+            signer.sign_transaction(dict(tx, authorizationList=[own, stranger]))
+        assert "authorization_list[1]: delegate" in str(refused.value)
+    assert signed.raw_transaction[0] == 4
+    assert Account.recover_transaction(signed.raw_transaction) == address
+    fields = TypedTransaction.from_bytes(signed.raw_transaction).as_dict()
+    tuples = fields["authorizationList"]
+    assert [(t["chainId"], t["nonce"], t["yParity"], t["r"], t["s"]) for t in tuples] == [
+        (SEPOLIA, 8, own.y_parity, own.r, own.s),
+        (SEPOLIA, 0, other.y_parity, other.r, other.s),
+    ]
+    assert bytes(tuples[0]["address"]).hex() == delegate[2:].lower()

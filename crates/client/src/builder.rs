@@ -3,8 +3,8 @@
 //! (fees present for the type, tip not above the cap, sizes within limits) before any call.
 
 use shardsign_eth::{
-    AccessList, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, Limits, U256,
-    UnsignedTransaction, parse_amount,
+    AccessList, Address, Eip1559Transaction, Eip2930Transaction, Eip7702Transaction,
+    LegacyTransaction, Limits, SignedAuthorization, U256, UnsignedTransaction, parse_amount,
 };
 
 use crate::error::ClientError;
@@ -14,6 +14,13 @@ enum Kind {
     Legacy,
     Eip2930,
     Eip1559,
+    Eip7702,
+}
+
+impl Kind {
+    fn has_fee_caps(self) -> bool {
+        matches!(self, Kind::Eip1559 | Kind::Eip7702)
+    }
 }
 
 /// Builds an [`UnsignedTransaction`]. Defaults: nonce 0, value 0, no data, gas limit 21,000,
@@ -31,6 +38,7 @@ pub struct TransactionBuilder {
     max_fee_per_gas: Option<U256>,
     max_priority_fee_per_gas: Option<U256>,
     access_list: AccessList,
+    authorization_list: Vec<SignedAuthorization>,
 }
 
 fn amount(field: &'static str, text: &str) -> Result<U256, ClientError> {
@@ -51,7 +59,15 @@ impl TransactionBuilder {
             max_fee_per_gas: None,
             max_priority_fee_per_gas: None,
             access_list: AccessList::new(),
+            authorization_list: Vec::new(),
         }
+    }
+
+    /// EIP-7702 set-code: EIP-1559's fees, a `to`, and at least one signed authorization
+    /// (from [`Client::sign_authorization`](crate::Client::sign_authorization), then
+    /// [`to_tuple`](crate::SignedAuthorization::to_tuple), or another authority's).
+    pub fn eip7702(chain_id: u64) -> Self {
+        Self::new(Kind::Eip7702, chain_id)
     }
 
     /// EIP-1559: needs `max_fee_per_gas` and `max_priority_fee_per_gas`.
@@ -133,22 +149,33 @@ impl TransactionBuilder {
         self
     }
 
+    /// Appends a signed authorization (set-code transactions only).
+    pub fn authorization(mut self, tuple: SignedAuthorization) -> Self {
+        self.authorization_list.push(tuple);
+        self
+    }
+
     /// The transaction, checked.
     pub fn build(self) -> Result<UnsignedTransaction, ClientError> {
         let missing = |field: &str| {
             ClientError::InvalidArgument(format!("{field}: required for this transaction type"))
         };
-        if self.kind != Kind::Eip1559
+        if !self.kind.has_fee_caps()
             && (self.max_fee_per_gas.is_some() || self.max_priority_fee_per_gas.is_some())
         {
             return Err(ClientError::InvalidArgument(
-                "max_fee_per_gas/max_priority_fee_per_gas: only EIP-1559 transactions have them; use gas_price".into(),
+                "max_fee_per_gas/max_priority_fee_per_gas: only EIP-1559 and EIP-7702 transactions have them; use gas_price".into(),
             ));
         }
-        if self.kind == Kind::Eip1559 && self.gas_price.is_some() {
+        if self.kind.has_fee_caps() && self.gas_price.is_some() {
             return Err(ClientError::InvalidArgument(
-                "gas_price: EIP-1559 transactions use max_fee_per_gas and max_priority_fee_per_gas"
+                "gas_price: EIP-1559 and EIP-7702 transactions use max_fee_per_gas and max_priority_fee_per_gas"
                     .into(),
+            ));
+        }
+        if self.kind != Kind::Eip7702 && !self.authorization_list.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "authorization_list: only set-code (EIP-7702) transactions carry authorizations; use eip7702".into(),
             ));
         }
         if self.kind == Kind::Legacy && !self.access_list.is_empty() {
@@ -190,6 +217,26 @@ impl TransactionBuilder {
                 value: self.value,
                 data: self.data,
                 access_list: self.access_list,
+            }),
+            Kind::Eip7702 => UnsignedTransaction::Eip7702(Eip7702Transaction {
+                chain_id: self.chain_id,
+                nonce: self.nonce,
+                max_priority_fee_per_gas: self
+                    .max_priority_fee_per_gas
+                    .ok_or_else(|| missing("max_priority_fee_per_gas"))?,
+                max_fee_per_gas: self
+                    .max_fee_per_gas
+                    .ok_or_else(|| missing("max_fee_per_gas"))?,
+                gas_limit: self.gas_limit,
+                to: self.to.ok_or_else(|| {
+                    ClientError::InvalidArgument(
+                        shardsign_eth::EthError::SetCodeWithoutTo.to_string(),
+                    )
+                })?,
+                value: self.value,
+                data: self.data,
+                access_list: self.access_list,
+                authorization_list: self.authorization_list,
             }),
         };
         tx.validate(&Limits::DEFAULT)
@@ -256,6 +303,40 @@ mod tests {
             error(TransactionBuilder::legacy(0).gas_price(U256::from(1u8))).contains("chain_id")
         );
         assert!(TransactionBuilder::eip1559(1).to_str("0x12").is_err());
+        let set_code = || {
+            TransactionBuilder::eip7702(1)
+                .fees_str("30gwei", "1gwei")
+                .unwrap()
+        };
+        assert!(error(set_code()).contains("to: required"));
+        assert!(error(set_code().to_str(TO).unwrap()).contains("at least one authorization"));
+        let key = k256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap();
+        let authorization = shardsign_eth::Authorization {
+            chain_id: 1,
+            address: Address::parse("a", TO).unwrap(),
+            nonce: 0,
+        };
+        let tuple = SignedAuthorization {
+            authorization,
+            signature: shardsign_eth::sign_prehash(&key, &authorization.signing_hash())
+                .normalized_low_s(),
+        };
+        assert!(
+            error(
+                TransactionBuilder::eip1559(1)
+                    .fees_str("30gwei", "1gwei")
+                    .unwrap()
+                    .authorization(tuple)
+            )
+            .contains("only set-code")
+        );
+        let built = set_code()
+            .to_str(TO)
+            .unwrap()
+            .authorization(tuple)
+            .build()
+            .unwrap();
+        assert_eq!(built.authorization_list(), &[tuple]);
         assert!(TransactionBuilder::eip1559(1).value_str("lots").is_err());
     }
 }

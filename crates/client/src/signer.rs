@@ -159,6 +159,19 @@ pub struct SignedAuthorization {
     pub signer: String,
 }
 
+impl SignedAuthorization {
+    /// The tuple as a set-code transaction carries it
+    /// ([`TransactionBuilder::authorization`](crate::TransactionBuilder::authorization)).
+    pub fn to_tuple(&self) -> Result<shardsign_eth::SignedAuthorization, ClientError> {
+        let signature = shardsign_eth::Signature::new(self.r, self.s, self.y_parity)
+            .map_err(|e| ClientError::BadReply(e.to_string()))?;
+        Ok(shardsign_eth::SignedAuthorization {
+            authorization: self.authorization,
+            signature,
+        })
+    }
+}
+
 /// A connected client. Cheap to clone; clones share the channel.
 #[derive(Clone)]
 pub struct Client {

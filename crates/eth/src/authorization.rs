@@ -3,10 +3,13 @@
 //! policy must say so explicitly); ids above 2^64-1 are refused, as are nonces above 2^64-1 (the
 //! EIP's bound).
 
+use ruint::aliases::U256;
+
 use crate::address::Address;
 use crate::error::EthError;
 use crate::keccak::keccak256;
 use crate::rlp::{ListBuilder, ListReader};
+use crate::signature::Signature;
 
 /// The EIP-7702 magic byte that prefixes an authorization's signed message.
 pub const AUTHORIZATION_MAGIC: u8 = 0x05;
@@ -67,6 +70,61 @@ impl Authorization {
             chain_id,
             address,
             nonce,
+        })
+    }
+}
+
+/// A signed authorization tuple, as it travels in a set-code transaction's `authorization_list`:
+/// `[chain_id, address, nonce, y_parity, r, s]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedAuthorization {
+    pub authorization: Authorization,
+    pub signature: Signature,
+}
+
+impl SignedAuthorization {
+    /// The account this tuple delegates: the signer of the authorization hash.
+    pub fn authority(&self) -> Result<Address, EthError> {
+        self.signature
+            .recover_address(&self.authorization.signing_hash())
+    }
+
+    pub(crate) fn encode_into(&self, list: &mut ListBuilder) {
+        let mut tuple = ListBuilder::with_capacity(112);
+        tuple
+            .u64(self.authorization.chain_id)
+            .to(&Some(self.authorization.address))
+            .u64(self.authorization.nonce)
+            .u64(u64::from(self.signature.recovery_id().to_u8()))
+            .u256(&U256::from_be_bytes(self.signature.r()))
+            .u256(&U256::from_be_bytes(self.signature.s()));
+        list.raw(&tuple.finish());
+    }
+
+    /// Reads one tuple strictly. A tuple the network would skip (y parity other than 0 or 1,
+    /// r or s out of range, a chain id or nonce above 2^64-1) is refused here rather than
+    /// signed into a transaction that silently does less than it says; a high `s` is refused by
+    /// the transaction's validation.
+    pub(crate) fn decode_from(tuple: &mut ListReader<'_>) -> Result<Self, EthError> {
+        let chain_id = tuple.u64("chain_id")?;
+        let address = tuple.to()?.ok_or(EthError::AddressLength {
+            field: "address",
+            len: 0,
+        })?;
+        let nonce = tuple.u64("nonce")?;
+        let parity = u8::try_from(tuple.u64("y_parity")?)
+            .map_err(|_| EthError::InvalidSignature("y_parity must be 0 or 1"))?;
+        let r = tuple.u256("r")?;
+        let s = tuple.u256("s")?;
+        tuple.finish(6)?;
+        let signature = Signature::new(r.to_be_bytes(), s.to_be_bytes(), parity)?;
+        Ok(SignedAuthorization {
+            authorization: Authorization {
+                chain_id,
+                address,
+                nonce,
+            },
+            signature,
         })
     }
 }

@@ -33,11 +33,21 @@ pub enum EthError {
     AccessListTooLong { len: usize, max: usize },
     #[error("access_list: {count} storage keys in all is over the limit of {max}")]
     TooManyStorageKeys { count: usize, max: usize },
+    #[error("authorization_list: {len} authorizations is over the limit of {max}")]
+    AuthorizationListTooLong { len: usize, max: usize },
+    #[error(
+        "authorization_list: empty; a set-code (EIP-7702) transaction carries at least one authorization"
+    )]
+    AuthorizationListEmpty,
+    #[error("authorization_list[{index}]: {reason}")]
+    Authorization { index: usize, reason: String },
+    #[error("to: required; a set-code (EIP-7702) transaction cannot create a contract")]
+    SetCodeWithoutTo,
     #[error("transaction: {len} bytes is over the limit of {max} bytes")]
     EncodingTooLarge { len: usize, max: usize },
     #[error("transaction: empty input")]
     Empty,
-    #[error("transaction: type 0x{tx_type:02x} is not supported (supported: legacy, 0x01, 0x02){hint}", tx_type = .0, hint = unsupported_hint(*.0))]
+    #[error("transaction: type 0x{tx_type:02x} is not supported (supported: legacy, 0x01, 0x02, 0x04){hint}", tx_type = .0, hint = unsupported_hint(*.0))]
     UnsupportedType(u8),
     #[error("{field}: malformed RLP ({reason})")]
     Rlp { field: &'static str, reason: String },
@@ -67,9 +77,6 @@ fn unsupported_hint(tx_type: u8) -> &'static str {
     match tx_type {
         0x03 => {
             "; blob (EIP-4844) transactions are refused: a rollup's blobs are not an agent's to sign"
-        }
-        0x04 => {
-            "; set-code (EIP-7702) transactions are not signed yet: sign the authorization with SignAuthorization"
         }
         _ => "",
     }

@@ -1,6 +1,6 @@
-//! Ethereum encodings for shardsign: unsigned transactions (EIP-155 legacy, EIP-2930, EIP-1559),
-//! their signing hashes, signed raw transactions, sender recovery, EIP-55 addresses and EIP-191
-//! `personal_sign`.
+//! Ethereum encodings for shardsign: unsigned transactions (EIP-155 legacy, EIP-2930, EIP-1559,
+//! EIP-7702 set-code), their signing hashes, signed raw transactions, sender recovery, EIP-55
+//! addresses, EIP-191 `personal_sign`, EIP-712 typed data and EIP-7702 authorizations.
 //!
 //! Pure functions over bytes: no I/O, nothing of ours below it. Every decoder is strict (canonical
 //! RLP, no trailing bytes, bounded sizes) and every error names the field it is about, because the
@@ -22,7 +22,7 @@ pub mod typed_data;
 
 pub use address::Address;
 pub use amount::{format_eth, parse_amount};
-pub use authorization::{AUTHORIZATION_MAGIC, Authorization};
+pub use authorization::{AUTHORIZATION_MAGIC, Authorization, SignedAuthorization};
 pub use error::EthError;
 pub use keccak::keccak256;
 pub use limits::Limits;
@@ -32,6 +32,6 @@ pub use ruint::aliases::U256;
 pub use signature::{RecoveryId, Signature, sign_prehash};
 pub use signed::SignedTransaction;
 pub use tx::{
-    AccessList, AccessListItem, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, TxType,
-    UnsignedTransaction,
+    AccessList, AccessListItem, Eip1559Transaction, Eip2930Transaction, Eip7702Transaction,
+    LegacyTransaction, TxType, UnsignedTransaction,
 };

@@ -5,6 +5,7 @@ use alloy_rlp::{Decodable, Encodable, Header};
 use ruint::aliases::U256;
 
 use crate::address::Address;
+use crate::authorization::SignedAuthorization;
 use crate::error::EthError;
 use crate::limits::Limits;
 use crate::tx::{AccessList, AccessListItem};
@@ -57,6 +58,14 @@ impl ListBuilder {
             entry.bytes(&item.address.0);
             entry.raw(&keys.finish());
             outer.raw(&entry.finish());
+        }
+        self.raw(&outer.finish())
+    }
+
+    pub(crate) fn authorization_list(&mut self, list: &[SignedAuthorization]) -> &mut Self {
+        let mut outer = ListBuilder::with_capacity(list.len() * 112);
+        for tuple in list {
+            tuple.encode_into(&mut outer);
         }
         self.raw(&outer.finish())
     }
@@ -236,6 +245,35 @@ impl<'a> ListReader<'a> {
                 address,
                 storage_keys,
             });
+        }
+        Ok(list)
+    }
+
+    /// An EIP-7702 authorization list, bounded by the limits before each tuple is read. Errors
+    /// name the tuple by its index.
+    pub(crate) fn authorization_list(
+        &mut self,
+        limits: &Limits,
+    ) -> Result<Vec<SignedAuthorization>, EthError> {
+        self.ensure_more("authorization_list")?;
+        let mut outer = ListReader::next_in("authorization_list", &mut self.items)?;
+        self.read += 1;
+        let mut list = Vec::new();
+        while !outer.items.is_empty() {
+            if list.len() == limits.max_authorizations {
+                return Err(EthError::AuthorizationListTooLong {
+                    len: list.len() + 1,
+                    max: limits.max_authorizations,
+                });
+            }
+            let index = list.len();
+            let tuple = ListReader::next_in("authorization_list", &mut outer.items)
+                .and_then(|mut tuple| SignedAuthorization::decode_from(&mut tuple))
+                .map_err(|err| EthError::Authorization {
+                    index,
+                    reason: err.to_string(),
+                })?;
+            list.push(tuple);
         }
         Ok(list)
     }

@@ -10,8 +10,9 @@ use crate::limits::Limits;
 use crate::rlp::ListReader;
 use crate::signature::Signature;
 use crate::tx::{
-    EIP1559_TYPE, EIP2930_TYPE, UnsignedTransaction, check_encoded_len, eip1559_fields,
-    eip2930_fields, legacy_fields, read_eip1559_fields, read_eip2930_fields, read_legacy_fields,
+    EIP1559_TYPE, EIP2930_TYPE, EIP7702_TYPE, UnsignedTransaction, check_encoded_len,
+    eip1559_fields, eip2930_fields, eip7702_fields, legacy_fields, read_eip1559_fields,
+    read_eip2930_fields, read_eip7702_fields, read_legacy_fields,
 };
 
 /// A transaction with its signature, as broadcast to the network.
@@ -82,6 +83,13 @@ impl SignedTransaction {
                 list.finish(12)?;
                 (UnsignedTransaction::Eip1559(tx), signature)
             }
+            Some(&EIP7702_TYPE) => {
+                let mut list = ListReader::whole("transaction", &raw[1..])?;
+                let tx = read_eip7702_fields(&mut list, limits)?;
+                let signature = read_typed_signature(&mut list)?;
+                list.finish(13)?;
+                (UnsignedTransaction::Eip7702(tx), signature)
+            }
             Some(&first) if first >= 0xc0 => {
                 let mut list = ListReader::whole("transaction", raw)?;
                 let mut tx = read_legacy_fields(&mut list, limits)?;
@@ -133,6 +141,11 @@ fn encode_signed(tx: &UnsignedTransaction, signature: &Signature) -> Vec<u8> {
             let mut list = eip1559_fields(tx);
             list.u64(parity);
             (Some(EIP1559_TYPE), list)
+        }
+        UnsignedTransaction::Eip7702(tx) => {
+            let mut list = eip7702_fields(tx);
+            list.u64(parity);
+            (Some(EIP7702_TYPE), list)
         }
     };
     list.u256(&r).u256(&s);

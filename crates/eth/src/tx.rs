@@ -1,9 +1,10 @@
-//! Unsigned transactions of the three supported types, their validation, their signing payloads
+//! Unsigned transactions of the four supported types (legacy, EIP-2930, EIP-1559, EIP-7702), their validation, their signing payloads
 //! (what is hashed and signed) and the strict decoding of those payloads.
 
 use ruint::aliases::U256;
 
 use crate::address::Address;
+use crate::authorization::SignedAuthorization;
 use crate::error::EthError;
 use crate::keccak::keccak256;
 use crate::limits::Limits;
@@ -15,6 +16,8 @@ use crate::signed::SignedTransaction;
 pub(crate) const EIP2930_TYPE: u8 = 0x01;
 /// EIP-2718 type byte of EIP-1559 transactions.
 pub(crate) const EIP1559_TYPE: u8 = 0x02;
+/// EIP-2718 type byte of EIP-7702 set-code transactions.
+pub(crate) const EIP7702_TYPE: u8 = 0x04;
 
 /// The transaction types this crate encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +25,7 @@ pub enum TxType {
     Legacy,
     Eip2930,
     Eip1559,
+    Eip7702,
 }
 
 /// One entry of an EIP-2930 access list.
@@ -74,12 +78,29 @@ pub struct Eip1559Transaction {
     pub access_list: AccessList,
 }
 
+/// An EIP-7702 set-code transaction (type 0x04): EIP-1559 fields plus signed authorizations that
+/// set each authority's code to its delegate. It always calls an existing account (`to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eip7702Transaction {
+    pub chain_id: u64,
+    pub nonce: u64,
+    pub max_priority_fee_per_gas: U256,
+    pub max_fee_per_gas: U256,
+    pub gas_limit: u64,
+    pub to: Address,
+    pub value: U256,
+    pub data: Vec<u8>,
+    pub access_list: AccessList,
+    pub authorization_list: Vec<SignedAuthorization>,
+}
+
 /// A transaction waiting for its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsignedTransaction {
     Legacy(LegacyTransaction),
     Eip2930(Eip2930Transaction),
     Eip1559(Eip1559Transaction),
+    Eip7702(Eip7702Transaction),
 }
 
 impl From<LegacyTransaction> for UnsignedTransaction {
@@ -100,12 +121,19 @@ impl From<Eip1559Transaction> for UnsignedTransaction {
     }
 }
 
+impl From<Eip7702Transaction> for UnsignedTransaction {
+    fn from(tx: Eip7702Transaction) -> Self {
+        UnsignedTransaction::Eip7702(tx)
+    }
+}
+
 impl UnsignedTransaction {
     pub fn tx_type(&self) -> TxType {
         match self {
             UnsignedTransaction::Legacy(_) => TxType::Legacy,
             UnsignedTransaction::Eip2930(_) => TxType::Eip2930,
             UnsignedTransaction::Eip1559(_) => TxType::Eip1559,
+            UnsignedTransaction::Eip7702(_) => TxType::Eip7702,
         }
     }
 
@@ -114,6 +142,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.chain_id,
             UnsignedTransaction::Eip2930(tx) => tx.chain_id,
             UnsignedTransaction::Eip1559(tx) => tx.chain_id,
+            UnsignedTransaction::Eip7702(tx) => tx.chain_id,
         }
     }
 
@@ -122,6 +151,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.nonce,
             UnsignedTransaction::Eip2930(tx) => tx.nonce,
             UnsignedTransaction::Eip1559(tx) => tx.nonce,
+            UnsignedTransaction::Eip7702(tx) => tx.nonce,
         }
     }
 
@@ -130,6 +160,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.gas_limit,
             UnsignedTransaction::Eip2930(tx) => tx.gas_limit,
             UnsignedTransaction::Eip1559(tx) => tx.gas_limit,
+            UnsignedTransaction::Eip7702(tx) => tx.gas_limit,
         }
     }
 
@@ -139,6 +170,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.to,
             UnsignedTransaction::Eip2930(tx) => tx.to,
             UnsignedTransaction::Eip1559(tx) => tx.to,
+            UnsignedTransaction::Eip7702(tx) => Some(tx.to),
         }
     }
 
@@ -147,6 +179,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.value,
             UnsignedTransaction::Eip2930(tx) => tx.value,
             UnsignedTransaction::Eip1559(tx) => tx.value,
+            UnsignedTransaction::Eip7702(tx) => tx.value,
         }
     }
 
@@ -155,6 +188,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => &tx.data,
             UnsignedTransaction::Eip2930(tx) => &tx.data,
             UnsignedTransaction::Eip1559(tx) => &tx.data,
+            UnsignedTransaction::Eip7702(tx) => &tx.data,
         }
     }
 
@@ -163,6 +197,15 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(_) => &[],
             UnsignedTransaction::Eip2930(tx) => &tx.access_list,
             UnsignedTransaction::Eip1559(tx) => &tx.access_list,
+            UnsignedTransaction::Eip7702(tx) => &tx.access_list,
+        }
+    }
+
+    /// The signed EIP-7702 authorizations a set-code transaction carries; empty for the others.
+    pub fn authorization_list(&self) -> &[SignedAuthorization] {
+        match self {
+            UnsignedTransaction::Eip7702(tx) => &tx.authorization_list,
+            _ => &[],
         }
     }
 
@@ -172,6 +215,7 @@ impl UnsignedTransaction {
             UnsignedTransaction::Legacy(tx) => tx.gas_price,
             UnsignedTransaction::Eip2930(tx) => tx.gas_price,
             UnsignedTransaction::Eip1559(tx) => tx.max_fee_per_gas,
+            UnsignedTransaction::Eip7702(tx) => tx.max_fee_per_gas,
         }
     }
 
@@ -182,7 +226,8 @@ impl UnsignedTransaction {
     }
 
     /// Checks the rules no signer should waive: a chain id (EIP-155 replay protection), a non-zero
-    /// gas limit, a tip no larger than the fee cap, and the size limits.
+    /// gas limit, a tip no larger than the fee cap, a set-code transaction's non-empty
+    /// authorization list, and the size limits.
     pub fn validate(&self, limits: &Limits) -> Result<(), EthError> {
         if self.chain_id() == 0 {
             return Err(EthError::ChainIdZero);
@@ -190,13 +235,42 @@ impl UnsignedTransaction {
         if self.gas_limit() == 0 {
             return Err(EthError::GasLimitZero);
         }
-        if let UnsignedTransaction::Eip1559(tx) = self
-            && tx.max_priority_fee_per_gas > tx.max_fee_per_gas
+        let fee_caps = match self {
+            UnsignedTransaction::Eip1559(tx) => {
+                Some((tx.max_priority_fee_per_gas, tx.max_fee_per_gas))
+            }
+            UnsignedTransaction::Eip7702(tx) => {
+                Some((tx.max_priority_fee_per_gas, tx.max_fee_per_gas))
+            }
+            _ => None,
+        };
+        if let Some((priority, max_fee)) = fee_caps
+            && priority > max_fee
         {
             return Err(EthError::PriorityFeeAboveMaxFee {
-                priority: tx.max_priority_fee_per_gas.to_string(),
-                max_fee: tx.max_fee_per_gas.to_string(),
+                priority: priority.to_string(),
+                max_fee: max_fee.to_string(),
             });
+        }
+        if let UnsignedTransaction::Eip7702(tx) = self {
+            let count = tx.authorization_list.len();
+            if count == 0 {
+                return Err(EthError::AuthorizationListEmpty);
+            }
+            if count > limits.max_authorizations {
+                return Err(EthError::AuthorizationListTooLong {
+                    len: count,
+                    max: limits.max_authorizations,
+                });
+            }
+            for (index, tuple) in tx.authorization_list.iter().enumerate() {
+                if !tuple.signature.is_low_s() {
+                    return Err(EthError::Authorization {
+                        index,
+                        reason: "signature: s is in the upper half of the curve order; EIP-7702 skips such a tuple".into(),
+                    });
+                }
+            }
         }
         if self.data().len() > limits.max_data_len {
             return Err(EthError::DataTooLarge {
@@ -232,6 +306,7 @@ impl UnsignedTransaction {
             }
             UnsignedTransaction::Eip2930(tx) => typed(EIP2930_TYPE, &eip2930_fields(tx)),
             UnsignedTransaction::Eip1559(tx) => typed(EIP1559_TYPE, &eip1559_fields(tx)),
+            UnsignedTransaction::Eip7702(tx) => typed(EIP7702_TYPE, &eip7702_fields(tx)),
         }
     }
 
@@ -257,6 +332,12 @@ impl UnsignedTransaction {
                 let tx = read_eip1559_fields(&mut list, limits)?;
                 list.finish(9)?;
                 UnsignedTransaction::Eip1559(tx)
+            }
+            Some(&EIP7702_TYPE) => {
+                let mut list = ListReader::whole("transaction", &payload[1..])?;
+                let tx = read_eip7702_fields(&mut list, limits)?;
+                list.finish(10)?;
+                UnsignedTransaction::Eip7702(tx)
             }
             Some(&first) if first >= 0xc0 => {
                 let mut list = ListReader::whole("transaction", payload)?;
@@ -343,6 +424,22 @@ pub(crate) fn eip1559_fields(tx: &Eip1559Transaction) -> ListBuilder {
     list
 }
 
+pub(crate) fn eip7702_fields(tx: &Eip7702Transaction) -> ListBuilder {
+    let mut list =
+        ListBuilder::with_capacity(tx.data.len() + 192 + tx.authorization_list.len() * 112);
+    list.u64(tx.chain_id)
+        .u64(tx.nonce)
+        .u256(&tx.max_priority_fee_per_gas)
+        .u256(&tx.max_fee_per_gas)
+        .u64(tx.gas_limit)
+        .to(&Some(tx.to))
+        .u256(&tx.value)
+        .bytes(&tx.data)
+        .access_list(&tx.access_list)
+        .authorization_list(&tx.authorization_list);
+    list
+}
+
 pub(crate) fn read_legacy_fields(
     list: &mut ListReader<'_>,
     limits: &Limits,
@@ -388,5 +485,23 @@ pub(crate) fn read_eip1559_fields(
         value: list.u256("value")?,
         data: list.data(limits)?,
         access_list: list.access_list(limits)?,
+    })
+}
+
+pub(crate) fn read_eip7702_fields(
+    list: &mut ListReader<'_>,
+    limits: &Limits,
+) -> Result<Eip7702Transaction, EthError> {
+    Ok(Eip7702Transaction {
+        chain_id: list.u64("chain_id")?,
+        nonce: list.u64("nonce")?,
+        max_priority_fee_per_gas: list.u256("max_priority_fee_per_gas")?,
+        max_fee_per_gas: list.u256("max_fee_per_gas")?,
+        gas_limit: list.u64("gas_limit")?,
+        to: list.to()?.ok_or(EthError::SetCodeWithoutTo)?,
+        value: list.u256("value")?,
+        data: list.data(limits)?,
+        access_list: list.access_list(limits)?,
+        authorization_list: list.authorization_list(limits)?,
     })
 }

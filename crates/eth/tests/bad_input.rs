@@ -392,9 +392,9 @@ fn wrong_field_counts_types_and_sizes_are_refused() {
             .contains("blob (EIP-4844) transactions are refused")
     );
     assert!(
-        EthError::UnsupportedType(4)
+        EthError::UnsupportedType(5)
             .to_string()
-            .contains("sign the authorization with SignAuthorization")
+            .ends_with("(supported: legacy, 0x01, 0x02, 0x04)")
     );
     let short_to = rlp_list(&[
         uint(9),
@@ -463,4 +463,144 @@ fn errors_name_their_field_in_the_message() {
     assert_eq!(error.to_string(), "value: value does not fit in 256 bits");
     assert!(EthError::GasLimitZero.to_string().starts_with("gas_limit"));
     assert!(EthError::ChainIdMissing.to_string().starts_with("chain_id"));
+}
+
+/// Big-endian scalar as an RLP integer (no leading zeros).
+fn scalar(bytes: [u8; 32]) -> Vec<u8> {
+    let trimmed: Vec<u8> = bytes.into_iter().skip_while(|b| *b == 0).collect();
+    rlp_string(&trimmed)
+}
+
+/// One authorization tuple signed by `key` (low s), its fields RLP-encoded one by one; the
+/// authority; and the same tuple's fields with the high-s twin of its signature.
+fn tuple_fields(key: &SigningKey, chain_id: u64) -> (Vec<Vec<u8>>, Address, Vec<Vec<u8>>) {
+    let authorization = shardsign_eth::Authorization {
+        chain_id,
+        address: Address([0x77; 20]),
+        nonce: 5,
+    };
+    let signature = sign_prehash(key, &authorization.signing_hash()).normalized_low_s();
+    let parity = u64::from(signature.recovery_id().to_u8());
+    let fields = vec![
+        uint(chain_id),
+        rlp_string(&[0x77; 20]),
+        uint(5),
+        uint(parity),
+        scalar(signature.r()),
+        scalar(signature.s()),
+    ];
+    let s = <k256::Scalar as k256::elliptic_curve::PrimeField>::from_repr(signature.s().into())
+        .unwrap();
+    let mut high_s = fields.clone();
+    high_s[3] = uint(1 - parity);
+    high_s[5] = scalar((-s).to_bytes().into());
+    (
+        fields,
+        Address::from_public_key(key.verifying_key()),
+        high_s,
+    )
+}
+
+fn set_code_payload(to: Vec<u8>, tuples: &[Vec<u8>]) -> Vec<u8> {
+    let fields = rlp_list(&[
+        uint(1),
+        uint(0),
+        uint(1),
+        uint(10),
+        uint(60_000),
+        to,
+        uint(0),
+        rlp_string(&[]),
+        rlp_list(&[]),
+        rlp_list(tuples),
+    ]);
+    [&[0x04][..], &fields].concat()
+}
+
+#[test]
+fn a_hand_built_set_code_payload_decodes_and_its_tuples_recover_their_authorities() {
+    let key = SigningKey::from_slice(&keccak256(b"authority")).unwrap();
+    let (fields, authority, _) = tuple_fields(&key, 1);
+    let payload = set_code_payload(to(), &[rlp_list(&fields), rlp_list(&fields)]);
+    let tx = decode_payload(&payload).unwrap();
+    assert_eq!(tx.tx_type(), shardsign_eth::TxType::Eip7702);
+    assert_eq!(
+        tx.signing_payload(),
+        payload,
+        "re-encodes to the same bytes"
+    );
+    assert_eq!(tx.authorization_list().len(), 2);
+    assert_eq!(tx.authorization_list()[0].authority().unwrap(), authority);
+    assert_eq!(tx.to(), Some(Address([0x35; 20])));
+
+    let sender = SigningKey::from_slice(&keccak256(b"sender")).unwrap();
+    let signed = tx
+        .clone()
+        .into_signed(sign_prehash(&sender, &tx.signing_hash()));
+    assert_eq!(signed.raw()[0], 0x04);
+    assert_eq!(
+        signed.v(),
+        u128::from(signed.signature().recovery_id().to_u8())
+    );
+    let decoded = SignedTransaction::decode(signed.raw(), &Limits::DEFAULT).unwrap();
+    assert_eq!(decoded, signed);
+    assert_eq!(
+        decoded.recover_sender().unwrap(),
+        Address::from_public_key(sender.verifying_key())
+    );
+}
+
+#[test]
+fn set_code_transactions_without_to_or_tuples_or_with_bad_tuples_are_refused() {
+    let key = SigningKey::from_slice(&keccak256(b"authority")).unwrap();
+    let (fields, _, high_s) = tuple_fields(&key, 1);
+    let good = rlp_list(&fields);
+    assert!(matches!(
+        decode_payload(&set_code_payload(
+            rlp_string(&[]),
+            std::slice::from_ref(&good)
+        )),
+        Err(EthError::SetCodeWithoutTo)
+    ));
+    assert!(matches!(
+        decode_payload(&set_code_payload(to(), &[])),
+        Err(EthError::AuthorizationListEmpty)
+    ));
+
+    // The second tuple is broken in one way each time; the error names index 1.
+    let mut bad_parity = fields.clone();
+    bad_parity[3] = uint(2);
+    let mut seven = fields.clone();
+    seven.push(uint(0));
+    let mut short_address = fields.clone();
+    short_address[1] = rlp_string(&[0x77; 19]);
+    let mut huge_chain = fields.clone();
+    huge_chain[0] = rlp_string(&[1; 9]);
+    for (broken, words) in [
+        (bad_parity, "recovery id must be 0 or 1"),
+        (seven, "expected 6 list items"),
+        (short_address, "20 bytes"),
+        (huge_chain, "64 bits"),
+        (high_s, "upper half"),
+    ] {
+        let error = decode_payload(&set_code_payload(to(), &[good.clone(), rlp_list(&broken)]))
+            .unwrap_err();
+        assert!(
+            matches!(&error, EthError::Authorization { index: 1, .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.starts_with("authorization_list[1]: "), "{text}");
+        assert!(text.contains(words), "{text}");
+    }
+
+    let few = Limits {
+        max_authorizations: 2,
+        ..Limits::DEFAULT
+    };
+    let three = set_code_payload(to(), &[good.clone(), good.clone(), good]);
+    assert!(matches!(
+        UnsignedTransaction::decode_signing_payload(&three, &few),
+        Err(EthError::AuthorizationListTooLong { len: 3, max: 2 })
+    ));
 }

@@ -4,8 +4,9 @@
 use k256::ecdsa::SigningKey;
 use proptest::prelude::*;
 use shardsign_eth::{
-    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, Limits,
-    SignedTransaction, U256, UnsignedTransaction, sign_prehash,
+    AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
+    Eip7702Transaction, LegacyTransaction, Limits, SignedAuthorization, SignedTransaction, U256,
+    UnsignedTransaction, sign_prehash,
 };
 
 fn u256() -> impl Strategy<Value = U256> {
@@ -130,8 +131,56 @@ fn eip1559() -> impl Strategy<Value = UnsignedTransaction> {
         )
 }
 
+/// Tuples signed by authorities derived from a seed (any chain id, including 0 and other chains:
+/// the encoding carries whatever policy later decides).
+fn authorization_list() -> impl Strategy<Value = Vec<SignedAuthorization>> {
+    prop::collection::vec(
+        (
+            any::<u64>(),
+            any::<[u8; 20]>(),
+            any::<u64>(),
+            any::<[u8; 8]>(),
+        )
+            .prop_map(|(chain_id, address, nonce, seed)| {
+                let authorization = Authorization {
+                    chain_id,
+                    address: Address(address),
+                    nonce,
+                };
+                let authority = SigningKey::from_slice(&shardsign_eth::keccak256(seed)).unwrap();
+                SignedAuthorization {
+                    authorization,
+                    signature: sign_prehash(&authority, &authorization.signing_hash())
+                        .normalized_low_s(),
+                }
+            }),
+        1..4,
+    )
+}
+
+fn eip7702() -> impl Strategy<Value = UnsignedTransaction> {
+    (eip1559(), any::<[u8; 20]>(), authorization_list()).prop_map(|(base, to, tuples)| {
+        let UnsignedTransaction::Eip1559(base) = base else {
+            unreachable!()
+        };
+        Eip7702Transaction {
+            chain_id: base.chain_id,
+            nonce: base.nonce,
+            max_priority_fee_per_gas: base.max_priority_fee_per_gas,
+            max_fee_per_gas: base.max_fee_per_gas,
+            gas_limit: base.gas_limit,
+            to: Address(to),
+            value: base.value,
+            data: base.data,
+            access_list: base.access_list,
+            authorization_list: tuples,
+        }
+        .into()
+    })
+}
+
 fn any_tx() -> impl Strategy<Value = UnsignedTransaction> {
-    prop_oneof![legacy(), eip2930(), eip1559()]
+    prop_oneof![legacy(), eip2930(), eip1559(), eip7702()]
 }
 
 fn key() -> SigningKey {

@@ -140,6 +140,32 @@ impl Rules {
                 Unit::Ether,
             ));
         }
+        self.check_authorization_list(tx)
+    }
+
+    /// A set-code transaction installs code in every authority it carries, so each tuple meets
+    /// the same rules as a `SignAuthorization` request, whoever signed it, and must be usable on
+    /// the transaction's chain (the network skips a tuple for another chain; we refuse it).
+    fn check_authorization_list(&self, tx: &UnsignedTransaction) -> Result<(), Refusal> {
+        let chain_id = tx.chain_id();
+        for (index, tuple) in tx.authorization_list().iter().enumerate() {
+            let authorization = &tuple.authorization;
+            if authorization.chain_id != 0 && authorization.chain_id != chain_id {
+                return Err(Refusal::new(
+                    "allowed_chain_ids",
+                    format!(
+                        "authorization_list[{index}] is for chain {}, not this transaction's chain {chain_id}",
+                        authorization.chain_id
+                    ),
+                ));
+            }
+            self.check_authorization(authorization).map_err(|refusal| {
+                Refusal::new(
+                    refusal.rule,
+                    format!("authorization_list[{index}]: {}", refusal.detail),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -523,5 +549,74 @@ mod tests {
         );
         policy.allowed_delegates = vec!["0x12".into()];
         assert!(Rules::from_proto(&policy, RulesFor::SigningKey).is_err());
+    }
+
+    #[test]
+    fn every_tuple_of_a_set_code_transaction_meets_the_authorization_rules() {
+        use shardsign_eth::{Eip7702Transaction, SignedAuthorization, sign_prehash};
+        let key = k256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let tuple = |chain_id, delegate: &str| {
+            let authorization = Authorization {
+                chain_id,
+                address: Address::parse("d", delegate).unwrap(),
+                nonce: 0,
+            };
+            SignedAuthorization {
+                authorization,
+                signature: sign_prehash(&key, &authorization.signing_hash()).normalized_low_s(),
+            }
+        };
+        let set_code = |tuples: Vec<SignedAuthorization>| {
+            UnsignedTransaction::Eip7702(Eip7702Transaction {
+                chain_id: 1,
+                nonce: 0,
+                max_priority_fee_per_gas: eth("1gwei"),
+                max_fee_per_gas: eth("30gwei"),
+                gas_limit: 21_000,
+                to: Address::parse("to", ALICE).unwrap(),
+                value: U256::ZERO,
+                data: Vec::new(),
+                access_list: Vec::new(),
+                authorization_list: tuples,
+            })
+        };
+        let mut policy = generous();
+        policy.allowed_delegates = vec![TOKEN.into()];
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        rules
+            .check_transaction(&set_code(vec![tuple(1, TOKEN), tuple(1, TOKEN)]))
+            .unwrap();
+        let refusal = rules
+            .check_transaction(&set_code(vec![tuple(1, TOKEN), tuple(1, ALICE)]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "allowed_delegates");
+        assert!(
+            refusal
+                .detail
+                .starts_with("authorization_list[1]: delegate "),
+            "{refusal}"
+        );
+        let refusal = rules
+            .check_transaction(&set_code(vec![tuple(5, TOKEN)]))
+            .unwrap_err();
+        assert_eq!(refusal.rule, "allowed_chain_ids");
+        assert!(refusal.detail.contains("chain 5"), "{refusal}");
+        assert_eq!(
+            rules
+                .check_transaction(&set_code(vec![tuple(0, TOKEN)]))
+                .unwrap_err()
+                .rule,
+            "allow_any_chain_authorization"
+        );
+        // The call itself still meets the transaction rules.
+        policy.allowed_recipients.clear();
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        assert_eq!(
+            rules
+                .check_transaction(&set_code(vec![tuple(1, TOKEN)]))
+                .unwrap_err()
+                .rule,
+            "allowed_recipients"
+        );
     }
 }

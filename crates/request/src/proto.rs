@@ -2,8 +2,9 @@
 //! error naming its field) and the node protocol's payload oneof.
 
 use shardsign_eth::{
-    AccessListItem, Address, Eip1559Transaction, Eip2930Transaction, LegacyTransaction, Limits,
-    U256, UnsignedTransaction, parse_u256,
+    AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
+    Eip7702Transaction, LegacyTransaction, Limits, Signature, SignedAuthorization, U256,
+    UnsignedTransaction, parse_u256,
 };
 use shardsign_proto::node::v1::start_sign_request::Payload as NodePayload;
 use shardsign_proto::v1::{self as api, sign_transaction_request::Transaction};
@@ -23,7 +24,7 @@ pub fn transaction(
         None => {
             return Err(RequestError::invalid(
                 "transaction",
-                "one of legacy, eip2930, eip1559 or unsigned_rlp is required",
+                "one of legacy, eip2930, eip1559, eip7702 or unsigned_rlp is required",
             ));
         }
         Some(Transaction::UnsignedRlp(bytes)) => {
@@ -65,6 +66,22 @@ pub fn transaction(
             value: quantity("value", &t.value)?,
             data: t.data.clone(),
             access_list: access_list(&t.access_list, limits)?,
+        }
+        .into(),
+        Some(Transaction::Eip7702(t)) => Eip7702Transaction {
+            chain_id: chain_id(t.chain_id)?,
+            nonce: t.nonce,
+            max_priority_fee_per_gas: quantity(
+                "max_priority_fee_per_gas",
+                &t.max_priority_fee_per_gas,
+            )?,
+            max_fee_per_gas: quantity("max_fee_per_gas", &t.max_fee_per_gas)?,
+            gas_limit: t.gas_limit,
+            to: to(&t.to)?.ok_or(shardsign_eth::EthError::SetCodeWithoutTo)?,
+            value: quantity("value", &t.value)?,
+            data: t.data.clone(),
+            access_list: access_list(&t.access_list, limits)?,
+            authorization_list: authorization_list(&t.authorization_list, limits)?,
         }
         .into(),
     };
@@ -173,6 +190,52 @@ fn access_list(
             })
         })
         .collect()
+}
+
+/// Signed tuples, bounded before any is parsed. Errors name the tuple by index; the tuples' own
+/// rules (non-empty list, low s) are the transaction's validation.
+fn authorization_list(
+    tuples: &[api::SignedAuthorization],
+    limits: &Limits,
+) -> Result<Vec<SignedAuthorization>, RequestError> {
+    if tuples.len() > limits.max_authorizations {
+        return Err(RequestError::invalid(
+            "authorization_list",
+            format!(
+                "{} authorizations is over the limit of {}",
+                tuples.len(),
+                limits.max_authorizations
+            ),
+        ));
+    }
+    tuples
+        .iter()
+        .enumerate()
+        .map(|(index, tuple)| {
+            signed_authorization(tuple)
+                .map_err(|reason| shardsign_eth::EthError::Authorization { index, reason })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(RequestError::from)
+}
+
+fn signed_authorization(tuple: &api::SignedAuthorization) -> Result<SignedAuthorization, String> {
+    let scalar = |name: &str, bytes: &[u8]| {
+        <[u8; 32]>::try_from(bytes)
+            .map_err(|_| format!("{name}: expected 32 bytes, got {}", bytes.len()))
+    };
+    let parity =
+        u8::try_from(tuple.y_parity).map_err(|_| "y_parity: must be 0 or 1".to_string())?;
+    let signature = Signature::new(scalar("r", &tuple.r)?, scalar("s", &tuple.s)?, parity)
+        .map_err(|err| err.to_string())?;
+    Ok(SignedAuthorization {
+        authorization: Authorization {
+            chain_id: tuple.chain_id,
+            address: Address::parse("address", &tuple.address).map_err(|err| err.to_string())?,
+            nonce: tuple.nonce,
+        },
+        signature,
+    })
 }
 
 fn chain_id(value: u64) -> Result<u64, RequestError> {

@@ -295,6 +295,16 @@ fn policy() -> api::Policy {
         }],
         allowed_delegates: vec!["0x2222222222222222222222222222222222222222".into()],
         allow_any_chain_authorization: false,
+        tokens: vec![api::TokenRule {
+            chain_id: 1,
+            address: "0x1111111111111111111111111111111111111111".into(),
+            decimals: 6,
+            symbol: "USDC".into(),
+            max_amount_per_tx: "250usdc".into(),
+            allowed_recipients: vec!["0x3535353535353535353535353535353535353535".into()],
+            allowed_spenders: vec!["*".into()],
+            allow_unlimited_approval: false,
+        }],
     }
 }
 

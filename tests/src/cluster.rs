@@ -81,6 +81,34 @@ pub fn spawn_logged(mut command: Command, log: &Path) -> Child {
     command.spawn().expect("spawn a workspace binary")
 }
 
+/// A free loopback address whose port lies below the kernel's ephemeral range, for a process the
+/// test restarts in place. A port from `:0` comes from that range, so the moment its listener
+/// closes any outgoing connection on the machine may take it as its local port, and the restart
+/// then fails to bind; ports below the range are never handed out that way. Handed out one after
+/// another from a random start, each probed free.
+pub fn restartable_address() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u32;
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % span));
+    for _ in 0..span {
+        let port = low + next.fetch_add(1, Ordering::Relaxed) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// Waits until `ready_file` holds an address; panics with the log if the process dies first.
 pub fn wait_ready(name: &str, child: &mut Child, ready_file: &Path, log: &Path) -> String {
     let started = Instant::now();
@@ -382,7 +410,8 @@ impl NodeCluster {
                     node_id: id,
                     cluster_id: "test-cluster".into(),
                     data_dir: dir.join("data"),
-                    listen: "127.0.0.1:0".into(),
+                    // Restarted in place by several tests: see `restartable_address`.
+                    listen: restartable_address(),
                     ready_file: Some(dir.join("ready")),
                     metrics_listen: Some("127.0.0.1:0".into()),
                     round_timeout_secs: Some(10),

@@ -157,6 +157,7 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
         allowed_typed_data: Vec::new(),
         allowed_delegates: Vec::new(),
         allow_any_chain_authorization: false,
+        tokens: Vec::new(),
     }
 }
 

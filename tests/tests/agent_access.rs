@@ -110,6 +110,7 @@ fn base_policy() -> Policy {
         allowed_typed_data: Vec::new(),
         allowed_delegates: Vec::new(),
         allow_any_chain_authorization: false,
+        tokens: Vec::new(),
     }
 }
 

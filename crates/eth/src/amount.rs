@@ -24,6 +24,16 @@ pub fn parse_amount(field: &'static str, text: &str) -> Result<U256, EthError> {
     }) else {
         return parse_u256(field, text);
     };
+    parse_units(field, number, decimals)
+}
+
+/// Parses a decimal number (`250`, `0.5`, `.25`) scaled by `10^decimals`: the base units of a
+/// token with that many decimals. More fraction digits than `decimals` is an error, never a
+/// rounding.
+pub fn parse_units(field: &'static str, number: &str, decimals: u32) -> Result<U256, EthError> {
+    if number.len() > 100 || decimals > 77 {
+        return Err(EthError::InvalidNumber { field });
+    }
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_only = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     if whole.is_empty() && fraction.is_empty()
@@ -53,14 +63,21 @@ pub fn parse_amount(field: &'static str, text: &str) -> Result<U256, EthError> {
 
 /// Formats wei as ether with only the decimals needed: `2.5 ETH`, `0 ETH`, `0.000000001 ETH`.
 pub fn format_eth(wei: U256) -> String {
-    let scale = U256::from(10u8).pow(U256::from(18u8));
-    let whole = wei / scale;
-    let fraction = wei % scale;
+    format_units(wei, 18, "ETH")
+}
+
+/// Formats base units of a token with `decimals` decimals: `format_units(2_500_000, 6, "USDC")`
+/// is `2.5 USDC`.
+pub fn format_units(value: U256, decimals: u32, symbol: &str) -> String {
+    let decimals = decimals.min(77);
+    let scale = U256::from(10u8).pow(U256::from(decimals));
+    let whole = value / scale;
+    let fraction = value % scale;
     if fraction.is_zero() {
-        return format!("{whole} ETH");
+        return format!("{whole} {symbol}");
     }
-    let fraction = format!("{fraction:0>18}");
-    format!("{whole}.{} ETH", fraction.trim_end_matches('0'))
+    let fraction = format!("{fraction:0>width$}", width = decimals as usize);
+    format!("{whole}.{} {symbol}", fraction.trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -109,6 +126,19 @@ mod tests {
                 bits: 256
             }
         );
+    }
+
+    #[test]
+    fn token_units_parse_and_format_with_their_decimals() {
+        assert_eq!(parse_units("v", "250", 6).unwrap(), wei("250000000"));
+        assert_eq!(parse_units("v", "0.000001", 6).unwrap(), wei("1"));
+        assert_eq!(parse_units("v", "7", 0).unwrap(), wei("7"));
+        for bad in ["", ".", "0.0000001", "1,5", "-1", "1e6"] {
+            assert!(parse_units("v", bad, 6).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_units(wei("250000000"), 6, "USDC"), "250 USDC");
+        assert_eq!(format_units(wei("2500001"), 6, "USDC"), "2.500001 USDC");
+        assert_eq!(format_units(wei("5"), 0, "NFT"), "5 NFT");
     }
 
     #[test]

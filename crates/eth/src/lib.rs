@@ -9,6 +9,7 @@
 mod address;
 mod amount;
 mod authorization;
+pub mod erc20;
 mod error;
 mod keccak;
 mod limits;
@@ -21,7 +22,7 @@ mod tx;
 pub mod typed_data;
 
 pub use address::Address;
-pub use amount::{format_eth, parse_amount};
+pub use amount::{format_eth, format_units, parse_amount, parse_units};
 pub use authorization::{AUTHORIZATION_MAGIC, Authorization, SignedAuthorization};
 pub use error::EthError;
 pub use keccak::keccak256;

@@ -13,7 +13,10 @@
 //! messages, any prefix) are the safe ones. EIP-712 typed data is refused unless
 //! `allowed_typed_data` allows the document's domain and primary type (see `typed_data`):
 //! `[{"chain_id": 8453, "verifying_contract": "0x8335...2913", "name": "USD Coin", "version": "2",
-//! "primary_types": ["TransferWithAuthorization"]}]`.
+//! "primary_types": ["TransferWithAuthorization"]}]`. ERC-20 tokens with their own rules go in
+//! `tokens`: `[{"chain_id": 1, "address": "0xA0b8...eB48", "decimals": 6, "symbol": "USDC",
+//! "max_amount_per_tx": "250usdc", "allowed_recipients": ["0x..."], "allowed_spenders": [],
+//! "allow_unlimited_approval": false}]`.
 
 use serde::{Deserialize, Serialize};
 use shardsign_proto::v1 as api;
@@ -40,6 +43,20 @@ pub struct PolicyFile {
     pub allowed_typed_data: Vec<TypedDataRuleFile>,
     pub allowed_delegates: Vec<String>,
     pub allow_any_chain_authorization: bool,
+    pub tokens: Vec<TokenRuleFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenRuleFile {
+    pub chain_id: u64,
+    pub address: String,
+    pub decimals: u32,
+    pub symbol: String,
+    pub max_amount_per_tx: String,
+    pub allowed_recipients: Vec<String>,
+    pub allowed_spenders: Vec<String>,
+    pub allow_unlimited_approval: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -123,6 +140,20 @@ impl From<PolicyFile> for api::Policy {
                 .collect(),
             allowed_delegates: f.allowed_delegates,
             allow_any_chain_authorization: f.allow_any_chain_authorization,
+            tokens: f
+                .tokens
+                .into_iter()
+                .map(|t| api::TokenRule {
+                    chain_id: t.chain_id,
+                    address: t.address,
+                    decimals: t.decimals,
+                    symbol: t.symbol,
+                    max_amount_per_tx: t.max_amount_per_tx,
+                    allowed_recipients: t.allowed_recipients,
+                    allowed_spenders: t.allowed_spenders,
+                    allow_unlimited_approval: t.allow_unlimited_approval,
+                })
+                .collect(),
         }
     }
 }
@@ -166,6 +197,20 @@ impl From<&api::Policy> for PolicyFile {
                 .collect(),
             allowed_delegates: p.allowed_delegates.clone(),
             allow_any_chain_authorization: p.allow_any_chain_authorization,
+            tokens: p
+                .tokens
+                .iter()
+                .map(|t| TokenRuleFile {
+                    chain_id: t.chain_id,
+                    address: t.address.clone(),
+                    decimals: t.decimals,
+                    symbol: t.symbol.clone(),
+                    max_amount_per_tx: t.max_amount_per_tx.clone(),
+                    allowed_recipients: t.allowed_recipients.clone(),
+                    allowed_spenders: t.allowed_spenders.clone(),
+                    allow_unlimited_approval: t.allow_unlimited_approval,
+                })
+                .collect(),
         }
     }
 }
@@ -180,11 +225,19 @@ mod tests {
         let text = br#"{"allowed_chain_ids": [1], "max_value_per_tx": "0.5eth",
             "allowed_contract_calls": [{"to": "0x3535353535353535353535353535353535353535",
                                         "selector": "0xa9059cbb"}],
-            "message_rules": {"max_len": 64}}"#;
+            "message_rules": {"max_len": 64},
+            "tokens": [{"chain_id": 1, "address": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+                        "decimals": 6, "symbol": "USDC", "max_amount_per_tx": "250usdc",
+                        "allowed_recipients": ["*"]}]}"#;
         let policy = PolicyFile::parse(text).unwrap();
         assert_eq!(policy.allowed_chain_ids, vec![1]);
         assert_eq!(policy.message_rules.as_ref().unwrap().max_len, 64);
-        Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        assert_eq!(rules.tokens[0].symbol, "USDC");
+        assert_eq!(
+            rules.to_proto(RulesFor::SigningKey).tokens[0].max_amount_per_tx,
+            "250 USDC"
+        );
         let again = serde_json::to_vec(&PolicyFile::from(&policy)).unwrap();
         assert_eq!(PolicyFile::parse(&again).unwrap(), policy);
     }

@@ -9,6 +9,8 @@
 //!   body, signatures) for everything the operator signs for the nodes.
 //! - [`signed`]: the operator's Ed25519 policy key; key policies and disable statements.
 //! - [`typed_data`]: which EIP-712 domains and primary types a key may sign.
+//! - [`tokens`]: ERC-20 tokens by chain and contract, with per-call amount, recipient and spender
+//!   rules over strictly decoded calldata.
 //! - [`membership`]: membership changes (a node's new identity), signed by a quorum of offline
 //!   membership keys that are not the policy key.
 
@@ -19,6 +21,7 @@ mod messages;
 mod rules;
 pub mod signed;
 pub mod statement;
+pub mod tokens;
 pub mod typed_data;
 mod wire;
 

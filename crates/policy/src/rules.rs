@@ -9,6 +9,7 @@ use shardsign_request::Payload;
 
 use crate::error::Refusal;
 use crate::messages::MessageRules;
+use crate::tokens::{TokenRule, check_token_call};
 use crate::typed_data::TypedDataRule;
 
 /// Most chain ids in one policy.
@@ -99,6 +100,8 @@ pub struct Rules {
     pub delegates: BTreeSet<Address>,
     /// Whether an authorization for chain id 0 (every chain) is allowed.
     pub allow_any_chain_authorization: bool,
+    /// ERC-20 tokens with their own rules; calls to them are decoded.
+    pub tokens: Vec<TokenRule>,
 }
 
 impl Rules {
@@ -188,6 +191,14 @@ impl Rules {
                 }
             }
             Some(to) => {
+                let chain_id = tx.chain_id();
+                if let Some(token) = self
+                    .tokens
+                    .iter()
+                    .find(|token| token.chain_id == chain_id && token.address == to)
+                {
+                    return check_token_call(token, data, &self.contract_calls);
+                }
                 let selector: Option<[u8; 4]> = data.get(..4).and_then(|s| s.try_into().ok());
                 let allowed = self.contract_calls.iter().any(|rule| {
                     rule.to.is_none_or(|allowed| allowed == to)
@@ -323,6 +334,7 @@ mod tests {
             allowed_typed_data: Vec::new(),
             allowed_delegates: Vec::new(),
             allow_any_chain_authorization: false,
+            tokens: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::messages::MessageRules;
 use crate::rules::{
     Cap, ContractCallRule, MAX_ALLOWLIST, MAX_CHAIN_IDS, MAX_REQUESTS_PER_MINUTE, Rules, RulesFor,
 };
+use crate::tokens::parse_tokens;
 use crate::typed_data::{MAX_TYPED_DATA_RULES, TypedDataRule};
 
 const MAX_FIELD_LEN: usize = 100;
@@ -191,6 +192,7 @@ impl Rules {
                 .map(|entry| parse_address("allowed_delegates", entry))
                 .collect::<Result<_, _>>()?,
             allow_any_chain_authorization: policy.allow_any_chain_authorization,
+            tokens: parse_tokens(&policy.tokens, &policy.allowed_chain_ids)?,
         })
     }
 
@@ -240,6 +242,7 @@ impl Rules {
                 .collect(),
             allowed_delegates: self.delegates.iter().map(Address::to_checksum).collect(),
             allow_any_chain_authorization: self.allow_any_chain_authorization,
+            tokens: self.tokens.iter().map(|token| token.to_proto()).collect(),
         }
     }
 }

@@ -1,0 +1,663 @@
+//! ERC-20 token rules: a policy names tokens by (chain id, contract) with their decimals and a
+//! symbol, and says how much one call may move or grant, to whom, and whether an unlimited
+//! approval is allowed. Calls to a listed token are decoded strictly (`shardsign_eth::erc20`);
+//! amounts are written and shown in the token's own units ("250usdc", "300 USDC > 250 USDC").
+
+use std::collections::BTreeSet;
+
+use shardsign_eth::erc20::{Erc20Call, Erc20Error};
+use shardsign_eth::{Address, U256, format_units, parse_units};
+use shardsign_proto::v1 as api;
+
+use crate::error::{PolicyError, Refusal};
+use crate::rules::{Cap, ContractCallRule};
+
+/// Most token entries in one policy.
+pub const MAX_TOKENS: usize = 64;
+/// Most recipients and most spenders per token.
+pub const MAX_TOKEN_ALLOWLIST: usize = 1000;
+/// Most decimals a token may declare (no real token has more than 24).
+pub const MAX_DECIMALS: u32 = 36;
+const MAX_SYMBOL_LEN: usize = 16;
+
+/// One listed token and its rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRule {
+    pub chain_id: u64,
+    pub address: Address,
+    pub decimals: u32,
+    pub symbol: String,
+    pub max_amount_per_tx: Cap,
+    pub any_recipient: bool,
+    pub recipients: BTreeSet<Address>,
+    pub any_spender: bool,
+    pub spenders: BTreeSet<Address>,
+    pub allow_unlimited_approval: bool,
+}
+
+impl TokenRule {
+    fn shown(&self, amount: U256) -> String {
+        format_units(amount, self.decimals, &self.symbol)
+    }
+
+    /// "USDC (0xA0b8…) on chain 1": how a refusal names the token.
+    fn named(&self) -> String {
+        format!(
+            "{} ({}) on chain {}",
+            self.symbol,
+            self.address.to_checksum(),
+            self.chain_id
+        )
+    }
+
+    fn check_amount(&self, method: &str, amount: U256) -> Result<(), Refusal> {
+        if self.max_amount_per_tx.allows(amount) {
+            return Ok(());
+        }
+        let max = match self.max_amount_per_tx {
+            Cap::Max(max) => max,
+            Cap::Unlimited => U256::MAX,
+        };
+        Err(Refusal::new(
+            "tokens.max_amount_per_tx",
+            format!(
+                "{method} of {} > {} ({})",
+                self.shown(amount),
+                self.shown(max),
+                self.named()
+            ),
+        ))
+    }
+
+    fn check_recipient(&self, method: &str, to: Address) -> Result<(), Refusal> {
+        if self.any_recipient || self.recipients.contains(&to) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            "tokens.allowed_recipients",
+            format!(
+                "{method} to {} is not allowed for {}",
+                to.to_checksum(),
+                self.named()
+            ),
+        ))
+    }
+
+    fn check_grant(&self, method: &str, spender: Address, amount: U256) -> Result<(), Refusal> {
+        // Taking an allowance away never gives anyone spending power.
+        if amount.is_zero() {
+            return Ok(());
+        }
+        if !(self.any_spender || self.spenders.contains(&spender)) {
+            return Err(Refusal::new(
+                "tokens.allowed_spenders",
+                format!(
+                    "{method} for spender {} is not allowed for {}",
+                    spender.to_checksum(),
+                    self.named()
+                ),
+            ));
+        }
+        if amount == U256::MAX {
+            if self.allow_unlimited_approval {
+                return Ok(());
+            }
+            return Err(Refusal::new(
+                "tokens.allow_unlimited_approval",
+                format!(
+                    "{method} of an unlimited allowance (2^256-1) for {}: an allowance that is never spent down",
+                    self.named()
+                ),
+            ));
+        }
+        self.check_amount(method, amount)
+    }
+
+    /// Checks one decoded call against this token's rules.
+    pub fn check_call(&self, call: &Erc20Call) -> Result<(), Refusal> {
+        let method = call.method();
+        match *call {
+            Erc20Call::Transfer { to, amount } | Erc20Call::TransferFrom { to, amount, .. } => {
+                self.check_recipient(method, to)?;
+                self.check_amount(method, amount)
+            }
+            Erc20Call::Approve { spender, amount }
+            | Erc20Call::IncreaseAllowance { spender, amount } => {
+                self.check_grant(method, spender, amount)
+            }
+        }
+    }
+}
+
+/// Checks a contract call to `token` (data non-empty): one of the four decoded calls under the
+/// token's rules, any other method only with an exact `allowed_contract_calls` entry.
+pub(crate) fn check_token_call(
+    token: &TokenRule,
+    data: &[u8],
+    contract_calls: &[ContractCallRule],
+) -> Result<(), Refusal> {
+    match Erc20Call::decode(data) {
+        Ok(Some(call)) => token.check_call(&call),
+        Err(error) => Err(malformed(token, &error)),
+        Ok(None) => {
+            let selector: Option<[u8; 4]> = data.get(..4).and_then(|s| s.try_into().ok());
+            let exact = contract_calls.iter().any(|rule| {
+                rule.to == Some(token.address) && selector.is_some() && rule.selector == selector
+            });
+            if exact {
+                return Ok(());
+            }
+            Err(Refusal::new(
+                "tokens",
+                format!(
+                    "call to {} with selector {}: a listed token's other methods need an allowed_contract_calls entry naming this contract and selector",
+                    token.named(),
+                    selector.map_or_else(
+                        || "(none: data shorter than 4 bytes)".into(),
+                        |s| format!("0x{}", hex::encode(s))
+                    )
+                ),
+            ))
+        }
+    }
+}
+
+fn malformed(token: &TokenRule, error: &Erc20Error) -> Refusal {
+    Refusal::new(
+        "tokens",
+        format!("malformed call to {}: {error}", token.named()),
+    )
+}
+
+fn parse_symbol(index: usize, text: &str) -> Result<String, PolicyError> {
+    let valid = !text.is_empty()
+        && text.len() <= MAX_SYMBOL_LEN
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !valid {
+        return Err(PolicyError::invalid(
+            "tokens",
+            format!(
+                "entry {index}: symbol must be 1 to {MAX_SYMBOL_LEN} ASCII letters, digits, '.', '-' or '_'"
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A token amount: `unlimited`, empty (0), or a decimal number followed by the token's own
+/// symbol (`250usdc`, `0.5 USDC`). The symbol is required: a bare number could be read as base
+/// units or as tokens, and the difference is a factor of 10^decimals.
+fn parse_token_amount(
+    index: usize,
+    text: &str,
+    symbol: &str,
+    decimals: u32,
+) -> Result<Cap, PolicyError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Cap::Max(U256::ZERO));
+    }
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(Cap::Unlimited);
+    }
+    let problem = |what: String| PolicyError::invalid("tokens", format!("entry {index}: {what}"));
+    if text.len() > 100 {
+        return Err(problem(
+            "max_amount_per_tx is longer than 100 characters".into(),
+        ));
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    if unit.is_empty() {
+        return Err(problem(format!(
+            "max_amount_per_tx `{text}` needs the token's symbol, e.g. `{text}{}`",
+            symbol.to_ascii_lowercase()
+        )));
+    }
+    if !unit.eq_ignore_ascii_case(symbol) {
+        return Err(problem(format!(
+            "max_amount_per_tx `{text}` is in {unit}, not this entry's token {symbol}"
+        )));
+    }
+    parse_units("tokens", number, decimals)
+        .map(Cap::Max)
+        .map_err(|_| {
+            problem(format!(
+                "max_amount_per_tx `{text}`: not a number of {symbol} with at most {decimals} decimals"
+            ))
+        })
+}
+
+fn parse_list(
+    index: usize,
+    what: &'static str,
+    entries: &[String],
+) -> Result<(bool, BTreeSet<Address>), PolicyError> {
+    if entries.len() > MAX_TOKEN_ALLOWLIST {
+        return Err(PolicyError::invalid(
+            "tokens",
+            format!("entry {index}: at most {MAX_TOKEN_ALLOWLIST} entries in {what}"),
+        ));
+    }
+    let mut any = false;
+    let mut set = BTreeSet::new();
+    for entry in entries {
+        if entry == "*" {
+            any = true;
+        } else {
+            let address = Address::parse(what, entry)
+                .map_err(|e| PolicyError::invalid("tokens", format!("entry {index}: {e}")))?;
+            set.insert(address);
+        }
+    }
+    Ok((any, set))
+}
+
+impl TokenRule {
+    fn from_proto(
+        index: usize,
+        rule: &api::TokenRule,
+        chain_ids: &[u64],
+    ) -> Result<Self, PolicyError> {
+        if !chain_ids.contains(&rule.chain_id) {
+            return Err(PolicyError::invalid(
+                "tokens",
+                format!(
+                    "entry {index}: chain {} is not in allowed_chain_ids",
+                    rule.chain_id
+                ),
+            ));
+        }
+        if rule.decimals > MAX_DECIMALS {
+            return Err(PolicyError::invalid(
+                "tokens",
+                format!("entry {index}: decimals must be at most {MAX_DECIMALS}"),
+            ));
+        }
+        let address = Address::parse("address", &rule.address)
+            .map_err(|e| PolicyError::invalid("tokens", format!("entry {index}: {e}")))?;
+        let symbol = parse_symbol(index, &rule.symbol)?;
+        let (any_recipient, recipients) =
+            parse_list(index, "allowed_recipients", &rule.allowed_recipients)?;
+        let (any_spender, spenders) =
+            parse_list(index, "allowed_spenders", &rule.allowed_spenders)?;
+        Ok(TokenRule {
+            chain_id: rule.chain_id,
+            address,
+            decimals: rule.decimals,
+            max_amount_per_tx: parse_token_amount(
+                index,
+                &rule.max_amount_per_tx,
+                &symbol,
+                rule.decimals,
+            )?,
+            symbol,
+            any_recipient,
+            recipients,
+            any_spender,
+            spenders,
+            allow_unlimited_approval: rule.allow_unlimited_approval,
+        })
+    }
+
+    pub(crate) fn to_proto(&self) -> api::TokenRule {
+        let list = |any: bool, set: &BTreeSet<Address>| {
+            let mut out: Vec<String> = set.iter().map(Address::to_checksum).collect();
+            if any {
+                out.insert(0, "*".into());
+            }
+            out
+        };
+        api::TokenRule {
+            chain_id: self.chain_id,
+            address: self.address.to_checksum(),
+            decimals: self.decimals,
+            symbol: self.symbol.clone(),
+            max_amount_per_tx: match self.max_amount_per_tx {
+                Cap::Unlimited => "unlimited".into(),
+                // "250 USDC": the space keeps a symbol that starts with a digit ("1INCH")
+                // apart from the number.
+                Cap::Max(max) => format_units(max, self.decimals, &self.symbol),
+            },
+            allowed_recipients: list(self.any_recipient, &self.recipients),
+            allowed_spenders: list(self.any_spender, &self.spenders),
+            allow_unlimited_approval: self.allow_unlimited_approval,
+        }
+    }
+}
+
+/// Parses a policy's token list: bounded, one entry per (chain, contract), symbols unique per
+/// chain (so that "250usdc" can only mean one token there).
+pub(crate) fn parse_tokens(
+    tokens: &[api::TokenRule],
+    chain_ids: &[u64],
+) -> Result<Vec<TokenRule>, PolicyError> {
+    if tokens.len() > MAX_TOKENS {
+        return Err(PolicyError::invalid(
+            "tokens",
+            format!("at most {MAX_TOKENS} entries"),
+        ));
+    }
+    let mut parsed: Vec<TokenRule> = Vec::with_capacity(tokens.len());
+    for (index, rule) in tokens.iter().enumerate() {
+        let token = TokenRule::from_proto(index, rule, chain_ids)?;
+        if let Some(earlier) = parsed.iter().position(|t| {
+            t.chain_id == token.chain_id
+                && (t.address == token.address || t.symbol.eq_ignore_ascii_case(&token.symbol))
+        }) {
+            return Err(PolicyError::invalid(
+                "tokens",
+                format!(
+                    "entries {earlier} and {index} name the same token or the same symbol on chain {}: an amount like `1{}` would be ambiguous",
+                    token.chain_id,
+                    token.symbol.to_ascii_lowercase()
+                ),
+            ));
+        }
+        parsed.push(token);
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use shardsign_eth::erc20::{APPROVE, INCREASE_ALLOWANCE, TRANSFER, TRANSFER_FROM};
+    use shardsign_eth::{Eip1559Transaction, UnsignedTransaction};
+
+    use super::*;
+    use crate::{Rules, RulesFor};
+
+    const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+    const ALICE: [u8; 20] = [0xa1; 20];
+    const BOB: [u8; 20] = [0xb0; 20];
+    const ROUTER: [u8; 20] = [0x0e; 20];
+
+    fn hex_address(bytes: [u8; 20]) -> String {
+        Address(bytes).to_checksum()
+    }
+
+    fn policy() -> api::Policy {
+        api::Policy {
+            allowed_chain_ids: vec![1, 8453],
+            max_value_per_tx: "0".into(),
+            max_fee_per_gas: "unlimited".into(),
+            max_total_fee: "unlimited".into(),
+            tokens: vec![api::TokenRule {
+                chain_id: 1,
+                address: USDC.into(),
+                decimals: 6,
+                symbol: "USDC".into(),
+                max_amount_per_tx: "250usdc".into(),
+                allowed_recipients: vec![hex_address(ALICE)],
+                allowed_spenders: vec![hex_address(ROUTER)],
+                allow_unlimited_approval: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn word(address: [u8; 20]) -> Vec<u8> {
+        [&[0u8; 12][..], &address].concat()
+    }
+
+    fn units(value: u64) -> Vec<u8> {
+        U256::from(value).to_be_bytes::<32>().to_vec()
+    }
+
+    fn call(chain_id: u64, to: &str, data: Vec<u8>) -> UnsignedTransaction {
+        UnsignedTransaction::Eip1559(Eip1559Transaction {
+            chain_id,
+            gas_limit: 60_000,
+            to: Some(Address::parse("to", to).unwrap()),
+            data,
+            ..Default::default()
+        })
+    }
+
+    fn usdc(data: Vec<u8>) -> UnsignedTransaction {
+        call(1, USDC, data)
+    }
+
+    fn verdict(rules: &Rules, tx: &UnsignedTransaction) -> Result<(), &'static str> {
+        rules.check_transaction(tx).map_err(|refusal| refusal.rule)
+    }
+
+    #[test]
+    fn each_rule_allows_at_its_limit_and_refuses_one_unit_over() {
+        let rules = Rules::from_proto(&policy(), RulesFor::SigningKey).unwrap();
+        let limit = 250_000_000u64;
+        let table: Vec<(&str, Vec<u8>, Result<(), &'static str>)> = vec![
+            (
+                "transfer at the cap",
+                [&TRANSFER[..], &word(ALICE), &units(limit)].concat(),
+                Ok(()),
+            ),
+            (
+                "transfer one unit over",
+                [&TRANSFER[..], &word(ALICE), &units(limit + 1)].concat(),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "transfer to an unlisted recipient",
+                [&TRANSFER[..], &word(BOB), &units(1)].concat(),
+                Err("tokens.allowed_recipients"),
+            ),
+            (
+                "transferFrom at the cap",
+                [&TRANSFER_FROM[..], &word(BOB), &word(ALICE), &units(limit)].concat(),
+                Ok(()),
+            ),
+            (
+                "transferFrom one unit over",
+                [
+                    &TRANSFER_FROM[..],
+                    &word(BOB),
+                    &word(ALICE),
+                    &units(limit + 1),
+                ]
+                .concat(),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "transferFrom to an unlisted recipient",
+                [&TRANSFER_FROM[..], &word(ALICE), &word(BOB), &units(1)].concat(),
+                Err("tokens.allowed_recipients"),
+            ),
+            (
+                "approve at the cap",
+                [&APPROVE[..], &word(ROUTER), &units(limit)].concat(),
+                Ok(()),
+            ),
+            (
+                "approve one unit over",
+                [&APPROVE[..], &word(ROUTER), &units(limit + 1)].concat(),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "approve an unlisted spender",
+                [&APPROVE[..], &word(BOB), &units(1)].concat(),
+                Err("tokens.allowed_spenders"),
+            ),
+            (
+                "revoke any spender",
+                [&APPROVE[..], &word(BOB), &units(0)].concat(),
+                Ok(()),
+            ),
+            (
+                "approve unlimited",
+                [&APPROVE[..], &word(ROUTER), &[0xff; 32]].concat(),
+                Err("tokens.allow_unlimited_approval"),
+            ),
+            (
+                "increaseAllowance at the cap",
+                [&INCREASE_ALLOWANCE[..], &word(ROUTER), &units(limit)].concat(),
+                Ok(()),
+            ),
+            (
+                "increaseAllowance one unit over",
+                [&INCREASE_ALLOWANCE[..], &word(ROUTER), &units(limit + 1)].concat(),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "a short transfer",
+                [&TRANSFER[..], &word(ALICE), &units(1)[..31]].concat(),
+                Err("tokens"),
+            ),
+            (
+                "a dirty address word",
+                [&TRANSFER[..], &[1u8; 32][..], &units(1)].concat(),
+                Err("tokens"),
+            ),
+            (
+                "another method of the token",
+                [&[0x40, 0xc1, 0x0f, 0x19][..], &word(ALICE), &units(1)].concat(),
+                Err("tokens"),
+            ),
+            (
+                "data shorter than a selector",
+                vec![0xa9, 0x05],
+                Err("tokens"),
+            ),
+        ];
+        for (case, data, expected) in table {
+            assert_eq!(verdict(&rules, &usdc(data)), expected, "{case}");
+        }
+        // A plain transfer of ether to the token contract is a native transfer, not a token call.
+        assert_eq!(
+            verdict(&rules, &usdc(Vec::new())),
+            Err("allowed_recipients")
+        );
+        // The same contract on another chain is not the listed token: the generic rules apply.
+        let elsewhere = call(
+            8453,
+            USDC,
+            [&TRANSFER[..], &word(ALICE), &units(1)].concat(),
+        );
+        assert_eq!(verdict(&rules, &elsewhere), Err("allowed_contract_calls"));
+    }
+
+    #[test]
+    fn refusals_speak_in_the_tokens_units() {
+        let rules = Rules::from_proto(&policy(), RulesFor::SigningKey).unwrap();
+        let over = usdc([&TRANSFER[..], &word(ALICE), &units(250_000_001)].concat());
+        let refusal = rules.check_transaction(&over).unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            format!(
+                "policy tokens.max_amount_per_tx: transfer of 250.000001 USDC > 250 USDC (USDC ({}) on chain 1)",
+                Address::parse("a", USDC).unwrap().to_checksum()
+            )
+        );
+        let short = usdc([&TRANSFER[..], &word(ALICE)].concat());
+        assert!(
+            rules
+                .check_transaction(&short)
+                .unwrap_err()
+                .detail
+                .contains("transfer: calldata is 36 bytes; the call takes exactly 68"),
+        );
+    }
+
+    #[test]
+    fn other_methods_need_an_exact_contract_call_entry_and_unlimited_needs_saying_so() {
+        let mint = [&[0x40, 0xc1, 0x0f, 0x19][..], &word(ALICE), &units(1)].concat();
+        let mut with_wildcard = policy();
+        with_wildcard.allowed_contract_calls = vec![api::ContractCall {
+            to: "*".into(),
+            selector: "*".into(),
+        }];
+        let rules = Rules::from_proto(&with_wildcard, RulesFor::SigningKey).unwrap();
+        assert_eq!(verdict(&rules, &usdc(mint.clone())), Err("tokens"));
+        let mut exact = policy();
+        exact.allowed_contract_calls = vec![api::ContractCall {
+            to: USDC.into(),
+            selector: "0x40c10f19".into(),
+        }];
+        exact.tokens[0].allow_unlimited_approval = true;
+        exact.tokens[0].max_amount_per_tx = "unlimited".into();
+        let rules = Rules::from_proto(&exact, RulesFor::SigningKey).unwrap();
+        assert_eq!(verdict(&rules, &usdc(mint)), Ok(()));
+        let unlimited = [&APPROVE[..], &word(ROUTER), &[0xff; 32]].concat();
+        assert_eq!(verdict(&rules, &usdc(unlimited)), Ok(()));
+    }
+
+    #[test]
+    fn bad_token_lists_name_the_problem() {
+        type Change = Box<dyn Fn(&mut api::Policy)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|p| p.tokens[0].max_amount_per_tx = "250".into()),
+                "needs the token's symbol",
+            ),
+            (
+                Box::new(|p| p.tokens[0].max_amount_per_tx = "250dai".into()),
+                "is in dai, not this entry's token USDC",
+            ),
+            (
+                Box::new(|p| p.tokens[0].max_amount_per_tx = "0.0000001usdc".into()),
+                "at most 6 decimals",
+            ),
+            (
+                Box::new(|p| p.tokens[0].chain_id = 10),
+                "chain 10 is not in allowed_chain_ids",
+            ),
+            (
+                Box::new(|p| p.tokens[0].decimals = 37),
+                "decimals must be at most 36",
+            ),
+            (
+                Box::new(|p| p.tokens[0].symbol = "US DC".into()),
+                "symbol must be",
+            ),
+            (Box::new(|p| p.tokens[0].address = "0x12".into()), "address"),
+            (
+                Box::new(|p| p.tokens[0].allowed_spenders = vec!["nobody".into()]),
+                "entry 0: allowed_spenders: ",
+            ),
+            (
+                Box::new(|p| {
+                    let mut twin = p.tokens[0].clone();
+                    twin.address = hex_address(BOB);
+                    twin.symbol = "usdc".into();
+                    p.tokens.push(twin);
+                }),
+                "entries 0 and 1 name the same token or the same symbol on chain 1",
+            ),
+            (
+                Box::new(|p| p.tokens = vec![p.tokens[0].clone(); MAX_TOKENS + 1]),
+                "at most 64 entries",
+            ),
+        ];
+        for (change, words) in cases {
+            let mut bad = policy();
+            change(&mut bad);
+            let error = Rules::from_proto(&bad, RulesFor::ApiKey)
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("policy tokens: "), "{error}");
+            assert!(error.contains(words), "{error} (wanted {words})");
+        }
+        // The same symbol on two chains is fine.
+        let mut two_chains = policy();
+        let mut base = two_chains.tokens[0].clone();
+        base.chain_id = 8453;
+        two_chains.tokens.push(base);
+        // A symbol that starts with a digit reads back: the written form keeps a space.
+        let mut inch = two_chains.tokens[0].clone();
+        inch.address = hex_address(BOB);
+        inch.symbol = "1INCH".into();
+        inch.decimals = 18;
+        inch.max_amount_per_tx = "0.5 1inch".into();
+        two_chains.tokens.push(inch);
+        let rules = Rules::from_proto(&two_chains, RulesFor::ApiKey).unwrap();
+        assert_eq!(
+            Rules::from_proto(&rules.to_proto(RulesFor::ApiKey), RulesFor::ApiKey).unwrap(),
+            rules
+        );
+    }
+}

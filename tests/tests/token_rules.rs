@@ -1,0 +1,189 @@
+//! ERC-20 token rules with real processes, on both enforcement paths: through the coordinator's
+//! public API (API-key and signing-key policies) and around it (a relay's session, refused or
+//! signed by the nodes on their own reading of the operator-signed policy). A transfer at the
+//! cap signs and eth-account reads it back as a call to the token from the key's address; one
+//! unit over, an unlisted recipient, an unlimited approval and malformed calldata are refused
+//! with the rule and the amounts in the token's units.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use shardsign_eth::erc20::{APPROVE, TRANSFER};
+use shardsign_eth::{Address, Eip1559Transaction, Limits, U256, UnsignedTransaction};
+use shardsign_proto::v1::{
+    CreateApiKeyRequest, SignTransactionRequest, TokenRule, sign_transaction_request::Transaction,
+};
+use shardsign_request::Payload;
+use shardsign_tests::eth_account;
+use shardsign_tests::full::{Cluster, permissive_policy};
+use shardsign_tests::relay;
+use shardsign_tests::tx_json::hex0x;
+use tonic::Code;
+
+const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+const ALICE: &str = "0x00000000000000000000000000000000000a11ce";
+const BOB: &str = "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB";
+/// 250 USDC in base units (6 decimals).
+const CAP: u64 = 250_000_000;
+
+fn usdc_rule() -> TokenRule {
+    TokenRule {
+        chain_id: 1,
+        address: USDC.into(),
+        decimals: 6,
+        symbol: "USDC".into(),
+        max_amount_per_tx: "250usdc".into(),
+        allowed_recipients: vec![ALICE.into()],
+        allowed_spenders: vec![ALICE.into()],
+        allow_unlimited_approval: false,
+    }
+}
+
+fn word(address: &str) -> Vec<u8> {
+    [&[0u8; 12][..], &Address::parse("a", address).unwrap().0[..]].concat()
+}
+
+fn amount(value: U256) -> Vec<u8> {
+    value.to_be_bytes::<32>().to_vec()
+}
+
+fn transfer(to: &str, units: u64) -> Vec<u8> {
+    [&TRANSFER[..], &word(to), &amount(U256::from(units))].concat()
+}
+
+fn token_call(nonce: u64, data: Vec<u8>) -> UnsignedTransaction {
+    UnsignedTransaction::Eip1559(Eip1559Transaction {
+        chain_id: 1,
+        nonce,
+        max_priority_fee_per_gas: U256::from(1_000_000_000u64),
+        max_fee_per_gas: U256::from(30_000_000_000u64),
+        gas_limit: 80_000,
+        to: Some(Address::parse("to", USDC).unwrap()),
+        value: U256::ZERO,
+        data,
+        access_list: Vec::new(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
+    let cluster = Cluster::start();
+    let key = cluster.ceremony("tokens", &[1]).await;
+    let mut rules = permissive_policy(&key.allowed_chain_ids);
+    rules.max_value_per_24h.clear();
+    rules.requests_per_minute = 0;
+    rules.tokens = vec![usdc_rule()];
+    let set = cluster
+        .set_key_policy(&key.key_id, rules.clone())
+        .await
+        .unwrap();
+    assert_eq!(set.nodes_updated, vec![1, 2, 3]);
+    let mut agent_rules = permissive_policy(&key.allowed_chain_ids);
+    agent_rules.tokens = vec![usdc_rule()];
+    let agent = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "token agent".into(),
+            scopes: vec!["sign".into()],
+            key_ids: vec![key.key_id.clone()],
+            policy: Some(agent_rules),
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    let mut signer = cluster.signer_with(Some(&agent));
+    let request = |id: &str, tx: &UnsignedTransaction| SignTransactionRequest {
+        key_id: key.key_id.clone(),
+        request_id: id.into(),
+        transaction: Some(Transaction::UnsignedRlp(tx.signing_payload())),
+    };
+
+    // At the cap: signed, and eth-account reads a call to the token from the key's address.
+    let at_cap = token_call(0, transfer(ALICE, CAP));
+    let signed = signer
+        .sign_transaction(request("at-cap", &at_cap))
+        .await
+        .unwrap()
+        .into_inner();
+    let recovered = eth_account::call(&json!({ "recover_txs": [hex0x(&signed.raw_transaction)] }));
+    assert_eq!(
+        recovered["recovered_txs"][0]["sender"],
+        key.address.as_str()
+    );
+
+    let mut unlimited = APPROVE.to_vec();
+    unlimited.extend(word(ALICE));
+    unlimited.extend([0xff; 32]);
+    let refused_cases = [
+        (
+            "over",
+            transfer(ALICE, CAP + 1),
+            "tokens.max_amount_per_tx: transfer of 250.000001 USDC > 250 USDC",
+        ),
+        (
+            "stranger",
+            transfer(BOB, 1),
+            "tokens.allowed_recipients: transfer to 0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB",
+        ),
+        ("unlimited", unlimited, "tokens.allow_unlimited_approval"),
+        (
+            "short",
+            transfer(ALICE, 1)[..67].to_vec(),
+            "transfer: calldata is 67 bytes; the call takes exactly 68",
+        ),
+    ];
+    for (id, data, words) in &refused_cases {
+        let refused = signer
+            .sign_transaction(request(id, &token_call(1, data.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{id}: {refused:?}");
+        assert!(
+            refused.message().contains(words),
+            "{id}: {}",
+            refused.message()
+        );
+    }
+
+    // Around the coordinator: the nodes read the same signed policy and decide alike.
+    let mut clients = BTreeMap::new();
+    for id in [1u8, 3] {
+        clients.insert(id, cluster.nodes.client(id).await);
+    }
+    let statement = prost::Message::encode_to_vec(&cluster.signed_policy(
+        &key.key_id,
+        rules,
+        cluster.next_policy_version(),
+    ));
+    let relay_sign = |tx: UnsignedTransaction| {
+        let payload = Payload::transaction(tx, &Limits::DEFAULT).unwrap();
+        let (clients, statement, key_id) = (&clients, &statement, &key.key_id);
+        async move {
+            relay::sign_with_policy(
+                clients,
+                [1, 3],
+                key_id,
+                &payload,
+                payload.signing_hash(),
+                statement,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    let results = relay_sign(token_call(2, transfer(ALICE, CAP)))
+        .await
+        .expect("the nodes sign a transfer at the cap");
+    assert_eq!(results.len(), 2);
+    for (_, data, words) in refused_cases {
+        let error = relay_sign(token_call(3, data))
+            .await
+            .expect_err("the node refuses what its signed policy does not allow");
+        assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+        assert!(
+            error.status.message().contains(words),
+            "{}",
+            error.status.message()
+        );
+    }
+}

@@ -304,6 +304,7 @@ fn policy() -> api::Policy {
             allowed_recipients: vec!["0x3535353535353535353535353535353535353535".into()],
             allowed_spenders: vec!["*".into()],
             allow_unlimited_approval: false,
+            max_amount_per_24h: "unlimited".into(),
         }],
     }
 }

@@ -1,5 +1,6 @@
-//! What this node co-signed for each key, so that a key policy's `max_value_per_24h` (per chain)
-//! and `requests_per_minute` bound a compromised coordinator: each node counts on its own, so
+//! What this node co-signed for each key, so that a key policy's `max_value_per_24h` (per chain),
+//! its tokens' `max_amount_per_24h` (per chain and token) and `requests_per_minute` bound a
+//! compromised coordinator: each node counts on its own, so
 //! every signature charges both co-signers, and three honest nodes capped at C let at most
 //! 1.5 C a day through (2 C if the coordinator also controls one node).
 //!
@@ -14,7 +15,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use shardsign_eth::{U256, format_eth};
+use shardsign_eth::{Address, U256, format_eth};
+use shardsign_policy::tokens::token_spend;
 use shardsign_policy::{Cap, Refusal, Rules};
 use shardsign_request::Payload;
 
@@ -24,12 +26,24 @@ use crate::store::{Charge, Store};
 const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 const RATE_WINDOW_MS: i64 = 60 * 1000;
 
-/// A key's charges within the window, oldest first, and their sum per chain (kept as charges
-/// come and go, so that checking a request does not walk a day of charges).
+/// What a sum counts: ether on a chain (`None`), or a token on a chain.
+type Asset = (u64, Option<Address>);
+
+/// A key's charges within the window, oldest first, and their sum per chain and asset (kept as
+/// charges come and go, so that checking a request does not walk a day of charges).
 #[derive(Default)]
 struct KeyWindow {
     charges: VecDeque<Charge>,
-    sums: HashMap<u64, U256>,
+    sums: HashMap<Asset, U256>,
+}
+
+/// The (asset, amount) pairs one charge counts: its ether, and its token if any.
+fn amounts(charge: &Charge) -> impl Iterator<Item = (Asset, U256)> + '_ {
+    std::iter::once(((charge.chain_id, None), charge.value)).chain(
+        charge
+            .token
+            .map(|(token, amount)| ((charge.chain_id, Some(token)), amount)),
+    )
 }
 
 impl KeyWindow {
@@ -42,16 +56,20 @@ impl KeyWindow {
     }
 
     fn push(&mut self, charge: Charge) {
-        let sum = self.sums.entry(charge.chain_id).or_insert(U256::ZERO);
-        *sum = sum.saturating_add(charge.value);
+        for (asset, amount) in amounts(&charge) {
+            let sum = self.sums.entry(asset).or_insert(U256::ZERO);
+            *sum = sum.saturating_add(amount);
+        }
         self.charges.push_back(charge);
     }
 
     fn forget(&mut self, charge: &Charge) {
-        if let Some(sum) = self.sums.get_mut(&charge.chain_id) {
-            *sum = sum.saturating_sub(charge.value);
-            if *sum == U256::ZERO {
-                self.sums.remove(&charge.chain_id);
+        for (asset, amount) in amounts(charge) {
+            if let Some(sum) = self.sums.get_mut(&asset) {
+                *sum = sum.saturating_sub(amount);
+                if *sum == U256::ZERO {
+                    self.sums.remove(&asset);
+                }
             }
         }
     }
@@ -77,7 +95,11 @@ impl KeyWindow {
     }
 
     fn spent(&self, chain_id: u64) -> U256 {
-        self.sums.get(&chain_id).copied().unwrap_or(U256::ZERO)
+        self.spent_of((chain_id, None))
+    }
+
+    fn spent_of(&self, asset: Asset) -> U256 {
+        self.sums.get(&asset).copied().unwrap_or(U256::ZERO)
     }
 
     fn recent(&self, now_ms: i64) -> usize {
@@ -146,7 +168,7 @@ impl Ledger {
     }
 
     /// Charges `session_id` for `payload` under `rules`, or refuses with the rule and the values.
-    /// `None` when the policy caps neither value nor rate (nothing is counted then).
+    /// `None` when the policy caps neither value, nor a token, nor rate (nothing is counted then).
     pub fn reserve(
         self: &Arc<Self>,
         store: &Store,
@@ -157,11 +179,16 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Option<Reserved>, NodeError> {
         let rate = rules.requests_per_minute;
-        if rules.max_value_per_24h == Cap::Unlimited && rate == u32::MAX {
+        let token_caps = rules
+            .tokens
+            .iter()
+            .any(|token| token.max_amount_per_24h != Cap::Unlimited);
+        if rules.max_value_per_24h == Cap::Unlimited && rate == u32::MAX && !token_caps {
             return Ok(None);
         }
         let chain_id = payload.chain_id().unwrap_or(0);
         let value = payload.value();
+        let spend = token_spend(rules, payload);
         let mut books = self.books();
         if !books.keys.contains_key(key_id) {
             let charges = store.charges_since(key_id, now_ms)?;
@@ -195,12 +222,31 @@ impl Ledger {
                 )));
             }
         }
+        if let Some((token, amount)) = spend
+            && let Cap::Max(cap) = token.max_amount_per_24h
+            && amount > U256::ZERO
+        {
+            let spent = window.spent_of((chain_id, Some(token.address)));
+            if spent.checked_add(amount).is_none_or(|total| total > cap) {
+                return Err(NodeError::PolicyRefused(Refusal::new(
+                    "tokens.max_amount_per_24h",
+                    format!(
+                        "{} co-signed by this node in the last 24 h + {} > {} ({})",
+                        token.shown(spent),
+                        token.shown(amount),
+                        token.shown(cap),
+                        token.named()
+                    ),
+                )));
+            }
+        }
         let charge = Charge {
             charge_id: rand::random(),
             session_id,
             key_id: key_id.to_string(),
             chain_id,
             value,
+            token: spend.map(|(token, amount)| (token.address, amount)),
             at_ms: now_ms,
         };
         window.push(charge.clone());
@@ -248,6 +294,7 @@ mod tests {
                     key_id: "k".into(),
                     chain_id,
                     value: U256::from(value),
+                    token: (chain_id == 1).then(|| (Address([0xcc; 20]), U256::from(value * 10))),
                     at_ms,
                 })
                 .collect(),
@@ -257,15 +304,20 @@ mod tests {
     #[test]
     fn the_window_counts_per_chain_and_forgets_after_24_hours() {
         let mut w = window(&[(1, 5, 0), (137, 7, 10), (1, 2, WINDOW_MS - 1)]);
+        let token = |chain_id| (chain_id, Some(Address([0xcc; 20])));
         assert_eq!(w.spent(1), U256::from(7u8));
         assert_eq!(w.spent(137), U256::from(7u8));
+        assert_eq!(w.spent_of(token(1)), U256::from(70u8), "tokens sum apart");
+        assert_eq!(w.spent_of(token(137)), U256::ZERO);
         w.prune(WINDOW_MS + 10);
         assert_eq!(w.spent(1), U256::from(2u8), "the first charge aged out");
+        assert_eq!(w.spent_of(token(1)), U256::from(20u8));
         assert_eq!(w.spent(137), U256::ZERO);
         assert_eq!(w.recent(WINDOW_MS + 10), 1);
         assert_eq!(w.recent(WINDOW_MS + RATE_WINDOW_MS), 0);
         w.remove([2; 16]);
         assert_eq!(w.spent(1), U256::ZERO, "a removed charge leaves the sum");
+        assert_eq!(w.spent_of(token(1)), U256::ZERO);
         assert!(w.charges.is_empty());
     }
 

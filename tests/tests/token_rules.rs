@@ -3,7 +3,9 @@
 //! signed by the nodes on their own reading of the operator-signed policy). A transfer at the
 //! cap signs and eth-account reads it back as a call to the token from the key's address; one
 //! unit over, an unlisted recipient, an unlimited approval and malformed calldata are refused
-//! with the rule and the amounts in the token's units.
+//! with the rule and the amounts in the token's units. Rolling 24 h token caps: the coordinator's
+//! ledger refuses the API key's transfer that would cross its cap, and each node's own ledger
+//! refuses a relay's transfer that would cross the signing key policy's cap.
 
 use std::collections::BTreeMap;
 
@@ -21,12 +23,14 @@ use shardsign_tests::tx_json::hex0x;
 use tonic::Code;
 
 const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+const DAI: &str = "0x6B175474E89094C44Da98b954EedeAC495271d0F";
 const ALICE: &str = "0x00000000000000000000000000000000000a11ce";
 const BOB: &str = "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB";
 /// 250 USDC in base units (6 decimals).
 const CAP: u64 = 250_000_000;
 
-fn usdc_rule() -> TokenRule {
+/// USDC: 250 per call; 24 h cap `per_24h`.
+fn usdc_rule(per_24h: &str) -> TokenRule {
     TokenRule {
         chain_id: 1,
         address: USDC.into(),
@@ -36,6 +40,18 @@ fn usdc_rule() -> TokenRule {
         allowed_recipients: vec![ALICE.into()],
         allowed_spenders: vec![ALICE.into()],
         allow_unlimited_approval: false,
+        max_amount_per_24h: per_24h.into(),
+    }
+}
+
+/// DAI (signing key policy only): 250 per call, 300 per 24 h.
+fn dai_rule() -> TokenRule {
+    TokenRule {
+        address: DAI.into(),
+        decimals: 18,
+        symbol: "DAI".into(),
+        max_amount_per_tx: "250dai".into(),
+        ..usdc_rule("300dai")
     }
 }
 
@@ -51,14 +67,23 @@ fn transfer(to: &str, units: u64) -> Vec<u8> {
     [&TRANSFER[..], &word(to), &amount(U256::from(units))].concat()
 }
 
+fn dai_transfer(whole: u64) -> Vec<u8> {
+    let units = U256::from(whole) * U256::from(10u64).pow(U256::from(18u64));
+    [&TRANSFER[..], &word(ALICE), &amount(units)].concat()
+}
+
 fn token_call(nonce: u64, data: Vec<u8>) -> UnsignedTransaction {
+    call_to(USDC, nonce, data)
+}
+
+fn call_to(token: &str, nonce: u64, data: Vec<u8>) -> UnsignedTransaction {
     UnsignedTransaction::Eip1559(Eip1559Transaction {
         chain_id: 1,
         nonce,
         max_priority_fee_per_gas: U256::from(1_000_000_000u64),
         max_fee_per_gas: U256::from(30_000_000_000u64),
         gas_limit: 80_000,
-        to: Some(Address::parse("to", USDC).unwrap()),
+        to: Some(Address::parse("to", token).unwrap()),
         value: U256::ZERO,
         data,
         access_list: Vec::new(),
@@ -72,14 +97,14 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     let mut rules = permissive_policy(&key.allowed_chain_ids);
     rules.max_value_per_24h.clear();
     rules.requests_per_minute = 0;
-    rules.tokens = vec![usdc_rule()];
+    rules.tokens = vec![usdc_rule("1000usdc"), dai_rule()];
     let set = cluster
         .set_key_policy(&key.key_id, rules.clone())
         .await
         .unwrap();
     assert_eq!(set.nodes_updated, vec![1, 2, 3]);
     let mut agent_rules = permissive_policy(&key.allowed_chain_ids);
-    agent_rules.tokens = vec![usdc_rule()];
+    agent_rules.tokens = vec![usdc_rule("400usdc")];
     let agent = cluster
         .create_api_key(CreateApiKeyRequest {
             label: "token agent".into(),
@@ -144,6 +169,31 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
         );
     }
 
+    // The API key's 24 h cap (400 USDC), in the coordinator's ledger: 250 signed, 200 more
+    // would cross it, 150 reaches it exactly.
+    let refused = signer
+        .sign_transaction(request(
+            "day-over",
+            &token_call(1, transfer(ALICE, 200_000_000)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "tokens.max_amount_per_24h: 250 USDC already signed in the last 24 h + 200 USDC > 400 USDC"
+        ),
+        "{}",
+        refused.message()
+    );
+    signer
+        .sign_transaction(request(
+            "day-exact",
+            &token_call(1, transfer(ALICE, 150_000_000)),
+        ))
+        .await
+        .unwrap();
+
     // Around the coordinator: the nodes read the same signed policy and decide alike.
     let mut clients = BTreeMap::new();
     for id in [1u8, 3] {
@@ -186,4 +236,20 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
             error.status.message()
         );
     }
+    // Each node's own ledger holds the signing key policy's 24 h cap on DAI (300): nodes 1 and
+    // 3 co-signed 250, so 51 more is refused by whichever answers, with its own count.
+    relay_sign(call_to(DAI, 4, dai_transfer(250)))
+        .await
+        .expect("the nodes sign 250 DAI");
+    let error = relay_sign(call_to(DAI, 5, dai_transfer(51)))
+        .await
+        .expect_err("the nodes' ledgers refuse the 24 h cap");
+    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+    assert!(
+        error.status.message().contains(
+            "tokens.max_amount_per_24h: 250 DAI co-signed by this node in the last 24 h + 51 DAI > 300 DAI"
+        ),
+        "{}",
+        error.status.message()
+    );
 }

@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
          at INTEGER NOT NULL,
          PRIMARY KEY (key_id, epoch)
      );",
+    // Token spends: `asset` is '' for ether, else the token contract (lowercase 0x hex) whose
+    // amount `value` then holds.
+    "ALTER TABLE spends ADD COLUMN asset TEXT NOT NULL DEFAULT '';",
 ];
 
 /// A registered key.

@@ -1,4 +1,5 @@
-//! Rolling 24-hour spend per chain (a wei on chain 1 is not a wei on chain 137), per API key and
+//! Rolling 24-hour spend per chain and asset (a wei on chain 1 is not a wei on chain 137, and a
+//! listed token's units are counted apart from ether), per API key and
 //! per signing key (whose policy's cap the nodes enforce too, each on what it co-signs; counted
 //! here as well so that an honest coordinator holds the key to its cap, not to the 1.5 x the
 //! nodes' ledgers allow when requests spread over pairs). A reservation is checked and written under the registry's
@@ -6,7 +7,7 @@
 //! fails, and it survives a restart because it is a row, not a counter in memory.
 
 use rusqlite::params;
-use shardsign_eth::U256;
+use shardsign_eth::{Address, U256};
 
 use super::Registry;
 use crate::error::CoordError;
@@ -39,17 +40,19 @@ pub enum Reservation {
 }
 
 impl Registry {
-    /// Reserves `value` on `chain_id` for `subject` if the window's total on that chain stays
-    /// within `cap`.
+    /// Reserves `value` of `asset` (`None`: ether) on `chain_id` for `subject` if the window's
+    /// total of that asset on that chain stays within `cap`.
     pub fn reserve_spend(
         &self,
         subject: SpendSubject<'_>,
         chain_id: u64,
+        asset: Option<Address>,
         value: U256,
         cap: U256,
         now_ms: i64,
     ) -> Result<Reservation, CoordError> {
         let (kind, id) = subject.columns();
+        let asset = asset.map_or_else(String::new, |token| format!("0x{}", hex::encode(token.0)));
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -58,9 +61,9 @@ impl Registry {
         )?;
         let spent = {
             let mut statement = tx.prepare_cached(
-                "SELECT value FROM spends WHERE subject = ?1 AND api_key_id = ?2 AND chain_id = ?3",
+                "SELECT value FROM spends WHERE subject = ?1 AND api_key_id = ?2 AND chain_id = ?3 AND asset = ?4",
             )?;
-            let values = statement.query_map(params![kind, id, chain_id as i64], |r| {
+            let values = statement.query_map(params![kind, id, chain_id as i64, asset], |r| {
                 r.get::<_, String>(0)
             })?;
             let mut spent = U256::ZERO;
@@ -76,8 +79,8 @@ impl Registry {
             return Ok(Reservation::Over { spent });
         }
         tx.execute(
-            "INSERT INTO spends (subject, api_key_id, at_ms, value, chain_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![kind, id, now_ms, value.to_string(), chain_id as i64],
+            "INSERT INTO spends (subject, api_key_id, at_ms, value, chain_id, asset) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![kind, id, now_ms, value.to_string(), chain_id as i64, asset],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -105,7 +108,7 @@ mod tests {
         let mut reserved = Vec::new();
         for _ in 0..3 {
             match registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 1, three, cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, None, three, cap, 1_000)
                 .unwrap()
             {
                 Reservation::Reserved(id) => reserved.push(id),
@@ -114,7 +117,14 @@ mod tests {
         }
         assert_eq!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 1, U256::from(2u8), cap, 1_000)
+                .reserve_spend(
+                    SpendSubject::ApiKey("k"),
+                    1,
+                    None,
+                    U256::from(2u8),
+                    cap,
+                    1_000
+                )
                 .unwrap(),
             Reservation::Over {
                 spent: U256::from(9u8)
@@ -122,42 +132,77 @@ mod tests {
         );
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 1, U256::from(1u8), cap, 1_000)
+                .reserve_spend(
+                    SpendSubject::ApiKey("k"),
+                    1,
+                    None,
+                    U256::from(1u8),
+                    cap,
+                    1_000
+                )
                 .unwrap(),
             Reservation::Reserved(_)
         ));
         // Another key has its own window; a released reservation frees its value.
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("other"), 1, cap, cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("other"), 1, None, cap, cap, 1_000)
                 .unwrap(),
             Reservation::Reserved(_)
         ));
         registry.release_spend(reserved[0]).unwrap();
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 1, three, cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, None, three, cap, 1_000)
                 .unwrap(),
             Reservation::Reserved(_)
         ));
         // A signing key named like the API key has its own window.
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::SigningKey("k"), 1, cap, cap, 1_000)
+                .reserve_spend(SpendSubject::SigningKey("k"), 1, None, cap, cap, 1_000)
                 .unwrap(),
             Reservation::Reserved(_)
         ));
         // Another chain has its own window too.
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 137, cap, cap, 1_000)
+                .reserve_spend(SpendSubject::ApiKey("k"), 137, None, cap, cap, 1_000)
                 .unwrap(),
             Reservation::Reserved(_)
         ));
+        // A token on the same chain has its own window, apart from ether.
+        let token = Some(Address([0xa0; 20]));
+        assert!(matches!(
+            registry
+                .reserve_spend(SpendSubject::ApiKey("k"), 1, token, cap, cap, 1_000)
+                .unwrap(),
+            Reservation::Reserved(_)
+        ));
+        assert_eq!(
+            registry
+                .reserve_spend(
+                    SpendSubject::ApiKey("k"),
+                    1,
+                    token,
+                    U256::from(1u8),
+                    cap,
+                    1_000
+                )
+                .unwrap(),
+            Reservation::Over { spent: cap }
+        );
         // 24 hours later the old spends no longer count.
         assert!(matches!(
             registry
-                .reserve_spend(SpendSubject::ApiKey("k"), 1, cap, cap, 1_000 + WINDOW_MS)
+                .reserve_spend(
+                    SpendSubject::ApiKey("k"),
+                    1,
+                    None,
+                    cap,
+                    cap,
+                    1_000 + WINDOW_MS
+                )
                 .unwrap(),
             Reservation::Reserved(_)
         ));

@@ -1,14 +1,15 @@
 //! Admission of a signing request, a component that owns its state (the request-rate limiter,
 //! the signing keys' verified policies, the 24-hour spend ledger in the registry): the caller's
 //! key binding, its request rate, its API-key policy, the signing key's operator-signed policy,
-//! and the rolling 24-hour value, in that order (cheapest first). An admitted request holds a
+//! and the rolling 24-hour value of ether and of listed tokens, in that order (cheapest first). An admitted request holds a
 //! spend reservation that is given back if signing does not complete.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use shardsign_eth::{U256, format_eth};
-use shardsign_policy::{Cap, Refusal, VerifiedKeyPolicy};
+use shardsign_policy::tokens::token_spend;
+use shardsign_policy::{Cap, Refusal, Rules, VerifiedKeyPolicy};
 use shardsign_request::Payload;
 
 use crate::access::apikeys::ApiKey;
@@ -169,7 +170,7 @@ impl Admission {
         }
         match self
             .registry
-            .reserve_spend(subject, chain_id, value, cap, now_ms())?
+            .reserve_spend(subject, chain_id, None, value, cap, now_ms())?
         {
             Reservation::Reserved(id) => {
                 admitted.reservations.push(id);
@@ -190,6 +191,55 @@ impl Admission {
                         format!("{} (signing key policy)", refusal.detail),
                     ),
                 }))
+            }
+        }
+    }
+
+    /// Reserves what `payload` moves or grants of a token `rules` list against that token's 24 h
+    /// cap on its chain, for `subject`.
+    fn reserve_token(
+        &self,
+        admitted: &mut Admitted<'_>,
+        subject: SpendSubject<'_>,
+        rules: &Rules,
+        payload: &Payload,
+    ) -> Result<(), CoordError> {
+        let Some((token, amount)) = token_spend(rules, payload) else {
+            return Ok(());
+        };
+        let Cap::Max(cap) = token.max_amount_per_24h else {
+            return Ok(());
+        };
+        if amount.is_zero() {
+            return Ok(());
+        }
+        match self.registry.reserve_spend(
+            subject,
+            token.chain_id,
+            Some(token.address),
+            amount,
+            cap,
+            now_ms(),
+        )? {
+            Reservation::Reserved(id) => {
+                admitted.reservations.push(id);
+                Ok(())
+            }
+            Reservation::Over { spent } => {
+                let whose = match subject {
+                    SpendSubject::ApiKey(_) => "",
+                    SpendSubject::SigningKey(_) => " (signing key policy)",
+                };
+                Err(self.refuse(Refusal::new(
+                    "tokens.max_amount_per_24h",
+                    format!(
+                        "{} already signed in the last 24 h + {} > {} ({}){whose}",
+                        token.shown(spent),
+                        token.shown(amount),
+                        token.shown(cap),
+                        token.named()
+                    ),
+                )))
             }
         }
     }
@@ -219,12 +269,24 @@ impl Admission {
             api_key_cap,
             payload,
         )?;
+        self.reserve_token(
+            &mut admitted,
+            SpendSubject::ApiKey(&api_key.id),
+            &api_key.rules,
+            payload,
+        )?;
         if let Some(policy) = &key_policy {
             let key_cap = policy.rules.max_value_per_24h;
             self.reserve(
                 &mut admitted,
                 SpendSubject::SigningKey(&key.key_id),
                 key_cap,
+                payload,
+            )?;
+            self.reserve_token(
+                &mut admitted,
+                SpendSubject::SigningKey(&key.key_id),
+                &policy.rules,
                 payload,
             )?;
         }

@@ -57,6 +57,7 @@ pub struct TokenRuleFile {
     pub allowed_recipients: Vec<String>,
     pub allowed_spenders: Vec<String>,
     pub allow_unlimited_approval: bool,
+    pub max_amount_per_24h: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -152,6 +153,7 @@ impl From<PolicyFile> for api::Policy {
                     allowed_recipients: t.allowed_recipients,
                     allowed_spenders: t.allowed_spenders,
                     allow_unlimited_approval: t.allow_unlimited_approval,
+                    max_amount_per_24h: t.max_amount_per_24h,
                 })
                 .collect(),
         }
@@ -209,6 +211,7 @@ impl From<&api::Policy> for PolicyFile {
                     allowed_recipients: t.allowed_recipients.clone(),
                     allowed_spenders: t.allowed_spenders.clone(),
                     allow_unlimited_approval: t.allow_unlimited_approval,
+                    max_amount_per_24h: t.max_amount_per_24h.clone(),
                 })
                 .collect(),
         }

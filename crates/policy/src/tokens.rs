@@ -9,8 +9,10 @@ use shardsign_eth::erc20::{Erc20Call, Erc20Error};
 use shardsign_eth::{Address, U256, format_units, parse_units};
 use shardsign_proto::v1 as api;
 
+use shardsign_request::Payload;
+
 use crate::error::{PolicyError, Refusal};
-use crate::rules::{Cap, ContractCallRule};
+use crate::rules::{Cap, ContractCallRule, Rules, RulesFor};
 
 /// Most token entries in one policy.
 pub const MAX_TOKENS: usize = 64;
@@ -28,6 +30,8 @@ pub struct TokenRule {
     pub decimals: u32,
     pub symbol: String,
     pub max_amount_per_tx: Cap,
+    /// Rolling 24 h of what calls move or grant, per chain (counted by ledgers, not here).
+    pub max_amount_per_24h: Cap,
     pub any_recipient: bool,
     pub recipients: BTreeSet<Address>,
     pub any_spender: bool,
@@ -36,12 +40,13 @@ pub struct TokenRule {
 }
 
 impl TokenRule {
-    fn shown(&self, amount: U256) -> String {
+    /// An amount in this token's units: `250.5 USDC`.
+    pub fn shown(&self, amount: U256) -> String {
         format_units(amount, self.decimals, &self.symbol)
     }
 
     /// "USDC (0xA0b8…) on chain 1": how a refusal names the token.
-    fn named(&self) -> String {
+    pub fn named(&self) -> String {
         format!(
             "{} ({}) on chain {}",
             self.symbol,
@@ -127,6 +132,28 @@ impl TokenRule {
             }
         }
     }
+}
+
+/// What a payload moves or grants of a token the rules list: the token's entry and the amount
+/// (what `transfer`/`transferFrom` move, what `approve`/`increaseAllowance` grant). `None` for
+/// anything else, and for calls that do not decode (those are refused by `check`).
+pub fn token_spend<'r>(rules: &'r Rules, payload: &Payload) -> Option<(&'r TokenRule, U256)> {
+    let Payload::Transaction(tx) = payload else {
+        return None;
+    };
+    let to = tx.to()?;
+    let chain_id = tx.chain_id();
+    let token = rules
+        .tokens
+        .iter()
+        .find(|token| token.chain_id == chain_id && token.address == to)?;
+    let amount = match Erc20Call::decode(tx.data()).ok()?? {
+        Erc20Call::Transfer { amount, .. }
+        | Erc20Call::TransferFrom { amount, .. }
+        | Erc20Call::Approve { amount, .. }
+        | Erc20Call::IncreaseAllowance { amount, .. } => amount,
+    };
+    Some((token, amount))
 }
 
 /// Checks a contract call to `token` (data non-empty): one of the four decoded calls under the
@@ -263,6 +290,7 @@ impl TokenRule {
         index: usize,
         rule: &api::TokenRule,
         chain_ids: &[u64],
+        kind: RulesFor,
     ) -> Result<Self, PolicyError> {
         if !chain_ids.contains(&rule.chain_id) {
             return Err(PolicyError::invalid(
@@ -296,6 +324,11 @@ impl TokenRule {
                 &symbol,
                 rule.decimals,
             )?,
+            // As for ether: on a signing key's policy empty is no cap, on an API key 0.
+            max_amount_per_24h: match kind {
+                RulesFor::SigningKey if rule.max_amount_per_24h.trim().is_empty() => Cap::Unlimited,
+                _ => parse_token_amount(index, &rule.max_amount_per_24h, &symbol, rule.decimals)?,
+            },
             symbol,
             any_recipient,
             recipients,
@@ -305,7 +338,16 @@ impl TokenRule {
         })
     }
 
-    pub(crate) fn to_proto(&self) -> api::TokenRule {
+    fn wire_amount(&self, cap: Cap) -> String {
+        match cap {
+            Cap::Unlimited => "unlimited".into(),
+            // "250 USDC": the space keeps a symbol that starts with a digit ("1INCH") apart
+            // from the number.
+            Cap::Max(max) => format_units(max, self.decimals, &self.symbol),
+        }
+    }
+
+    pub(crate) fn to_proto(&self, kind: RulesFor) -> api::TokenRule {
         let list = |any: bool, set: &BTreeSet<Address>| {
             let mut out: Vec<String> = set.iter().map(Address::to_checksum).collect();
             if any {
@@ -318,11 +360,10 @@ impl TokenRule {
             address: self.address.to_checksum(),
             decimals: self.decimals,
             symbol: self.symbol.clone(),
-            max_amount_per_tx: match self.max_amount_per_tx {
-                Cap::Unlimited => "unlimited".into(),
-                // "250 USDC": the space keeps a symbol that starts with a digit ("1INCH")
-                // apart from the number.
-                Cap::Max(max) => format_units(max, self.decimals, &self.symbol),
+            max_amount_per_tx: self.wire_amount(self.max_amount_per_tx),
+            max_amount_per_24h: match (kind, self.max_amount_per_24h) {
+                (RulesFor::SigningKey, Cap::Unlimited) => String::new(),
+                (_, cap) => self.wire_amount(cap),
             },
             allowed_recipients: list(self.any_recipient, &self.recipients),
             allowed_spenders: list(self.any_spender, &self.spenders),
@@ -336,6 +377,7 @@ impl TokenRule {
 pub(crate) fn parse_tokens(
     tokens: &[api::TokenRule],
     chain_ids: &[u64],
+    kind: RulesFor,
 ) -> Result<Vec<TokenRule>, PolicyError> {
     if tokens.len() > MAX_TOKENS {
         return Err(PolicyError::invalid(
@@ -345,7 +387,7 @@ pub(crate) fn parse_tokens(
     }
     let mut parsed: Vec<TokenRule> = Vec::with_capacity(tokens.len());
     for (index, rule) in tokens.iter().enumerate() {
-        let token = TokenRule::from_proto(index, rule, chain_ids)?;
+        let token = TokenRule::from_proto(index, rule, chain_ids, kind)?;
         if let Some(earlier) = parsed.iter().position(|t| {
             t.chain_id == token.chain_id
                 && (t.address == token.address || t.symbol.eq_ignore_ascii_case(&token.symbol))
@@ -396,6 +438,7 @@ mod tests {
                 allowed_recipients: vec![hex_address(ALICE)],
                 allowed_spenders: vec![hex_address(ROUTER)],
                 allow_unlimited_approval: false,
+                max_amount_per_24h: "unlimited".into(),
             }],
             ..Default::default()
         }
@@ -584,6 +627,62 @@ mod tests {
         assert_eq!(verdict(&rules, &usdc(mint)), Ok(()));
         let unlimited = [&APPROVE[..], &word(ROUTER), &[0xff; 32]].concat();
         assert_eq!(verdict(&rules, &usdc(unlimited)), Ok(()));
+    }
+
+    #[test]
+    fn what_a_call_spends_and_what_an_empty_24_hour_cap_means() {
+        let mut with_empty = policy();
+        with_empty.tokens[0].max_amount_per_24h = String::new();
+        let key = Rules::from_proto(&with_empty, RulesFor::SigningKey).unwrap();
+        assert_eq!(key.tokens[0].max_amount_per_24h, Cap::Unlimited);
+        let api = Rules::from_proto(&with_empty, RulesFor::ApiKey).unwrap();
+        assert_eq!(api.tokens[0].max_amount_per_24h, Cap::Max(U256::ZERO));
+        with_empty.tokens[0].max_amount_per_24h = "1000.5 usdc".into();
+        let rules = Rules::from_proto(&with_empty, RulesFor::ApiKey).unwrap();
+        assert_eq!(
+            rules.tokens[0].max_amount_per_24h,
+            Cap::Max(U256::from(1_000_500_000u64))
+        );
+
+        let spend = |tx: UnsignedTransaction| {
+            let payload = Payload::Transaction(tx);
+            token_spend(&rules, &payload).map(|(token, amount)| (token.symbol.clone(), amount))
+        };
+        let usdc_amount = |amount: u64| Some(("USDC".to_string(), U256::from(amount)));
+        assert_eq!(
+            spend(usdc([&TRANSFER[..], &word(ALICE), &units(7)].concat())),
+            usdc_amount(7)
+        );
+        assert_eq!(
+            spend(usdc(
+                [&TRANSFER_FROM[..], &word(BOB), &word(ALICE), &units(8)].concat()
+            )),
+            usdc_amount(8)
+        );
+        assert_eq!(
+            spend(usdc([&APPROVE[..], &word(ROUTER), &units(9)].concat())),
+            usdc_amount(9)
+        );
+        assert_eq!(
+            spend(usdc(
+                [&INCREASE_ALLOWANCE[..], &word(ROUTER), &units(10)].concat()
+            )),
+            usdc_amount(10)
+        );
+        // Not a token spend: another method, malformed data, ether, another chain.
+        assert_eq!(spend(usdc(vec![0x40, 0xc1, 0x0f, 0x19])), None);
+        assert_eq!(spend(usdc([&TRANSFER[..], &word(ALICE)].concat())), None);
+        assert_eq!(spend(usdc(Vec::new())), None);
+        assert_eq!(
+            spend(call(
+                8453,
+                USDC,
+                [&TRANSFER[..], &word(ALICE), &units(7)].concat()
+            )),
+            None
+        );
+        let message = Payload::PersonalMessage(b"hello".to_vec());
+        assert!(token_spend(&rules, &message).is_none());
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Rules {
                 .map(|entry| parse_address("allowed_delegates", entry))
                 .collect::<Result<_, _>>()?,
             allow_any_chain_authorization: policy.allow_any_chain_authorization,
-            tokens: parse_tokens(&policy.tokens, &policy.allowed_chain_ids)?,
+            tokens: parse_tokens(&policy.tokens, &policy.allowed_chain_ids, kind)?,
         })
     }
 
@@ -242,7 +242,11 @@ impl Rules {
                 .collect(),
             allowed_delegates: self.delegates.iter().map(Address::to_checksum).collect(),
             allow_any_chain_authorization: self.allow_any_chain_authorization,
-            tokens: self.tokens.iter().map(|token| token.to_proto()).collect(),
+            tokens: self
+                .tokens
+                .iter()
+                .map(|token| token.to_proto(kind))
+                .collect(),
         }
     }
 }

@@ -152,6 +152,14 @@ impl Node {
                     chain_id: charge.chain_id,
                     value: charge.value.to_be_bytes_trimmed_vec(),
                     at_unix_ms: charge.at_ms,
+                    token: charge
+                        .token
+                        .map(|(token, _)| token.0.to_vec())
+                        .unwrap_or_default(),
+                    token_amount: charge
+                        .token
+                        .map(|(_, amount)| amount.to_be_bytes_trimmed_vec())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -390,11 +398,27 @@ fn learned_charges(
                 .as_slice()
                 .try_into()
                 .map_err(|_| malformed())?;
-            if charge.value.len() > 32 {
-                return Err(malformed());
-            }
-            let mut value = [0u8; 32];
-            value[32 - charge.value.len()..].copy_from_slice(&charge.value);
+            let big_endian = |bytes: &[u8]| {
+                let mut word = [0u8; 32];
+                let start = 32usize.checked_sub(bytes.len())?;
+                word[start..].copy_from_slice(bytes);
+                Some(U256::from_be_bytes(word))
+            };
+            let value = big_endian(&charge.value).ok_or_else(malformed)?;
+            let token = match charge.token.len() {
+                0 if charge.token_amount.is_empty() => None,
+                20 => Some((
+                    shardsign_eth::Address(
+                        charge
+                            .token
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| malformed())?,
+                    ),
+                    big_endian(&charge.token_amount).ok_or_else(malformed)?,
+                )),
+                _ => return Err(malformed()),
+            };
             if charge.key_id.is_empty() || charge.key_id.len() > 128 {
                 return Err(malformed());
             }
@@ -408,7 +432,8 @@ fn learned_charges(
                 session_id,
                 key_id: charge.key_id.clone(),
                 chain_id: charge.chain_id,
-                value: U256::from_be_bytes(value),
+                value,
+                token,
                 at_ms: charge.at_unix_ms,
             });
         }
@@ -427,6 +452,8 @@ mod tests {
             chain_id: 8453,
             value: value.to_be_bytes_trimmed_vec(),
             at_unix_ms: at_ms,
+            token: Vec::new(),
+            token_amount: Vec::new(),
         }
     }
 
@@ -468,6 +495,27 @@ mod tests {
         let mut short_session = charge("treasury-hot", wei, now);
         short_session.session_id.pop();
         assert!(learned_charges(&states(vec![short_session]), now).is_err());
+
+        // A token charge keeps its token and amount; a token without 20 bytes, or an amount
+        // without a token, is malformed.
+        let mut usdc = charge("treasury-hot", U256::ZERO, now);
+        usdc.token = vec![0xa0; 20];
+        usdc.token_amount = U256::from(250_000_000u64).to_be_bytes_trimmed_vec();
+        let learned = learned_charges(&states(vec![usdc.clone()]), now).unwrap();
+        assert_eq!(
+            learned[0].token,
+            Some((
+                shardsign_eth::Address([0xa0; 20]),
+                U256::from(250_000_000u64)
+            ))
+        );
+        let mut short_token = usdc.clone();
+        short_token.token.pop();
+        let mut orphan_amount = usdc;
+        orphan_amount.token.clear();
+        for bad in [short_token, orphan_amount] {
+            assert!(learned_charges(&states(vec![bad]), now).is_err());
+        }
     }
 
     #[test]

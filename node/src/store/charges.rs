@@ -4,7 +4,7 @@
 //! A row older than 24 h no longer counts and is pruned when the key is next charged.
 
 use rusqlite::{Connection, params};
-use shardsign_eth::U256;
+use shardsign_eth::{Address, U256};
 
 use super::Store;
 use crate::error::NodeError;
@@ -22,6 +22,9 @@ pub struct Charge {
     /// 0 for a message (it counts toward the rate only).
     pub chain_id: u64,
     pub value: U256,
+    /// A token the key's policy lists and what the session moved or granted of it (on
+    /// `chain_id`); `None` when it moved no listed token.
+    pub token: Option<(Address, U256)>,
     pub at_ms: i64,
 }
 
@@ -51,14 +54,16 @@ pub(super) fn write(
 /// One charge row.
 pub(super) fn insert(conn: &Connection, charge: &Charge) -> Result<(), NodeError> {
     conn.execute(
-        "INSERT INTO charges (charge_id, session_id, key_id, chain_id, value, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO charges (charge_id, session_id, key_id, chain_id, value, at_ms, token, token_amount) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             charge.charge_id.as_slice(),
             charge.session_id.as_slice(),
             charge.key_id,
             charge.chain_id as i64,
             charge.value.to_string(),
-            charge.at_ms
+            charge.at_ms,
+            charge.token.map(|(token, _)| token.0.to_vec()),
+            charge.token.map_or(U256::ZERO, |(_, amount)| amount).to_string(),
         ],
     )?;
     Ok(())
@@ -69,7 +74,7 @@ impl Store {
     pub fn charges_since(&self, key_id: &str, now_ms: i64) -> Result<Vec<Charge>, NodeError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
-            "SELECT charge_id, session_id, chain_id, value, at_ms FROM charges WHERE key_id = ?1 AND at_ms > ?2 ORDER BY at_ms",
+            "SELECT charge_id, session_id, chain_id, value, at_ms, token, token_amount FROM charges WHERE key_id = ?1 AND at_ms > ?2 ORDER BY at_ms",
         )?;
         let rows = statement.query_map(params![key_id, now_ms - WINDOW_MS], |row| {
             Ok((
@@ -78,18 +83,28 @@ impl Store {
                 row.get::<_, i64>(2)?,
                 row.get::<_, String>(3)?,
                 row.get::<_, i64>(4)?,
+                row.get::<_, Option<Vec<u8>>>(5)?,
+                row.get::<_, String>(6)?,
             ))
         })?;
         let mut charges = Vec::new();
         for row in rows {
-            let (charge_id, session_id, chain_id, value, at_ms) = row?;
+            let (charge_id, session_id, chain_id, value, at_ms, token, token_amount) = row?;
             let corrupt = || NodeError::Corrupt(format!("a charge of `{key_id}` is unreadable"));
+            let token = match token {
+                None => None,
+                Some(bytes) => Some((
+                    Address(bytes.try_into().map_err(|_| corrupt())?),
+                    token_amount.parse().map_err(|_| corrupt())?,
+                )),
+            };
             charges.push(Charge {
                 charge_id: charge_id.try_into().map_err(|_| corrupt())?,
                 session_id: session_id.try_into().map_err(|_| corrupt())?,
                 key_id: key_id.to_string(),
                 chain_id: chain_id as u64,
                 value: value.parse().map_err(|_| corrupt())?,
+                token,
                 at_ms,
             });
         }

@@ -137,6 +137,10 @@ const MIGRATIONS: &[&str] = &[
          applied_at INTEGER NOT NULL
      );
      ALTER TABLE keys ADD COLUMN hollow INTEGER NOT NULL DEFAULT 0;",
+    // Token charges: what a session moved or granted of a token the key policy lists (NULL
+    // token: the charge is ether only).
+    "ALTER TABLE charges ADD COLUMN token BLOB;
+     ALTER TABLE charges ADD COLUMN token_amount TEXT NOT NULL DEFAULT '0';",
 ];
 
 /// A key this node holds a share of (public data only).
@@ -1020,6 +1024,13 @@ mod tests {
             key_id: "k".into(),
             chain_id: 1,
             value: shardsign_eth::U256::from(id),
+            // Charge 2 also moved a token: it survives the reopen with its amount.
+            token: (id == 2).then(|| {
+                (
+                    shardsign_eth::Address([0xcc; 20]),
+                    shardsign_eth::U256::MAX - shardsign_eth::U256::from(id),
+                )
+            }),
             at_ms,
         };
         let now = 10 * 86_400_000;

@@ -306,6 +306,7 @@ fn policy() -> api::Policy {
             allow_unlimited_approval: false,
             max_amount_per_24h: "unlimited".into(),
         }],
+        max_permit_validity_secs: 3600,
     }
 }
 

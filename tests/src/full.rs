@@ -158,6 +158,7 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
         allowed_delegates: Vec::new(),
         allow_any_chain_authorization: false,
         tokens: Vec::new(),
+        max_permit_validity_secs: 0,
     }
 }
 

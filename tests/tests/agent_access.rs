@@ -111,6 +111,7 @@ fn base_policy() -> Policy {
         allowed_delegates: Vec::new(),
         allow_any_chain_authorization: false,
         tokens: Vec::new(),
+        max_permit_validity_secs: 0,
     }
 }
 

@@ -5,7 +5,9 @@
 //! unit over, an unlisted recipient, an unlimited approval and malformed calldata are refused
 //! with the rule and the amounts in the token's units. Rolling 24 h token caps: the coordinator's
 //! ledger refuses the API key's transfer that would cross its cap, and each node's own ledger
-//! refuses a relay's transfer that would cross the signing key policy's cap.
+//! refuses a relay's transfer that would cross the signing key policy's cap. An x402-shaped
+//! EIP-3009 authorization for the listed token counts against the same caps and must expire
+//! within the policy's window.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +15,8 @@ use serde_json::json;
 use shardsign_eth::erc20::{APPROVE, TRANSFER};
 use shardsign_eth::{Address, Eip1559Transaction, Limits, U256, UnsignedTransaction};
 use shardsign_proto::v1::{
-    CreateApiKeyRequest, SignTransactionRequest, TokenRule, sign_transaction_request::Transaction,
+    CreateApiKeyRequest, SignTransactionRequest, SignTypedDataRequest, TokenRule, TypedDataRule,
+    sign_transaction_request::Transaction,
 };
 use shardsign_request::Payload;
 use shardsign_tests::eth_account;
@@ -67,6 +70,38 @@ fn transfer(to: &str, units: u64) -> Vec<u8> {
     [&TRANSFER[..], &word(to), &amount(U256::from(units))].concat()
 }
 
+/// An x402 "exact" payment: EIP-3009 TransferWithAuthorization of `units` USDC to ALICE, valid
+/// for `valid_for` seconds.
+fn x402(from: &str, units: u64, valid_for: u64) -> String {
+    let now = shardsign_tests::full::unix_now() as u64;
+    json!({
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
+        "message": {"from": from, "to": ALICE, "value": units.to_string(), "validAfter": 0,
+                    "validBefore": (now + valid_for).to_string(),
+                    "nonce": format!("0x{:064x}", rand::random::<u64>())}
+    })
+    .to_string()
+}
+
+fn usdc_payments() -> TypedDataRule {
+    TypedDataRule {
+        chain_id: 1,
+        verifying_contract: USDC.into(),
+        name: "USD Coin".into(),
+        version: String::new(),
+        primary_types: vec!["TransferWithAuthorization".into()],
+    }
+}
+
 fn dai_transfer(whole: u64) -> Vec<u8> {
     let units = U256::from(whole) * U256::from(10u64).pow(U256::from(18u64));
     [&TRANSFER[..], &word(ALICE), &amount(units)].concat()
@@ -98,6 +133,7 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     rules.max_value_per_24h.clear();
     rules.requests_per_minute = 0;
     rules.tokens = vec![usdc_rule("1000usdc"), dai_rule()];
+    rules.allowed_typed_data = vec![usdc_payments()];
     let set = cluster
         .set_key_policy(&key.key_id, rules.clone())
         .await
@@ -105,6 +141,7 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     assert_eq!(set.nodes_updated, vec![1, 2, 3]);
     let mut agent_rules = permissive_policy(&key.allowed_chain_ids);
     agent_rules.tokens = vec![usdc_rule("400usdc")];
+    agent_rules.allowed_typed_data = vec![usdc_payments()];
     let agent = cluster
         .create_api_key(CreateApiKeyRequest {
             label: "token agent".into(),
@@ -169,8 +206,25 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
         );
     }
 
-    // The API key's 24 h cap (400 USDC), in the coordinator's ledger: 250 signed, 200 more
-    // would cross it, 150 reaches it exactly.
+    // An x402 payment of 100 USDC for the listed token: signed, recovered by eth-account.
+    let typed = |id: &str, document: String| SignTypedDataRequest {
+        key_id: key.key_id.clone(),
+        request_id: id.into(),
+        typed_data: document,
+    };
+    let payment = x402(&key.address, 100_000_000, 600);
+    let paid = signer
+        .sign_typed_data(typed("x402-100", payment.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let recovered = eth_account::call(&json!({ "recover_typed": [{
+        "document": payment, "signature": hex0x(&paid.signature)}] }));
+    assert_eq!(recovered["recovered_typed"][0], key.address.as_str());
+
+    // The API key's 24 h cap (400 USDC), in the coordinator's ledger, counts transfers and
+    // payments alike: 350 signed, 200 more would cross it, 50 reaches it exactly, and then even
+    // a payment of one unit is refused.
     let refused = signer
         .sign_transaction(request(
             "day-over",
@@ -181,7 +235,7 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(
         refused.message().contains(
-            "tokens.max_amount_per_24h: 250 USDC already signed in the last 24 h + 200 USDC > 400 USDC"
+            "tokens.max_amount_per_24h: 350 USDC already signed in the last 24 h + 200 USDC > 400 USDC"
         ),
         "{}",
         refused.message()
@@ -189,10 +243,33 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     signer
         .sign_transaction(request(
             "day-exact",
-            &token_call(1, transfer(ALICE, 150_000_000)),
+            &token_call(1, transfer(ALICE, 50_000_000)),
         ))
         .await
         .unwrap();
+    for (id, document, words) in [
+        (
+            "x402-over-day",
+            x402(&key.address, 1, 600),
+            "tokens.max_amount_per_24h: 400 USDC already signed in the last 24 h + 0.000001 USDC > 400 USDC",
+        ),
+        (
+            "x402-too-long",
+            x402(&key.address, 1, 7_200),
+            "max_permit_validity_secs: validBefore",
+        ),
+    ] {
+        let refused = signer
+            .sign_typed_data(typed(id, document))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{id}: {refused:?}");
+        assert!(
+            refused.message().contains(words),
+            "{id}: {}",
+            refused.message()
+        );
+    }
 
     // Around the coordinator: the nodes read the same signed policy and decide alike.
     let mut clients = BTreeMap::new();
@@ -236,6 +313,36 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
             error.status.message()
         );
     }
+    // The nodes read payments the same way: a 250 USDC payment signs, one valid for two hours
+    // does not.
+    let relay_typed = |document: String| {
+        let payload = Payload::typed_data("typed_data", document.into_bytes()).unwrap();
+        let (clients, statement, key_id) = (&clients, &statement, &key.key_id);
+        async move {
+            relay::sign_with_policy(
+                clients,
+                [1, 3],
+                key_id,
+                &payload,
+                payload.signing_hash(),
+                statement,
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    relay_typed(x402(&key.address, CAP, 600))
+        .await
+        .expect("the nodes sign a 250 USDC payment");
+    let error = relay_typed(x402(&key.address, 1, 7_200))
+        .await
+        .expect_err("the nodes refuse a payment valid for two hours");
+    assert!(
+        error.status.message().contains("max_permit_validity_secs"),
+        "{}",
+        error.status.message()
+    );
     // Each node's own ledger holds the signing key policy's 24 h cap on DAI (300): nodes 1 and
     // 3 co-signed 250, so 51 more is refused by whichever answers, with its own count.
     relay_sign(call_to(DAI, 4, dai_transfer(250)))

@@ -44,6 +44,7 @@ pub struct PolicyFile {
     pub allowed_delegates: Vec<String>,
     pub allow_any_chain_authorization: bool,
     pub tokens: Vec<TokenRuleFile>,
+    pub max_permit_validity_secs: u32,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -141,6 +142,7 @@ impl From<PolicyFile> for api::Policy {
                 .collect(),
             allowed_delegates: f.allowed_delegates,
             allow_any_chain_authorization: f.allow_any_chain_authorization,
+            max_permit_validity_secs: f.max_permit_validity_secs,
             tokens: f
                 .tokens
                 .into_iter()
@@ -199,6 +201,7 @@ impl From<&api::Policy> for PolicyFile {
                 .collect(),
             allowed_delegates: p.allowed_delegates.clone(),
             allow_any_chain_authorization: p.allow_any_chain_authorization,
+            max_permit_validity_secs: p.max_permit_validity_secs,
             tokens: p
                 .tokens
                 .iter()

@@ -102,6 +102,8 @@ pub struct Rules {
     pub allow_any_chain_authorization: bool,
     /// ERC-20 tokens with their own rules; calls to them are decoded.
     pub tokens: Vec<TokenRule>,
+    /// Longest an EIP-2612 permit or EIP-3009 authorization for a listed token may stay valid.
+    pub max_permit_validity_secs: u32,
 }
 
 impl Rules {
@@ -227,11 +229,20 @@ impl Rules {
 
     /// Checks any payload against the rules that apply to its kind.
     pub fn check(&self, payload: &Payload) -> Result<(), Refusal> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.check_at(payload, now)
+    }
+
+    /// [`Self::check`] at `now_unix` (what a permit's deadline is measured from).
+    pub fn check_at(&self, payload: &Payload, now_unix: u64) -> Result<(), Refusal> {
         match payload {
             Payload::Transaction(tx) => self.check_transaction(tx),
             Payload::PersonalMessage(message) => self.check_message(message),
             Payload::TypedData(typed) => {
-                crate::typed_data::check(&self.typed_data, &typed.typed, typed.chain_id)
+                crate::typed_data::check(&self.typed_data, &typed.typed, typed.chain_id)?;
+                crate::tokens::check_typed(self, typed, now_unix)
             }
             Payload::Authorization(authorization) => self.check_authorization(authorization),
         }
@@ -335,6 +346,7 @@ mod tests {
             allowed_delegates: Vec::new(),
             allow_any_chain_authorization: false,
             tokens: Vec::new(),
+            max_permit_validity_secs: 0,
         }
     }
 

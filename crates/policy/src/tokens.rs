@@ -1,15 +1,18 @@
 //! ERC-20 token rules: a policy names tokens by (chain id, contract) with their decimals and a
 //! symbol, and says how much one call may move or grant, to whom, and whether an unlimited
 //! approval is allowed. Calls to a listed token are decoded strictly (`shardsign_eth::erc20`);
-//! amounts are written and shown in the token's own units ("250usdc", "300 USDC > 250 USDC").
+//! EIP-2612 permits and EIP-3009 transfer authorizations in the token's EIP-712 domain are read
+//! from the checked document and held to the same rules, within a validity window. Amounts are
+//! written and shown in the token's own units ("250usdc", "300 USDC > 250 USDC").
 
 use std::collections::BTreeSet;
 
 use shardsign_eth::erc20::{Erc20Call, Erc20Error};
+use shardsign_eth::typed_data::Value;
 use shardsign_eth::{Address, U256, format_units, parse_units};
 use shardsign_proto::v1 as api;
 
-use shardsign_request::Payload;
+use shardsign_request::{Payload, TypedDataPayload};
 
 use crate::error::{PolicyError, Refusal};
 use crate::rules::{Cap, ContractCallRule, Rules, RulesFor};
@@ -20,6 +23,10 @@ pub const MAX_TOKENS: usize = 64;
 pub const MAX_TOKEN_ALLOWLIST: usize = 1000;
 /// Most decimals a token may declare (no real token has more than 24).
 pub const MAX_DECIMALS: u32 = 36;
+/// How long a permit or transfer authorization may stay valid when the policy does not say.
+pub const DEFAULT_PERMIT_VALIDITY_SECS: u32 = 3600;
+/// The longest validity window a policy may allow.
+pub const MAX_PERMIT_VALIDITY_SECS: u32 = 365 * 86_400;
 const MAX_SYMBOL_LEN: usize = 16;
 
 /// One listed token and its rules.
@@ -134,12 +141,147 @@ impl TokenRule {
     }
 }
 
+/// A signed EIP-712 document that moves or grants a listed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenDocument {
+    /// EIP-2612 `Permit(owner, spender, value, nonce, deadline)`: an allowance.
+    Permit {
+        spender: Address,
+        value: U256,
+        deadline: U256,
+    },
+    /// EIP-3009 `TransferWithAuthorization` / `ReceiveWithAuthorization`: a transfer (x402's
+    /// "exact" EVM payments are these).
+    Transfer {
+        method: &'static str,
+        to: Address,
+        value: U256,
+        valid_before: U256,
+    },
+}
+
+/// The listed token whose domain `typed` is in (verifyingContract on chainId), and what the
+/// document does with it: `None` when it is no listed token's, or a primary type that moves
+/// nothing; `Err` when a moving primary type lacks the standard fields (a look-alike struct
+/// could hide the amount where we do not look).
+fn token_document<'r>(
+    rules: &'r Rules,
+    typed: &TypedDataPayload,
+) -> Option<(&'r TokenRule, Result<TokenDocument, Refusal>)> {
+    let contract = typed.typed.domain.verifying_contract?;
+    let chain_id = typed.chain_id?;
+    let token = rules
+        .tokens
+        .iter()
+        .find(|token| token.chain_id == chain_id && token.address == contract)?;
+    let document = &typed.typed;
+    let address = |name: &str| match document.value(&format!("message.{name}")) {
+        Some(Value::Address(address)) => Some(*address),
+        _ => None,
+    };
+    let uint = |name: &str| match document.value(&format!("message.{name}")) {
+        Some(Value::Uint(value)) => Some(*value),
+        _ => None,
+    };
+    let shape = |fields: &str| {
+        Refusal::new(
+            "tokens",
+            format!(
+                "a {} for {} must have the standard fields ({fields}) as address and uint256 values",
+                document.primary_type,
+                token.named()
+            ),
+        )
+    };
+    let read = match document.primary_type.as_str() {
+        "Permit" => (|| {
+            Some(TokenDocument::Permit {
+                spender: address("spender")?,
+                value: uint("value")?,
+                deadline: uint("deadline")?,
+            })
+        })()
+        .ok_or_else(|| shape("owner, spender, value, nonce, deadline")),
+        method @ ("TransferWithAuthorization" | "ReceiveWithAuthorization") => (|| {
+            Some(TokenDocument::Transfer {
+                method: if method == "TransferWithAuthorization" {
+                    "TransferWithAuthorization"
+                } else {
+                    "ReceiveWithAuthorization"
+                },
+                to: address("to")?,
+                value: uint("value")?,
+                valid_before: uint("validBefore")?,
+            })
+        })()
+        .ok_or_else(|| shape("from, to, value, validAfter, validBefore, nonce")),
+        _ => return None,
+    };
+    Some((token, read))
+}
+
+/// Holds an EIP-712 document in a listed token's domain to the token's rules: a permit like an
+/// approval, a transfer authorization like a transfer, each valid for at most the policy's
+/// window from `now_unix`.
+pub(crate) fn check_typed(
+    rules: &Rules,
+    typed: &TypedDataPayload,
+    now_unix: u64,
+) -> Result<(), Refusal> {
+    let Some((token, document)) = token_document(rules, typed) else {
+        return Ok(());
+    };
+    let latest = U256::from(now_unix) + U256::from(rules.max_permit_validity_secs);
+    let (method, valid_until) = match document? {
+        TokenDocument::Permit {
+            spender,
+            value,
+            deadline,
+        } => {
+            token.check_grant("Permit", spender, value)?;
+            ("Permit deadline", deadline)
+        }
+        TokenDocument::Transfer {
+            method,
+            to,
+            value,
+            valid_before,
+        } => {
+            token.check_recipient(method, to)?;
+            token.check_amount(method, value)?;
+            ("validBefore", valid_before)
+        }
+    };
+    if valid_until > latest {
+        return Err(Refusal::new(
+            "max_permit_validity_secs",
+            format!(
+                "{method} {valid_until} is more than {} s from now ({now_unix}) for {}",
+                rules.max_permit_validity_secs,
+                token.named()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What a payload moves or grants of a token the rules list: the token's entry and the amount
-/// (what `transfer`/`transferFrom` move, what `approve`/`increaseAllowance` grant). `None` for
-/// anything else, and for calls that do not decode (those are refused by `check`).
+/// (what `transfer`/`transferFrom` and an EIP-3009 authorization move, what `approve`/
+/// `increaseAllowance` and an EIP-2612 permit grant). `None` for anything else, and for calls
+/// and documents that do not read (those are refused by `check`).
 pub fn token_spend<'r>(rules: &'r Rules, payload: &Payload) -> Option<(&'r TokenRule, U256)> {
-    let Payload::Transaction(tx) = payload else {
-        return None;
+    let tx = match payload {
+        Payload::Transaction(tx) => tx,
+        Payload::TypedData(typed) => {
+            let (token, document) = token_document(rules, typed)?;
+            let amount = match document.ok()? {
+                TokenDocument::Permit { value, .. } | TokenDocument::Transfer { value, .. } => {
+                    value
+                }
+            };
+            return Some((token, amount));
+        }
+        _ => return None,
     };
     let to = tx.to()?;
     let chain_id = tx.chain_id();
@@ -683,6 +825,138 @@ mod tests {
         );
         let message = Payload::PersonalMessage(b"hello".to_vec());
         assert!(token_spend(&rules, &message).is_none());
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn domain_types() -> serde_json::Value {
+        serde_json::json!([
+            {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+            {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}
+        ])
+    }
+
+    fn eip3009(to: [u8; 20], value: u64, valid_before: u64) -> Payload {
+        let document = serde_json::json!({
+            "types": {
+                "EIP712Domain": domain_types(),
+                "TransferWithAuthorization": [
+                    {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                    {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                    {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
+            },
+            "primaryType": "TransferWithAuthorization",
+            "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
+            "message": {"from": hex_address(BOB), "to": hex_address(to), "value": value.to_string(),
+                        "validAfter": 0, "validBefore": valid_before.to_string(),
+                        "nonce": format!("0x{}", "11".repeat(32))}
+        });
+        Payload::typed_data("typed_data", document.to_string().into_bytes()).unwrap()
+    }
+
+    fn permit(spender: [u8; 20], value: &str, deadline: &str, value_type: &str) -> Payload {
+        let document = serde_json::json!({
+            "types": {
+                "EIP712Domain": domain_types(),
+                "Permit": [
+                    {"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
+                    {"name": "value", "type": value_type}, {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"}]
+            },
+            "primaryType": "Permit",
+            "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
+            "message": {"owner": hex_address(BOB), "spender": hex_address(spender), "value": value,
+                        "nonce": 0, "deadline": deadline}
+        });
+        Payload::typed_data("typed_data", document.to_string().into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn permits_and_transfer_authorizations_meet_the_tokens_rules() {
+        let mut with_typed = policy();
+        with_typed.allowed_typed_data = vec![api::TypedDataRule {
+            chain_id: 1,
+            verifying_contract: USDC.into(),
+            name: String::new(),
+            version: String::new(),
+            primary_types: vec!["TransferWithAuthorization".into(), "Permit".into()],
+        }];
+        with_typed.tokens[0].max_amount_per_24h = "1000usdc".into();
+        let rules = Rules::from_proto(&with_typed, RulesFor::SigningKey).unwrap();
+        assert_eq!(rules.max_permit_validity_secs, DEFAULT_PERMIT_VALIDITY_SECS);
+        let limit = 250_000_000u64;
+        let hour = NOW + 3600;
+        let verdict = |payload: &Payload| rules.check_at(payload, NOW).map_err(|r| r.rule);
+        let table: Vec<(&str, Payload, Result<(), &'static str>)> = vec![
+            (
+                "transfer at the cap, valid an hour",
+                eip3009(ALICE, limit, hour),
+                Ok(()),
+            ),
+            (
+                "transfer one unit over",
+                eip3009(ALICE, limit + 1, hour),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "transfer to a stranger",
+                eip3009(BOB, 1, hour),
+                Err("tokens.allowed_recipients"),
+            ),
+            (
+                "valid a second too long",
+                eip3009(ALICE, 1, hour + 1),
+                Err("max_permit_validity_secs"),
+            ),
+            (
+                "permit at the cap",
+                permit(ROUTER, "250000000", &hour.to_string(), "uint256"),
+                Ok(()),
+            ),
+            (
+                "permit one unit over",
+                permit(ROUTER, "250000001", &hour.to_string(), "uint256"),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "permit for a stranger",
+                permit(BOB, "1", &hour.to_string(), "uint256"),
+                Err("tokens.allowed_spenders"),
+            ),
+            (
+                "unlimited permit",
+                permit(ROUTER, &U256::MAX.to_string(), &hour.to_string(), "uint256"),
+                Err("tokens.allow_unlimited_approval"),
+            ),
+            (
+                "permit that never expires",
+                permit(ROUTER, "1", &U256::MAX.to_string(), "uint256"),
+                Err("max_permit_validity_secs"),
+            ),
+            (
+                "a look-alike permit",
+                permit(ROUTER, "0x01", &hour.to_string(), "bytes1"),
+                Err("tokens"),
+            ),
+        ];
+        for (case, payload, expected) in &table {
+            assert_eq!(verdict(payload), *expected, "{case}");
+        }
+        // What they count against the token's 24 h cap.
+        let spent = |payload: &Payload| token_spend(&rules, payload).map(|(_, amount)| amount);
+        assert_eq!(spent(&table[0].1), Some(U256::from(limit)));
+        assert_eq!(spent(&table[4].1), Some(U256::from(limit)));
+        assert_eq!(spent(&table[9].1), None);
+        // A longer window when the policy says so.
+        with_typed.max_permit_validity_secs = 86_400;
+        let rules = Rules::from_proto(&with_typed, RulesFor::SigningKey).unwrap();
+        assert!(
+            rules
+                .check_at(&eip3009(ALICE, 1, NOW + 86_400), NOW)
+                .is_ok()
+        );
+        with_typed.max_permit_validity_secs = MAX_PERMIT_VALIDITY_SECS + 1;
+        assert!(Rules::from_proto(&with_typed, RulesFor::SigningKey).is_err());
     }
 
     #[test]

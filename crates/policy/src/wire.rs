@@ -11,7 +11,7 @@ use crate::messages::MessageRules;
 use crate::rules::{
     Cap, ContractCallRule, MAX_ALLOWLIST, MAX_CHAIN_IDS, MAX_REQUESTS_PER_MINUTE, Rules, RulesFor,
 };
-use crate::tokens::parse_tokens;
+use crate::tokens::{DEFAULT_PERMIT_VALIDITY_SECS, MAX_PERMIT_VALIDITY_SECS, parse_tokens};
 use crate::typed_data::{MAX_TYPED_DATA_RULES, TypedDataRule};
 
 const MAX_FIELD_LEN: usize = 100;
@@ -193,6 +193,16 @@ impl Rules {
                 .collect::<Result<_, _>>()?,
             allow_any_chain_authorization: policy.allow_any_chain_authorization,
             tokens: parse_tokens(&policy.tokens, &policy.allowed_chain_ids, kind)?,
+            max_permit_validity_secs: match policy.max_permit_validity_secs {
+                0 => DEFAULT_PERMIT_VALIDITY_SECS,
+                secs if secs > MAX_PERMIT_VALIDITY_SECS => {
+                    return Err(PolicyError::invalid(
+                        "max_permit_validity_secs",
+                        format!("at most {MAX_PERMIT_VALIDITY_SECS} (365 days)"),
+                    ));
+                }
+                secs => secs,
+            },
         })
     }
 
@@ -247,6 +257,7 @@ impl Rules {
                 .iter()
                 .map(|token| token.to_proto(kind))
                 .collect(),
+            max_permit_validity_secs: self.max_permit_validity_secs,
         }
     }
 }

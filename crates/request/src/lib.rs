@@ -15,7 +15,7 @@ mod session;
 
 pub use error::RequestError;
 pub use ids::{InvalidKeyId, KeyId, MAX_KEY_ID_LEN, MAX_REQUEST_ID_LEN, RequestId};
-pub use payload::{Payload, PayloadKind};
+pub use payload::{Payload, PayloadKind, TypedDataPayload};
 pub use printable::{MAX_PRINTED_CHARS, Printable};
 pub use session::{
     SESSION_ID_LEN, SESSION_ID_MAX_AGE_MS, SESSION_ID_MAX_AHEAD_MS, SESSION_ID_MEMORY_SECS,

@@ -92,6 +92,21 @@ pub struct Domain {
     pub salt: Option<[u8; 32]>,
 }
 
+/// One atomic value of the message as checked and hashed, for policies that look inside a
+/// document (token amounts, recipients, deadlines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Address(Address),
+    /// `uintN`.
+    Uint(U256),
+    /// `intN`, as its 32-byte two's-complement word.
+    Int([u8; 32]),
+    Bool(bool),
+    /// `bytes` and `bytesN`.
+    Bytes(Vec<u8>),
+    String(String),
+}
+
 /// A checked document and its EIP-712 signing hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypedData {
@@ -99,6 +114,9 @@ pub struct TypedData {
     pub primary_type: String,
     pub domain_separator: [u8; 32],
     pub struct_hash: [u8; 32],
+    /// Every atomic value of the message with its path (`message.details[0].token`), in
+    /// document order: exactly what was hashed.
+    pub message: Vec<(String, Value)>,
 }
 
 /// The standard domain fields, in the order EIP-712 gives them.
@@ -179,6 +197,7 @@ impl TypedData {
         }
         types.refuse_unused(&primary_type)?;
         let encoder = Encoder {
+            leaves: std::cell::RefCell::new(Vec::new()),
             type_hashes: types
                 .structs
                 .keys()
@@ -190,13 +209,23 @@ impl TypedData {
         let domain_json = part("domain")?;
         let domain_separator = encoder.hash_struct("EIP712Domain", domain_json, "domain", 0)?;
         let domain = read_domain(domain_json);
+        encoder.leaves.borrow_mut().clear();
         let struct_hash = encoder.hash_struct(&primary_type, part("message")?, "message", 0)?;
         Ok(TypedData {
             domain,
             primary_type,
             domain_separator,
             struct_hash,
+            message: encoder.leaves.into_inner(),
         })
+    }
+
+    /// The message's value at `path` (`message.value`, `message.details[1].amount`).
+    pub fn value(&self, path: &str) -> Option<&Value> {
+        self.message
+            .iter()
+            .find(|(at, _)| at == path)
+            .map(|(_, value)| value)
     }
 
     /// `keccak256(0x19 0x01 || domainSeparator || hashStruct(message))`.
@@ -363,9 +392,15 @@ struct Encoder<'a> {
     /// `keccak256(encodeType(name))` per struct, computed once per document (an array of a
     /// thousand structs would otherwise build the same string a thousand times).
     type_hashes: std::collections::BTreeMap<&'a str, [u8; 32]>,
+    /// The atomic values read so far, with their paths.
+    leaves: std::cell::RefCell<Vec<(String, Value)>>,
 }
 
 impl Encoder<'_> {
+    fn keep(&self, path: &str, value: Value) {
+        self.leaves.borrow_mut().push((path.to_string(), value));
+    }
+
     /// `hashStruct(name, value)`: checks `value` has exactly the struct's fields.
     fn hash_struct(
         &self,
@@ -440,12 +475,14 @@ impl Encoder<'_> {
                         e.to_string().trim_start_matches("address: ").to_string(),
                     )
                 })?;
+                self.keep(path, Value::Address(address));
                 let mut word = [0u8; 32];
                 word[12..].copy_from_slice(address.as_bytes());
                 word
             }
             Type::Bool => match value {
                 Json::Bool(b) => {
+                    self.keep(path, Value::Bool(*b));
                     let mut word = [0u8; 32];
                     word[31] = u8::from(*b);
                     word
@@ -457,8 +494,17 @@ impl Encoder<'_> {
                     ));
                 }
             },
-            Type::String => keccak256(text()?.as_bytes()),
-            Type::Bytes => keccak256(hex_bytes(text()?, path)?),
+            Type::String => {
+                let text = text()?;
+                self.keep(path, Value::String(text.to_string()));
+                keccak256(text.as_bytes())
+            }
+            Type::Bytes => {
+                let bytes = hex_bytes(text()?, path)?;
+                let word = keccak256(&bytes);
+                self.keep(path, Value::Bytes(bytes));
+                word
+            }
             Type::FixedBytes(n) => {
                 let bytes = hex_bytes(text()?, path)?;
                 if bytes.len() != usize::from(*n) {
@@ -466,10 +512,19 @@ impl Encoder<'_> {
                 }
                 let mut word = [0u8; 32];
                 word[..bytes.len()].copy_from_slice(&bytes);
+                self.keep(path, Value::Bytes(bytes));
                 word
             }
-            Type::Uint(bits) => integer(value, *bits, false, path)?,
-            Type::Int(bits) => integer(value, *bits, true, path)?,
+            Type::Uint(bits) => {
+                let word = integer(value, *bits, false, path)?;
+                self.keep(path, Value::Uint(U256::from_be_bytes(word)));
+                word
+            }
+            Type::Int(bits) => {
+                let word = integer(value, *bits, true, path)?;
+                self.keep(path, Value::Int(word));
+                word
+            }
             Type::Struct(name) => self.hash_struct(name, value, path, depth)?,
             Type::Array(inner, length) => {
                 if depth > self.limits.max_depth {

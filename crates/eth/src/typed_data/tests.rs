@@ -74,6 +74,38 @@ fn the_eip712_mail_example_hashes_as_the_eip_says() {
 }
 
 #[test]
+fn the_message_values_are_kept_with_their_paths_and_the_domains_are_not() {
+    let typed = parse(MAIL).unwrap();
+    let paths: Vec<&str> = typed.message.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "message.from.name",
+            "message.from.wallet",
+            "message.to.name",
+            "message.to.wallet",
+            "message.contents"
+        ]
+    );
+    assert_eq!(
+        typed.value("message.to.wallet"),
+        Some(&Value::Address(
+            Address::parse("a", "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB").unwrap()
+        ))
+    );
+    assert_eq!(
+        typed.value("message.contents"),
+        Some(&Value::String("Hello, Bob!".into()))
+    );
+    assert_eq!(typed.value("domain.name"), None);
+    let array = one("uint16[]", "[1, \"0x2\"]").unwrap();
+    assert_eq!(
+        array.value("message.v[1]"),
+        Some(&Value::Uint(U256::from(2u8)))
+    );
+}
+
+#[test]
 fn missing_extra_and_mistyped_fields_are_refused_with_their_path() {
     let cases: Vec<(String, &str)> = vec![
         (

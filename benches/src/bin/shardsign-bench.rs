@@ -15,6 +15,7 @@
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 16 --duration 60s --json out.json
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1 --memory-keys 100
 //! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1 --requests 50 --per-kind 100
+//! cargo run --release -p shardsign-benches --bin shardsign-bench -- --concurrency 1,16 --requests 300 --key-caps --tokens
 //! ```
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use shardsign_benches::{fresh_shares, median, ms, timed_sign};
 use shardsign_client::TransactionBuilder;
 use shardsign_client::{Client, ClientConfig, Credential};
 use shardsign_eth::{
-    Address, Authorization, Eip1559Transaction, UnsignedTransaction, parse_amount,
+    Address, Authorization, Eip1559Transaction, U256, UnsignedTransaction, parse_amount,
 };
 use shardsign_proto::v1::{CreateApiKeyRequest, TypedDataRule};
 use shardsign_tests::cluster::{metric_value, scrape};
@@ -55,6 +56,11 @@ struct Args {
     /// run uses), so that the coordinator's and every node's ledger take part in each request.
     #[arg(long)]
     key_caps: bool,
+    /// List USDC in both policies (per-call and 24 h caps) and sign USDC transfers instead of
+    /// ether transfers, so that the token rules, the calldata decoding and the token ledgers
+    /// (coordinator and nodes) take part in each request.
+    #[arg(long)]
+    tokens: bool,
     /// After the levels, sign this many of each payload kind one at a time (transaction, EIP-712
     /// document, EIP-7702 authorization, set-code transaction) and report each kind's latency.
     #[arg(long, default_value_t = 0)]
@@ -84,6 +90,49 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// What each request signs, and with which API key.
+struct Workload {
+    api_key: String,
+    tokens: bool,
+}
+
+impl Workload {
+    fn transaction(&self, nonce: u64) -> UnsignedTransaction {
+        if !self.tokens {
+            return transaction(nonce);
+        }
+        // transfer(0x3535…, 1 USDC) on the listed token.
+        let mut data = shardsign_eth::erc20::TRANSFER.to_vec();
+        data.extend([0u8; 12]);
+        data.extend([0x35; 20]);
+        data.extend(U256::from(1_000_000u64).to_be_bytes::<32>());
+        UnsignedTransaction::Eip1559(Eip1559Transaction {
+            to: Some(Address::parse("usdc", USDC).expect("address")),
+            value: U256::ZERO,
+            data,
+            gas_limit: 60_000,
+            ..match transaction(nonce) {
+                UnsignedTransaction::Eip1559(tx) => tx,
+                _ => unreachable!("transaction() is EIP-1559"),
+            }
+        })
+    }
+}
+
+fn usdc_rule() -> shardsign_proto::v1::TokenRule {
+    shardsign_proto::v1::TokenRule {
+        chain_id: 1,
+        address: USDC.into(),
+        decimals: 6,
+        symbol: "USDC".into(),
+        max_amount_per_tx: "1000usdc".into(),
+        max_amount_per_24h: "1000000000usdc".into(),
+        allowed_recipients: vec!["*".into()],
+        allowed_spenders: Vec::new(),
+        allow_unlimited_approval: false,
+    }
+}
+
 fn transaction(nonce: u64) -> UnsignedTransaction {
     UnsignedTransaction::Eip1559(Eip1559Transaction {
         chain_id: 1,
@@ -98,10 +147,6 @@ fn transaction(nonce: u64) -> UnsignedTransaction {
         data: vec![],
         access_list: vec![],
     })
-}
-
-async fn client(cluster: &Cluster) -> Client {
-    client_with(cluster, &cluster.signer_token).await
 }
 
 async fn client_with(cluster: &Cluster, api_key: &str) -> Client {
@@ -134,12 +179,18 @@ fn relayed(cluster: &Cluster) -> f64 {
         + metric_value(&text, "shardsign_relayed_bytes{direction=\"to_nodes\"}")
 }
 
-async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency: usize) -> Level {
+async fn run_level(
+    cluster: &Cluster,
+    key_id: &str,
+    workload: &Arc<Workload>,
+    budget: Budget,
+    concurrency: usize,
+) -> Level {
     let next = Arc::new(AtomicUsize::new(0));
     let bytes_before = relayed(cluster);
     let mut clients = Vec::new();
     for _ in 0..concurrency {
-        clients.push(client(cluster).await);
+        clients.push(client_with(cluster, &workload.api_key).await);
     }
     let started = Instant::now();
     let (requests, until) = match budget {
@@ -150,6 +201,7 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
     for signer in clients {
         let next = next.clone();
         let key_id = key_id.to_string();
+        let workload = workload.clone();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
@@ -160,7 +212,7 @@ async fn run_level(cluster: &Cluster, key_id: &str, budget: Budget, concurrency:
                 }
                 let begun = Instant::now();
                 match signer
-                    .sign_transaction(&key_id, &transaction(i as u64))
+                    .sign_transaction(&key_id, &workload.transaction(i as u64))
                     .await
                 {
                     Ok(_) => latencies.push(begun.elapsed()),
@@ -328,6 +380,41 @@ async fn ceremony(cluster: &Cluster, label: &str, key_caps: bool) -> (Duration, 
     (took, key.key_id)
 }
 
+/// The workload of the levels: the test signer's key and ether transfers, or (`--tokens`) USDC
+/// listed in both policies and USDC transfers.
+async fn workload(cluster: &Cluster, key_id: &str, key_caps: bool, tokens: bool) -> Workload {
+    if !tokens {
+        return Workload {
+            api_key: cluster.signer_token.clone(),
+            tokens,
+        };
+    }
+    let mut rules = shardsign_tests::full::permissive_policy(&[1]);
+    if key_caps {
+        rules.max_value_per_24h = "1000000eth".into();
+        rules.requests_per_minute = 1_000_000;
+    } else {
+        rules.max_value_per_24h.clear();
+        rules.requests_per_minute = 0;
+    }
+    rules.tokens = vec![usdc_rule()];
+    let set = cluster.set_key_policy(key_id, rules).await;
+    assert_eq!(set.expect("key policy").nodes_updated, vec![1, 2, 3]);
+    let mut agent_rules = shardsign_tests::full::permissive_policy(&[1]);
+    agent_rules.tokens = vec![usdc_rule()];
+    let api_key = cluster
+        .create_api_key(CreateApiKeyRequest {
+            label: "bench tokens".into(),
+            scopes: vec!["read".into(), "sign".into()],
+            key_ids: vec![key_id.into()],
+            policy: Some(agent_rules),
+            ..Default::default()
+        })
+        .await
+        .api_key;
+    Workload { api_key, tokens }
+}
+
 /// Resident memory of a process, KiB.
 fn rss_kib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -385,10 +472,11 @@ fn main() {
         let mut ceremonies = Vec::new();
         let (took, key_id) = ceremony(&cluster, "bench", args.key_caps).await;
         ceremonies.push(took);
-        run_level(&cluster, &key_id, Budget::Requests(20), 4).await; // warm-up
+        let work = Arc::new(workload(&cluster, &key_id, args.key_caps, args.tokens).await);
+        run_level(&cluster, &key_id, &work, Budget::Requests(20), 4).await; // warm-up
         let mut results = Vec::new();
         for &concurrency in &args.concurrency {
-            results.push(run_level(&cluster, &key_id, budget, concurrency).await);
+            results.push(run_level(&cluster, &key_id, &work, budget, concurrency).await);
         }
         let mut memory = None;
         if args.memory_keys > 0 {
@@ -404,7 +492,8 @@ fn main() {
                 .zip(&after)
                 .map(|(b, a)| (a - b) / args.memory_keys as f64)
                 .collect();
-            let with_keys = run_level(&cluster, &key_id, Budget::Requests(args.requests), 1).await;
+            let with_keys =
+                run_level(&cluster, &key_id, &work, Budget::Requests(args.requests), 1).await;
             memory = Some((before, after, slope, with_keys));
         }
         let per_kind = if args.per_kind > 0 {

@@ -65,6 +65,7 @@ fn demo_usdc_payments() -> api::TypedDataRule {
             "TransferWithAuthorization".into(),
             "ReceiveWithAuthorization".into(),
         ],
+        conditions: Vec::new(),
     }
 }
 

@@ -292,6 +292,11 @@ fn policy() -> api::Policy {
             name: "USD Coin".into(),
             version: "2".into(),
             primary_types: vec!["TransferWithAuthorization".into()],
+            conditions: vec![api::FieldCondition {
+                path: "message.value".into(),
+                op: "le".into(),
+                values: vec!["1000000".into()],
+            }],
         }],
         allowed_delegates: vec!["0x2222222222222222222222222222222222222222".into()],
         allow_any_chain_authorization: false,

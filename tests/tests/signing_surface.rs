@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use shardsign_proto::v1::{
-    CreateApiKeyRequest, Eip7702Transaction, SignAuthorizationRequest, SignTransactionRequest,
-    SignTypedDataRequest, SignedAuthorization, TypedDataRule,
+    CreateApiKeyRequest, Eip7702Transaction, FieldCondition, SignAuthorizationRequest,
+    SignTransactionRequest, SignTypedDataRequest, SignedAuthorization, TypedDataRule,
     sign_transaction_request::Transaction,
 };
 use shardsign_tests::cli::Cli;
@@ -75,6 +75,24 @@ fn permit(owner: &str) -> serde_json::Value {
     })
 }
 
+/// Permits in the token's domain, only for BOB and at most 1000 tokens (field conditions).
+fn permit_rule() -> TypedDataRule {
+    let mut entry = rule(1, TOKEN, "", "Permit");
+    entry.conditions = vec![
+        FieldCondition {
+            path: "message.spender".into(),
+            op: "in".into(),
+            values: vec![BOB.into()],
+        },
+        FieldCondition {
+            path: "message.value".into(),
+            op: "le".into(),
+            values: vec!["1000000000000000000000".into()],
+        },
+    ];
+    entry
+}
+
 fn x402(from: &str, domain_name: &str) -> serde_json::Value {
     json!({
         "types": {
@@ -98,6 +116,7 @@ fn rule(chain_id: u64, contract: &str, name: &str, primary: &str) -> TypedDataRu
         name: name.into(),
         version: String::new(),
         primary_types: vec![primary.into()],
+        conditions: Vec::new(),
     }
 }
 
@@ -107,7 +126,7 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
     let key = cluster.ceremony("typed", &[1, 8453]).await;
     let entries = vec![
         rule(1, MAIL_CONTRACT, "Ether Mail", "Mail"),
-        rule(1, TOKEN, "", "Permit"),
+        permit_rule(),
         rule(8453, USDC_BASE, "USD Coin", "TransferWithAuthorization"),
     ];
     let mut key_rules = permissive_policy(&key.allowed_chain_ids);
@@ -212,6 +231,22 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
         refused
             .message()
             .contains("allowed_typed_data: no entry allows TransferWithAuthorization"),
+        "{}",
+        refused.message()
+    );
+    // A permit in the allowed domain but over the entry's condition on its value is refused,
+    // naming the field and both values.
+    let mut too_much = permit(&key.address);
+    too_much["message"]["value"] = json!("1000000000000000000001");
+    let refused = signer
+        .sign_typed_data(sign(&too_much, "typed-over-condition"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "allowed_typed_data.conditions: Permit in an allowed domain, but message.value: 1000000000000000000001 > 1000000000000000000000"
+        ),
         "{}",
         refused.message()
     );
@@ -439,6 +474,34 @@ async fn typed_data_and_authorizations_sign_through_the_api_and_recover_with_eth
     for id in [1u8, 2] {
         clients.insert(id, cluster.nodes.client(id).await);
     }
+    // The nodes hold the field conditions of the signed policy themselves.
+    let with_conditions = prost::Message::encode_to_vec(&cluster.signed_policy(
+        &key.key_id,
+        key_rules.clone(),
+        cluster.next_policy_version(),
+    ));
+    let over = shardsign_request::proto::typed_data(too_much.to_string().into_bytes()).unwrap();
+    let error = relay::sign_with_policy(
+        &clients,
+        [1, 2],
+        &key.key_id,
+        &over,
+        over.signing_hash(),
+        &with_conditions,
+        None,
+        None,
+    )
+    .await
+    .expect_err("the node holds the field condition");
+    assert_eq!(error.status.code(), Code::PermissionDenied, "{error:?}");
+    assert!(
+        error
+            .status
+            .message()
+            .contains("allowed_typed_data.conditions"),
+        "{}",
+        error.status.message()
+    );
     let mut without = key_rules;
     without.allowed_typed_data.clear();
     without.allowed_delegates.clear();

@@ -99,6 +99,7 @@ fn usdc_payments() -> TypedDataRule {
         name: "USD Coin".into(),
         version: String::new(),
         primary_types: vec!["TransferWithAuthorization".into()],
+        conditions: Vec::new(),
     }
 }
 

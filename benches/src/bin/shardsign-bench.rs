@@ -281,6 +281,7 @@ async fn per_kind_latencies(
         name: "USD Coin".into(),
         version: String::new(),
         primary_types: vec!["TransferWithAuthorization".into()],
+        conditions: Vec::new(),
     }];
     rules.allowed_delegates = vec![DELEGATE.into()];
     let set = cluster.set_key_policy(key_id, rules.clone()).await;

@@ -13,7 +13,8 @@
 //! messages, any prefix) are the safe ones. EIP-712 typed data is refused unless
 //! `allowed_typed_data` allows the document's domain and primary type (see `typed_data`):
 //! `[{"chain_id": 8453, "verifying_contract": "0x8335...2913", "name": "USD Coin", "version": "2",
-//! "primary_types": ["TransferWithAuthorization"]}]`. ERC-20 tokens with their own rules go in
+//! "primary_types": ["TransferWithAuthorization"], "conditions": [{"path": "message.value", "op":
+//! "le", "values": ["1000000"]}]}]`. ERC-20 tokens with their own rules go in
 //! `tokens`: `[{"chain_id": 1, "address": "0xA0b8...eB48", "decimals": 6, "symbol": "USDC",
 //! "max_amount_per_tx": "250usdc", "allowed_recipients": ["0x..."], "allowed_spenders": [],
 //! "allow_unlimited_approval": false}]`.
@@ -69,6 +70,15 @@ pub struct TypedDataRuleFile {
     pub name: String,
     pub version: String,
     pub primary_types: Vec<String>,
+    pub conditions: Vec<FieldConditionFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldConditionFile {
+    pub path: String,
+    pub op: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -138,6 +148,15 @@ impl From<PolicyFile> for api::Policy {
                     name: t.name,
                     version: t.version,
                     primary_types: t.primary_types,
+                    conditions: t
+                        .conditions
+                        .into_iter()
+                        .map(|c| api::FieldCondition {
+                            path: c.path,
+                            op: c.op,
+                            values: c.values,
+                        })
+                        .collect(),
                 })
                 .collect(),
             allowed_delegates: f.allowed_delegates,
@@ -197,6 +216,15 @@ impl From<&api::Policy> for PolicyFile {
                     name: t.name.clone(),
                     version: t.version.clone(),
                     primary_types: t.primary_types.clone(),
+                    conditions: t
+                        .conditions
+                        .iter()
+                        .map(|c| FieldConditionFile {
+                            path: c.path.clone(),
+                            op: c.op.clone(),
+                            values: c.values.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             allowed_delegates: p.allowed_delegates.clone(),

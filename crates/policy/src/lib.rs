@@ -23,6 +23,7 @@ pub mod signed;
 pub mod statement;
 pub mod tokens;
 pub mod typed_data;
+pub mod typed_fields;
 mod wire;
 
 pub use error::{PolicyError, Refusal};

@@ -880,6 +880,7 @@ mod tests {
             name: String::new(),
             version: String::new(),
             primary_types: vec!["TransferWithAuthorization".into(), "Permit".into()],
+            conditions: Vec::new(),
         }];
         with_typed.tokens[0].max_amount_per_24h = "1000usdc".into();
         let rules = Rules::from_proto(&with_typed, RulesFor::SigningKey).unwrap();

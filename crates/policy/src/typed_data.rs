@@ -19,6 +19,7 @@ use shardsign_eth::typed_data::TypedData;
 use shardsign_proto::v1 as api;
 
 use crate::error::{PolicyError, Refusal};
+use crate::typed_fields::{FieldCondition, MAX_CONDITIONS};
 
 /// Primary types that approve account actions (see the module docs).
 pub const ACCOUNT_APPROVAL_TYPES: &[&str] = &[
@@ -46,6 +47,8 @@ pub struct TypedDataRule {
     pub name: Option<String>,
     pub version: Option<String>,
     pub primary_types: Vec<String>,
+    /// Conditions on the message's values; all must hold.
+    pub conditions: Vec<FieldCondition>,
 }
 
 impl TypedDataRule {
@@ -119,12 +122,21 @@ impl TypedDataRule {
                 )));
             }
         }
+        if rule.conditions.len() > MAX_CONDITIONS {
+            return Err(problem(format!("at most {MAX_CONDITIONS} conditions")));
+        }
+        let conditions = rule
+            .conditions
+            .iter()
+            .map(|condition| FieldCondition::from_proto(condition, index))
+            .collect::<Result<_, _>>()?;
         Ok(TypedDataRule {
             chain_id: rule.chain_id,
             verifying_contract,
             name,
             version,
             primary_types: rule.primary_types.clone(),
+            conditions,
         })
     }
 
@@ -138,7 +150,19 @@ impl TypedDataRule {
             name: self.name.clone().unwrap_or_default(),
             version: self.version.clone().unwrap_or_default(),
             primary_types: self.primary_types.clone(),
+            conditions: self
+                .conditions
+                .iter()
+                .map(FieldCondition::to_proto)
+                .collect(),
         }
+    }
+
+    /// The first condition that does not hold, with why.
+    fn failed_condition(&self, typed: &TypedData) -> Option<String> {
+        self.conditions
+            .iter()
+            .find_map(|condition| condition.check(typed).err())
     }
 
     fn matches(&self, typed: &TypedData, chain_id: Option<u64>) -> bool {
@@ -163,8 +187,18 @@ pub fn check(
     typed: &TypedData,
     chain_id: Option<u64>,
 ) -> Result<(), Refusal> {
-    if rules.iter().any(|rule| rule.matches(typed, chain_id)) {
-        return Ok(());
+    let mut failed = None;
+    for rule in rules.iter().filter(|rule| rule.matches(typed, chain_id)) {
+        match rule.failed_condition(typed) {
+            None => return Ok(()),
+            Some(why) => failed = failed.or(Some(why)),
+        }
+    }
+    if let Some(why) = failed {
+        return Err(Refusal::new(
+            "allowed_typed_data.conditions",
+            format!("{} in an allowed domain, but {why}", typed.primary_type),
+        ));
     }
     let domain = &typed.domain;
     let shown = |value: &Option<String>| match value {
@@ -239,7 +273,44 @@ mod tests {
             name: name.into(),
             version: String::new(),
             primary_types: types.iter().map(|t| t.to_string()).collect(),
+            conditions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_entry_allows_only_when_its_conditions_hold() {
+        let (typed, chain) = usdc("TransferWithAuthorization", 8453, "USD Coin");
+        let condition = |op: &str, value: &str| api::FieldCondition {
+            path: "message.v".into(),
+            op: op.into(),
+            values: vec![value.into()],
+        };
+        let mut strict = entry(8453, USDC, "", &["TransferWithAuthorization"]);
+        strict.conditions = vec![condition("ge", "2")];
+        let refused = rules(vec![strict.clone()]).unwrap();
+        let refusal = check(&refused.typed_data, &typed, chain).unwrap_err();
+        assert_eq!(refusal.rule, "allowed_typed_data.conditions");
+        assert!(
+            refusal
+                .detail
+                .contains("TransferWithAuthorization in an allowed domain, but message.v: 1 < 2"),
+            "{refusal}"
+        );
+        // Any entry whose conditions hold allows it.
+        let mut loose = strict.clone();
+        loose.conditions = vec![condition("le", "1")];
+        let allowed = rules(vec![strict.clone(), loose]).unwrap();
+        check(&allowed.typed_data, &typed, chain).unwrap();
+        assert_eq!(
+            Rules::from_proto(
+                &allowed.to_proto(RulesFor::SigningKey),
+                RulesFor::SigningKey
+            )
+            .unwrap(),
+            allowed
+        );
+        strict.conditions = vec![condition("ge", "2"); MAX_CONDITIONS + 1];
+        assert!(rules(vec![strict]).is_err());
     }
 
     #[test]

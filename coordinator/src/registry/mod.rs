@@ -13,7 +13,7 @@ mod key_policies;
 mod spend;
 
 pub use key_policies::PolicyUpdate;
-pub use spend::{Reservation, SpendSubject};
+pub use spend::{Reservation, SpendRequest, SpendSubject};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shardsign_eth::{U256, format_eth};
-use shardsign_policy::tokens::token_spend;
+use shardsign_policy::tokens::{TokenRule, token_spend};
 use shardsign_policy::{Cap, Refusal, Rules, VerifiedKeyPolicy};
 use shardsign_request::Payload;
 
@@ -17,7 +17,9 @@ use crate::access::auth::Caller;
 use crate::access::ratelimit::RateLimiter;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
-use crate::registry::{KeyRecord, Registry, Reservation, SpendSubject, now_ms, unix_now};
+use crate::registry::{
+    KeyRecord, Registry, Reservation, SpendRequest, SpendSubject, now_ms, unix_now,
+};
 use crate::signing::key_policies::KeyPolicies;
 
 pub struct Admission {
@@ -49,6 +51,85 @@ impl Drop for Admitted<'_> {
                 tracing::error!(%error, "could not release a spend reservation; the 24 h counter over-counts until it ages out");
             }
         }
+    }
+}
+
+/// One 24 h cap a request counts toward, and the token it is in (`None`: ether).
+pub(crate) struct Counted<'r> {
+    pub request: SpendRequest<'r>,
+    pub token: Option<&'r TokenRule>,
+}
+
+impl Counted<'_> {
+    /// The refusal when `spent` plus this request would cross the cap.
+    fn over(&self, spent: U256) -> Refusal {
+        let request = &self.request;
+        let whose = match request.subject {
+            SpendSubject::ApiKey(_) => "",
+            SpendSubject::SigningKey(_) => " (signing key policy)",
+        };
+        match self.token {
+            None => Refusal::new(
+                "max_value_per_24h",
+                format!(
+                    "{} already signed on chain {} in the last 24 h + {} > {}{whose}",
+                    format_eth(spent),
+                    request.chain_id,
+                    format_eth(request.value),
+                    format_eth(request.cap)
+                ),
+            ),
+            Some(token) => Refusal::new(
+                "tokens.max_amount_per_24h",
+                format!(
+                    "{} already signed in the last 24 h + {} > {} ({}){whose}",
+                    token.shown(spent),
+                    token.shown(request.value),
+                    token.shown(request.cap),
+                    token.named()
+                ),
+            ),
+        }
+    }
+}
+
+/// Every 24 h cap `payload` counts toward under `rules` for `subject`: ether on its chain, and a
+/// token the rules list. Caps that are unlimited, and zero amounts, count nothing.
+pub(crate) fn counted<'r>(
+    subject: SpendSubject<'r>,
+    rules: &'r Rules,
+    payload: &Payload,
+    out: &mut Vec<Counted<'r>>,
+) {
+    let value = payload.value();
+    if let (Cap::Max(cap), Some(chain_id)) = (rules.max_value_per_24h, payload.chain_id())
+        && !value.is_zero()
+    {
+        out.push(Counted {
+            request: SpendRequest {
+                subject,
+                chain_id,
+                asset: None,
+                value,
+                cap,
+            },
+            token: None,
+        });
+    }
+    if let Some((token, amount)) = token_spend(rules, payload)
+        && let Cap::Max(cap) = token.max_amount_per_24h
+        && !amount.is_zero()
+    {
+        out.push(Counted {
+            request: SpendRequest {
+                subject,
+                chain_id: token.chain_id,
+                asset: Some(token.address),
+                value: amount,
+                cap,
+            },
+            token: Some(token),
+        });
     }
 }
 
@@ -153,97 +234,6 @@ impl Admission {
         Ok(Some(policy))
     }
 
-    /// Reserves `payload`'s value against `subject`'s 24 h cap on its chain.
-    fn reserve(
-        &self,
-        admitted: &mut Admitted<'_>,
-        subject: SpendSubject<'_>,
-        cap: Cap,
-        payload: &Payload,
-    ) -> Result<(), CoordError> {
-        let value = payload.value();
-        let (Cap::Max(cap), Some(chain_id)) = (cap, payload.chain_id()) else {
-            return Ok(());
-        };
-        if value == U256::ZERO {
-            return Ok(());
-        }
-        match self
-            .registry
-            .reserve_spend(subject, chain_id, None, value, cap, now_ms())?
-        {
-            Reservation::Reserved(id) => {
-                admitted.reservations.push(id);
-                Ok(())
-            }
-            Reservation::Over { spent } => {
-                let detail = format!(
-                    "{} already signed on chain {chain_id} in the last 24 h + {} > {}",
-                    format_eth(spent),
-                    format_eth(value),
-                    format_eth(cap)
-                );
-                let refusal = Refusal::new("max_value_per_24h", detail);
-                Err(self.refuse(match subject {
-                    SpendSubject::ApiKey(_) => refusal,
-                    SpendSubject::SigningKey(_) => Refusal::new(
-                        refusal.rule,
-                        format!("{} (signing key policy)", refusal.detail),
-                    ),
-                }))
-            }
-        }
-    }
-
-    /// Reserves what `payload` moves or grants of a token `rules` list against that token's 24 h
-    /// cap on its chain, for `subject`.
-    fn reserve_token(
-        &self,
-        admitted: &mut Admitted<'_>,
-        subject: SpendSubject<'_>,
-        rules: &Rules,
-        payload: &Payload,
-    ) -> Result<(), CoordError> {
-        let Some((token, amount)) = token_spend(rules, payload) else {
-            return Ok(());
-        };
-        let Cap::Max(cap) = token.max_amount_per_24h else {
-            return Ok(());
-        };
-        if amount.is_zero() {
-            return Ok(());
-        }
-        match self.registry.reserve_spend(
-            subject,
-            token.chain_id,
-            Some(token.address),
-            amount,
-            cap,
-            now_ms(),
-        )? {
-            Reservation::Reserved(id) => {
-                admitted.reservations.push(id);
-                Ok(())
-            }
-            Reservation::Over { spent } => {
-                let whose = match subject {
-                    SpendSubject::ApiKey(_) => "",
-                    SpendSubject::SigningKey(_) => " (signing key policy)",
-                };
-                Err(self.refuse(Refusal::new(
-                    "tokens.max_amount_per_24h",
-                    format!(
-                        "{} already signed in the last 24 h + {} > {} ({}){whose}",
-                        token.shown(spent),
-                        token.shown(amount),
-                        token.shown(cap),
-                        token.named()
-                    ),
-                )))
-            }
-        }
-    }
-
     /// Admits `payload` for `key` on behalf of `api_key` (already checked to be bound to it).
     pub fn admit(
         &self,
@@ -262,33 +252,27 @@ impl Admission {
                 .map(|p| p.signed.clone())
                 .unwrap_or_default(),
         };
-        let api_key_cap = api_key.rules.max_value_per_24h;
-        self.reserve(
-            &mut admitted,
-            SpendSubject::ApiKey(&api_key.id),
-            api_key_cap,
-            payload,
-        )?;
-        self.reserve_token(
-            &mut admitted,
+        let mut spends = Vec::new();
+        counted(
             SpendSubject::ApiKey(&api_key.id),
             &api_key.rules,
             payload,
-        )?;
+            &mut spends,
+        );
         if let Some(policy) = &key_policy {
-            let key_cap = policy.rules.max_value_per_24h;
-            self.reserve(
-                &mut admitted,
-                SpendSubject::SigningKey(&key.key_id),
-                key_cap,
-                payload,
-            )?;
-            self.reserve_token(
-                &mut admitted,
+            counted(
                 SpendSubject::SigningKey(&key.key_id),
                 &policy.rules,
                 payload,
-            )?;
+                &mut spends,
+            );
+        }
+        let requests: Vec<SpendRequest<'_>> = spends.iter().map(|c| c.request).collect();
+        match self.registry.reserve_spends(&requests, now_ms())? {
+            Reservation::Reserved(ids) => admitted.reservations = ids,
+            Reservation::Over { index, spent } => {
+                return Err(self.refuse(spends[index].over(spent)));
+            }
         }
         Ok(admitted)
     }

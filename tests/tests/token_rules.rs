@@ -7,7 +7,8 @@
 //! ledger refuses the API key's transfer that would cross its cap, and each node's own ledger
 //! refuses a relay's transfer that would cross the signing key policy's cap. An x402-shaped
 //! EIP-3009 authorization for the listed token counts against the same caps and must expire
-//! within the policy's window.
+//! within the policy's window. `CheckPolicy` (API and CLI) answers the same way as signing would,
+//! with the coordinator's budgets, and counts nothing.
 
 use std::collections::BTreeMap;
 
@@ -15,10 +16,12 @@ use serde_json::json;
 use shardsign_eth::erc20::{APPROVE, TRANSFER};
 use shardsign_eth::{Address, Eip1559Transaction, Limits, U256, UnsignedTransaction};
 use shardsign_proto::v1::{
-    CreateApiKeyRequest, SignTransactionRequest, SignTypedDataRequest, TokenRule, TypedDataRule,
+    CheckPolicyRequest, CreateApiKeyRequest, SignTransactionRequest, SignTypedDataRequest,
+    TokenRule, TypedDataRule, check_policy_request, check_policy_response::Decision,
     sign_transaction_request::Transaction,
 };
 use shardsign_request::Payload;
+use shardsign_tests::cli::Cli;
 use shardsign_tests::eth_account;
 use shardsign_tests::full::{Cluster, permissive_policy};
 use shardsign_tests::relay;
@@ -160,8 +163,50 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
         transaction: Some(Transaction::UnsignedRlp(tx.signing_payload())),
     };
 
-    // At the cap: signed, and eth-account reads a call to the token from the key's address.
+    // A dry run first: allowed, with the budgets before it, and nothing counted (twice the same).
+    let check = |tx: &UnsignedTransaction| CheckPolicyRequest {
+        request: Some(check_policy_request::Request::Transaction(request("", tx))),
+    };
     let at_cap = token_call(0, transfer(ALICE, CAP));
+    for _ in 0..2 {
+        let answer = signer
+            .check_policy(check(&at_cap))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.decision, Decision::Allow as i32, "{answer:?}");
+        let budgets: Vec<_> = answer
+            .budgets
+            .iter()
+            .map(|b| {
+                (
+                    b.policy.as_str(),
+                    b.asset.as_str(),
+                    b.cap.as_str(),
+                    b.spent.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            budgets,
+            [
+                ("api_key", "USDC", "400000000", "0"),
+                ("signing_key", "USDC", "1000000000", "0")
+            ]
+        );
+    }
+    let answer = signer
+        .check_policy(check(&token_call(0, transfer(BOB, 1))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision, Decision::Refuse as i32);
+    assert_eq!(
+        (answer.rule.as_str(), answer.policy.as_str()),
+        ("tokens.allowed_recipients", "api_key")
+    );
+
+    // At the cap: signed, and eth-account reads a call to the token from the key's address.
     let signed = signer
         .sign_transaction(request("at-cap", &at_cap))
         .await
@@ -248,6 +293,45 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
         ))
         .await
         .unwrap();
+    // The dry run now says what signing would: the API key's budget is spent.
+    let answer = signer
+        .check_policy(check(&token_call(2, transfer(ALICE, 1))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision, Decision::Refuse as i32);
+    assert_eq!(answer.rule, "tokens.max_amount_per_24h");
+    assert_eq!(answer.policy, "api_key");
+    assert_eq!(answer.budgets[0].remaining, "0");
+    assert_eq!(answer.budgets[1].spent, "400000000");
+    // So does the CLI, which exits non-zero on a refusal.
+    let cli = Cli::new(&cluster);
+    let data = hex0x(&transfer(ALICE, 1));
+    let dry = cli.run(
+        &[
+            "--json",
+            "policy",
+            "check",
+            "tx",
+            "--key",
+            &key.key_id,
+            "--chain-id",
+            "1",
+            "--to",
+            USDC,
+            "--gas",
+            "80000",
+            "--data",
+            &data,
+        ],
+        Some(&agent),
+    );
+    assert!(!dry.status.success());
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    let shown: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .expect("the answer is shown as JSON");
+    assert_eq!(shown["decision"], "refuse");
+    assert_eq!(shown["rule"], "tokens.max_amount_per_24h");
     for (id, document, words) in [
         (
             "x402-over-day",

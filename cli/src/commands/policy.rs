@@ -38,6 +38,13 @@ pub struct SignerArgs {
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
+    /// Dry run: would this signing request pass both policies and the coordinator's 24 h
+    /// budgets now? Takes what `shardsign sign` takes; nothing is signed or counted. Exits
+    /// non-zero when the request would be refused.
+    Check {
+        #[command(subcommand)]
+        what: super::sign::SignCommand,
+    },
     /// Create the operator's policy key (secret to a 0600 file; prints the public key to
     /// configure on nodes and coordinator as `policy_public_key`).
     Keygen {
@@ -384,6 +391,7 @@ async fn show(global: &Global, key: &str, out: Out) -> anyhow::Result<()> {
 
 pub async fn policy(command: PolicyCommand, global: &Global, out: Out) -> anyhow::Result<()> {
     match command {
+        PolicyCommand::Check { what } => super::sign::check(what, global, out).await?,
         PolicyCommand::Keygen { out: path } => keygen(&path, out)?,
         PolicyCommand::Set {
             key,

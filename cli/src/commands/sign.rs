@@ -171,32 +171,132 @@ fn hex_bytes(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(text.trim_start_matches("0x")).with_context(|| format!("{field}: not hex"))
 }
 
+/// The transaction `sign tx` describes, checked.
+fn build_tx(args: &TxArgs) -> anyhow::Result<shardsign_eth::UnsignedTransaction> {
+    let mut builder = match &args.gas_price {
+        Some(price) => {
+            TransactionBuilder::legacy(args.chain_id).gas_price(parse_amount("gas_price", price)?)
+        }
+        None if !args.authorizations.is_empty() => TransactionBuilder::eip7702(args.chain_id)
+            .fees_str(&args.max_fee, &args.priority_fee)?,
+        None => TransactionBuilder::eip1559(args.chain_id)
+            .fees_str(&args.max_fee, &args.priority_fee)?,
+    };
+    for (index, text) in args.authorizations.iter().enumerate() {
+        builder = builder.authorization(parse_authorization(index, text)?);
+    }
+    let mut builder = builder
+        .nonce(args.nonce)
+        .gas_limit(args.gas)
+        .value_str(&args.value)?
+        .data(hex_bytes("data", &args.data)?);
+    if let Some(to) = &args.to {
+        builder = builder.to_str(to)?;
+    }
+    Ok(builder.build()?)
+}
+
+fn message_bytes(message: Option<String>, hex: Option<String>) -> anyhow::Result<Vec<u8>> {
+    match (message, hex) {
+        (Some(text), None) => Ok(text.into_bytes()),
+        (None, Some(hex)) => hex_bytes("hex", &hex),
+        _ => bail!("give --message TEXT or --hex BYTES"),
+    }
+}
+
+/// `shardsign policy check ...`: the dry run of what `shardsign sign ...` would send. Refused
+/// requests exit non-zero after the answer is shown.
+pub async fn check(command: SignCommand, global: &Global, out: Out) -> anyhow::Result<()> {
+    use shardsign_client::api::{self, check_policy_request::Request};
+    let request = match command {
+        SignCommand::Tx(args) => {
+            let tx = build_tx(&args)?;
+            Request::Transaction(api::SignTransactionRequest {
+                key_id: args.key,
+                request_id: String::new(),
+                transaction: Some(api::sign_transaction_request::Transaction::UnsignedRlp(
+                    tx.signing_payload(),
+                )),
+            })
+        }
+        SignCommand::Message { key, message, hex } => Request::Message(api::SignMessageRequest {
+            key_id: key,
+            request_id: String::new(),
+            message: message_bytes(message, hex)?,
+        }),
+        SignCommand::TypedData { key, file } => Request::TypedData(api::SignTypedDataRequest {
+            key_id: key,
+            request_id: String::new(),
+            typed_data: read_document(&file)?,
+        }),
+        SignCommand::Authorization {
+            key,
+            chain_id,
+            address,
+            nonce,
+        } => Request::Authorization(api::SignAuthorizationRequest {
+            key_id: key,
+            request_id: String::new(),
+            chain_id,
+            address,
+            nonce,
+        }),
+    };
+    let client = global.client().await?;
+    let answer = client.check_policy(request).await?;
+    let allowed = answer.decision == api::check_policy_response::Decision::Allow as i32;
+    let budgets: Vec<serde_json::Value> = answer
+        .budgets
+        .iter()
+        .map(|b| {
+            json!({"policy": b.policy, "chain_id": b.chain_id, "asset": b.asset, "token": b.token,
+                   "cap": b.cap, "spent": b.spent, "remaining": b.remaining, "decimals": b.decimals})
+        })
+        .collect();
+    out.show(
+        &json!({
+            "decision": if allowed { "allow" } else { "refuse" },
+            "rule": answer.rule, "detail": answer.detail, "policy": answer.policy,
+            "budgets": budgets,
+        }),
+        || {
+            let mut text = if allowed {
+                "allow".to_string()
+            } else {
+                format!(
+                    "refuse ({} policy): {}: {}",
+                    answer.policy, answer.rule, answer.detail
+                )
+            };
+            for b in &answer.budgets {
+                let units = |base: &str| {
+                    base.parse::<shardsign_eth::U256>()
+                        .map(|v| shardsign_eth::format_units(v, b.decimals, &b.asset))
+                        .unwrap_or_else(|_| base.to_string())
+                };
+                text.push_str(&format!(
+                    "\n{} 24 h on chain {}: {} of {} left ({} spent; the coordinator's count)",
+                    b.policy,
+                    b.chain_id,
+                    units(&b.remaining),
+                    units(&b.cap),
+                    units(&b.spent)
+                ));
+            }
+            text
+        },
+    );
+    if !allowed {
+        bail!("the request would be refused");
+    }
+    Ok(())
+}
+
 pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Result<()> {
     let client = global.client().await?;
     match command {
         SignCommand::Tx(args) => {
-            let mut builder = match &args.gas_price {
-                Some(price) => TransactionBuilder::legacy(args.chain_id)
-                    .gas_price(parse_amount("gas_price", price)?),
-                None if !args.authorizations.is_empty() => {
-                    TransactionBuilder::eip7702(args.chain_id)
-                        .fees_str(&args.max_fee, &args.priority_fee)?
-                }
-                None => TransactionBuilder::eip1559(args.chain_id)
-                    .fees_str(&args.max_fee, &args.priority_fee)?,
-            };
-            for (index, text) in args.authorizations.iter().enumerate() {
-                builder = builder.authorization(parse_authorization(index, text)?);
-            }
-            let mut builder = builder
-                .nonce(args.nonce)
-                .gas_limit(args.gas)
-                .value_str(&args.value)?
-                .data(hex_bytes("data", &args.data)?);
-            if let Some(to) = &args.to {
-                builder = builder.to_str(to)?;
-            }
-            let tx = builder.build()?;
+            let tx = build_tx(&args)?;
             let signed = client.sign_transaction(&args.key, &tx).await?;
             out.show(
                 &json!({
@@ -259,11 +359,7 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
             show_signature(&out, &signature, "hash");
         }
         SignCommand::Message { key, message, hex } => {
-            let bytes = match (message, hex) {
-                (Some(text), None) => text.into_bytes(),
-                (None, Some(hex)) => hex_bytes("hex", &hex)?,
-                _ => bail!("give --message TEXT or --hex BYTES"),
-            };
+            let bytes = message_bytes(message, hex)?;
             let signature = client.sign_message(&key, &bytes).await?;
             show_signature(&out, &signature, "message_hash");
         }

@@ -1,7 +1,7 @@
 """shardsign: sign Ethereum transactions with a 2-of-3 threshold key held by shardsign nodes,
 in place of a local private key. See README.md."""
 
-from ._common import ApiKey, SignedMessage, SignedTransaction
+from ._common import ApiKey, Budget, PolicyCheck, SignedMessage, SignedTransaction
 from ._sync import ShardsignSigner
 from .errors import (
     ConfigurationError,
@@ -17,6 +17,8 @@ from .errors import (
 )
 
 __all__ = [
+    "Budget",
+    "PolicyCheck",
     "ApiKey",
     "ConfigurationError",
     "InvalidRequest",

@@ -455,3 +455,49 @@ def expires_in(metadata):
             except ValueError:
                 return None
     return None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A rolling 24 h cap as the coordinator counts it: base units (wei, or the token's)."""
+
+    policy: str
+    chain_id: int
+    asset: str
+    token: str
+    cap: int
+    spent: int
+    remaining: int
+    decimals: int
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """What a dry run says: `allowed`, else the deciding `rule`, the refusal's `detail` and
+    whose `policy` ("api_key", "signing_key" or "key"); the 24 h `budgets` the request counts
+    toward (the coordinator's view: every node keeps its own ledger too)."""
+
+    allowed: bool
+    rule: str
+    detail: str
+    policy: str
+    budgets: tuple
+
+    @classmethod
+    def from_reply(cls, reply):
+        return cls(
+            allowed=reply.decision == pb.CheckPolicyResponse.ALLOW,
+            rule=reply.rule,
+            detail=reply.detail,
+            policy=reply.policy,
+            budgets=tuple(
+                Budget(b.policy, b.chain_id, b.asset, b.token, int(b.cap), int(b.spent), int(b.remaining), b.decimals)
+                for b in reply.budgets
+            ),
+        )
+
+
+def check_request(**request):
+    """A CheckPolicyRequest around one signing request (its request id is not used)."""
+    return pb.CheckPolicyRequest(**request)
+

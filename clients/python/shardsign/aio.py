@@ -103,6 +103,24 @@ class AsyncShardsignSigner:
         request = _common.authorization_request(self.key_id, authorization_dict)
         return _common.SignedAuthorization.from_reply(await self._call(self._stub.SignAuthorization, request))
 
+    async def check_transaction(self, transaction_dict):
+        """Dry run of `sign_transaction`: would the service sign it now? A `PolicyCheck`
+        (allowed, the deciding rule, the coordinator's 24 h budgets); nothing is signed or
+        counted."""
+        request = _common.check_request(transaction=_common.sign_request(self.key_id, transaction_dict))
+        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+
+    async def check_typed_data(
+        self, domain_data=None, message_types=None, message_data=None, full_message=None
+    ):
+        """Dry run of `sign_typed_data` (same arguments); a `PolicyCheck`."""
+        typed = pb.SignTypedDataRequest(
+            key_id=self.key_id,
+            typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
+        )
+        request = _common.check_request(typed_data=typed)
+        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+
     async def sign_message(self, signable_message):
         request = pb.SignMessageRequest(
             key_id=self.key_id,

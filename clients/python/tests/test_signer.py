@@ -156,6 +156,31 @@ def test_an_authorization_for_an_unlisted_delegate_is_refused(cluster):
             signer.sign_authorization({"chainId": -1, "address": SEPOLIA_USDC, "nonce": 0})
 
 
+def test_a_dry_run_answers_like_signing_and_counts_nothing(cluster):
+    tx = transactions()["eip1559"]
+    with signer_for(cluster) as signer:
+        before = signer.check_transaction(tx)
+        assert before.allowed and before.rule == ""
+        budget = next(b for b in before.budgets if b.policy == "api_key" and b.asset == "ETH")
+        assert (budget.chain_id, budget.cap, budget.decimals) == (SEPOLIA, 10**18, 18)
+        assert budget.remaining == budget.cap - budget.spent
+        again = signer.check_transaction(tx)
+        assert again.budgets == before.budgets, "a dry run counts nothing"
+        refused = signer.check_transaction(dict(tx, value=5 * 10**17))
+        assert not refused.allowed
+        assert (refused.rule, refused.policy) == ("max_value_per_tx", "api_key")
+        assert "0.5 ETH > 0.1 ETH" in refused.detail
+        signer.sign_transaction(tx)
+        after = signer.check_transaction(tx)
+        spent_after = next(b for b in after.budgets if b.policy == "api_key" and b.asset == "ETH").spent
+        assert spent_after == budget.spent + 10**16
+        typed = signer.check_typed_data(full_message={
+            "types": {"EIP712Domain": [{"name": "chainId", "type": "uint256"}], "T": [{"name": "v", "type": "uint256"}]},
+            "primaryType": "T", "domain": {"chainId": SEPOLIA}, "message": {"v": 1},
+        })
+        assert not typed.allowed and typed.rule == "allowed_typed_data"
+
+
 def test_a_policy_refusal_raises_policy_refused(cluster):
     tx = dict(transactions()["eip1559"], value=5 * 10**17)
     with signer_for(cluster) as signer:
@@ -213,6 +238,7 @@ def test_the_async_signer_does_the_same(cluster):
     async def run():
         async with AsyncShardsignSigner(cluster.endpoint, api_key=cluster.agent_key, key_id="demo", ca_cert=cluster.ca) as signer:
             address = await signer.address()
+            assert (await signer.check_transaction(transactions()["eip1559"])).allowed
             signed = await signer.sign_transaction(transactions()["eip1559"])
             message = encode_defunct(text="async")
             signature = await signer.sign_message(message)

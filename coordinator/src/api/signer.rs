@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardsign_proto::v1::check_policy_request::Request as CheckRequest;
 use shardsign_proto::v1::signer_server::Signer;
 use shardsign_proto::v1::{
-    ApiKeyInfo, GetKeyRequest, Key, ListKeysRequest, ListKeysResponse, SignAuthorizationRequest,
-    SignAuthorizationResponse, SignMessageRequest, SignMessageResponse, SignTransactionRequest,
-    SignTransactionResponse, SignTypedDataRequest, SignTypedDataResponse, WhoAmIRequest,
+    ApiKeyInfo, CheckPolicyRequest, CheckPolicyResponse, GetKeyRequest, Key, ListKeysRequest,
+    ListKeysResponse, SignAuthorizationRequest, SignAuthorizationResponse, SignMessageRequest,
+    SignMessageResponse, SignTransactionRequest, SignTransactionResponse, SignTypedDataRequest,
+    SignTypedDataResponse, WhoAmIRequest,
 };
 use shardsign_request::Printable;
 use tonic::{Request, Response, Status};
@@ -55,6 +57,20 @@ impl SignerService {
             Err(error) => tracing::info!(%error, "refused or failed"),
         }
         respond(&caller, result)
+    }
+
+    /// Any valid key may call: with read scope, or with sign scope (an agent asking whether a
+    /// request it could send would pass).
+    async fn read_or_sign<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        match self.auth.authenticate(request, Scope::Read, false).await {
+            Ok(caller) => Ok(caller),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => self
+                .auth
+                .authenticate(request, Scope::Sign, false)
+                .await
+                .or(Err(status)),
+            Err(status) => Err(status),
+        }
     }
 
     fn may_read(caller: &Caller, key_id: &str) -> bool {
@@ -127,16 +143,27 @@ impl Signer for SignerService {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<ApiKeyInfo>, Status> {
         // Any valid key may ask about itself, whatever its scopes.
-        let caller = match self.auth.authenticate(&request, Scope::Read, false).await {
-            Ok(caller) => caller,
-            Err(status) if status.code() == tonic::Code::PermissionDenied => self
-                .auth
-                .authenticate(&request, Scope::Sign, false)
-                .await
-                .or(Err(status))?,
-            Err(status) => return Err(status),
-        };
+        let caller = self.read_or_sign(&request).await?;
         let info = caller.info();
         respond(&caller, Ok(info))
+    }
+
+    async fn check_policy(
+        &self,
+        request: Request<CheckPolicyRequest>,
+    ) -> Result<Response<CheckPolicyResponse>, Status> {
+        let caller = self.read_or_sign(&request).await?;
+        let signing = &self.signing;
+        let result = match request.into_inner().request {
+            Some(CheckRequest::Transaction(r)) => signing.check_policy(&caller, r),
+            Some(CheckRequest::Message(r)) => signing.check_policy(&caller, r),
+            Some(CheckRequest::TypedData(r)) => signing.check_policy(&caller, r),
+            Some(CheckRequest::Authorization(r)) => signing.check_policy(&caller, r),
+            None => Err(CoordError::invalid(
+                "request",
+                "one of transaction, message, typed_data or authorization is required",
+            )),
+        };
+        respond(&caller, result)
     }
 }

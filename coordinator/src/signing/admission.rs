@@ -10,6 +10,7 @@ use std::time::Instant;
 use shardsign_eth::{U256, format_eth};
 use shardsign_policy::tokens::{TokenRule, token_spend};
 use shardsign_policy::{Cap, Refusal, Rules, VerifiedKeyPolicy};
+use shardsign_proto::v1 as api;
 use shardsign_request::Payload;
 
 use crate::access::apikeys::ApiKey;
@@ -204,13 +205,9 @@ impl Admission {
             })
     }
 
-    /// The signing key's policy, after checking `payload` against it (`None` when key policies
-    /// are off).
-    fn check_key_policy(
-        &self,
-        key_id: &str,
-        payload: &Payload,
-    ) -> Result<Option<Arc<VerifiedKeyPolicy>>, CoordError> {
+    /// The signing key's policy in force (`None` when key policies are off): refused when it is
+    /// missing, disables the key or has expired.
+    fn key_policy(&self, key_id: &str) -> Result<Option<Arc<VerifiedKeyPolicy>>, CoordError> {
         if !self.key_policies.enforcing() {
             return Ok(None);
         }
@@ -223,6 +220,19 @@ impl Admission {
         }
         CoordError::if_expired(&policy, unix_now())
             .inspect_err(|_| self.metrics.refused("policy_expired"))?;
+        Ok(Some(policy))
+    }
+
+    /// The signing key's policy, after checking `payload` against it (`None` when key policies
+    /// are off).
+    fn check_key_policy(
+        &self,
+        key_id: &str,
+        payload: &Payload,
+    ) -> Result<Option<Arc<VerifiedKeyPolicy>>, CoordError> {
+        let Some(policy) = self.key_policy(key_id)? else {
+            return Ok(None);
+        };
         policy
             .rules
             .check(payload)
@@ -275,5 +285,101 @@ impl Admission {
             }
         }
         Ok(admitted)
+    }
+
+    /// A dry run of [`Self::admit`]: the same policy checks and the coordinator's 24 h budgets,
+    /// with nothing taken, reserved or counted (the request rate is not checked).
+    pub fn dry_run(
+        &self,
+        api_key: &ApiKey,
+        key: &KeyRecord,
+        payload: &Payload,
+    ) -> Result<api::CheckPolicyResponse, CoordError> {
+        if let Err(refusal) = api_key.rules.check(payload) {
+            return Ok(refused(refusal, "api_key", Vec::new()));
+        }
+        let key_policy = self.key_policy(&key.key_id)?;
+        if let Some(policy) = &key_policy
+            && let Err(refusal) = policy.rules.check(payload)
+        {
+            return Ok(refused(
+                key_policy_refusal(refusal, policy.version),
+                "signing_key",
+                Vec::new(),
+            ));
+        }
+        let mut spends = Vec::new();
+        counted(
+            SpendSubject::ApiKey(&api_key.id),
+            &api_key.rules,
+            payload,
+            &mut spends,
+        );
+        if let Some(policy) = &key_policy {
+            counted(
+                SpendSubject::SigningKey(&key.key_id),
+                &policy.rules,
+                payload,
+                &mut spends,
+            );
+        }
+        let now = now_ms();
+        let mut budgets = Vec::with_capacity(spends.len());
+        let mut first_over = None;
+        for spend in &spends {
+            let request = &spend.request;
+            let spent =
+                self.registry
+                    .spent(request.subject, request.chain_id, request.asset, now)?;
+            let remaining = request.cap.saturating_sub(spent);
+            if first_over.is_none() && request.value > remaining {
+                first_over = Some((spend.over(spent), policy_name(request.subject)));
+            }
+            budgets.push(api::Budget {
+                policy: policy_name(request.subject).into(),
+                chain_id: request.chain_id,
+                asset: spend
+                    .token
+                    .map_or_else(|| "ETH".to_string(), |t| t.symbol.clone()),
+                token: spend
+                    .token
+                    .map(|t| t.address.to_checksum())
+                    .unwrap_or_default(),
+                cap: request.cap.to_string(),
+                spent: spent.to_string(),
+                remaining: remaining.to_string(),
+                decimals: spend.token.map_or(18, |t| t.decimals),
+            });
+        }
+        Ok(match first_over {
+            Some((refusal, policy)) => refused(refusal, policy, budgets),
+            None => api::CheckPolicyResponse {
+                decision: api::check_policy_response::Decision::Allow as i32,
+                budgets,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+fn policy_name(subject: SpendSubject<'_>) -> &'static str {
+    match subject {
+        SpendSubject::ApiKey(_) => "api_key",
+        SpendSubject::SigningKey(_) => "signing_key",
+    }
+}
+
+/// A dry run's refusal: the rule, what signing would say, and whose policy.
+pub(crate) fn refused(
+    refusal: Refusal,
+    policy: &str,
+    budgets: Vec<api::Budget>,
+) -> api::CheckPolicyResponse {
+    api::CheckPolicyResponse {
+        decision: api::check_policy_response::Decision::Refuse as i32,
+        rule: refusal.rule.into(),
+        detail: refusal.detail,
+        policy: policy.into(),
+        budgets,
     }
 }

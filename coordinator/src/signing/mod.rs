@@ -104,6 +104,35 @@ impl Signing {
         .await
     }
 
+    /// A dry run of signing `request` for `caller`: the same checks up to admission, nothing
+    /// signed, reserved, counted or audited.
+    pub fn check_policy<O: Operation>(
+        &self,
+        caller: &Caller,
+        request: O,
+    ) -> Result<shardsign_proto::v1::CheckPolicyResponse, CoordError> {
+        let key_id = KeyId::field(request.key_id())?;
+        let api_key = self.admission.bound_api_key(caller, key_id.as_str())?;
+        let key = self.usable_key(&key_id)?;
+        let payload = request.into_payload(&self.limits)?;
+        if let Some(chain_id) = payload.chain_id()
+            && !key.allowed_chain_ids.contains(&chain_id)
+        {
+            return Ok(admission::refused(
+                shardsign_policy::Refusal::new(
+                    "key_chains",
+                    format!(
+                        "chain id {chain_id} is not allowed for key `{}` (allowed: {:?})",
+                        key.key_id, key.allowed_chain_ids
+                    ),
+                ),
+                "key",
+                Vec::new(),
+            ));
+        }
+        self.admission.dry_run(api_key, &key, &payload)
+    }
+
     fn usable_key(&self, key_id: &KeyId) -> Result<KeyRecord, CoordError> {
         let key = self.registry.get_key(key_id.as_str())?;
         if key.disabled {

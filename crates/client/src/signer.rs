@@ -329,6 +329,45 @@ impl Client {
         .await
     }
 
+    /// A dry run: would the service sign this request now? (read or sign scope; nothing is
+    /// signed or counted). The reply names the deciding rule and the coordinator's 24 h budgets.
+    pub async fn check_policy(
+        &self,
+        request: api::check_policy_request::Request,
+    ) -> Result<api::CheckPolicyResponse, ClientError> {
+        self.with_retries(|left| {
+            let mut stub = self.signer.clone();
+            let request = Self::timed(
+                api::CheckPolicyRequest {
+                    request: Some(request.clone()),
+                },
+                left,
+            );
+            async move { stub.check_policy(request).await }
+        })
+        .await
+    }
+
+    /// [`Self::check_policy`] for a transaction.
+    pub async fn check_transaction(
+        &self,
+        key_id: &str,
+        tx: &UnsignedTransaction,
+    ) -> Result<api::CheckPolicyResponse, ClientError> {
+        tx.validate(&Limits::DEFAULT)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        self.check_policy(api::check_policy_request::Request::Transaction(
+            api::SignTransactionRequest {
+                key_id: key_id.to_string(),
+                request_id: String::new(),
+                transaction: Some(api::sign_transaction_request::Transaction::UnsignedRlp(
+                    tx.signing_payload(),
+                )),
+            },
+        ))
+        .await
+    }
+
     /// Signs `tx` with `key_id`. The reply is decoded and must be this transaction, signed by
     /// the address the service names.
     pub async fn sign_transaction(

@@ -69,6 +69,11 @@ class SignerStub:
                 request_serializer=shardsign_dot_v1_dot_shardsign__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ApiKeyInfo.FromString,
                 _registered_method=True)
+        self.CheckPolicy = channel.unary_unary(
+                '/shardsign.v1.Signer/CheckPolicy',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServicer:
@@ -127,6 +132,16 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckPolicy(self, request, context):
+        """Dry run (read scope): would this signing request be allowed now? The same checks as signing
+        (key binding, both policies, the coordinator's 24 h ledgers) with nothing signed, reserved,
+        counted or audited. Not checked: the request rate, and the nodes' own ledgers (each node
+        counts what it co-signed and may refuse sooner than the coordinator's view says).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.WhoAmIRequest.FromString,
                     response_serializer=shardsign_dot_v1_dot_shardsign__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'CheckPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPolicy,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +375,33 @@ class Signer:
             '/shardsign.v1.Signer/WhoAmI',
             shardsign_dot_v1_dot_shardsign__pb2.WhoAmIRequest.SerializeToString,
             shardsign_dot_v1_dot_shardsign__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Signer/CheckPolicy',
+            shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.CheckPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

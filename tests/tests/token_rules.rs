@@ -366,8 +366,7 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
         rules,
         cluster.next_policy_version(),
     ));
-    let relay_sign = |tx: UnsignedTransaction| {
-        let payload = Payload::transaction(tx, &Limits::DEFAULT).unwrap();
+    let relay_payload = |payload: Payload| {
         let (clients, statement, key_id) = (&clients, &statement, &key.key_id);
         async move {
             relay::sign_with_policy(
@@ -382,6 +381,12 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
             )
             .await
         }
+    };
+    let relay_sign = |tx: UnsignedTransaction| {
+        relay_payload(Payload::transaction(tx, &Limits::DEFAULT).unwrap())
+    };
+    let relay_typed = |document: String| {
+        relay_payload(Payload::typed_data("typed_data", document.into_bytes()).unwrap())
     };
     let results = relay_sign(token_call(2, transfer(ALICE, CAP)))
         .await
@@ -400,23 +405,6 @@ async fn token_rules_hold_through_the_coordinator_and_at_the_nodes() {
     }
     // The nodes read payments the same way: a 250 USDC payment signs, one valid for two hours
     // does not.
-    let relay_typed = |document: String| {
-        let payload = Payload::typed_data("typed_data", document.into_bytes()).unwrap();
-        let (clients, statement, key_id) = (&clients, &statement, &key.key_id);
-        async move {
-            relay::sign_with_policy(
-                clients,
-                [1, 3],
-                key_id,
-                &payload,
-                payload.signing_hash(),
-                statement,
-                None,
-                None,
-            )
-            .await
-        }
-    };
     relay_typed(x402(&key.address, CAP, 600))
         .await
         .expect("the nodes sign a 250 USDC payment");

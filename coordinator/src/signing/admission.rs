@@ -134,6 +134,31 @@ pub(crate) fn counted<'r>(
     }
 }
 
+/// Every cap `payload` counts toward: the API key's, then the signing key policy's.
+fn all_counted<'r>(
+    api_key: &'r ApiKey,
+    key: &'r KeyRecord,
+    key_policy: Option<&'r VerifiedKeyPolicy>,
+    payload: &Payload,
+) -> Vec<Counted<'r>> {
+    let mut spends = Vec::new();
+    counted(
+        SpendSubject::ApiKey(&api_key.id),
+        &api_key.rules,
+        payload,
+        &mut spends,
+    );
+    if let Some(policy) = key_policy {
+        counted(
+            SpendSubject::SigningKey(&key.key_id),
+            &policy.rules,
+            payload,
+            &mut spends,
+        );
+    }
+    spends
+}
+
 /// The rules' refusal marked as the signing key policy's.
 fn key_policy_refusal(refusal: Refusal, version: u64) -> Refusal {
     Refusal::new(
@@ -262,21 +287,7 @@ impl Admission {
                 .map(|p| p.signed.clone())
                 .unwrap_or_default(),
         };
-        let mut spends = Vec::new();
-        counted(
-            SpendSubject::ApiKey(&api_key.id),
-            &api_key.rules,
-            payload,
-            &mut spends,
-        );
-        if let Some(policy) = &key_policy {
-            counted(
-                SpendSubject::SigningKey(&key.key_id),
-                &policy.rules,
-                payload,
-                &mut spends,
-            );
-        }
+        let spends = all_counted(api_key, key, key_policy.as_deref(), payload);
         let requests: Vec<SpendRequest<'_>> = spends.iter().map(|c| c.request).collect();
         match self.registry.reserve_spends(&requests, now_ms())? {
             Reservation::Reserved(ids) => admitted.reservations = ids,
@@ -308,21 +319,7 @@ impl Admission {
                 Vec::new(),
             ));
         }
-        let mut spends = Vec::new();
-        counted(
-            SpendSubject::ApiKey(&api_key.id),
-            &api_key.rules,
-            payload,
-            &mut spends,
-        );
-        if let Some(policy) = &key_policy {
-            counted(
-                SpendSubject::SigningKey(&key.key_id),
-                &policy.rules,
-                payload,
-                &mut spends,
-            );
-        }
+        let spends = all_counted(api_key, key, key_policy.as_deref(), payload);
         let now = now_ms();
         let mut budgets = Vec::with_capacity(spends.len());
         let mut first_over = None;

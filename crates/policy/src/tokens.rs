@@ -158,18 +158,154 @@ enum TokenDocument {
         value: U256,
         valid_before: U256,
     },
+    /// Permit2 (`PermitSingle`, `PermitBatch`, the `...TransferFrom` kinds): what the spender may
+    /// take of one listed token, every element of a batch summed; `U256::MAX` when an element is
+    /// Permit2's unlimited allowance.
+    Permit2 {
+        method: &'static str,
+        spender: Address,
+        amount: U256,
+        deadline: U256,
+    },
 }
 
-/// The listed token whose domain `typed` is in (verifyingContract on chainId), and what the
-/// document does with it: `None` when it is no listed token's, or a primary type that moves
-/// nothing; `Err` when a moving primary type lacks the standard fields (a look-alike struct
-/// could hide the amount where we do not look).
+/// Uniswap's Permit2, at the same address on every chain.
+const PERMIT2: Address = Address([
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x22, 0xd4, 0x73, 0x03, 0x0f, 0x11, 0x6d, 0xde, 0xe9, 0xf6, 0xb4,
+    0x3a, 0xc7, 0x8b, 0xa3,
+]);
+
+/// Permit2's unlimited allowance: the largest uint160.
+fn permit2_unlimited() -> U256 {
+    (U256::from(1u8) << 160) - U256::from(1u8)
+}
+
+/// A Permit2 document: the listed token it grants and what, or why it is refused. `None` for a
+/// primary type that grants nothing.
+fn permit2_document<'r>(
+    rules: &'r Rules,
+    typed: &TypedDataPayload,
+    chain_id: u64,
+) -> Option<Result<(&'r TokenRule, TokenDocument), Refusal>> {
+    let document = &typed.typed;
+    let (method, elements, batch, deadline_field): (&'static str, &str, bool, &str) =
+        match document.primary_type.as_str() {
+            "PermitSingle" => ("PermitSingle", "message.details", false, "sigDeadline"),
+            "PermitBatch" => ("PermitBatch", "message.details", true, "sigDeadline"),
+            "PermitTransferFrom" => ("PermitTransferFrom", "message.permitted", false, "deadline"),
+            "PermitWitnessTransferFrom" => (
+                "PermitWitnessTransferFrom",
+                "message.permitted",
+                false,
+                "deadline",
+            ),
+            "PermitBatchTransferFrom" => (
+                "PermitBatchTransferFrom",
+                "message.permitted",
+                true,
+                "deadline",
+            ),
+            "PermitBatchWitnessTransferFrom" => (
+                "PermitBatchWitnessTransferFrom",
+                "message.permitted",
+                true,
+                "deadline",
+            ),
+            _ => return None,
+        };
+    let refuse = |what: String| {
+        Some(Err(Refusal::new(
+            "tokens",
+            format!("Permit2 {method}: {what}"),
+        )))
+    };
+    let address = |path: &str| match document.value(path) {
+        Some(Value::Address(address)) => Some(*address),
+        _ => None,
+    };
+    let uint = |path: &str| match document.value(path) {
+        Some(Value::Uint(value)) => Some(*value),
+        _ => None,
+    };
+    let paths: Vec<String> = if batch {
+        (0..)
+            .map(|i| format!("{elements}[{i}]"))
+            .take_while(|element| document.value(&format!("{element}.token")).is_some())
+            .collect()
+    } else {
+        vec![elements.to_string()]
+    };
+    let (Some(spender), Some(deadline)) = (
+        address("message.spender"),
+        uint(&format!("message.{deadline_field}")),
+    ) else {
+        return refuse(format!(
+            "must have the standard fields (spender, {deadline_field}) as address and uint values"
+        ));
+    };
+    if paths.is_empty() {
+        return refuse("grants nothing (an empty batch)".into());
+    }
+    let mut listed: Option<&TokenRule> = None;
+    let mut total = U256::ZERO;
+    for element in &paths {
+        let (Some(token), Some(amount)) = (
+            address(&format!("{element}.token")),
+            uint(&format!("{element}.amount")),
+        ) else {
+            return refuse(format!(
+                "{element} must have the standard fields (token, amount) as address and uint values"
+            ));
+        };
+        let Some(rule) = rules
+            .tokens
+            .iter()
+            .find(|t| t.chain_id == chain_id && t.address == token)
+        else {
+            return refuse(format!(
+                "{element} grants {} on chain {chain_id}, which tokens does not list",
+                token.to_checksum()
+            ));
+        };
+        if listed.is_some_and(|first| first.address != rule.address) {
+            return refuse(
+                "grants more than one listed token; each request may grant one (the ledgers count one token per request)"
+                    .into(),
+            );
+        }
+        listed = Some(rule);
+        total = if !method.ends_with("TransferFrom") && amount == permit2_unlimited() {
+            U256::MAX
+        } else {
+            total.saturating_add(amount)
+        };
+    }
+    let token = listed?;
+    Some(Ok((
+        token,
+        TokenDocument::Permit2 {
+            method,
+            spender,
+            amount: total,
+            deadline,
+        },
+    )))
+}
+
+/// The listed token a document moves or grants, and how: a document in the token's own domain
+/// (verifyingContract on chainId), or a Permit2 document naming it. `None` when it concerns no
+/// listed token, or is of a primary type that moves nothing; `Err` when a moving primary type
+/// lacks the standard fields (a look-alike struct could hide the amount where we do not look),
+/// or a Permit2 document grants an unlisted token.
 fn token_document<'r>(
     rules: &'r Rules,
     typed: &TypedDataPayload,
-) -> Option<(&'r TokenRule, Result<TokenDocument, Refusal>)> {
+) -> Option<Result<(&'r TokenRule, TokenDocument), Refusal>> {
     let contract = typed.typed.domain.verifying_contract?;
     let chain_id = typed.chain_id?;
+    if contract == PERMIT2 {
+        return permit2_document(rules, typed, chain_id);
+    }
     let token = rules
         .tokens
         .iter()
@@ -217,7 +353,7 @@ fn token_document<'r>(
         .ok_or_else(|| shape("from, to, value, validAfter, validBefore, nonce")),
         _ => return None,
     };
-    Some((token, read))
+    Some(read.map(|document| (token, document)))
 }
 
 /// Holds an EIP-712 document in a listed token's domain to the token's rules: a permit like an
@@ -228,11 +364,12 @@ pub(crate) fn check_typed(
     typed: &TypedDataPayload,
     now_unix: u64,
 ) -> Result<(), Refusal> {
-    let Some((token, document)) = token_document(rules, typed) else {
+    let Some(read) = token_document(rules, typed) else {
         return Ok(());
     };
+    let (token, document) = read?;
     let latest = U256::from(now_unix) + U256::from(rules.max_permit_validity_secs);
-    let (method, valid_until) = match document? {
+    let (method, valid_until) = match document {
         TokenDocument::Permit {
             spender,
             value,
@@ -250,6 +387,15 @@ pub(crate) fn check_typed(
             token.check_recipient(method, to)?;
             token.check_amount(method, value)?;
             ("validBefore", valid_before)
+        }
+        TokenDocument::Permit2 {
+            method,
+            spender,
+            amount,
+            deadline,
+        } => {
+            token.check_grant(method, spender, amount)?;
+            ("Permit2 deadline", deadline)
         }
     };
     if valid_until > latest {
@@ -273,11 +419,12 @@ pub fn token_spend<'r>(rules: &'r Rules, payload: &Payload) -> Option<(&'r Token
     let tx = match payload {
         Payload::Transaction(tx) => tx,
         Payload::TypedData(typed) => {
-            let (token, document) = token_document(rules, typed)?;
-            let amount = match document.ok()? {
+            let (token, document) = token_document(rules, typed)?.ok()?;
+            let amount = match document {
                 TokenDocument::Permit { value, .. } | TokenDocument::Transfer { value, .. } => {
                     value
                 }
+                TokenDocument::Permit2 { amount, .. } => amount,
             };
             return Some((token, amount));
         }
@@ -958,6 +1105,147 @@ mod tests {
         );
         with_typed.max_permit_validity_secs = MAX_PERMIT_VALIDITY_SECS + 1;
         assert!(Rules::from_proto(&with_typed, RulesFor::SigningKey).is_err());
+    }
+
+    const PERMIT2_ADDRESS: &str = "0x000000000022D473030F116dDEE9F6B43aC78BA3";
+
+    /// A Permit2 `PermitSingle` (one element) or `PermitBatch` (`elements`) granting `spender`.
+    fn permit2(
+        elements: &[(&str, &str)],
+        spender: [u8; 20],
+        deadline: u64,
+        batch: bool,
+    ) -> Payload {
+        let detail = |(token, amount): &(&str, &str)| serde_json::json!({"token": token, "amount": amount, "expiration": 2_000_000_000u64, "nonce": 0});
+        let (primary, details_type, details) = if batch {
+            (
+                "PermitBatch",
+                "PermitDetails[]",
+                serde_json::json!(elements.iter().map(detail).collect::<Vec<_>>()),
+            )
+        } else {
+            ("PermitSingle", "PermitDetails", detail(&elements[0]))
+        };
+        let document = serde_json::json!({
+            "types": {
+                "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"},
+                                 {"name": "verifyingContract", "type": "address"}],
+                "PermitDetails": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint160"},
+                                  {"name": "expiration", "type": "uint48"}, {"name": "nonce", "type": "uint48"}],
+                primary: [{"name": "details", "type": details_type}, {"name": "spender", "type": "address"},
+                          {"name": "sigDeadline", "type": "uint256"}]
+            },
+            "primaryType": primary,
+            "domain": {"name": "Permit2", "chainId": 1, "verifyingContract": PERMIT2_ADDRESS},
+            "message": {"details": details, "spender": hex_address(spender), "sigDeadline": deadline.to_string()}
+        });
+        Payload::typed_data("typed_data", document.to_string().into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn permit2_grants_meet_the_rules_of_every_token_they_name() {
+        let mut with_permit2 = policy();
+        with_permit2.allowed_typed_data = vec![api::TypedDataRule {
+            chain_id: 1,
+            verifying_contract: PERMIT2_ADDRESS.into(),
+            name: String::new(),
+            version: String::new(),
+            primary_types: vec!["PermitSingle".into(), "PermitBatch".into()],
+            conditions: Vec::new(),
+        }];
+        let mut dai = with_permit2.tokens[0].clone();
+        dai.address = hex_address(BOB);
+        dai.symbol = "DAI".into();
+        dai.max_amount_per_tx = "250dai".into();
+        dai.max_amount_per_24h = "unlimited".into();
+        with_permit2.tokens.push(dai);
+        let rules = Rules::from_proto(&with_permit2, RulesFor::SigningKey).unwrap();
+        let hour = NOW + 3600;
+        let unlimited = permit2_unlimited().to_string();
+        let stranger = hex_address(ALICE);
+        let table: Vec<(&str, Payload, Result<(), &'static str>)> = vec![
+            (
+                "single at the cap",
+                permit2(&[(USDC, "250000000")], ROUTER, hour, false),
+                Ok(()),
+            ),
+            (
+                "single one over",
+                permit2(&[(USDC, "250000001")], ROUTER, hour, false),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "single unlimited",
+                permit2(&[(USDC, &unlimited)], ROUTER, hour, false),
+                Err("tokens.allow_unlimited_approval"),
+            ),
+            (
+                "single for a stranger",
+                permit2(&[(USDC, "1")], BOB, hour, false),
+                Err("tokens.allowed_spenders"),
+            ),
+            (
+                "single too long",
+                permit2(&[(USDC, "1")], ROUTER, hour + 1, false),
+                Err("max_permit_validity_secs"),
+            ),
+            (
+                "single of an unlisted token",
+                permit2(&[(&stranger, "1")], ROUTER, hour, false),
+                Err("tokens"),
+            ),
+            (
+                "batch summed at the cap",
+                permit2(
+                    &[(USDC, "200000000"), (USDC, "50000000")],
+                    ROUTER,
+                    hour,
+                    true,
+                ),
+                Ok(()),
+            ),
+            (
+                "batch summed one over",
+                permit2(
+                    &[(USDC, "200000000"), (USDC, "50000001")],
+                    ROUTER,
+                    hour,
+                    true,
+                ),
+                Err("tokens.max_amount_per_tx"),
+            ),
+            (
+                "batch over two tokens",
+                permit2(&[(USDC, "1"), (&hex_address(BOB), "1")], ROUTER, hour, true),
+                Err("tokens"),
+            ),
+            (
+                "batch with an unlisted token",
+                permit2(&[(USDC, "1"), (&stranger, "1")], ROUTER, hour, true),
+                Err("tokens"),
+            ),
+        ];
+        for (case, payload, expected) in &table {
+            assert_eq!(
+                rules.check_at(payload, NOW).map_err(|r| r.rule),
+                *expected,
+                "{case}"
+            );
+        }
+        let spent = |payload: &Payload| {
+            token_spend(&rules, payload).map(|(t, amount)| (t.symbol.clone(), amount))
+        };
+        assert_eq!(
+            spent(&table[6].1),
+            Some(("USDC".into(), U256::from(250_000_000u64)))
+        );
+        assert_eq!(spent(&table[2].1), Some(("USDC".into(), U256::MAX)));
+        assert_eq!(spent(&table[8].1), None);
+        let two_tokens = rules.check_at(&table[8].1, NOW).unwrap_err();
+        assert!(
+            two_tokens.detail.contains("more than one listed token"),
+            "{two_tokens}"
+        );
     }
 
     #[test]

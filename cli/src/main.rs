@@ -8,6 +8,7 @@ mod demo;
 mod dev;
 mod output;
 mod policy_file;
+mod schema;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,5 @@
-//! Reading policy files from disk; the format itself is `shardsign_policy::file`.
+//! Reading policy files from disk: checked against the published JSON Schema
+//! (`docs/policy.schema.json`, see `schema`), then parsed by `shardsign_policy::file`.
 
 use std::io::Read;
 use std::path::Path;
@@ -16,5 +17,15 @@ pub fn read(path: &Path) -> anyhow::Result<api::Policy> {
     file.take(MAX_POLICY_FILE_BYTES as u64 + 1)
         .read_to_end(&mut text)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if text.len() <= MAX_POLICY_FILE_BYTES {
+        let document: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+        crate::schema::check_policy(&document).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: does not fit the policy schema (docs/policy.schema.json): {e}",
+                path.display()
+            )
+        })?;
+    }
     PolicyFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

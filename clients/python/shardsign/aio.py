@@ -110,6 +110,18 @@ class AsyncShardsignSigner:
         request = _common.check_request(transaction=_common.sign_request(self.key_id, transaction_dict))
         return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
 
+    async def check_message(self, signable_message):
+        """Dry run of `sign_message`; a `PolicyCheck`."""
+        message = pb.SignMessageRequest(key_id=self.key_id, message=_common.message_bytes(signable_message))
+        request = _common.check_request(message=message)
+        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+
+    async def check_authorization(self, authorization_dict):
+        """Dry run of `sign_authorization`; a `PolicyCheck`."""
+        authorization = _common.authorization_request(self.key_id, authorization_dict)
+        request = _common.check_request(authorization=authorization)
+        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+
     async def check_typed_data(
         self, domain_data=None, message_types=None, message_data=None, full_message=None
     ):

@@ -179,6 +179,11 @@ def test_a_dry_run_answers_like_signing_and_counts_nothing(cluster):
             "primaryType": "T", "domain": {"chainId": SEPOLIA}, "message": {"v": 1},
         })
         assert not typed.allowed and typed.rule == "allowed_typed_data"
+        assert signer.check_message(encode_defunct(text="hello")).allowed
+        hash_shaped = signer.check_message(b"\x11" * 32)
+        assert not hash_shaped.allowed and hash_shaped.policy == "api_key"
+        delegation = signer.check_authorization({"chainId": SEPOLIA, "address": SEPOLIA_USDC, "nonce": 0})
+        assert not delegation.allowed and delegation.rule == "allowed_delegates"
 
 
 def test_a_policy_refusal_raises_policy_refused(cluster):

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use shardsign_eth::{
     AccessListItem, Address, Authorization, Eip1559Transaction, Eip2930Transaction,
-    Eip7702Transaction, LegacyTransaction, Signature, SignedAuthorization, UnsignedTransaction,
-    parse_u64, parse_u256,
+    Eip7702Transaction, LegacyTransaction, Signature, SignedAuthorization, U256,
+    UnsignedTransaction, parse_u64, parse_u256,
 };
 
 pub fn hex0x(bytes: &[u8]) -> String {
@@ -42,6 +42,12 @@ fn authorization_list_json(list: &[SignedAuthorization]) -> Value {
         .collect()
 }
 
+/// The EIP-1559 fee fields (also a set-code transaction's).
+fn fee_caps(fields: &mut serde_json::Map<String, Value>, max_fee: &U256, tip: &U256) {
+    fields.insert("max_fee_per_gas".into(), max_fee.to_string().into());
+    fields.insert("max_priority_fee_per_gas".into(), tip.to_string().into());
+}
+
 pub fn to_json(tx: &UnsignedTransaction) -> Value {
     let to = tx.to().map(|a| hex0x(&a.0));
     let mut out = json!({
@@ -65,26 +71,12 @@ pub fn to_json(tx: &UnsignedTransaction) -> Value {
         }
         UnsignedTransaction::Eip1559(tx) => {
             fields.insert("type".into(), "eip1559".into());
-            fields.insert(
-                "max_fee_per_gas".into(),
-                tx.max_fee_per_gas.to_string().into(),
-            );
-            fields.insert(
-                "max_priority_fee_per_gas".into(),
-                tx.max_priority_fee_per_gas.to_string().into(),
-            );
+            fee_caps(fields, &tx.max_fee_per_gas, &tx.max_priority_fee_per_gas);
             fields.insert("access_list".into(), access_list_json(&tx.access_list));
         }
         UnsignedTransaction::Eip7702(tx) => {
             fields.insert("type".into(), "eip7702".into());
-            fields.insert(
-                "max_fee_per_gas".into(),
-                tx.max_fee_per_gas.to_string().into(),
-            );
-            fields.insert(
-                "max_priority_fee_per_gas".into(),
-                tx.max_priority_fee_per_gas.to_string().into(),
-            );
+            fee_caps(fields, &tx.max_fee_per_gas, &tx.max_priority_fee_per_gas);
             fields.insert("access_list".into(), access_list_json(&tx.access_list));
             fields.insert(
                 "authorization_list".into(),

@@ -61,6 +61,10 @@ enum Command {
     /// coordinator is contacted).
     #[command(subcommand)]
     Membership(commands::MembershipCommand),
+    /// Requests parked for human approval: list, show (decoded and checked here), approve or
+    /// reject with an approver key.
+    #[command(subcommand)]
+    Approvals(commands::ApprovalsCommand),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
                 statement,
             }) => commands::replace_node(&cli.global, out, node_id, &identity, &statement).await,
             Command::Membership(command) => commands::membership(command, out),
+            Command::Approvals(command) => commands::approvals(command, &cli.global, out).await,
         }
     });
     match result {

@@ -257,8 +257,15 @@ mod tests {
                 allowed_recipients: vec!["*".into()],
                 allowed_spenders: vec![],
                 allow_unlimited_approval: false,
+                require_approval_above: "100usdc".into(),
             }],
             max_permit_validity_secs: 900,
+            require_approval_above: "1eth".into(),
+            approvers: Some(api::Approvers {
+                public_keys: vec!["11".repeat(32), "22".repeat(32)],
+                quorum: 2,
+                valid_secs: 3600,
+            }),
         };
         serde_json::to_value(PolicyFile::from(&policy)).unwrap()
     }

@@ -53,6 +53,27 @@ pub enum CoordError {
         version: u64,
         not_after_unix: i64,
     },
+    /// The key policy parks this request until approvers approve it (retry the same request id).
+    #[error(
+        "approval required: {detail} ({rule}; approval {approval_id}, waiting until {}); an approver runs `shardsign approvals approve {approval_id}`, then retry with the same request_id",
+        shardsign_serve::utc(*expires_at_unix * 1000)
+    )]
+    ApprovalRequired {
+        approval_id: String,
+        rule: String,
+        detail: String,
+        expires_at_unix: i64,
+    },
+    /// Final: an approver rejected the parked request, or it expired; the message says which.
+    #[error(
+        "approval {approval_id} {outcome}; this request will not be signed (a new request needs a new approval)"
+    )]
+    ApprovalFinal {
+        approval_id: String,
+        outcome: String,
+    },
+    #[error("approval `{}` not found", shardsign_request::Printable(.0))]
+    ApprovalNotFound(String),
     #[error("API key `{}` not found", shardsign_request::Printable(.0))]
     ApiKeyNotFound(String),
     #[error(transparent)]
@@ -121,6 +142,8 @@ impl CoordError {
             | CoordError::NoKeyPolicy(_)
             | CoordError::PolicyExpired { .. }
             | CoordError::KeyDisabled(_)
+            | CoordError::ApprovalRequired { .. }
+            | CoordError::ApprovalFinal { .. }
             | CoordError::Unauthenticated(_) => true,
             CoordError::NodeRefused { code, .. } => {
                 matches!(code, Code::PermissionDenied | Code::FailedPrecondition)

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod backup;
 pub mod ceremony;

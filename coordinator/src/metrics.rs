@@ -21,6 +21,8 @@ pub const EPOCH_OLDEST: &str = "shardsign_key_epoch_oldest_age_seconds";
 pub const EPOCHS_OVERDUE: &str = "shardsign_keys_epoch_overdue";
 pub const NODE_REPLACEMENTS: &str = "shardsign_node_replacements_total";
 pub const NODE_RELEARNS: &str = "shardsign_node_relearns_total";
+pub const APPROVALS: &str = "shardsign_approvals_total";
+pub const APPROVALS_PENDING: &str = "shardsign_approvals_pending";
 
 #[derive(Default)]
 pub struct CoordinatorMetrics {
@@ -108,6 +110,26 @@ impl CoordinatorMetrics {
             ATTEMPT_FAILURES,
             "Signing attempts that failed on a node (then retried on another pair), by node and code",
             &[("node", &node), ("code", &code)],
+        );
+    }
+
+    /// A parked request changed state: `outcome` is `requested`, `signed` (one approver's
+    /// signature added), `approved`, `rejected` or `expired`.
+    pub fn approval(&self, outcome: &'static str) {
+        self.registry.inc(
+            APPROVALS,
+            "Requests parked for human approval and their decisions, by outcome",
+            &[("outcome", outcome)],
+        );
+    }
+
+    /// How many parked requests wait for approvers (alert on it: someone has to look).
+    pub fn set_approvals_pending(&self, count: u64) {
+        self.registry.set(
+            APPROVALS_PENDING,
+            "Signing requests parked and waiting for human approval",
+            &[],
+            count as f64,
         );
     }
 

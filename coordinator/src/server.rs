@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use shardsign_proto::v1::admin_server::AdminServer;
+use shardsign_proto::v1::approvals_server::ApprovalsServer;
 use shardsign_proto::v1::signer_server::SignerServer;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
@@ -14,7 +15,8 @@ use crate::access::apikeys::{SecretHasher, load_or_create_hmac_key};
 use crate::access::auth::Authenticator;
 use crate::access::ratelimit::RateLimiter;
 use crate::admin::Admin;
-use crate::api::{AdminService, SignerService};
+use crate::api::{AdminService, ApprovalsService, SignerService};
+use crate::approvals::Approvals;
 use crate::ceremony::Ceremony;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
@@ -36,6 +38,7 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 struct Components {
     signer: SignerService,
     admin: AdminService,
+    approvals: ApprovalsService,
     pool: Arc<NodePool>,
     metrics: Arc<CoordinatorMetrics>,
 }
@@ -76,11 +79,19 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         metrics.registry.clone(),
     )?);
     let rate = Arc::new(RateLimiter::default());
+    let approvals = Arc::new(Approvals::new(
+        registry.clone(),
+        key_policies.clone(),
+        metrics.clone(),
+        config.cluster_id.clone(),
+    ));
+    approvals.sweep();
     let admission = Admission::new(
         registry.clone(),
         key_policies.clone(),
         rate.clone(),
         metrics.clone(),
+        approvals.clone(),
     );
     let signing = Arc::new(Signing::new(
         registry.clone(),
@@ -110,6 +121,10 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         metrics: metrics.clone(),
     });
     Ok(Components {
+        approvals: ApprovalsService {
+            auth: auth.clone(),
+            approvals,
+        },
         signer: SignerService {
             auth: auth.clone(),
             registry,
@@ -195,8 +210,24 @@ fn gauges(
     })
 }
 
+/// Every minute: parked requests past their expiry become final (audited, counted), so an
+/// expiry is recorded when it happens, not when someone next looks.
+async fn expire_approvals(approvals: Arc<Approvals>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let approvals = approvals.clone();
+        if tokio::task::spawn_blocking(move || approvals.sweep())
+            .await
+            .is_err()
+        {
+            tracing::error!("the approval expiry task failed");
+        }
+    }
+}
+
 /// Hourly: logs every signing-key policy that expires within 7 days (or has no expiry), and
-/// deletes the idempotency records older than their window.
+/// deletes the idempotency records older than their window and decided approvals past theirs.
 async fn hourly_upkeep(key_policies: Arc<KeyPolicies>, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -204,12 +235,20 @@ async fn hourly_upkeep(key_policies: Arc<KeyPolicies>, registry: Arc<Registry>) 
         for warning in key_policies.expiry_warnings(crate::registry::unix_now()) {
             tracing::warn!(warning, "key policy needs renewal");
         }
-        let registry = registry.clone();
-        match tokio::task::spawn_blocking(move || registry.prune_idempotency()).await {
+        let pruning = registry.clone();
+        match tokio::task::spawn_blocking(move || pruning.prune_idempotency()).await {
             Ok(Ok(0)) => {}
             Ok(Ok(pruned)) => tracing::info!(pruned, "expired idempotency records deleted"),
             Ok(Err(error)) => tracing::error!(%error, "could not prune idempotency records"),
             Err(_) => tracing::error!("the idempotency pruning task failed"),
+        }
+        let pruning = registry.clone();
+        let cutoff = crate::registry::unix_now() - crate::approvals::DECIDED_RETENTION_SECS;
+        match tokio::task::spawn_blocking(move || pruning.prune_approvals(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "decided approvals past retention deleted"),
+            Ok(Err(error)) => tracing::error!(%error, "could not prune decided approvals"),
+            Err(_) => tracing::error!("the approval pruning task failed"),
         }
     }
 }
@@ -236,11 +275,13 @@ pub async fn serve(
         components.admin.admin.key_policies.clone(),
         components.admin.admin.registry.clone(),
     ));
+    tokio::spawn(expire_approvals(components.approvals.approvals.clone()));
     let (listener, address) = shardsign_serve::bind(config.listen).await?;
     let (health_service, reflection) = shardsign_serve::health_and_reflection(
         &[
             <SignerServer<SignerService> as NamedService>::NAME,
             <AdminServer<AdminService> as NamedService>::NAME,
+            <ApprovalsServer<ApprovalsService> as NamedService>::NAME,
         ],
         shardsign_proto::FILE_DESCRIPTOR_SET,
     )
@@ -292,6 +333,9 @@ pub async fn serve(
         )
         .add_service(
             AdminServer::new(components.admin).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            ApprovalsServer::new(components.approvals).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(
             shardsign_serve::PerSourceIncoming::new(

@@ -131,6 +131,8 @@ fn transaction_seeds(signer: &SigningKey) {
             expected_hash: tx.signing_hash().to_vec(),
             signed_policy: Vec::new(),
             epoch: 0,
+            request_id: String::new(),
+            approval: Vec::new(),
         };
         write(
             "node_payload",
@@ -310,8 +312,11 @@ fn policy() -> api::Policy {
             allowed_spenders: vec!["*".into()],
             allow_unlimited_approval: false,
             max_amount_per_24h: "unlimited".into(),
+            require_approval_above: String::new(),
         }],
         max_permit_validity_secs: 3600,
+        require_approval_above: String::new(),
+        approvers: None,
     }
 }
 
@@ -383,6 +388,40 @@ fn policy_seeds() {
         reason: "lost laptop".into(),
     };
     write("statement", "disable-body", &with(3, &body.encode_to_vec()));
+    // An approval the target's fixture accepts (its key as the only approver), and its body.
+    let request = shardsign_policy::approval::ApprovalRequest {
+        key_id: "fuzz-key".into(),
+        chain_id: 1,
+        payload_hash: [7; 32],
+        request_id: "fuzz-request".into(),
+    };
+    let statement = request.statement(
+        "fuzz",
+        api::approval::Decision::Approve,
+        "",
+        1_700_000_000,
+        1_700_086_400,
+    );
+    let mut approval = api::SignedStatement {
+        statement: statement.encode_to_vec(),
+        signatures: Vec::new(),
+    };
+    shardsign_policy::approval::add_signature(
+        &ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]),
+        &mut approval,
+    )
+    .unwrap();
+    write(
+        "statement",
+        "raw-approval",
+        &with(8, &approval.encode_to_vec()),
+    );
+    write(
+        "statement",
+        "signed-approval-statement",
+        &with(9, &approval.statement),
+    );
+    write("statement", "approval-body", &with(10, &statement.body));
 }
 
 fn engine_seeds() {

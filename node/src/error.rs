@@ -127,6 +127,15 @@ pub enum NodeError {
     /// The key policy's `requests_per_minute` is used up on this node.
     #[error("{0}")]
     RateLimited(shardsign_policy::Refusal),
+    /// The policy parks this request for human approval and no valid approval came with it.
+    #[error(
+        "approval required: {detail} ({rule}); this node refused the approval it was given: {problem}"
+    )]
+    ApprovalRefused {
+        rule: &'static str,
+        detail: String,
+        problem: String,
+    },
     /// The request is outside the key's policy; the message names the rule and the values.
     #[error(transparent)]
     PolicyRefused(#[from] shardsign_policy::Refusal),

@@ -52,6 +52,7 @@ pub fn status(error: NodeError) -> Status {
         | NodeError::PolicyRefused(_) => Status::permission_denied(error.to_string()),
         NodeError::PolicyMissing(_)
         | NodeError::PolicyExpired { .. }
+        | NodeError::ApprovalRefused { .. }
         | NodeError::StatementPremature { .. }
         | NodeError::KeyDisabled { .. }
         | NodeError::CeremonyAborted(_)
@@ -104,6 +105,17 @@ pub fn status(error: NodeError) -> Status {
 }
 
 /// A request the node cannot parse, as the status naming its field.
+/// The caller's request id as the coordinator forwards it: empty (from a coordinator that does
+/// not send it; then no approval can match), or a valid request id.
+fn checked_request_id(request_id: String) -> Result<String, Status> {
+    if request_id.is_empty() {
+        return Ok(request_id);
+    }
+    shardsign_request::RequestId::parse(&request_id)
+        .map(|id| id.as_str().to_string())
+        .map_err(request_error)
+}
+
 fn request_error(error: RequestError) -> Status {
     status(match error {
         RequestError::InvalidArgument { field, problem } => {
@@ -256,6 +268,8 @@ impl NodeRpc for NodeService {
             expected_hash,
             signed_policy: request.signed_policy,
             epoch: request.epoch,
+            request_id: checked_request_id(request.request_id)?,
+            approval: request.approval,
         };
         let node = self.node.clone();
         let arrived = std::time::Instant::now();

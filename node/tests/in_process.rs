@@ -270,6 +270,8 @@ fn a_nodes_rate_counts_the_sessions_it_joins_and_gives_back_one_that_never_signe
             request,
             signed_policy: policy.clone(),
             epoch: 0,
+            request_id: String::new(),
+            approval: Vec::new(),
         })
     };
     let first = fresh_session();

@@ -75,6 +75,8 @@ fn start(node: &Node, pair: [u8; 2], policy: &[u8]) -> Result<SessionId, NodeErr
         request,
         signed_policy: policy.to_vec(),
         epoch: 0,
+        request_id: String::new(),
+        approval: Vec::new(),
     })?;
     Ok(session_id)
 }
@@ -97,6 +99,8 @@ fn sign_on(cluster: &Cluster, pair: [u8; 2], policy: &[u8]) {
                     request: request.clone(),
                     signed_policy: policy.to_vec(),
                     epoch: 0,
+                    request_id: String::new(),
+                    approval: Vec::new(),
                 })
                 .unwrap(),
         );

@@ -47,6 +47,8 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Signer = SignerClient<InterceptedService<Channel, Bearer>>;
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+pub type Approvals =
+    shardsign_proto::v1::approvals_client::ApprovalsClient<InterceptedService<Channel, Bearer>>;
 
 pub struct CoordinatorProcess {
     pub dir: PathBuf,
@@ -159,6 +161,8 @@ pub fn permissive_policy(chains: &[u64]) -> Policy {
         allow_any_chain_authorization: false,
         tokens: Vec::new(),
         max_permit_validity_secs: 0,
+        require_approval_above: String::new(),
+        approvers: None,
     }
 }
 
@@ -523,5 +527,12 @@ impl Cluster {
 
     pub fn admin(&self) -> Admin {
         self.admin_with(Some(&self.admin_token))
+    }
+
+    pub fn approvals_with(&self, token: Option<&str>) -> Approvals {
+        shardsign_proto::v1::approvals_client::ApprovalsClient::with_interceptor(
+            self.channel(),
+            Bearer(token.map(str::to_string)),
+        )
     }
 }

@@ -80,8 +80,29 @@ pub async fn sign_with_policy(
         expected_hash,
         signed_policy,
         epoch: 0,
+        request_id: "",
+        approval: &[],
     };
     production::sign(clients, signers, &job, &session_id, &mut options(hook)).await
+}
+
+/// `sign_with_policy` with the caller's request id and an approval, as the coordinator forwards
+/// a parked request once approved (or as a hostile relay might).
+pub async fn sign_with_approval(
+    clients: &BTreeMap<u8, NodeClient<Channel>>,
+    key_id: &str,
+    payload: &Payload,
+    signed_policy: &[u8],
+    request_id: &str,
+    approval: &[u8],
+) -> Result<Vec<SignatureResult>, RelayError> {
+    let forwarded = Forwarded {
+        epoch: 0,
+        signed_policy,
+        request_id,
+        approval,
+    };
+    sign_forwarding(clients, [1, 2], key_id, payload, &forwarded).await
 }
 
 /// `sign_with_policy` of a key at `epoch`.
@@ -93,6 +114,31 @@ pub async fn sign_at_epoch(
     payload: &Payload,
     signed_policy: &[u8],
 ) -> Result<Vec<SignatureResult>, RelayError> {
+    let forwarded = Forwarded {
+        epoch,
+        signed_policy,
+        request_id: "",
+        approval: &[],
+    };
+    sign_forwarding(clients, signers, key_id, payload, &forwarded).await
+}
+
+/// What a signing session carries beside the payload.
+struct Forwarded<'a> {
+    epoch: u64,
+    signed_policy: &'a [u8],
+    request_id: &'a str,
+    approval: &'a [u8],
+}
+
+/// A signing session under a fresh id with the payload's own hash and `forwarded`.
+async fn sign_forwarding(
+    clients: &BTreeMap<u8, NodeClient<Channel>>,
+    signers: [u8; 2],
+    key_id: &str,
+    payload: &Payload,
+    forwarded: &Forwarded<'_>,
+) -> Result<Vec<SignatureResult>, RelayError> {
     let request = SignRequest {
         key_id: KeyId::parse(key_id).expect("tests use valid key ids"),
         payload: payload.clone(),
@@ -100,8 +146,10 @@ pub async fn sign_at_epoch(
     let job = production::SignJob {
         request: &request,
         expected_hash: request.signing_hash(),
-        signed_policy,
-        epoch,
+        signed_policy: forwarded.signed_policy,
+        epoch: forwarded.epoch,
+        request_id: forwarded.request_id,
+        approval: forwarded.approval,
     };
     production::sign(
         clients,

@@ -112,6 +112,8 @@ fn base_policy() -> Policy {
         allow_any_chain_authorization: false,
         tokens: Vec::new(),
         max_permit_validity_secs: 0,
+        require_approval_above: String::new(),
+        approvers: None,
     }
 }
 

@@ -528,6 +528,8 @@ async fn malformed_requests_get_precise_errors() {
         expected_hash: tx.signing_hash().to_vec(),
         signed_policy: Vec::new(),
         epoch: 0,
+        request_id: String::new(),
+        approval: Vec::new(),
     };
     let cases: Vec<(StartSignRequest, &str)> = vec![
         (

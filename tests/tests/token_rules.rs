@@ -46,6 +46,7 @@ fn usdc_rule(per_24h: &str) -> TokenRule {
         allowed_recipients: vec![ALICE.into()],
         allowed_spenders: vec![ALICE.into()],
         allow_unlimited_approval: false,
+        require_approval_above: String::new(),
         max_amount_per_24h: per_24h.into(),
     }
 }

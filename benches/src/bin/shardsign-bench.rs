@@ -61,6 +61,11 @@ struct Args {
     /// (coordinator and nodes) take part in each request.
     #[arg(long)]
     tokens: bool,
+    /// Give the signing key's policy approval thresholds (ether, and USDC with --tokens) far
+    /// above what the run signs, with three approvers: every request is checked against them
+    /// (by the coordinator and every node) and none is parked.
+    #[arg(long)]
+    approvals: bool,
     /// After the levels, sign this many of each payload kind one at a time (transaction, EIP-712
     /// document, EIP-7702 authorization, set-code transaction) and report each kind's latency.
     #[arg(long, default_value_t = 0)]
@@ -130,6 +135,7 @@ fn usdc_rule() -> shardsign_proto::v1::TokenRule {
         allowed_recipients: vec!["*".into()],
         allowed_spenders: Vec::new(),
         allow_unlimited_approval: false,
+        require_approval_above: String::new(),
     }
 }
 
@@ -365,14 +371,60 @@ async fn per_kind_latencies(
     results
 }
 
-async fn ceremony(cluster: &Cluster, label: &str, key_caps: bool) -> (Duration, String) {
+/// Approval thresholds no request of the run reaches, and three approvers (2 of 3).
+fn with_approvals(rules: &mut shardsign_proto::v1::Policy) {
+    rules.require_approval_above = "1000eth".into();
+    rules.approvers = Some(shardsign_proto::v1::Approvers {
+        public_keys: (1..=3u8)
+            .map(|i| {
+                hex::encode(
+                    ed25519_dalek::SigningKey::from_bytes(&[i; 32])
+                        .verifying_key()
+                        .to_bytes(),
+                )
+            })
+            .collect(),
+        quorum: 2,
+        valid_secs: 0,
+    });
+    for token in &mut rules.tokens {
+        token.require_approval_above = "1000000000usdc".into();
+    }
+}
+
+/// The signing key's policy on chain 1: everything allowed, with `tokens`; 24 h caps and a rate
+/// far above the run (`key_caps`), or none; approval thresholds none of it reaches (`approvals`).
+fn key_policy(
+    key_caps: bool,
+    approvals: bool,
+    tokens: Vec<shardsign_proto::v1::TokenRule>,
+) -> shardsign_proto::v1::Policy {
+    let mut rules = shardsign_tests::full::permissive_policy(&[1]);
+    if key_caps {
+        rules.max_value_per_24h = "1000000eth".into();
+        rules.requests_per_minute = 1_000_000;
+    } else {
+        rules.max_value_per_24h.clear();
+        rules.requests_per_minute = 0;
+    }
+    rules.tokens = tokens;
+    if approvals {
+        with_approvals(&mut rules);
+    }
+    rules
+}
+
+async fn ceremony(
+    cluster: &Cluster,
+    label: &str,
+    key_caps: bool,
+    approvals: bool,
+) -> (Duration, String) {
     let started = Instant::now();
     let key = cluster.ceremony(label, &[1]).await;
     let took = started.elapsed();
-    if key_caps {
-        let mut rules = shardsign_tests::full::permissive_policy(&key.allowed_chain_ids);
-        rules.max_value_per_24h = "1000000eth".into();
-        rules.requests_per_minute = 1_000_000;
+    if key_caps || approvals {
+        let rules = key_policy(key_caps, approvals, Vec::new());
         let set = cluster.set_key_policy(&key.key_id, rules).await;
         assert_eq!(set.expect("key policy").nodes_updated, vec![1, 2, 3]);
     } else {
@@ -383,22 +435,20 @@ async fn ceremony(cluster: &Cluster, label: &str, key_caps: bool) -> (Duration, 
 
 /// The workload of the levels: the test signer's key and ether transfers, or (`--tokens`) USDC
 /// listed in both policies and USDC transfers.
-async fn workload(cluster: &Cluster, key_id: &str, key_caps: bool, tokens: bool) -> Workload {
+async fn workload(
+    cluster: &Cluster,
+    key_id: &str,
+    key_caps: bool,
+    tokens: bool,
+    approvals: bool,
+) -> Workload {
     if !tokens {
         return Workload {
             api_key: cluster.signer_token.clone(),
             tokens,
         };
     }
-    let mut rules = shardsign_tests::full::permissive_policy(&[1]);
-    if key_caps {
-        rules.max_value_per_24h = "1000000eth".into();
-        rules.requests_per_minute = 1_000_000;
-    } else {
-        rules.max_value_per_24h.clear();
-        rules.requests_per_minute = 0;
-    }
-    rules.tokens = vec![usdc_rule()];
+    let rules = key_policy(key_caps, approvals, vec![usdc_rule()]);
     let set = cluster.set_key_policy(key_id, rules).await;
     assert_eq!(set.expect("key policy").nodes_updated, vec![1, 2, 3]);
     let mut agent_rules = shardsign_tests::full::permissive_policy(&[1]);
@@ -471,9 +521,18 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (ceremonies, results, memory, per_kind) = runtime.block_on(async {
         let mut ceremonies = Vec::new();
-        let (took, key_id) = ceremony(&cluster, "bench", args.key_caps).await;
+        let (took, key_id) = ceremony(&cluster, "bench", args.key_caps, args.approvals).await;
         ceremonies.push(took);
-        let work = Arc::new(workload(&cluster, &key_id, args.key_caps, args.tokens).await);
+        let work = Arc::new(
+            workload(
+                &cluster,
+                &key_id,
+                args.key_caps,
+                args.tokens,
+                args.approvals,
+            )
+            .await,
+        );
         run_level(&cluster, &key_id, &work, Budget::Requests(20), 4).await; // warm-up
         let mut results = Vec::new();
         for &concurrency in &args.concurrency {
@@ -484,7 +543,7 @@ fn main() {
             let pids: Vec<u32> = cluster.nodes.nodes.iter().filter_map(|n| n.pid()).collect();
             let before: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();
             for i in 0..args.memory_keys {
-                let (took, _) = ceremony(&cluster, &format!("memory-{i}"), false).await;
+                let (took, _) = ceremony(&cluster, &format!("memory-{i}"), false, false).await;
                 ceremonies.push(took);
             }
             let after: Vec<f64> = pids.iter().map(|p| rss_kib(*p)).collect();

@@ -2,6 +2,7 @@
 //! What several of them share (durations, secret files, cluster status) is here.
 
 mod apikeys;
+mod approvals;
 mod audit;
 mod audit_archive;
 mod keys;
@@ -17,6 +18,7 @@ use crate::context::Global;
 use crate::output::Out;
 
 pub use apikeys::{ApiKeysCommand, apikeys};
+pub use approvals::{ApprovalsCommand, approvals};
 pub use audit::{AuditCommand, audit};
 pub use keys::{KeysCommand, create_key, keys};
 pub use membership::{

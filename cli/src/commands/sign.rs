@@ -95,6 +95,10 @@ fn read_document(file: &std::path::Path) -> anyhow::Result<String> {
 pub struct TxArgs {
     #[arg(long)]
     key: String,
+    /// Your request id (default: a fresh one). Retry a request the key policy parked for human
+    /// approval with the id it was first sent under: once approvers approve it, it signs.
+    #[arg(long)]
+    request_id: Option<String>,
     #[arg(long)]
     chain_id: u64,
     #[arg(long, default_value_t = 0)]
@@ -245,6 +249,13 @@ pub async fn check(command: SignCommand, global: &Global, out: Out) -> anyhow::R
     let client = global.client().await?;
     let answer = client.check_policy(request).await?;
     let allowed = answer.decision == api::check_policy_response::Decision::Allow as i32;
+    let needs_approval =
+        answer.decision == api::check_policy_response::Decision::NeedsApproval as i32;
+    let decision = match (allowed, needs_approval) {
+        (true, _) => "allow",
+        (_, true) => "needs_approval",
+        _ => "refuse",
+    };
     let budgets: Vec<serde_json::Value> = answer
         .budgets
         .iter()
@@ -255,13 +266,15 @@ pub async fn check(command: SignCommand, global: &Global, out: Out) -> anyhow::R
         .collect();
     out.show(
         &json!({
-            "decision": if allowed { "allow" } else { "refuse" },
+            "decision": decision,
             "rule": answer.rule, "detail": answer.detail, "policy": answer.policy,
             "budgets": budgets,
         }),
         || {
             let mut text = if allowed {
                 "allow".to_string()
+            } else if needs_approval {
+                format!("needs approval: {}: {}", answer.rule, answer.detail)
             } else {
                 format!(
                     "refuse ({} policy): {}: {}",
@@ -286,6 +299,9 @@ pub async fn check(command: SignCommand, global: &Global, out: Out) -> anyhow::R
             text
         },
     );
+    if needs_approval {
+        bail!("the request would wait for human approval (shardsign approvals)");
+    }
     if !allowed {
         bail!("the request would be refused");
     }
@@ -297,7 +313,14 @@ pub async fn sign(command: SignCommand, global: &Global, out: Out) -> anyhow::Re
     match command {
         SignCommand::Tx(args) => {
             let tx = build_tx(&args)?;
-            let signed = client.sign_transaction(&args.key, &tx).await?;
+            let signed = match &args.request_id {
+                Some(request_id) => {
+                    client
+                        .sign_transaction_with_id(&args.key, &tx, request_id)
+                        .await?
+                }
+                None => client.sign_transaction(&args.key, &tx).await?,
+            };
             out.show(
                 &json!({
                     "raw_transaction": format!("0x{}", hex::encode(&signed.raw_transaction)),

@@ -4,6 +4,7 @@ in place of a local private key. See README.md."""
 from ._common import ApiKey, Budget, PolicyCheck, SignedMessage, SignedTransaction
 from ._sync import ShardsignSigner
 from .errors import (
+    ApprovalRequired,
     ConfigurationError,
     InvalidRequest,
     KeyExpired,
@@ -17,6 +18,7 @@ from .errors import (
 )
 
 __all__ = [
+    "ApprovalRequired",
     "Budget",
     "PolicyCheck",
     "ApiKey",

@@ -228,8 +228,9 @@ def _tx_type(tx):
     return 0
 
 
-def sign_request(key_id, tx):
-    """A SignTransactionRequest from an eth-account transaction dict."""
+def sign_request(key_id, tx, request_id_=None):
+    """A SignTransactionRequest from an eth-account transaction dict (under `request_id_`, or a
+    fresh request id)."""
     if not isinstance(tx, dict):
         raise InvalidRequest("the transaction must be a dict, as for eth_account.Account.sign_transaction")
     kind = _tx_type(tx)
@@ -240,7 +241,7 @@ def sign_request(key_id, tx):
         value=_quantity(tx, "value", required=False, default="0"),
         data=_data(tx),
     )
-    request = pb.SignTransactionRequest(key_id=key_id, request_id=request_id())
+    request = pb.SignTransactionRequest(key_id=key_id, request_id=request_id_ or request_id())
     if kind == 4:
         request.eip7702.CopyFrom(
             pb.Eip7702Transaction(
@@ -473,11 +474,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class PolicyCheck:
-    """What a dry run says: `allowed`, else the deciding `rule`, the refusal's `detail` and
+    """What a dry run says: `allowed`, or `needs_approval` (signing would park it for human
+    approval), else refused; the deciding `rule`, the refusal's `detail` and
     whose `policy` ("api_key", "signing_key" or "key"); the 24 h `budgets` the request counts
     toward (the coordinator's view: every node keeps its own ledger too)."""
 
     allowed: bool
+    needs_approval: bool
     rule: str
     detail: str
     policy: str
@@ -487,6 +490,7 @@ class PolicyCheck:
     def from_reply(cls, reply):
         return cls(
             allowed=reply.decision == pb.CheckPolicyResponse.ALLOW,
+            needs_approval=reply.decision == pb.CheckPolicyResponse.NEEDS_APPROVAL,
             rule=reply.rule,
             detail=reply.detail,
             policy=reply.policy,

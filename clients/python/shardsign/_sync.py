@@ -79,9 +79,12 @@ class ShardsignSigner:
             self._address = self._call(self._stub.GetKey, pb.GetKeyRequest(key_id=self.key_id)).address
         return self._address
 
-    def sign_transaction(self, transaction_dict):
-        """Signs an eth-account style transaction dict; returns raw_transaction, hash, r, s, v."""
-        request = _common.sign_request(self.key_id, transaction_dict)
+    def sign_transaction(self, transaction_dict, request_id=None):
+        """Signs an eth-account style transaction dict; returns raw_transaction, hash, r, s, v.
+        `request_id`: the caller's (a retry with the same id returns the first reply, and a
+        request parked for approval, `ApprovalRequired`, signs on the retry once approved);
+        default a fresh one."""
+        request = _common.sign_request(self.key_id, transaction_dict, request_id)
         reply = self._call(self._stub.SignTransaction, request)
         signed = _common.SignedTransaction.from_reply(reply)
         if self._address is not None and signed.sender != self._address:

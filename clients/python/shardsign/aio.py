@@ -74,8 +74,9 @@ class AsyncShardsignSigner:
             self._address = reply.address
         return self._address
 
-    async def sign_transaction(self, transaction_dict):
-        request = _common.sign_request(self.key_id, transaction_dict)
+    async def sign_transaction(self, transaction_dict, request_id=None):
+        """See ShardsignSigner.sign_transaction."""
+        request = _common.sign_request(self.key_id, transaction_dict, request_id)
         signed = _common.SignedTransaction.from_reply(await self._call(self._stub.SignTransaction, request))
         if self._address is not None and signed.sender != self._address:
             raise ShardsignError("the signed transaction does not recover to this key's address")

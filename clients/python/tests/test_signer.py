@@ -296,3 +296,37 @@ def test_a_listed_delegate_signs_an_authorization_and_a_set_code_transaction(clu
         (SEPOLIA, 0, other.y_parity, other.r, other.s),
     ]
     assert bytes(tuples[0]["address"]).hex() == delegate[2:].lower()
+
+
+# After the delegate test: it adds approvers to the demo key's policy for the rest of the session.
+def test_a_parked_request_signs_on_retry_once_a_quorum_approves(cluster):
+    import json
+
+    approvers = []
+    for name in ("one", "two"):
+        path = cluster.dir / f"approver-{name}.key"
+        approvers.append((path, cluster.cli("approvals", "keygen", "--out", str(path))["public_key"]))
+    rules = cluster.cli("policy", "show", "--key", "demo")["rules"]
+    rules["require_approval_above"] = "0.001eth"
+    rules["approvers"] = {"public_keys": [public for _, public in approvers], "quorum": 2, "valid_secs": 0}
+    key_file = cluster.dir / "key-policy-with-approvers.json"
+    key_file.write_text(json.dumps(rules))
+    assert cluster.cli("policy", "set", "--key", "demo", "--policy-file", str(key_file))["nodes_updated"] == [1, 2, 3]
+
+    tx = dict(transactions()["eip1559"], nonce=77)  # 0.01 ETH: over the threshold
+    with signer_for(cluster) as signer:
+        assert signer.check_transaction(tx).needs_approval
+        with pytest.raises(shardsign.ApprovalRequired) as parked:
+            signer.sign_transaction(tx, request_id="py-approval-1")
+        approval_id = parked.value.approval_id
+        assert parked.value.code == "FAILED_PRECONDITION"
+        assert f"approval {approval_id}" in str(parked.value)
+        assert "0.01 ETH > 0.001 ETH" in str(parked.value)
+        shown = cluster.cli("approvals", "show", approval_id)
+        assert shown["request"]["value"] == "0.01 ETH"
+        for path, _ in approvers:
+            decided = cluster.cli("approvals", "approve", approval_id, "--key", str(path))
+        assert decided["state"] == "approved"
+        signed = signer.sign_transaction(tx, request_id="py-approval-1")
+        address = signer.address
+    assert Account.recover_transaction(signed.raw_transaction) == address

@@ -24,12 +24,15 @@ const SECRET_HEX: usize = 64;
 /// Length of every API key: `ss_live_` + id + `_` + secret.
 pub const API_KEY_LEN: usize = 8 + ID_HEX + 1 + SECRET_HEX;
 
-/// What a key may do. `admin` includes `read`; nothing includes `sign`.
+/// What a key may do. `admin` includes `read` and `approve`; nothing includes `sign`.
+/// `approve` lists parked requests and hands in approvers' signed decisions (the signatures,
+/// checked by the nodes, are the authority; the scope only lets a key reach the service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scopes {
     pub read: bool,
     pub sign: bool,
     pub admin: bool,
+    pub approve: bool,
 }
 
 /// What an RPC needs.
@@ -38,6 +41,7 @@ pub enum Scope {
     Read,
     Sign,
     Admin,
+    Approve,
 }
 
 impl Scope {
@@ -46,6 +50,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Sign => "sign",
             Scope::Admin => "admin",
+            Scope::Approve => "approve",
         }
     }
 }
@@ -53,10 +58,10 @@ impl Scope {
 impl Scopes {
     pub fn parse(names: &[String]) -> Result<Scopes, CoordError> {
         let mut scopes = Scopes::default();
-        if names.is_empty() || names.len() > 3 {
+        if names.is_empty() || names.len() > 4 {
             return Err(CoordError::invalid(
                 "scopes",
-                "expected one to three of read, sign, admin",
+                "expected one to four of read, sign, admin, approve",
             ));
         }
         for name in names {
@@ -64,11 +69,12 @@ impl Scopes {
                 "read" => scopes.read = true,
                 "sign" => scopes.sign = true,
                 "admin" => scopes.admin = true,
+                "approve" => scopes.approve = true,
                 _ => {
                     return Err(CoordError::invalid(
                         "scopes",
                         format!(
-                            "unknown scope `{}`: expected read, sign or admin",
+                            "unknown scope `{}`: expected read, sign, admin or approve",
                             name.escape_default()
                         ),
                     ));
@@ -83,6 +89,7 @@ impl Scopes {
             Scope::Read => self.read || self.admin,
             Scope::Sign => self.sign,
             Scope::Admin => self.admin,
+            Scope::Approve => self.approve || self.admin,
         }
     }
 
@@ -91,6 +98,7 @@ impl Scopes {
             (self.read, "read"),
             (self.sign, "sign"),
             (self.admin, "admin"),
+            (self.approve, "approve"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -439,8 +447,15 @@ mod tests {
             Scopes {
                 read: true,
                 sign: true,
-                admin: false
+                admin: false,
+                approve: false,
             }
         );
+        // Approvers reach the approvals service and nothing else; admin includes it.
+        let approve = Scopes::parse(&["approve".into()]).unwrap();
+        assert!(approve.allows(Scope::Approve) && !approve.allows(Scope::Read));
+        assert!(!approve.allows(Scope::Sign) && !approve.allows(Scope::Admin));
+        assert!(scopes.allows(Scope::Approve));
+        assert_eq!(Scopes::from_column("approve"), approve);
     }
 }

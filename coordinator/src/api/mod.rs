@@ -3,6 +3,7 @@
 //! reply. What the calls do lives in `signing`, `ceremony` and `admin`.
 
 mod admin;
+mod approvals;
 mod signer;
 mod status;
 
@@ -14,6 +15,7 @@ use crate::access::auth::Caller;
 use crate::error::CoordError;
 
 pub use admin::AdminService;
+pub use approvals::ApprovalsService;
 pub use signer::SignerService;
 
 /// The caller's deadline (`grpc-timeout`), else the configured default.

@@ -16,6 +16,30 @@ impl From<CoordError> for Status {
             return Status::unavailable(DISK_FULL);
         }
         match error {
+            CoordError::ApprovalRequired {
+                approval_id,
+                rule,
+                detail,
+                expires_at_unix,
+            } => {
+                let required = shardsign_proto::v1::ApprovalRequired {
+                    approval_id,
+                    rule,
+                    detail,
+                    expires_at_unix,
+                };
+                let details = shardsign_proto::rpc::approval_required_details(&message, &required);
+                let mut status =
+                    Status::with_details(tonic::Code::FailedPrecondition, message, details.into());
+                if let Ok(value) = required.approval_id.parse() {
+                    status
+                        .metadata_mut()
+                        .insert(shardsign_proto::APPROVAL_ID_HEADER, value);
+                }
+                status
+            }
+            CoordError::ApprovalFinal { .. } => Status::failed_precondition(message),
+            CoordError::ApprovalNotFound(_) => Status::not_found(message),
             CoordError::Invalid(_) => Status::invalid_argument(message),
             CoordError::KeyNotFound(_) | CoordError::ApiKeyNotFound(_) => {
                 Status::not_found(message)

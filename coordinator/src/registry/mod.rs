@@ -6,12 +6,14 @@
 //! fsync for everything waiting, and nobody answered before their write is on disk.
 
 mod api_keys;
+mod approvals;
 mod audit;
 mod bootstrap;
 mod epochs;
 mod key_policies;
 mod spend;
 
+pub use approvals::{ApprovalRow, ApprovalState};
 pub use key_policies::PolicyUpdate;
 pub use spend::{Reservation, SpendRequest, SpendSubject};
 
@@ -114,6 +116,29 @@ const MIGRATIONS: &[&str] = &[
     // Token spends: `asset` is '' for ether, else the token contract (lowercase 0x hex) whose
     // amount `value` then holds.
     "ALTER TABLE spends ADD COLUMN asset TEXT NOT NULL DEFAULT '';",
+    // Requests parked for human approval (see `approvals`): the id is the request hash.
+    "CREATE TABLE approvals (
+         approval_id TEXT PRIMARY KEY,
+         state TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         request_id TEXT NOT NULL,
+         api_key_id TEXT NOT NULL,
+         chain_id INTEGER NOT NULL,
+         rule TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         payload_kind TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         statement BLOB NOT NULL,
+         signatures BLOB NOT NULL,
+         approvers TEXT NOT NULL,
+         quorum INTEGER NOT NULL,
+         decided_at INTEGER NOT NULL,
+         rejected_by TEXT NOT NULL,
+         reason TEXT NOT NULL
+     );
+     CREATE INDEX approvals_by_state ON approvals(state, expires_at);",
 ];
 
 /// A registered key.

@@ -16,6 +16,7 @@ use shardsign_request::Payload;
 use crate::access::apikeys::ApiKey;
 use crate::access::auth::Caller;
 use crate::access::ratelimit::RateLimiter;
+use crate::approvals::Approvals;
 use crate::error::CoordError;
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::{
@@ -28,6 +29,7 @@ pub struct Admission {
     key_policies: Arc<KeyPolicies>,
     rate: Arc<RateLimiter>,
     metrics: Arc<CoordinatorMetrics>,
+    approvals: Arc<Approvals>,
 }
 
 /// An admitted request: the signed key policy to forward, and the spends (the API key's, the
@@ -36,6 +38,8 @@ pub struct Admitted<'a> {
     registry: &'a Registry,
     reservations: Vec<i64>,
     pub signed_policy: Vec<u8>,
+    /// The approvers' statement when the key policy parks this request (empty otherwise).
+    pub approval: Vec<u8>,
 }
 
 impl Admitted<'_> {
@@ -173,12 +177,14 @@ impl Admission {
         key_policies: Arc<KeyPolicies>,
         rate: Arc<RateLimiter>,
         metrics: Arc<CoordinatorMetrics>,
+        approvals: Arc<Approvals>,
     ) -> Self {
         Admission {
             registry,
             key_policies,
             rate,
             metrics,
+            approvals,
         }
     }
 
@@ -270,11 +276,14 @@ impl Admission {
     }
 
     /// Admits `payload` for `key` on behalf of `api_key` (already checked to be bound to it).
+    /// A request the key policy sends to approvers is admitted only once a quorum approved it
+    /// (its spends are checked first, so a request over a cap is refused, not parked).
     pub fn admit(
         &self,
         api_key: &ApiKey,
         key: &KeyRecord,
         payload: &Payload,
+        request_id: &str,
     ) -> Result<Admitted<'_>, CoordError> {
         self.take_rate(api_key)?;
         api_key.rules.check(payload).map_err(|r| self.refuse(r))?;
@@ -286,6 +295,7 @@ impl Admission {
                 .as_ref()
                 .map(|p| p.signed.clone())
                 .unwrap_or_default(),
+            approval: Vec::new(),
         };
         let spends = all_counted(api_key, key, key_policy.as_deref(), payload);
         let requests: Vec<SpendRequest<'_>> = spends.iter().map(|c| c.request).collect();
@@ -294,6 +304,15 @@ impl Admission {
             Reservation::Over { index, spent } => {
                 return Err(self.refuse(spends[index].over(spent)));
             }
+        }
+        if let Some(policy) = &key_policy
+            && let Some(needed) = policy.rules.approval_needed(payload)
+        {
+            let rule = needed.rule;
+            admitted.approval = self
+                .approvals
+                .gate(api_key, key, policy, payload, request_id, needed)
+                .inspect_err(|_| self.metrics.refused(rule))?;
         }
         Ok(admitted)
     }
@@ -348,9 +367,22 @@ impl Admission {
                 decimals: spend.token.map_or(18, |t| t.decimals),
             });
         }
-        Ok(match first_over {
-            Some((refusal, policy)) => refused(refusal, policy, budgets),
-            None => api::CheckPolicyResponse {
+        let needs_approval = key_policy
+            .as_ref()
+            .and_then(|policy| policy.rules.approval_needed(payload));
+        Ok(match (first_over, needs_approval) {
+            (Some((refusal, policy)), _) => refused(refusal, policy, budgets),
+            (None, Some(needed)) => api::CheckPolicyResponse {
+                decision: api::check_policy_response::Decision::NeedsApproval as i32,
+                rule: needed.rule.into(),
+                detail: format!(
+                    "approval required: {} (approvers sign it before it is signed)",
+                    needed.detail
+                ),
+                policy: "signing_key".into(),
+                budgets,
+            },
+            (None, None) => api::CheckPolicyResponse {
                 decision: api::check_policy_response::Decision::Allow as i32,
                 budgets,
                 ..Default::default()

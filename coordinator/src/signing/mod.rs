@@ -176,7 +176,9 @@ impl Signing {
             return Ok(Signed::replayed(O::evidence(&value), value));
         }
         let admitting = Instant::now();
-        let admitted: Admitted<'_> = self.admission.admit(api_key, &key, &request.payload)?;
+        let admitted: Admitted<'_> =
+            self.admission
+                .admit(api_key, &key, &request.payload, request_id.as_str())?;
         // Per-stage timings (the load generator reads them to report the access path's cost).
         tracing::debug!(
             stage = "admission",
@@ -186,7 +188,17 @@ impl Signing {
         let hash = request.signing_hash();
         let signature = self
             .threshold
-            .sign(&key, &request, hash, &admitted.signed_policy, deadline)
+            .sign(
+                &key,
+                &request,
+                hash,
+                &threshold::Forwarded {
+                    signed_policy: &admitted.signed_policy,
+                    request_id: request_id.as_str(),
+                    approval: &admitted.approval,
+                },
+                deadline,
+            )
             .await?;
         let response = O::respond(request.payload, signature, &key)?;
         self.still_authorised(caller)?;

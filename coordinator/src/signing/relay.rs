@@ -367,6 +367,11 @@ pub struct SignJob<'a> {
     pub signed_policy: &'a [u8],
     /// The key's epoch in the registry; a node whose share is at another one refuses.
     pub epoch: u64,
+    /// The caller's request id (an approval is bound to it).
+    pub request_id: &'a str,
+    /// The approvers' APPROVAL statement (encoded) when the policy parked this request; empty
+    /// otherwise.
+    pub approval: &'a [u8],
 }
 
 /// Runs a signing session on `signers`; returns both nodes' results. On failure the session is
@@ -383,6 +388,8 @@ pub async fn sign(
         expected_hash,
         signed_policy,
         epoch,
+        request_id,
+        approval,
     } = *job;
     let payload = shardsign_request::proto::to_node(&sign_request.payload);
     let key_id = sign_request.key_id.as_str();
@@ -405,6 +412,8 @@ pub async fn sign(
                 expected_hash: expected_hash.to_vec(),
                 signed_policy: signed_policy.to_vec(),
                 epoch,
+                request_id: request_id.to_string(),
+                approval: approval.to_vec(),
             },
             timeout,
         );

@@ -72,6 +72,15 @@ fn deadline_passed(reasons: &[String]) -> CoordError {
     ))
 }
 
+/// What the nodes are given beside the request, for their own checks.
+pub struct Forwarded<'a> {
+    /// The key's operator-signed policy (encoded).
+    pub signed_policy: &'a [u8],
+    pub request_id: &'a str,
+    /// The approvers' statement, when the policy parked the request.
+    pub approval: &'a [u8],
+}
+
 impl ThresholdSigner {
     /// Signs `request` (whose hash is `hash`) with a pair of nodes, forwarding the key's signed
     /// policy; the signature is verified before it is returned.
@@ -80,7 +89,7 @@ impl ThresholdSigner {
         key: &KeyRecord,
         request: &SignRequest,
         hash: [u8; 32],
-        signed_policy: &[u8],
+        forwarded: &Forwarded<'_>,
         deadline: Instant,
     ) -> Result<Signature, CoordError> {
         let clients = self.pool.clients();
@@ -106,8 +115,10 @@ impl ThresholdSigner {
             let job = relay::SignJob {
                 request,
                 expected_hash: hash,
-                signed_policy,
+                signed_policy: forwarded.signed_policy,
                 epoch: key.epoch,
+                request_id: forwarded.request_id,
+                approval: forwarded.approval,
             };
             match self.attempt(&clients, pair, &job, remaining).await {
                 Ok(results) => {

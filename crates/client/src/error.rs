@@ -8,6 +8,15 @@ pub enum ClientError {
     /// retry the same request.
     #[error("refused: {0}")]
     PolicyRefused(String),
+    /// The key policy parked the request for human approval. Once approvers approve
+    /// `approval_id`, retry with the same request id; rejection or expiry is final
+    /// ([`ClientError::Other`] with `FailedPrecondition`).
+    #[error("approval required: {message}")]
+    ApprovalRequired {
+        approval_id: String,
+        expires_at_unix: i64,
+        message: String,
+    },
     /// The key's requests-per-minute budget is used up; retry later.
     #[error("rate limited: {0}")]
     RateLimited(String),
@@ -42,6 +51,15 @@ pub enum ClientError {
 impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let message = status.message().to_string();
+        if status.code() == Code::FailedPrecondition
+            && let Some(required) = shardsign_proto::rpc::approval_required(status.details())
+        {
+            return ClientError::ApprovalRequired {
+                approval_id: required.approval_id,
+                expires_at_unix: required.expires_at_unix,
+                message,
+            };
+        }
         match status.code() {
             Code::PermissionDenied if message.contains("policy ") => {
                 ClientError::PolicyRefused(message)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use shardsign_eth::{Limits, UnsignedTransaction};
 use shardsign_proto::v1 as api;
 use shardsign_proto::v1::admin_client::AdminClient;
+use shardsign_proto::v1::approvals_client::ApprovalsClient;
 use shardsign_proto::v1::signer_client::SignerClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -35,6 +36,7 @@ impl tonic::service::Interceptor for Auth {
 type Stub<T> = T;
 pub type SignerStub = Stub<SignerClient<InterceptedService<Channel, Auth>>>;
 pub type AdminStub = Stub<AdminClient<InterceptedService<Channel, Auth>>>;
+pub type ApprovalsStub = Stub<ApprovalsClient<InterceptedService<Channel, Auth>>>;
 
 /// How `UNAVAILABLE` is retried.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +179,7 @@ impl SignedAuthorization {
 pub struct Client {
     signer: SignerStub,
     admin: AdminStub,
+    approvals: ApprovalsStub,
     config: ClientConfig,
     expires_in: Arc<Mutex<Option<(Duration, Instant)>>>,
 }
@@ -216,7 +219,8 @@ impl Client {
         let auth = Auth(config.credential.clone());
         Ok(Client {
             signer: SignerClient::with_interceptor(channel.clone(), auth.clone()),
-            admin: AdminClient::with_interceptor(channel, auth),
+            admin: AdminClient::with_interceptor(channel.clone(), auth.clone()),
+            approvals: ApprovalsClient::with_interceptor(channel, auth),
             config,
             expires_in: Arc::new(Mutex::new(None)),
         })
@@ -225,6 +229,11 @@ impl Client {
     /// The raw Admin stub (with this client's credential), for operator tooling.
     pub fn admin(&self) -> AdminStub {
         self.admin.clone()
+    }
+
+    /// The raw Approvals stub (with this client's credential), for approvers' tooling.
+    pub fn approvals(&self) -> ApprovalsStub {
+        self.approvals.clone()
     }
 
     /// The raw Signer stub (with this client's credential).
@@ -375,9 +384,22 @@ impl Client {
         key_id: &str,
         tx: &UnsignedTransaction,
     ) -> Result<SignedTransaction, ClientError> {
+        self.sign_transaction_with_id(key_id, tx, &fresh_request_id())
+            .await
+    }
+
+    /// [`Self::sign_transaction`] under the caller's `request_id`: a retry with the same id
+    /// returns the first reply, and a request the key policy parked for approval
+    /// ([`ClientError::ApprovalRequired`]) signs on the retry after approvers approved it.
+    pub async fn sign_transaction_with_id(
+        &self,
+        key_id: &str,
+        tx: &UnsignedTransaction,
+        request_id: &str,
+    ) -> Result<SignedTransaction, ClientError> {
         tx.validate(&Limits::DEFAULT)
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-        let request_id = fresh_request_id();
+        let request_id = request_id.to_string();
         let payload = tx.signing_payload();
         let reply = self
             .with_retries(|left| {

@@ -16,6 +16,9 @@ pub enum PolicyError {
     /// newer, ...).
     #[error("membership statement: {0}")]
     Membership(String),
+    /// An approval the nodes refuse (for another request, expired, under quorum, ...).
+    #[error("approval: {0}")]
+    Approval(String),
     /// A policy file that is not the expected JSON.
     #[error("policy file: {0}")]
     File(String),

@@ -17,7 +17,9 @@
 //! "le", "values": ["1000000"]}]}]`. ERC-20 tokens with their own rules go in
 //! `tokens`: `[{"chain_id": 1, "address": "0xA0b8...eB48", "decimals": 6, "symbol": "USDC",
 //! "max_amount_per_tx": "250usdc", "allowed_recipients": ["0x..."], "allowed_spenders": [],
-//! "allow_unlimited_approval": false}]`.
+//! "allow_unlimited_approval": false, "require_approval_above": "1000usdc"}]`. Requests over a
+//! `require_approval_above` (ether at the top level, or a token's) wait for `approvers`:
+//! `{"public_keys": ["<64 hex digits>", ...], "quorum": 2, "valid_secs": 86400}`.
 
 use serde::{Deserialize, Serialize};
 use shardsign_proto::v1 as api;
@@ -46,6 +48,16 @@ pub struct PolicyFile {
     pub allow_any_chain_authorization: bool,
     pub tokens: Vec<TokenRuleFile>,
     pub max_permit_validity_secs: u32,
+    pub require_approval_above: String,
+    pub approvers: Option<ApproversFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApproversFile {
+    pub public_keys: Vec<String>,
+    pub quorum: u32,
+    pub valid_secs: u32,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -60,6 +72,7 @@ pub struct TokenRuleFile {
     pub allowed_spenders: Vec<String>,
     pub allow_unlimited_approval: bool,
     pub max_amount_per_24h: String,
+    pub require_approval_above: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -175,8 +188,15 @@ impl From<PolicyFile> for api::Policy {
                     allowed_spenders: t.allowed_spenders,
                     allow_unlimited_approval: t.allow_unlimited_approval,
                     max_amount_per_24h: t.max_amount_per_24h,
+                    require_approval_above: t.require_approval_above,
                 })
                 .collect(),
+            require_approval_above: f.require_approval_above,
+            approvers: f.approvers.map(|a| api::Approvers {
+                public_keys: a.public_keys,
+                quorum: a.quorum,
+                valid_secs: a.valid_secs,
+            }),
         }
     }
 }
@@ -243,8 +263,15 @@ impl From<&api::Policy> for PolicyFile {
                     allowed_spenders: t.allowed_spenders.clone(),
                     allow_unlimited_approval: t.allow_unlimited_approval,
                     max_amount_per_24h: t.max_amount_per_24h.clone(),
+                    require_approval_above: t.require_approval_above.clone(),
                 })
                 .collect(),
+            require_approval_above: p.require_approval_above.clone(),
+            approvers: p.approvers.as_ref().map(|a| ApproversFile {
+                public_keys: a.public_keys.clone(),
+                quorum: a.quorum,
+                valid_secs: a.valid_secs,
+            }),
         }
     }
 }

@@ -11,9 +11,12 @@
 //! - [`typed_data`]: which EIP-712 domains and primary types a key may sign.
 //! - [`tokens`]: ERC-20 tokens by chain and contract, with per-call amount, recipient and spender
 //!   rules over strictly decoded calldata.
+//! - [`approval`]: human approval of parked requests: the request hash an approval is bound to,
+//!   the approvers a key policy lists, and their `APPROVAL` statements.
 //! - [`membership`]: membership changes (a node's new identity), signed by a quorum of offline
 //!   membership keys that are not the policy key.
 
+pub mod approval;
 mod error;
 pub mod file;
 pub mod membership;

@@ -5,7 +5,7 @@
 //! coordinator holds neither). One statement carries exactly one change and a version higher
 //! than the one a node holds; anything else is refused.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message;
 use shardsign_proto::v1 as api;
 
@@ -173,23 +173,8 @@ impl MembershipKeys {
         if api::StatementKind::try_from(parsed.kind) != Ok(api::StatementKind::MembershipChange) {
             return Err(refused("not a MEMBERSHIP_CHANGE statement"));
         }
-        let message =
-            statement::signed_message(StatementKind::MembershipChange, &envelope.statement);
-        let mut signers: Vec<[u8; 32]> = Vec::new();
-        for signature in &envelope.signatures {
-            let Some(key) = self
-                .keys
-                .iter()
-                .find(|k| k.to_bytes().as_slice() == signature.public_key.as_slice())
-            else {
-                continue;
-            };
-            let valid = Signature::from_slice(&signature.signature)
-                .is_ok_and(|s| key.verify_strict(&message, &s).is_ok());
-            if valid && !signers.contains(&key.to_bytes()) {
-                signers.push(key.to_bytes());
-            }
-        }
+        let signers =
+            statement::valid_signers(StatementKind::MembershipChange, &self.keys, &envelope);
         if signers.len() < self.quorum {
             return Err(refused(format!(
                 "signed by {} of the {} membership keys; a change needs {}",
@@ -291,28 +276,7 @@ pub fn add_signature(
     key: &SigningKey,
     signed: &mut api::SignedStatement,
 ) -> Result<(), PolicyError> {
-    let parsed = api::Statement::decode(signed.statement.as_slice())
-        .map_err(|_| refused("the signed bytes are not a Statement"))?;
-    if statement::check_header(&parsed)? != StatementKind::MembershipChange {
-        return Err(refused("not a MEMBERSHIP_CHANGE statement"));
-    }
-    let public = key.verifying_key().to_bytes();
-    if signed
-        .signatures
-        .iter()
-        .any(|s| s.public_key.as_slice() == public.as_slice())
-    {
-        return Ok(());
-    }
-    if signed.signatures.len() >= MAX_SIGNATURES {
-        return Err(refused(format!("already {MAX_SIGNATURES} signatures")));
-    }
-    let message = statement::signed_message(StatementKind::MembershipChange, &signed.statement);
-    signed.signatures.push(api::StatementSignature {
-        public_key: public.to_vec(),
-        signature: key.sign(&message).to_bytes().to_vec(),
-    });
-    Ok(())
+    statement::add_signature(StatementKind::MembershipChange, key, signed).map_err(refused)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::fmt;
 use shardsign_eth::{Address, Authorization, U256, UnsignedTransaction, format_eth};
 use shardsign_request::Payload;
 
+use crate::approval::Approvers;
 use crate::error::Refusal;
 use crate::messages::MessageRules;
 use crate::tokens::{TokenRule, check_token_call};
@@ -104,6 +105,11 @@ pub struct Rules {
     pub tokens: Vec<TokenRule>,
     /// Longest an EIP-2612 permit or EIP-3009 authorization for a listed token may stay valid.
     pub max_permit_validity_secs: u32,
+    /// Ether value above which a transaction is parked for approval (`None`: never). Signing
+    /// key policies only.
+    pub require_approval_above: Option<U256>,
+    /// Who approves parked requests; set whenever an approval threshold is.
+    pub approvers: Option<Approvers>,
 }
 
 impl Rules {
@@ -248,6 +254,34 @@ impl Rules {
         }
     }
 
+    /// The approval rule `payload` crosses, if any: a transaction's value over
+    /// `require_approval_above`, or a listed token's amount (moved or granted, as the 24 h caps
+    /// count it) over that token's. Checked after [`Self::check`]; an approval lifts only this.
+    pub fn approval_needed(&self, payload: &Payload) -> Option<Refusal> {
+        let value = payload.value();
+        if let Some(limit) = self.require_approval_above
+            && value > limit
+        {
+            return Some(Refusal::new(
+                "require_approval_above",
+                format!("{} > {}", format_eth(value), format_eth(limit)),
+            ));
+        }
+        let (token, amount) = crate::tokens::token_spend(self, payload)?;
+        let limit = token.require_approval_above?;
+        (amount > limit).then(|| {
+            Refusal::new(
+                "tokens.require_approval_above",
+                format!(
+                    "{} > {} ({})",
+                    token.shown(amount),
+                    token.shown(limit),
+                    token.named()
+                ),
+            )
+        })
+    }
+
     /// EIP-7702: the delegate must be listed, and "every chain" must be allowed explicitly.
     pub fn check_authorization(&self, authorization: &Authorization) -> Result<(), Refusal> {
         if !self.delegates.contains(&authorization.address) {
@@ -347,6 +381,8 @@ mod tests {
             allow_any_chain_authorization: false,
             tokens: Vec::new(),
             max_permit_validity_secs: 0,
+            require_approval_above: String::new(),
+            approvers: None,
         }
     }
 
@@ -641,6 +677,119 @@ mod tests {
                 .unwrap_err()
                 .rule,
             "allowed_recipients"
+        );
+    }
+
+    fn approver_keys() -> api::Approvers {
+        api::Approvers {
+            public_keys: (0..3)
+                .map(|_| {
+                    let key = ed25519_dalek::SigningKey::generate(&mut rand_core_06::OsRng);
+                    hex::encode(key.verifying_key().to_bytes())
+                })
+                .collect(),
+            quorum: 2,
+            valid_secs: 0,
+        }
+    }
+
+    #[test]
+    fn approval_thresholds_park_one_unit_over_and_never_at_the_limit() {
+        let usdc = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+        let policy = api::Policy {
+            max_value_per_tx: "10eth".into(),
+            require_approval_above: "1eth".into(),
+            approvers: Some(approver_keys()),
+            tokens: vec![api::TokenRule {
+                chain_id: 1,
+                address: usdc.into(),
+                decimals: 6,
+                symbol: "USDC".into(),
+                max_amount_per_tx: "5000usdc".into(),
+                allowed_recipients: vec!["*".into()],
+                require_approval_above: "1000usdc".into(),
+                ..Default::default()
+            }],
+            ..generous()
+        };
+        let rules = Rules::from_proto(&policy, RulesFor::SigningKey).unwrap();
+        assert_eq!(rules.approvers.as_ref().unwrap().quorum(), 2);
+        let transfer = |units: u64| {
+            let mut data = shardsign_eth::erc20::TRANSFER.to_vec();
+            data.extend_from_slice(&[0u8; 12]);
+            data.extend_from_slice(&Address::parse("a", ALICE).unwrap().0);
+            data.extend_from_slice(&U256::from(units).to_be_bytes::<32>());
+            Payload::Transaction(tx(Some(usdc), "0", data))
+        };
+        let native = |value: &str| Payload::Transaction(tx(Some(ALICE), value, vec![]));
+        // (case, payload, the rule and the start of the detail when it is parked)
+        type Case<'a> = (&'a str, Payload, Option<(&'a str, &'a str)>);
+        let table: Vec<Case<'_>> = vec![
+            ("ether at the threshold", native("1"), None),
+            (
+                "ether one wei over",
+                native("1000000000000000001wei"),
+                Some(("require_approval_above", "1.000000000000000001 ETH > 1 ETH")),
+            ),
+            ("USDC at the threshold", transfer(1_000_000_000), None),
+            (
+                "USDC one unit over",
+                transfer(1_000_000_001),
+                Some((
+                    "tokens.require_approval_above",
+                    "1000.000001 USDC > 1000 USDC",
+                )),
+            ),
+        ];
+        for (name, payload, expected) in table {
+            assert!(
+                rules.check(&payload).is_ok(),
+                "{name}: the other rules allow it"
+            );
+            let needed = rules.approval_needed(&payload);
+            match expected {
+                None => assert!(needed.is_none(), "{name}: {needed:?}"),
+                Some((rule, detail)) => {
+                    let needed = needed.unwrap_or_else(|| panic!("{name}: not parked"));
+                    assert_eq!(needed.rule, rule, "{name}");
+                    assert!(
+                        needed.detail.starts_with(detail),
+                        "{name}: {}",
+                        needed.detail
+                    );
+                }
+            }
+        }
+        // The round trip keeps the thresholds and the approvers.
+        let again =
+            Rules::from_proto(&rules.to_proto(RulesFor::SigningKey), RulesFor::SigningKey).unwrap();
+        assert_eq!(again, rules);
+    }
+
+    #[test]
+    fn approval_rules_need_approvers_and_belong_to_signing_key_policies() {
+        let without_approvers = api::Policy {
+            require_approval_above: "1eth".into(),
+            ..generous()
+        };
+        let error = Rules::from_proto(&without_approvers, RulesFor::SigningKey).unwrap_err();
+        assert!(error.to_string().contains("must list approvers"), "{error}");
+        let on_api_key = api::Policy {
+            require_approval_above: "1eth".into(),
+            approvers: Some(approver_keys()),
+            ..generous()
+        };
+        let error = Rules::from_proto(&on_api_key, RulesFor::ApiKey).unwrap_err();
+        assert!(
+            error.to_string().contains("signing key's policy"),
+            "{error}"
+        );
+        // No threshold: nothing is parked, approvers or not.
+        let rules = Rules::from_proto(&generous(), RulesFor::SigningKey).unwrap();
+        assert!(
+            rules
+                .approval_needed(&Payload::Transaction(tx(Some(ALICE), "1", vec![])))
+                .is_none()
         );
     }
 }

@@ -320,10 +320,10 @@ impl PolicyVerifier {
                 let nothing = Rules::from_proto(&api::Policy::default(), RulesFor::SigningKey)?;
                 (nothing, Some(body.reason))
             }
-            StatementKind::MembershipChange => {
+            StatementKind::MembershipChange | StatementKind::Approval => {
                 return Err(PolicyError::invalid(
                     "kind",
-                    "a membership change is not a key statement (and the policy key never signs one)",
+                    "a membership change or an approval is not a key statement (and the policy key never signs one)",
                 ));
             }
         };

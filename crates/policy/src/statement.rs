@@ -29,6 +29,8 @@ pub enum StatementKind {
     KeyDisable,
     /// Signed by a quorum of membership keys (see [`crate::membership`]), never the policy key.
     MembershipChange,
+    /// Signed by approvers (see [`crate::approval`]), never the policy key.
+    Approval,
 }
 
 impl StatementKind {
@@ -37,6 +39,7 @@ impl StatementKind {
             Ok(api::StatementKind::KeyPolicy) => Ok(StatementKind::KeyPolicy),
             Ok(api::StatementKind::KeyDisable) => Ok(StatementKind::KeyDisable),
             Ok(api::StatementKind::MembershipChange) => Ok(StatementKind::MembershipChange),
+            Ok(api::StatementKind::Approval) => Ok(StatementKind::Approval),
             _ => Err(PolicyError::invalid(
                 "kind",
                 format!("unknown statement kind {value}"),
@@ -49,6 +52,7 @@ impl StatementKind {
             StatementKind::KeyPolicy => api::StatementKind::KeyPolicy,
             StatementKind::KeyDisable => api::StatementKind::KeyDisable,
             StatementKind::MembershipChange => api::StatementKind::MembershipChange,
+            StatementKind::Approval => api::StatementKind::Approval,
         }
     }
 
@@ -57,12 +61,17 @@ impl StatementKind {
         self.to_proto().as_str_name()
     }
 
+    /// The kind as people write it: `MEMBERSHIP_CHANGE`, `APPROVAL`.
+    fn short_name(self) -> &'static str {
+        self.domain_name().trim_start_matches("STATEMENT_KIND_")
+    }
+
     /// Whether statements of this kind carry a `not_after` (policies and membership changes
     /// do; a disable is final).
     fn expires(self) -> bool {
         matches!(
             self,
-            StatementKind::KeyPolicy | StatementKind::MembershipChange
+            StatementKind::KeyPolicy | StatementKind::MembershipChange | StatementKind::Approval
         )
     }
 }
@@ -152,6 +161,63 @@ pub(crate) fn sign(
             signature: signature.to_bytes().to_vec(),
         }],
     })
+}
+
+/// Adds `key`'s signature to `signed`, a statement of `kind` that several keys sign (membership
+/// changes, approvals), after checking its header; the first signer passes an envelope with no
+/// signatures. Signing twice with one key is a no-op.
+pub(crate) fn add_signature(
+    kind: StatementKind,
+    key: &SigningKey,
+    signed: &mut api::SignedStatement,
+) -> Result<(), String> {
+    let parsed = api::Statement::decode(signed.statement.as_slice())
+        .map_err(|_| "the signed bytes are not a Statement".to_string())?;
+    if check_header(&parsed).map_err(|e| e.to_string())? != kind {
+        return Err(format!("not a {} statement", kind.short_name()));
+    }
+    let public = key.verifying_key().to_bytes();
+    if signed
+        .signatures
+        .iter()
+        .any(|s| s.public_key.as_slice() == public.as_slice())
+    {
+        return Ok(());
+    }
+    if signed.signatures.len() >= MAX_SIGNATURES {
+        return Err(format!("already {MAX_SIGNATURES} signatures"));
+    }
+    let message = signed_message(kind, &signed.statement);
+    signed.signatures.push(api::StatementSignature {
+        public_key: public.to_vec(),
+        signature: key.sign(&message).to_bytes().to_vec(),
+    });
+    Ok(())
+}
+
+/// The distinct keys among `trusted` whose signatures on `envelope` (a statement of `kind`)
+/// verify; signatures by other keys count for nothing.
+pub(crate) fn valid_signers(
+    kind: StatementKind,
+    trusted: &[VerifyingKey],
+    envelope: &api::SignedStatement,
+) -> Vec<[u8; 32]> {
+    let message = signed_message(kind, &envelope.statement);
+    let mut signers: Vec<[u8; 32]> = Vec::new();
+    for signature in &envelope.signatures {
+        let Some(key) = trusted
+            .iter()
+            .find(|k| k.to_bytes().as_slice() == signature.public_key.as_slice())
+        else {
+            continue;
+        };
+        let valid = Signature::from_slice(&signature.signature)
+            .is_ok_and(|s| key.verify_strict(&message, &s).is_ok());
+        if valid && !signers.contains(&key.to_bytes()) {
+            signers.push(key.to_bytes());
+        }
+    }
+    signers
 }
 
 /// A statement whose header is well formed, for this cluster, signed by the operator's key.

@@ -44,6 +44,8 @@ pub struct TokenRule {
     pub any_spender: bool,
     pub spenders: BTreeSet<Address>,
     pub allow_unlimited_approval: bool,
+    /// Amount above which a call or document is parked for approval (`None`: never).
+    pub require_approval_above: Option<U256>,
 }
 
 impl TokenRule {
@@ -603,6 +605,15 @@ impl TokenRule {
             parse_list(index, "allowed_recipients", &rule.allowed_recipients)?;
         let (any_spender, spenders) =
             parse_list(index, "allowed_spenders", &rule.allowed_spenders)?;
+        // Empty (and "unlimited"): never parked.
+        let require_approval_above = if rule.require_approval_above.trim().is_empty() {
+            None
+        } else {
+            match parse_token_amount(index, &rule.require_approval_above, &symbol, rule.decimals)? {
+                Cap::Unlimited => None,
+                Cap::Max(limit) => Some(limit),
+            }
+        };
         Ok(TokenRule {
             chain_id: rule.chain_id,
             address,
@@ -624,6 +635,7 @@ impl TokenRule {
             any_spender,
             spenders,
             allow_unlimited_approval: rule.allow_unlimited_approval,
+            require_approval_above,
         })
     }
 
@@ -657,6 +669,10 @@ impl TokenRule {
             allowed_recipients: list(self.any_recipient, &self.recipients),
             allowed_spenders: list(self.any_spender, &self.spenders),
             allow_unlimited_approval: self.allow_unlimited_approval,
+            require_approval_above: self
+                .require_approval_above
+                .map(|limit| self.wire_amount(Cap::Max(limit)))
+                .unwrap_or_default(),
         }
     }
 }
@@ -728,6 +744,7 @@ mod tests {
                 allowed_spenders: vec![hex_address(ROUTER)],
                 allow_unlimited_approval: false,
                 max_amount_per_24h: "unlimited".into(),
+                require_approval_above: String::new(),
             }],
             ..Default::default()
         }

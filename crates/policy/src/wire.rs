@@ -6,12 +6,15 @@ use std::collections::BTreeSet;
 use shardsign_eth::{Address, U256, parse_amount};
 use shardsign_proto::v1 as api;
 
+use crate::approval::Approvers;
 use crate::error::PolicyError;
 use crate::messages::MessageRules;
 use crate::rules::{
     Cap, ContractCallRule, MAX_ALLOWLIST, MAX_CHAIN_IDS, MAX_REQUESTS_PER_MINUTE, Rules, RulesFor,
 };
-use crate::tokens::{DEFAULT_PERMIT_VALIDITY_SECS, MAX_PERMIT_VALIDITY_SECS, parse_tokens};
+use crate::tokens::{
+    DEFAULT_PERMIT_VALIDITY_SECS, MAX_PERMIT_VALIDITY_SECS, TokenRule, parse_tokens,
+};
 use crate::typed_data::{MAX_TYPED_DATA_RULES, TypedDataRule};
 
 const MAX_FIELD_LEN: usize = 100;
@@ -103,6 +106,41 @@ fn allowlists(
     Ok((any_recipient, recipients, contract_calls))
 }
 
+/// The approval rules: the ether threshold and the approvers, who must be listed whenever any
+/// threshold (ether or token) is set. Only a signing key's policy may have them: it is the one
+/// the operator signs and the nodes enforce, so only it can name who approves.
+fn approval_rules(
+    policy: &api::Policy,
+    tokens: &[TokenRule],
+    kind: RulesFor,
+) -> Result<(Option<U256>, Option<Approvers>), PolicyError> {
+    let native = match Cap::parse("require_approval_above", &policy.require_approval_above)? {
+        _ if policy.require_approval_above.trim().is_empty() => None,
+        Cap::Unlimited => None,
+        Cap::Max(limit) => Some(limit),
+    };
+    let any_threshold =
+        native.is_some() || tokens.iter().any(|t| t.require_approval_above.is_some());
+    if kind == RulesFor::ApiKey && (any_threshold || policy.approvers.is_some()) {
+        return Err(PolicyError::invalid(
+            "require_approval_above",
+            "approval rules belong in the signing key's policy (signed by the operator, enforced by the nodes), not an API key's",
+        ));
+    }
+    let approvers = policy
+        .approvers
+        .as_ref()
+        .map(Approvers::from_proto)
+        .transpose()?;
+    if any_threshold && approvers.is_none() {
+        return Err(PolicyError::invalid(
+            "approvers",
+            "require_approval_above is set, so the policy must list approvers (public_keys and quorum)",
+        ));
+    }
+    Ok((native, approvers))
+}
+
 /// The message rules; absent, the safe defaults.
 fn message_rules(rules: Option<&api::MessageRules>) -> Result<MessageRules, PolicyError> {
     match rules {
@@ -161,6 +199,8 @@ impl Rules {
             .enumerate()
             .map(|(index, rule)| TypedDataRule::from_proto(rule, &policy.allowed_chain_ids, index))
             .collect::<Result<Vec<_>, _>>()?;
+        let tokens = parse_tokens(&policy.tokens, &policy.allowed_chain_ids, kind)?;
+        let (require_approval_above, approvers) = approval_rules(policy, &tokens, kind)?;
         Ok(Rules {
             chain_ids: policy.allowed_chain_ids.iter().copied().collect(),
             max_value_per_tx: Cap::parse("max_value_per_tx", &policy.max_value_per_tx)?,
@@ -192,7 +232,7 @@ impl Rules {
                 .map(|entry| parse_address("allowed_delegates", entry))
                 .collect::<Result<_, _>>()?,
             allow_any_chain_authorization: policy.allow_any_chain_authorization,
-            tokens: parse_tokens(&policy.tokens, &policy.allowed_chain_ids, kind)?,
+            tokens,
             max_permit_validity_secs: match policy.max_permit_validity_secs {
                 0 => DEFAULT_PERMIT_VALIDITY_SECS,
                 secs if secs > MAX_PERMIT_VALIDITY_SECS => {
@@ -203,6 +243,8 @@ impl Rules {
                 }
                 secs => secs,
             },
+            require_approval_above,
+            approvers,
         })
     }
 
@@ -258,6 +300,11 @@ impl Rules {
                 .map(|token| token.to_proto(kind))
                 .collect(),
             max_permit_validity_secs: self.max_permit_validity_secs,
+            require_approval_above: self
+                .require_approval_above
+                .map(|limit| limit.to_string())
+                .unwrap_or_default(),
+            approvers: self.approvers.as_ref().map(Approvers::to_proto),
         }
     }
 }

@@ -22,6 +22,63 @@ pub mod node {
     pub const RELEARN_HEADER: &str = "x-shardsign-relearn-needed";
 }
 
+/// Response metadata of a signing call that was parked for human approval: the approval id.
+pub const APPROVAL_ID_HEADER: &str = "x-shardsign-approval-id";
+
+/// `google.rpc.Status`, the standard form of gRPC error details (`grpc-status-details-bin`),
+/// written by hand to avoid a dependency for two messages.
+pub mod rpc {
+    use prost::Message;
+
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    /// `google.rpc.Status`.
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Status {
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+
+    const APPROVAL_REQUIRED_TYPE: &str = "type.googleapis.com/shardsign.v1.ApprovalRequired";
+
+    /// The status details of a parked request (`code` is FAILED_PRECONDITION's, 9).
+    pub fn approval_required_details(
+        message: &str,
+        required: &crate::v1::ApprovalRequired,
+    ) -> Vec<u8> {
+        Status {
+            code: 9,
+            message: message.to_string(),
+            details: vec![Any {
+                type_url: APPROVAL_REQUIRED_TYPE.into(),
+                value: required.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// The `ApprovalRequired` in encoded status details, if there is one.
+    pub fn approval_required(details: &[u8]) -> Option<crate::v1::ApprovalRequired> {
+        let status = Status::decode(details).ok()?;
+        status
+            .details
+            .iter()
+            .find(|any| any.type_url == APPROVAL_REQUIRED_TYPE)
+            .and_then(|any| crate::v1::ApprovalRequired::decode(any.value.as_slice()).ok())
+    }
+}
+
 /// Encoded file descriptor set of every proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/shardsign_descriptor.bin"));

@@ -377,6 +377,7 @@ impl Node {
             NodeError::PolicyExpired { .. } => "policy_expired",
             NodeError::StatementPremature { .. } => "statement_premature",
             NodeError::KeyDisabled { .. } => "key_disabled",
+            NodeError::ApprovalRefused { .. } => "approval_refused",
             _ => return,
         };
         self.metrics.inc(

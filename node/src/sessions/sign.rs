@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use shardsign_policy::approval::ApprovalRequest;
 use shardsign_policy::{Rules, VerifiedKeyPolicy};
 use shardsign_proto::node::v1::{Envelope, SignatureResult, round_reply};
 use shardsign_request::{SignRequest, check_session_id_time, session_id_time_ms, unix_now_ms};
@@ -31,6 +32,11 @@ pub struct StartSign {
     pub signed_policy: Vec<u8>,
     /// The key's epoch the coordinator expects this node's share to be at.
     pub epoch: u64,
+    /// The caller's request id (bound into an approval's request hash).
+    pub request_id: String,
+    /// A quorum's APPROVAL statement, when the policy parks this request (encoded
+    /// `SignedStatement`; empty otherwise).
+    pub approval: Vec<u8>,
 }
 
 /// What a signing session's envelopes are bound to: key, signers and the hash being signed, so
@@ -68,6 +74,35 @@ impl Node {
             rules.check(&request.payload)?;
         }
         Ok(request.signing_hash())
+    }
+
+    /// A request the policy parks for approval needs a quorum of its approvers' signatures over
+    /// this very request (key, chain, payload, request id), checked here, not trusted from the
+    /// coordinator. Nothing else is relaxed: the rules and the ledger were checked already.
+    fn check_approval(
+        &self,
+        request: &SignRequest,
+        rules: &Rules,
+        request_id: &str,
+        approval: &[u8],
+    ) -> Result<(), NodeError> {
+        let Some(needed) = rules.approval_needed(&request.payload) else {
+            return Ok(());
+        };
+        let refused = |problem: String| NodeError::ApprovalRefused {
+            rule: needed.rule,
+            detail: needed.detail.clone(),
+            problem,
+        };
+        let approvers = rules
+            .approvers
+            .as_ref()
+            .ok_or_else(|| refused("the policy lists no approvers".into()))?;
+        let expected =
+            ApprovalRequest::new(request.key_id.as_str(), &request.payload, request_id).hash();
+        approvers
+            .verify(&self.cluster_id, approval, &expected, unix_ms() / 1000)
+            .map_err(|error| refused(error.to_string()))
     }
 
     /// Two distinct nodes including this one, and the other not banned here.
@@ -135,6 +170,8 @@ impl Node {
             expected_hash,
             signed_policy,
             epoch,
+            request_id,
+            approval,
         } = start;
         let key_id = request.key_id.as_str();
         self.check_signers(signers)?;
@@ -155,6 +192,10 @@ impl Node {
                 "expected_hash",
                 "does not match the hash of the transaction this node decoded; refusing to sign",
             ));
+        }
+        if let Some(policy) = policy.as_deref() {
+            self.check_approval(&request, &policy.rules, &request_id, &approval)
+                .inspect_err(|error| self.count_policy_refusal(error))?;
         }
         // A session id is used once, across restarts too. The read refuses a replay at once; the
         // durable claim (an fsync) is written by the store's group-commit writer while the first

@@ -239,6 +239,8 @@ pub fn sign(
             expected_hash: hash,
             signed_policy: Vec::new(),
             epoch,
+            request_id: String::new(),
+            approval: Vec::new(),
         };
         outgoing.extend(
             cluster.nodes[usize::from(node - 1)]

@@ -413,6 +413,195 @@ class Signer:
             _registered_method=True)
 
 
+class ApprovalsStub:
+    """Human approval of parked requests (scope `approve`, or `admin`). A request over a signing key
+    policy's `require_approval_above` (ether, or a listed token's) is parked, not signed: the
+    signing call fails with FAILED_PRECONDITION, the message `approval required: ... (approval
+    <id>)`, the header `x-shardsign-approval-id` and an `ApprovalRequired` in the status details
+    (a google.rpc.Status). Approvers sign the parked request's APPROVAL statement with their
+    Ed25519 keys (listed with a quorum in the key policy); the caller retries with the same
+    request_id and, once a quorum approved, it signs. Every signing node verifies the approvers'
+    signatures and the quorum itself; an approval is bound to one request (key, chain, payload and
+    request id) and lifts only the approval rule: every other rule and ledger still applies.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListApprovals = channel.unary_unary(
+                '/shardsign.v1.Approvals/ListApprovals',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.GetApproval = channel.unary_unary(
+                '/shardsign.v1.Approvals/GetApproval',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.GetApprovalRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.FromString,
+                _registered_method=True)
+        self.DecideApproval = channel.unary_unary(
+                '/shardsign.v1.Approvals/DecideApproval',
+                request_serializer=shardsign_dot_v1_dot_shardsign__pb2.DecideApprovalRequest.SerializeToString,
+                response_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.FromString,
+                _registered_method=True)
+
+
+class ApprovalsServicer:
+    """Human approval of parked requests (scope `approve`, or `admin`). A request over a signing key
+    policy's `require_approval_above` (ether, or a listed token's) is parked, not signed: the
+    signing call fails with FAILED_PRECONDITION, the message `approval required: ... (approval
+    <id>)`, the header `x-shardsign-approval-id` and an `ApprovalRequired` in the status details
+    (a google.rpc.Status). Approvers sign the parked request's APPROVAL statement with their
+    Ed25519 keys (listed with a quorum in the key policy); the caller retries with the same
+    request_id and, once a quorum approved, it signs. Every signing node verifies the approvers'
+    signatures and the quorum itself; an approval is bound to one request (key, chain, payload and
+    request id) and lifts only the approval rule: every other rule and ledger still applies.
+    """
+
+    def ListApprovals(self, request, context):
+        """Parked requests, newest first: pending ones, or all with include_decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApproval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideApproval(self, request, context):
+        """An approver's decision: the record's `statement` with the approver's signature added (to
+        approve), or a REJECT statement for the same request signed by an approver (to reject; one
+        rejection is final). Refused unless the signer is one of the key policy's approvers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ApprovalsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'GetApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApproval,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.GetApprovalRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.SerializeToString,
+            ),
+            'DecideApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideApproval,
+                    request_deserializer=shardsign_dot_v1_dot_shardsign__pb2.DecideApprovalRequest.FromString,
+                    response_serializer=shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shardsign.v1.Approvals', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shardsign.v1.Approvals', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Approvals:
+    """Human approval of parked requests (scope `approve`, or `admin`). A request over a signing key
+    policy's `require_approval_above` (ether, or a listed token's) is parked, not signed: the
+    signing call fails with FAILED_PRECONDITION, the message `approval required: ... (approval
+    <id>)`, the header `x-shardsign-approval-id` and an `ApprovalRequired` in the status details
+    (a google.rpc.Status). Approvers sign the parked request's APPROVAL statement with their
+    Ed25519 keys (listed with a quorum in the key policy); the caller retries with the same
+    request_id and, once a quorum approved, it signs. Every signing node verifies the approvers'
+    signatures and the quorum itself; an approval is bound to one request (key, chain, payload and
+    request id) and lifts only the approval rule: every other rule and ledger still applies.
+    """
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Approvals/ListApprovals',
+            shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Approvals/GetApproval',
+            shardsign_dot_v1_dot_shardsign__pb2.GetApprovalRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardsign.v1.Approvals/DecideApproval',
+            shardsign_dot_v1_dot_shardsign__pb2.DecideApprovalRequest.SerializeToString,
+            shardsign_dot_v1_dot_shardsign__pb2.ApprovalRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminStub:
     """Missing associated documentation comment in .proto file."""
 

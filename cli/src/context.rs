@@ -11,7 +11,9 @@ use zeroize::Zeroizing;
 
 #[derive(Args)]
 pub struct Global {
-    /// The coordinator's API (env SHARDSIGN_ENDPOINT; default: the dev cluster's).
+    /// The coordinator's API (env SHARDSIGN_ENDPOINT; default: the dev cluster's). Several
+    /// coordinators sharing one database: comma-separated (`https://a:7100,https://b:7100`),
+    /// used in order, failing over on a transport failure with the same request id.
     #[arg(long, global = true, env = "SHARDSIGN_ENDPOINT")]
     pub endpoint: Option<String>,
     /// CA certificate (PEM) to trust for the API (env SHARDSIGN_CA; default: system roots, or the

@@ -379,7 +379,13 @@ impl Approvals {
         };
         let (outcome, detail) = match decided.state {
             ApprovalState::Approved => ("approved", "a quorum approved".to_string()),
-            ApprovalState::Rejected => ("rejected", format!("rejected: {}", decided.reason)),
+            ApprovalState::Rejected => (
+                "rejected",
+                format!(
+                    "rejected: {}",
+                    shardsign_request::Printable(&decided.reason)
+                ),
+            ),
             _ => (
                 "signed",
                 format!(

@@ -44,8 +44,17 @@ impl Cli {
     }
 
     pub fn run(&self, args: &[&str], api_key: Option<&str>) -> Output {
+        self.run_at(None, args, api_key)
+    }
+
+    /// [`Self::run`] against `endpoint` (one or several, comma-separated) instead of the
+    /// cluster's coordinator.
+    pub fn run_at(&self, endpoint: Option<&str>, args: &[&str], api_key: Option<&str>) -> Output {
         let mut command = Command::new(workspace_binary("shardsign", "SHARDSIGN_CLI_BIN"));
         let mut base = self.base.clone();
+        if let Some(endpoint) = endpoint {
+            base[1] = endpoint.to_string();
+        }
         if let Some(key) = api_key {
             // An agent key comes from the environment, not the admin key file.
             let at = base.iter().position(|a| a == "--api-key-file").unwrap();

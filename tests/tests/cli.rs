@@ -142,6 +142,46 @@ async fn an_operator_and_an_agent_work_through_the_cli() {
         "messages are not granted to this agent"
     );
 
+    // Coordinators behind a list of endpoints: the first one down, the CLI (the Rust client)
+    // fails over to the next and signs.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let listed = format!("{down},https://{}", cluster.coordinator.address);
+    let failed_over = cli.run_at(
+        Some(&listed),
+        &[
+            "--json",
+            "sign",
+            "tx",
+            "--key",
+            "cli-key",
+            "--chain-id",
+            "1",
+            "--nonce",
+            "9",
+            "--to",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "--value",
+            "0.01eth",
+            "--request-id",
+            "cli-failover",
+        ],
+        Some(&agent),
+    );
+    assert!(
+        failed_over.status.success(),
+        "{}",
+        String::from_utf8_lossy(&failed_over.stderr)
+    );
+    let only_down = cli.run_at(Some(&down), &["keys", "list"], None);
+    assert!(!only_down.status.success());
+    assert!(
+        String::from_utf8_lossy(&only_down.stderr).contains("cannot connect to"),
+        "{}",
+        String::from_utf8_lossy(&only_down.stderr)
+    );
+
     // A refusal: one line, the rule and the values, exit code 1, no backtrace.
     let refused = cli.run(
         &[

@@ -17,7 +17,7 @@ pub enum ApiKeysCommand {
     Create {
         #[arg(long)]
         label: String,
-        /// read, sign, admin (comma-separated).
+        /// read, sign, admin, approve (comma-separated; approve: the approvals service only).
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         /// Signing keys it may use (repeat or comma-separate).

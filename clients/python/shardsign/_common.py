@@ -77,6 +77,31 @@ def target_of(endpoint):
     return endpoint.rstrip("/")
 
 
+MAX_ENDPOINTS = 16
+
+#: Status codes after which a call is retried on the next endpoint (with several): a refused or
+#: lost connection is UNAVAILABLE; a killed one can surface as UNKNOWN or CANCELLED (the
+#: coordinator itself never answers with either). The request id stays the same.
+TRANSPORT_FAILURES = ("UNAVAILABLE", "UNKNOWN", "CANCELLED")
+
+
+def targets_of(endpoint):
+    """The endpoints of `host:port` or several comma-separated (coordinators sharing one
+    database), in order of preference."""
+    targets = [target_of(part.strip()) for part in str(endpoint).split(",") if part.strip()]
+    if not targets or len(targets) > MAX_ENDPOINTS:
+        raise ConfigurationError(f"endpoint: expected 1 to {MAX_ENDPOINTS} addresses, comma-separated")
+    return targets
+
+
+def should_retry(error, several):
+    """Whether a failed call may be retried (same request id): UNAVAILABLE always; a killed
+    connection too when another endpoint can take it."""
+    code = error.code() if hasattr(error, "code") else None
+    name = code.name if code is not None else ""
+    return name == "UNAVAILABLE" or (several and name in TRANSPORT_FAILURES)
+
+
 def request_id():
     return "py-" + secrets.token_hex(16)
 

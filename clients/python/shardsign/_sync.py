@@ -5,7 +5,7 @@ import time
 import grpc
 
 from . import _common
-from .errors import ShardsignError, Unavailable, from_rpc_error
+from .errors import ShardsignError, from_rpc_error
 from .v1 import shardsign_pb2 as pb
 from .v1 import shardsign_pb2_grpc as rpc
 
@@ -13,31 +13,38 @@ from .v1 import shardsign_pb2_grpc as rpc
 class ShardsignSigner:
     """Signs with a shardsign key: `address`, `sign_transaction(tx)`, `sign_message(msg)`.
 
-    `endpoint` is `host:port` (TLS always); `api_key` defaults to $SHARDSIGN_API_KEY; `ca_cert`
-    is a PEM path or bytes (default: system roots). Calls that find the service unavailable are
-    retried with backoff within `timeout` seconds, with the same request id (never signed twice).
+    `endpoint` is `host:port` (TLS always), or several comma-separated (coordinators sharing one
+    database: `"a:7100,b:7100"`); `api_key` defaults to $SHARDSIGN_API_KEY; `ca_cert` is a PEM
+    path or bytes (default: system roots). Calls that find the service unavailable are retried
+    with backoff within `timeout` seconds, with the same request id (never signed twice); with
+    several endpoints, a transport failure (UNAVAILABLE, or a killed connection's UNKNOWN or
+    CANCELLED) moves to the next one.
     """
 
     def __init__(self, endpoint, api_key=None, key_id=None, ca_cert=None, timeout=30.0, tls_name=None, retries=4):
         if not key_id:
             raise _common.ConfigurationError("key_id: the signing key to use is required")
         self._api_key = _common.ApiKey(api_key)
-        self.endpoint = _common.target_of(endpoint)
+        self.endpoints = _common.targets_of(endpoint)
+        self.endpoint = ",".join(self.endpoints)
+        self._current = 0
         self.key_id = key_id
         self.timeout = timeout
         self.retries = retries
         self.key_expires_in = None
         options = [("grpc.ssl_target_name_override", tls_name)] if tls_name else []
         credentials = grpc.ssl_channel_credentials(root_certificates=_common.read_ca(ca_cert))
-        self._channel = grpc.secure_channel(self.endpoint, credentials, options=options)
-        self._stub = rpc.SignerStub(self._channel)
+        # Channels connect lazily: an endpoint that is down costs nothing until it is tried.
+        self._channels = [grpc.secure_channel(target, credentials, options=options) for target in self.endpoints]
+        self._stubs = [rpc.SignerStub(channel) for channel in self._channels]
         self._address = None
 
     def __repr__(self):
         return f"ShardsignSigner(endpoint={self.endpoint!r}, key_id={self.key_id!r}, api_key={self._api_key!r})"
 
     def close(self):
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self):
         return self
@@ -45,13 +52,18 @@ class ShardsignSigner:
     def __exit__(self, *exc):
         self.close()
 
-    def _call(self, method, request):
+    def _call(self, name, request):
+        """Calls Signer.`name` on the endpoint in use; on a transport failure retries with the
+        same request (and request id), on the next endpoint when there are several."""
         deadline = time.monotonic() + self.timeout
         backoff = 0.1
         attempt = 0
+        several = len(self._stubs) > 1
         while True:
             attempt += 1
             left = max(deadline - time.monotonic(), 0.001)
+            current = self._current
+            method = getattr(self._stubs[current], name)
             try:
                 reply, call = method.with_call(request, timeout=left, metadata=[self._api_key.header()])
                 self.key_expires_in = _common.expires_in(call.initial_metadata())
@@ -62,13 +74,14 @@ class ShardsignSigner:
                     self.key_expires_in = seconds
                 mapped = from_rpc_error(error)
                 retry = (
-                    isinstance(mapped, Unavailable)
-                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    _common.should_retry(error, several)
                     and attempt <= self.retries
                     and time.monotonic() + backoff < deadline
                 )
                 if not retry:
                     raise mapped from None
+                if several and self._current == current:
+                    self._current = (current + 1) % len(self._stubs)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -76,7 +89,7 @@ class ShardsignSigner:
     def address(self):
         """The key's EIP-55 address."""
         if self._address is None:
-            self._address = self._call(self._stub.GetKey, pb.GetKeyRequest(key_id=self.key_id)).address
+            self._address = self._call("GetKey", pb.GetKeyRequest(key_id=self.key_id)).address
         return self._address
 
     def sign_transaction(self, transaction_dict, request_id=None):
@@ -85,7 +98,7 @@ class ShardsignSigner:
         request parked for approval, `ApprovalRequired`, signs on the retry once approved);
         default a fresh one."""
         request = _common.sign_request(self.key_id, transaction_dict, request_id)
-        reply = self._call(self._stub.SignTransaction, request)
+        reply = self._call("SignTransaction", request)
         signed = _common.SignedTransaction.from_reply(reply)
         if self._address is not None and signed.sender != self._address:
             raise ShardsignError("the signed transaction does not recover to this key's address")
@@ -102,7 +115,7 @@ class ShardsignSigner:
             request_id=_common.request_id(),
             typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
         )
-        reply = self._call(self._stub.SignTypedData, request)
+        reply = self._call("SignTypedData", request)
         return _common.SignedMessage.from_parts(reply.signature, reply.hash)
 
     def sign_authorization(self, authorization_dict):
@@ -111,26 +124,26 @@ class ShardsignSigner:
         own. The key's policy must list the delegate; chain id 0 (every chain) needs
         allow_any_chain_authorization."""
         request = _common.authorization_request(self.key_id, authorization_dict)
-        return _common.SignedAuthorization.from_reply(self._call(self._stub.SignAuthorization, request))
+        return _common.SignedAuthorization.from_reply(self._call("SignAuthorization", request))
 
     def check_transaction(self, transaction_dict):
         """Dry run of `sign_transaction`: would the service sign it now? A `PolicyCheck`
         (allowed, the deciding rule, the coordinator's 24 h budgets); nothing is signed or
         counted."""
         request = _common.check_request(transaction=_common.sign_request(self.key_id, transaction_dict))
-        return _common.PolicyCheck.from_reply(self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(self._call("CheckPolicy", request))
 
     def check_message(self, signable_message):
         """Dry run of `sign_message`; a `PolicyCheck`."""
         message = pb.SignMessageRequest(key_id=self.key_id, message=_common.message_bytes(signable_message))
         request = _common.check_request(message=message)
-        return _common.PolicyCheck.from_reply(self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(self._call("CheckPolicy", request))
 
     def check_authorization(self, authorization_dict):
         """Dry run of `sign_authorization`; a `PolicyCheck`."""
         authorization = _common.authorization_request(self.key_id, authorization_dict)
         request = _common.check_request(authorization=authorization)
-        return _common.PolicyCheck.from_reply(self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(self._call("CheckPolicy", request))
 
     def check_typed_data(
         self, domain_data=None, message_types=None, message_data=None, full_message=None
@@ -141,7 +154,7 @@ class ShardsignSigner:
             typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
         )
         request = _common.check_request(typed_data=typed)
-        return _common.PolicyCheck.from_reply(self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(self._call("CheckPolicy", request))
 
     def sign_message(self, signable_message):
         """EIP-191 personal_sign of an `encode_defunct(...)` message (or raw bytes)."""
@@ -150,4 +163,4 @@ class ShardsignSigner:
             request_id=_common.request_id(),
             message=_common.message_bytes(signable_message),
         )
-        return _common.SignedMessage.from_reply(self._call(self._stub.SignMessage, request))
+        return _common.SignedMessage.from_reply(self._call("SignMessage", request))

@@ -6,7 +6,7 @@ import time
 import grpc
 
 from . import _common
-from .errors import ShardsignError, Unavailable, from_rpc_error
+from .errors import ShardsignError, from_rpc_error
 from .v1 import shardsign_pb2 as pb
 from .v1 import shardsign_pb2_grpc as rpc
 
@@ -16,22 +16,25 @@ class AsyncShardsignSigner:
         if not key_id:
             raise _common.ConfigurationError("key_id: the signing key to use is required")
         self._api_key = _common.ApiKey(api_key)
-        self.endpoint = _common.target_of(endpoint)
+        self.endpoints = _common.targets_of(endpoint)
+        self.endpoint = ",".join(self.endpoints)
+        self._current = 0
         self.key_id = key_id
         self.timeout = timeout
         self.retries = retries
         self.key_expires_in = None
         options = [("grpc.ssl_target_name_override", tls_name)] if tls_name else []
         credentials = grpc.ssl_channel_credentials(root_certificates=_common.read_ca(ca_cert))
-        self._channel = grpc.aio.secure_channel(self.endpoint, credentials, options=options)
-        self._stub = rpc.SignerStub(self._channel)
+        self._channels = [grpc.aio.secure_channel(target, credentials, options=options) for target in self.endpoints]
+        self._stubs = [rpc.SignerStub(channel) for channel in self._channels]
         self._address = None
 
     def __repr__(self):
         return f"AsyncShardsignSigner(endpoint={self.endpoint!r}, key_id={self.key_id!r}, api_key={self._api_key!r})"
 
     async def close(self):
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def __aenter__(self):
         return self
@@ -39,13 +42,17 @@ class AsyncShardsignSigner:
     async def __aexit__(self, *exc):
         await self.close()
 
-    async def _call(self, method, request):
+    async def _call(self, name, request):
+        """See ShardsignSigner._call."""
         deadline = time.monotonic() + self.timeout
         backoff = 0.1
         attempt = 0
+        several = len(self._stubs) > 1
         while True:
             attempt += 1
             left = max(deadline - time.monotonic(), 0.001)
+            current = self._current
+            method = getattr(self._stubs[current], name)
             call = method(request, timeout=left, metadata=[self._api_key.header()])
             try:
                 reply = await call
@@ -57,27 +64,28 @@ class AsyncShardsignSigner:
                     self.key_expires_in = seconds
                 mapped = from_rpc_error(error)
                 retry = (
-                    isinstance(mapped, Unavailable)
-                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    _common.should_retry(error, several)
                     and attempt <= self.retries
                     and time.monotonic() + backoff < deadline
                 )
                 if not retry:
                     raise mapped from None
+                if several and self._current == current:
+                    self._current = (current + 1) % len(self._stubs)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
     async def address(self):
         """The key's EIP-55 address (a coroutine here)."""
         if self._address is None:
-            reply = await self._call(self._stub.GetKey, pb.GetKeyRequest(key_id=self.key_id))
+            reply = await self._call("GetKey", pb.GetKeyRequest(key_id=self.key_id))
             self._address = reply.address
         return self._address
 
     async def sign_transaction(self, transaction_dict, request_id=None):
         """See ShardsignSigner.sign_transaction."""
         request = _common.sign_request(self.key_id, transaction_dict, request_id)
-        signed = _common.SignedTransaction.from_reply(await self._call(self._stub.SignTransaction, request))
+        signed = _common.SignedTransaction.from_reply(await self._call("SignTransaction", request))
         if self._address is not None and signed.sender != self._address:
             raise ShardsignError("the signed transaction does not recover to this key's address")
         return signed
@@ -93,7 +101,7 @@ class AsyncShardsignSigner:
             request_id=_common.request_id(),
             typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
         )
-        reply = await self._call(self._stub.SignTypedData, request)
+        reply = await self._call("SignTypedData", request)
         return _common.SignedMessage.from_parts(reply.signature, reply.hash)
 
     async def sign_authorization(self, authorization_dict):
@@ -102,26 +110,26 @@ class AsyncShardsignSigner:
         own. The key's policy must list the delegate; chain id 0 (every chain) needs
         allow_any_chain_authorization."""
         request = _common.authorization_request(self.key_id, authorization_dict)
-        return _common.SignedAuthorization.from_reply(await self._call(self._stub.SignAuthorization, request))
+        return _common.SignedAuthorization.from_reply(await self._call("SignAuthorization", request))
 
     async def check_transaction(self, transaction_dict):
         """Dry run of `sign_transaction`: would the service sign it now? A `PolicyCheck`
         (allowed, the deciding rule, the coordinator's 24 h budgets); nothing is signed or
         counted."""
         request = _common.check_request(transaction=_common.sign_request(self.key_id, transaction_dict))
-        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(await self._call("CheckPolicy", request))
 
     async def check_message(self, signable_message):
         """Dry run of `sign_message`; a `PolicyCheck`."""
         message = pb.SignMessageRequest(key_id=self.key_id, message=_common.message_bytes(signable_message))
         request = _common.check_request(message=message)
-        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(await self._call("CheckPolicy", request))
 
     async def check_authorization(self, authorization_dict):
         """Dry run of `sign_authorization`; a `PolicyCheck`."""
         authorization = _common.authorization_request(self.key_id, authorization_dict)
         request = _common.check_request(authorization=authorization)
-        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(await self._call("CheckPolicy", request))
 
     async def check_typed_data(
         self, domain_data=None, message_types=None, message_data=None, full_message=None
@@ -132,7 +140,7 @@ class AsyncShardsignSigner:
             typed_data=_common.typed_data_json(domain_data, message_types, message_data, full_message),
         )
         request = _common.check_request(typed_data=typed)
-        return _common.PolicyCheck.from_reply(await self._call(self._stub.CheckPolicy, request))
+        return _common.PolicyCheck.from_reply(await self._call("CheckPolicy", request))
 
     async def sign_message(self, signable_message):
         request = pb.SignMessageRequest(
@@ -140,4 +148,4 @@ class AsyncShardsignSigner:
             request_id=_common.request_id(),
             message=_common.message_bytes(signable_message),
         )
-        return _common.SignedMessage.from_reply(await self._call(self._stub.SignMessage, request))
+        return _common.SignedMessage.from_reply(await self._call("SignMessage", request))

@@ -256,6 +256,44 @@ def test_the_async_signer_does_the_same(cluster):
     assert Account.recover_message(message, signature=signature.signature) == address
 
 
+def _closed_port():
+    """A local port nothing listens on (connections to it are refused)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_several_endpoints_fail_over_to_one_that_answers(cluster):
+    down = f"127.0.0.1:{_closed_port()}"
+    tx = dict(transactions()["eip1559"], nonce=55)
+    with shardsign.ShardsignSigner(
+        f"{down},{cluster.endpoint}", api_key=cluster.agent_key, key_id="demo", ca_cert=cluster.ca
+    ) as signer:
+        assert signer.endpoints == [down, cluster.endpoint]
+        signed = signer.sign_transaction(tx, request_id="py-failover-1")
+        again = signer.sign_transaction(tx, request_id="py-failover-1")  # now on the live one
+        address = signer.address
+    assert again.raw_transaction == signed.raw_transaction
+    assert Account.recover_transaction(signed.raw_transaction) == address
+
+    async def run():
+        async with AsyncShardsignSigner(
+            f"{down},{cluster.endpoint}", api_key=cluster.agent_key, key_id="demo", ca_cert=cluster.ca
+        ) as signer:
+            return await signer.sign_transaction(tx, request_id="py-failover-1")
+
+    assert asyncio.run(run()).raw_transaction == signed.raw_transaction
+    # Every endpoint down: Unavailable, after the retries.
+    with pytest.raises(shardsign.Unavailable):
+        with shardsign.ShardsignSigner(
+            f"{down},127.0.0.1:{_closed_port()}", api_key=cluster.agent_key, key_id="demo",
+            ca_cert=cluster.ca, timeout=2.0,
+        ) as signer:
+            signer.sign_transaction(tx)
+
+
 # Last in the file: it lists a delegate in the demo key's policies for the rest of the session.
 def test_a_listed_delegate_signs_an_authorization_and_a_set_code_transaction(cluster):
     import json

@@ -11,7 +11,7 @@ pub enum ClientError {
     /// The key policy parked the request for human approval. Once approvers approve
     /// `approval_id`, retry with the same request id; rejection or expiry is final
     /// ([`ClientError::Other`] with `FailedPrecondition`).
-    #[error("approval required: {message}")]
+    #[error("{message}")]
     ApprovalRequired {
         approval_id: String,
         expires_at_unix: i64,
@@ -88,5 +88,46 @@ impl ClientError {
                 | ClientError::RateLimited(_)
                 | ClientError::DeadlineExceeded(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardsign_proto::v1::ApprovalRequired;
+
+    #[test]
+    fn a_parked_request_becomes_approval_required_with_its_id() {
+        let message = "approval required: 2 ETH > 1 ETH (require_approval_above; approval ab12)";
+        let required = ApprovalRequired {
+            approval_id: "ab12".into(),
+            rule: "require_approval_above".into(),
+            detail: "2 ETH > 1 ETH".into(),
+            expires_at_unix: 1_800_000_000,
+        };
+        let details = shardsign_proto::rpc::approval_required_details(message, &required);
+        let status = Status::with_details(Code::FailedPrecondition, message, details.into());
+        match ClientError::from(status) {
+            ClientError::ApprovalRequired {
+                approval_id,
+                expires_at_unix,
+                message: shown,
+            } => {
+                assert_eq!(approval_id, "ab12");
+                assert_eq!(expires_at_unix, 1_800_000_000);
+                assert_eq!(shown, message);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A final answer (rejected, expired) carries no details: not retryable, not parked.
+        let rejected = ClientError::from(Status::failed_precondition("approval ab12 was rejected"));
+        assert!(matches!(
+            rejected,
+            ClientError::Other {
+                code: Code::FailedPrecondition,
+                ..
+            }
+        ));
+        assert!(!rejected.is_retryable());
     }
 }

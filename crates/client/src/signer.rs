@@ -1,6 +1,7 @@
 //! The client proper: one HTTP/2 channel (TLS), the credential on every call, retries of
 //! `UNAVAILABLE` inside a total deadline, and typed results checked before they are returned.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,9 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Most endpoints one client takes.
+pub const MAX_ENDPOINTS: usize = 16;
+
 type ExpiryCallback = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Where and how to connect.
@@ -82,8 +86,8 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// `endpoint` like `https://shardsign.example:7100`. TLS uses the system roots unless a CA is
-    /// given.
+    /// `endpoint` like `https://shardsign.example:7100`, or several comma-separated (see
+    /// [`Self::endpoints`]). TLS uses the system roots unless a CA is given.
     pub fn new(endpoint: impl Into<String>, credential: Credential) -> Self {
         ClientConfig {
             endpoint: endpoint.into(),
@@ -94,6 +98,46 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             on_expiry: None,
         }
+    }
+
+    /// The endpoints, in order of preference: `endpoint` may list several, comma-separated
+    /// (`https://a:7100,https://b:7100`: coordinators sharing one database); the client uses the
+    /// first that answers and fails over to the next on a transport failure, with the same
+    /// request id.
+    pub fn endpoints(&self) -> Result<Vec<String>, ClientError> {
+        let endpoints: Vec<String> = self
+            .endpoint
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() || endpoints.len() > MAX_ENDPOINTS {
+            return Err(ClientError::Config(format!(
+                "endpoint: expected 1 to {MAX_ENDPOINTS} addresses, comma-separated"
+            )));
+        }
+        Ok(endpoints)
+    }
+
+    /// A tonic endpoint for `address` with this config's TLS settings.
+    fn endpoint(&self, address: &str) -> Result<Endpoint, ClientError> {
+        let mut endpoint = Endpoint::from_shared(address.to_string())
+            .map_err(|e| ClientError::Config(format!("endpoint `{address}`: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if address.starts_with("https://") {
+            let mut tls = match &self.ca_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            if let Some(name) = &self.tls_name {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        }
+        Ok(endpoint)
     }
 
     /// Trust this CA (PEM) instead of the system roots.
@@ -177,9 +221,9 @@ impl SignedAuthorization {
 /// A connected client. Cheap to clone; clones share the channel.
 #[derive(Clone)]
 pub struct Client {
-    signer: SignerStub,
-    admin: AdminStub,
-    approvals: ApprovalsStub,
+    /// One set of stubs per endpoint, and the one in use.
+    stubs: Arc<Vec<Stubs>>,
+    current: Arc<AtomicUsize>,
     config: ClientConfig,
     expires_in: Arc<Mutex<Option<(Duration, Instant)>>>,
 }
@@ -194,51 +238,100 @@ fn bytes32(field: &str, bytes: &[u8]) -> Result<[u8; 32], ClientError> {
         .map_err(|_| ClientError::BadReply(format!("{field} is not 32 bytes")))
 }
 
+/// One endpoint's stubs.
+#[derive(Clone)]
+struct Stubs {
+    signer: SignerStub,
+    admin: AdminStub,
+    approvals: ApprovalsStub,
+}
+
+/// A transport failure that another endpoint may not have: a killed connection surfaces as
+/// `UNKNOWN` or `CANCELLED` (the coordinator itself never answers with either), a refused or
+/// lost one as `UNAVAILABLE`.
+fn transport_failure(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
 impl Client {
-    /// Connects (TLS) and checks the endpoint answers.
+    /// Connects (TLS). The endpoints are tried in order and calls start on the first that
+    /// answers (the others are dialled again when the client fails over to them after a
+    /// transport failure; see [`ClientConfig::endpoints`]); none answering is `Unavailable`.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| ClientError::Config(format!("endpoint `{}`: {e}", config.endpoint)))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if config.endpoint.starts_with("https://") {
-            let mut tls = match &config.ca_pem {
-                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
-                None => ClientTlsConfig::new().with_native_roots(),
-            };
-            if let Some(name) = &config.tls_name {
-                tls = tls.domain_name(name.clone());
-            }
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| {
-            ClientError::Unavailable(format!("cannot connect to {}: {e}", config.endpoint))
-        })?;
+        let endpoints = config.endpoints()?;
         let auth = Auth(config.credential.clone());
+        let mut stubs = Vec::with_capacity(endpoints.len());
+        let mut failures = Vec::new();
+        let mut current = None;
+        for address in &endpoints {
+            let endpoint = config.endpoint(address)?;
+            let channel = if current.is_none() {
+                match endpoint.connect().await {
+                    Ok(channel) => {
+                        current = Some(stubs.len());
+                        channel
+                    }
+                    Err(error) => {
+                        failures.push(format!("cannot connect to {address}: {error}"));
+                        endpoint.connect_lazy()
+                    }
+                }
+            } else {
+                endpoint.connect_lazy()
+            };
+            stubs.push(Stubs {
+                signer: SignerClient::with_interceptor(channel.clone(), auth.clone()),
+                admin: AdminClient::with_interceptor(channel.clone(), auth.clone()),
+                approvals: ApprovalsClient::with_interceptor(channel, auth.clone()),
+            });
+        }
+        let Some(current) = current else {
+            return Err(ClientError::Unavailable(failures.join("; ")));
+        };
+        for failure in &failures {
+            tracing::warn!(failure, "an endpoint is down; using the next");
+        }
         Ok(Client {
-            signer: SignerClient::with_interceptor(channel.clone(), auth.clone()),
-            admin: AdminClient::with_interceptor(channel.clone(), auth.clone()),
-            approvals: ApprovalsClient::with_interceptor(channel, auth),
+            stubs: Arc::new(stubs),
+            current: Arc::new(AtomicUsize::new(current)),
             config,
             expires_in: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// The raw Admin stub (with this client's credential), for operator tooling.
+    fn stubs(&self) -> &Stubs {
+        &self.stubs[self.current.load(Ordering::Relaxed) % self.stubs.len()]
+    }
+
+    /// After a transport failure: the next endpoint (when there are several).
+    fn fail_over(&self, from: usize) {
+        if self.stubs.len() > 1 {
+            let _ = self.current.compare_exchange(
+                from,
+                (from + 1) % self.stubs.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The raw Admin stub of the endpoint in use (with this client's credential), for operator
+    /// tooling.
     pub fn admin(&self) -> AdminStub {
-        self.admin.clone()
+        self.stubs().admin.clone()
     }
 
-    /// The raw Approvals stub (with this client's credential), for approvers' tooling.
+    /// The raw Approvals stub of the endpoint in use, for approvers' tooling.
     pub fn approvals(&self) -> ApprovalsStub {
-        self.approvals.clone()
+        self.stubs().approvals.clone()
     }
 
-    /// The raw Signer stub (with this client's credential).
+    /// The raw Signer stub of the endpoint in use (with this client's credential).
     pub fn signer(&self) -> SignerStub {
-        self.signer.clone()
+        self.stubs().signer.clone()
     }
 
     /// Time left before the API key expires, when the service said it is within 7 days.
@@ -276,6 +369,7 @@ impl Client {
         loop {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
+            let endpoint = self.current.load(Ordering::Relaxed);
             match call(left).await {
                 Ok(response) => {
                     self.observe(response.metadata());
@@ -283,12 +377,18 @@ impl Client {
                 }
                 Err(status) => {
                     self.observe(status.metadata());
-                    let retry = status.code() == tonic::Code::Unavailable
+                    // With several endpoints a killed connection (UNKNOWN, CANCELLED) is
+                    // retried on the next one too: the same request id keeps it idempotent.
+                    let several = self.stubs.len() > 1;
+                    let retryable = status.code() == tonic::Code::Unavailable
+                        || (several && transport_failure(status.code()));
+                    let retry = retryable
                         && attempt < self.config.retry.max_attempts
                         && Instant::now() + backoff < deadline;
                     if !retry {
                         return Err(status.into());
                     }
+                    self.fail_over(endpoint);
                     tracing::debug!(attempt, message = status.message(), "unavailable; retrying");
                     // Jitter so that many clients do not retry in step.
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
@@ -307,7 +407,7 @@ impl Client {
 
     pub async fn get_key(&self, key_id: &str) -> Result<api::Key, ClientError> {
         self.with_retries(|left| {
-            let mut stub = self.signer.clone();
+            let mut stub = self.signer();
             let request = Self::timed(
                 api::GetKeyRequest {
                     key_id: key_id.to_string(),
@@ -321,7 +421,7 @@ impl Client {
 
     pub async fn list_keys(&self) -> Result<Vec<api::Key>, ClientError> {
         self.with_retries(|left| {
-            let mut stub = self.signer.clone();
+            let mut stub = self.signer();
             let request = Self::timed(api::ListKeysRequest {}, left);
             async move { stub.list_keys(request).await }
         })
@@ -331,7 +431,7 @@ impl Client {
 
     pub async fn who_am_i(&self) -> Result<api::ApiKeyInfo, ClientError> {
         self.with_retries(|left| {
-            let mut stub = self.signer.clone();
+            let mut stub = self.signer();
             let request = Self::timed(api::WhoAmIRequest {}, left);
             async move { stub.who_am_i(request).await }
         })
@@ -345,7 +445,7 @@ impl Client {
         request: api::check_policy_request::Request,
     ) -> Result<api::CheckPolicyResponse, ClientError> {
         self.with_retries(|left| {
-            let mut stub = self.signer.clone();
+            let mut stub = self.signer();
             let request = Self::timed(
                 api::CheckPolicyRequest {
                     request: Some(request.clone()),
@@ -403,7 +503,7 @@ impl Client {
         let payload = tx.signing_payload();
         let reply = self
             .with_retries(|left| {
-                let mut stub = self.signer.clone();
+                let mut stub = self.signer();
                 let request = Self::timed(
                     api::SignTransactionRequest {
                         key_id: key_id.to_string(),
@@ -454,7 +554,7 @@ impl Client {
         let request_id = fresh_request_id();
         let reply = self
             .with_retries(|left| {
-                let mut stub = self.signer.clone();
+                let mut stub = self.signer();
                 let request = Self::timed(
                     api::SignMessageRequest {
                         key_id: key_id.to_string(),
@@ -490,7 +590,7 @@ impl Client {
         let request_id = fresh_request_id();
         let reply = self
             .with_retries(|left| {
-                let mut stub = self.signer.clone();
+                let mut stub = self.signer();
                 let request = Self::timed(
                     api::SignTypedDataRequest {
                         key_id: key_id.to_string(),
@@ -519,7 +619,7 @@ impl Client {
         let request_id = fresh_request_id();
         let reply = self
             .with_retries(|left| {
-                let mut stub = self.signer.clone();
+                let mut stub = self.signer();
                 let request = Self::timed(
                     api::SignAuthorizationRequest {
                         key_id: key_id.to_string(),

@@ -24,8 +24,9 @@ pub struct TlsConfig {
     pub cert_pem: String,
     pub key_pem: zeroize::Zeroizing<String>,
     pub client_ca_pem: String,
-    /// SHA-256 of the coordinator's client certificate (DER): the only client served.
-    pub coordinator_cert_sha256: [u8; 32],
+    /// SHA-256 of each coordinator's client certificate (DER): the only clients served (one,
+    /// or several coordinators sharing one database).
+    pub coordinator_cert_sha256: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -33,7 +34,11 @@ impl std::fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field(
                 "coordinator_cert_sha256",
-                &hex::encode(self.coordinator_cert_sha256),
+                &self
+                    .coordinator_cert_sha256
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>(),
             )
             .field("key_pem", &"***")
             .finish_non_exhaustive()
@@ -68,6 +73,25 @@ fn decode_key(setting: &str, text: &str) -> Result<[u8; 32], NodeError> {
     hex::decode_to_slice(text.trim_start_matches("0x"), &mut out)
         .map_err(|_| NodeError::config(setting, "expected 64 hex digits"))?;
     Ok(out)
+}
+
+/// Most coordinators a node serves.
+pub const MAX_COORDINATORS: usize = 8;
+
+/// The pinned coordinator certificates: one fingerprint, or several comma-separated.
+fn pinned_coordinators(text: &str) -> Result<Vec<[u8; 32]>, NodeError> {
+    let setting = "tls.coordinator_cert_sha256";
+    let pinned = text
+        .split(',')
+        .map(|part| decode_key(setting, part.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if pinned.len() > MAX_COORDINATORS {
+        return Err(NodeError::config(
+            setting,
+            format!("at most {MAX_COORDINATORS} coordinator fingerprints"),
+        ));
+    }
+    Ok(pinned)
 }
 
 fn read_text(setting: &str, path: &Path) -> Result<String, NodeError> {
@@ -154,10 +178,7 @@ impl NodeConfig {
             cert_pem: read_text("tls.cert", &raw.tls.cert)?,
             key_pem: zeroize::Zeroizing::new(read_text("tls.key", &raw.tls.key)?),
             client_ca_pem: read_text("tls.client_ca", &raw.tls.client_ca)?,
-            coordinator_cert_sha256: decode_key(
-                "tls.coordinator_cert_sha256",
-                &raw.tls.coordinator_cert_sha256,
-            )?,
+            coordinator_cert_sha256: pinned_coordinators(&raw.tls.coordinator_cert_sha256)?,
         };
         let policy_verifier = raw
             .policy_public_key
@@ -218,6 +239,22 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_or_several_coordinators_are_pinned() {
+        let (a, b) = ("aa".repeat(32), "0xbb".to_string() + &"bb".repeat(31));
+        assert_eq!(pinned_coordinators(&a).unwrap(), vec![[0xaa; 32]]);
+        assert_eq!(
+            pinned_coordinators(&format!("{a}, {b}")).unwrap(),
+            vec![[0xaa; 32], [0xbb; 32]]
+        );
+        for bad in [String::new(), format!("{a},"), "zz".repeat(32)] {
+            let error = pinned_coordinators(&bad).unwrap_err().to_string();
+            assert!(error.contains("tls.coordinator_cert_sha256"), "{error}");
+        }
+        let nine = vec![a; MAX_COORDINATORS + 1].join(",");
+        assert!(pinned_coordinators(&nine).is_err());
+    }
 
     #[test]
     fn errors_name_the_setting() {

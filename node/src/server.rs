@@ -24,9 +24,9 @@ use crate::store::{MAX_SECURITY_EVENTS, SECURITY_EVENT_RETENTION_SECS};
 /// Largest request the node decodes: a delivery of a few sealed envelopes.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// Admits only the client whose leaf certificate hashes to `pinned`.
+/// Admits only clients whose leaf certificate hashes to one of `pinned` (the coordinators').
 fn coordinator_only(
-    pinned: [u8; 32],
+    pinned: Vec<[u8; 32]>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let certs = request
@@ -36,9 +36,9 @@ fn coordinator_only(
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let digest: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
-        if digest != pinned {
+        if !pinned.contains(&digest) {
             return Err(Status::permission_denied(
-                "this client certificate is not the coordinator's",
+                "this client certificate is not a pinned coordinator's",
             ));
         }
         Ok(request)

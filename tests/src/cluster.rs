@@ -327,6 +327,8 @@ pub struct NodeCluster {
     pub nodes: Vec<NodeProcess>,
     pub ca: DevCa,
     pub coordinator: Issued,
+    /// Another coordinator's client certificate the nodes pin as well.
+    pub standby_coordinator: Issued,
     pub root: tempfile::TempDir,
 }
 
@@ -353,6 +355,10 @@ impl NodeCluster {
         let ca = DevCa::generate("shardsign test CA").expect("CA");
         let coordinator = ca
             .issue("coordinator", &["coordinator"], Usage::Client)
+            .expect("client cert");
+        // A second coordinator's certificate, pinned too (coordinators sharing one database).
+        let standby_coordinator = ca
+            .issue("standby-coordinator", &["coordinator"], Usage::Client)
             .expect("client cert");
         write(&root.path().join("ca.pem"), ca.cert_pem());
         let mut identities = Vec::new();
@@ -426,7 +432,10 @@ impl NodeCluster {
                         cert: dir.join("cert.pem"),
                         key: dir.join("key.pem"),
                         client_ca: root.path().join("ca.pem"),
-                        coordinator_cert_sha256: coordinator.fingerprint.clone(),
+                        coordinator_cert_sha256: format!(
+                            "{},{}",
+                            coordinator.fingerprint, standby_coordinator.fingerprint
+                        ),
                     },
                     members: identities.clone(),
                 };
@@ -449,6 +458,7 @@ impl NodeCluster {
             nodes,
             ca,
             coordinator,
+            standby_coordinator,
             root,
         };
         for node in &mut cluster.nodes {

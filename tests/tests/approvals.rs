@@ -247,6 +247,7 @@ async fn parked_requests_sign_after_a_quorum_of_approvers_and_the_nodes_check_it
     assert_eq!(shown["request"]["erc20"]["amount"], "5000000000");
     assert_eq!(shown["request"]["erc20"]["to"], ALICE);
     assert_eq!(shown["state"], "pending");
+    assert_eq!(shown["cluster_id"], "test-cluster");
     // The agent's key may not reach the approvals service.
     let denied = cli.run(&["approvals", "list"], Some(&agent));
     assert!(!denied.status.success());

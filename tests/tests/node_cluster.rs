@@ -601,8 +601,19 @@ async fn malformed_requests_get_precise_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_coordinators_client_certificate_is_served() {
+async fn only_the_pinned_coordinators_client_certificates_are_served() {
     let shared = shared();
+    // Both pinned coordinators are served (several coordinators sharing one database).
+    for pinned in [
+        &shared.cluster.coordinator,
+        &shared.cluster.standby_coordinator,
+    ] {
+        let mut client = shared.cluster.client_with(1, Some(pinned)).await;
+        client
+            .list_keys(ListKeysRequest::default())
+            .await
+            .expect("a pinned coordinator is served");
+    }
     let other = shared
         .cluster
         .ca
@@ -614,6 +625,11 @@ async fn only_the_coordinators_client_certificate_is_served() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("not a pinned coordinator's"),
+        "{}",
+        status.message()
+    );
     let mut anonymous = shared.cluster.client_with(1, None).await;
     assert!(
         anonymous

@@ -280,8 +280,16 @@ pub async fn approvals(command: ApprovalsCommand, global: &Global, out: Out) -> 
         ApprovalsCommand::Show { approval_id } => {
             let record = get(approval_id).await?;
             let checked = check(&record)?;
-            out.show(&record_json(&record, Some(&checked.description)), || {
-                human(&record, Some(&checked.description))
+            // The cluster the statement is for: an approver with keys for several clusters
+            // sees which one they would approve in.
+            let mut shown = record_json(&record, Some(&checked.description));
+            shown["cluster_id"] = json!(checked.statement.cluster_id);
+            out.show(&shown, || {
+                format!(
+                    "cluster {}\n{}",
+                    checked.statement.cluster_id,
+                    human(&record, Some(&checked.description))
+                )
             });
         }
         ApprovalsCommand::Approve { approval_id, key } => {

@@ -67,7 +67,8 @@ pub struct NodeTlsFile {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
-    /// SHA-256 (hex) of the coordinator's client certificate: the only client served.
+    /// SHA-256 (hex) of the coordinator's client certificate: the only client served. Several
+    /// coordinators (sharing one database): their fingerprints comma-separated, at most 8.
     pub coordinator_cert_sha256: String,
 }
 

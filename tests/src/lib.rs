@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: the eth-account bridge and transaction generators.
+//! Helpers shared by the integration tests: the eth-account bridge, transaction generators and
+//! x402 payment documents.
 
 pub mod cli;
 pub mod cluster;
@@ -9,3 +10,4 @@ pub mod random_tx;
 pub mod relay;
 pub mod tmpfs;
 pub mod tx_json;
+pub mod x402;

@@ -94,19 +94,17 @@ fn permit_rule() -> TypedDataRule {
 }
 
 fn x402(from: &str, domain_name: &str) -> serde_json::Value {
-    json!({
-        "types": {
-            "EIP712Domain": domain_types(true),
-            "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
-        },
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": domain_name, "version": "2", "chainId": 8453, "verifyingContract": USDC_BASE},
-        "message": {"from": from, "to": BOB, "value": "10000", "validAfter": 0,
-                    "validBefore": 1900000000, "nonce": format!("0x{}", "ab".repeat(32))}
-    })
+    shardsign_tests::x402::Payment {
+        domain_name,
+        chain_id: 8453,
+        token: USDC_BASE,
+        from,
+        to: BOB,
+        value: 10_000,
+        valid_before: 1_900_000_000,
+        nonce: [0xab; 32],
+    }
+    .document()
 }
 
 fn rule(chain_id: u64, contract: &str, name: &str, primary: &str) -> TypedDataRule {

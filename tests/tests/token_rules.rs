@@ -26,6 +26,7 @@ use shardsign_tests::eth_account;
 use shardsign_tests::full::{Cluster, permissive_policy};
 use shardsign_tests::relay;
 use shardsign_tests::tx_json::hex0x;
+use shardsign_tests::x402::{Payment, nonce};
 use tonic::Code;
 
 const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
@@ -77,22 +78,17 @@ fn transfer(to: &str, units: u64) -> Vec<u8> {
 /// An x402 "exact" payment: EIP-3009 TransferWithAuthorization of `units` USDC to ALICE, valid
 /// for `valid_for` seconds.
 fn x402(from: &str, units: u64, valid_for: u64) -> String {
-    let now = shardsign_tests::full::unix_now() as u64;
-    json!({
-        "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
-            "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
-        },
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
-        "message": {"from": from, "to": ALICE, "value": units.to_string(), "validAfter": 0,
-                    "validBefore": (now + valid_for).to_string(),
-                    "nonce": format!("0x{:064x}", rand::random::<u64>())}
-    })
+    Payment {
+        domain_name: "USD Coin",
+        chain_id: 1,
+        token: USDC,
+        from,
+        to: ALICE,
+        value: units,
+        valid_before: shardsign_tests::full::unix_now() as u64 + valid_for,
+        nonce: nonce(rand::random::<u64>()),
+    }
+    .document()
     .to_string()
 }
 

@@ -254,21 +254,17 @@ const DELEGATE: &str = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B";
 
 /// An x402-style EIP-3009 payment document, unique per `nonce`.
 fn x402_document(from: &str, nonce: u64) -> String {
-    json!({
-        "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
-            "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]
-        },
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": USDC},
-        "message": {"from": from, "to": "0x3535353535353535353535353535353535353535",
-                    "value": "1000000", "validAfter": 0, "validBefore": 4_000_000_000u64,
-                    "nonce": format!("0x{nonce:064x}")}
-    })
+    shardsign_tests::x402::Payment {
+        domain_name: "USD Coin",
+        chain_id: 1,
+        token: USDC,
+        from,
+        to: "0x3535353535353535353535353535353535353535",
+        value: 1_000_000,
+        valid_before: 4_000_000_000,
+        nonce: shardsign_tests::x402::nonce(nonce),
+    }
+    .document()
     .to_string()
 }
 

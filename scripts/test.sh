@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: prepares the pinned Python venv for the eth-account cross-check and the
-# system packages (tshark), builds the binaries, runs every Rust test in the workspace (unit,
+# system packages (tshark, PostgreSQL, ...), starts a throw-away PostgreSQL server (the registry
+# tests run on SQLite and on PostgreSQL; $SHARDSIGN_TEST_POSTGRES, when set, names another
+# server to use instead), builds the binaries, runs every Rust test in the workspace (unit,
 # property, engine, cluster, cross-check, disk full, capture), a smoke of every fuzz target and
 # the kept fuzz findings, the Python client's tests against a real local cluster, then the
 # docker-compose cluster test (skipped, loudly, where no Docker engine runs). Extra arguments run only `cargo test` with them
@@ -10,6 +12,10 @@ cd "$(dirname "$0")/.."
 scripts/setup-python.sh
 scripts/setup-system.sh
 export SHARDSIGN_PYTHON="$PWD/.venv/bin/python"
+if [ -z "${SHARDSIGN_TEST_POSTGRES:-}" ]; then
+  eval "$(scripts/postgres.sh start)"
+  trap 'scripts/postgres.sh stop' EXIT
+fi
 # The cluster tests start the real binaries: build them first (cargo test builds a binary only
 # for its own package's integration tests).
 cargo build --locked --workspace --bins
@@ -17,7 +23,8 @@ cargo build --locked --workspace --bins
 # its `malicious` feature never reaches another build (.ci/run checks the workspace resolution).
 cargo build --locked -p shardsign-node --features malicious --bin shardsign-node-malicious
 if [ "$#" -gt 0 ]; then
-  exec cargo test --locked "$@"
+  cargo test --locked "$@"
+  exit
 fi
 cargo test --locked --workspace
 
@@ -37,6 +44,8 @@ fi
 echo "== docker-compose cluster test"
 if docker info >/dev/null 2>&1 && { command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1; }; then
   SHARDSIGN_PROFILE=debug scripts/compose.sh test
+  echo "== docker-compose HA test (--profile ha: PostgreSQL, two coordinators, one killed)"
+  SHARDSIGN_PROFILE=debug scripts/compose.sh test-ha
 else
   echo "##########################################################################"
   echo "## SKIPPED: the docker-compose cluster test needs a running Docker engine ##"

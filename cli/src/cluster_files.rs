@@ -202,6 +202,21 @@ pub fn compose(shared: &Shared) -> (Vec<NodeFile>, CoordinatorFile) {
     (nodes, coordinator)
 }
 
+/// The compose coordinator on the `postgres` service's database (`--profile ha`): the password
+/// and the API-key hashing key both coordinators share come from container secrets.
+pub fn share_postgres(coordinator: &mut CoordinatorFile) {
+    coordinator.database = "postgres://shardsign@postgres:5432/shardsign".into();
+    coordinator.auth.api_key_hmac_key_file = Some("/run/secrets/api_key_hmac_key".into());
+}
+
+/// The second compose coordinator: the first's config with its own node-client certificate.
+pub fn second_coordinator(first: &CoordinatorFile) -> CoordinatorFile {
+    let mut second = first.clone();
+    second.node_tls.cert = "/certs/coordinator-2-client.pem".into();
+    second.node_tls.key = "/certs/coordinator-2-client.key".into();
+    second
+}
+
 /// Writes `node-1.toml` .. `node-3.toml` and `coordinator.toml` into `dir`.
 pub fn write(dir: &Path, nodes: &[NodeFile], coordinator: &CoordinatorFile) -> anyhow::Result<()> {
     for node in nodes {

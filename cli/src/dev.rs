@@ -49,6 +49,10 @@ pub enum DevCommand {
         policy_key: PathBuf,
         #[arg(long, default_value = "compose")]
         cluster_id: String,
+        /// Two coordinators sharing the `postgres` service's database (`--profile ha`): also
+        /// writes coordinator-2.toml, and the nodes admit both coordinators' certificates.
+        #[arg(long)]
+        ha: bool,
     },
 }
 
@@ -351,26 +355,47 @@ pub async fn run(command: DevCommand, global: &Global, out: Out) -> anyhow::Resu
         DevCommand::ComposeConfigs {
             policy_key,
             cluster_id,
-        } => compose_configs(&global.dir, &policy_key, cluster_id),
+            ha,
+        } => compose_configs(&global.dir, &policy_key, cluster_id, ha),
     }
 }
 
-fn compose_configs(dir: &Path, policy_key: &Path, cluster_id: String) -> anyhow::Result<()> {
+fn compose_configs(
+    dir: &Path,
+    policy_key: &Path,
+    cluster_id: String,
+    ha: bool,
+) -> anyhow::Result<()> {
     let policy_key = OperatorPolicyKey::from_secret_hex(&read_secret(policy_key)?)?;
+    let fingerprint = |name: &str| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(dir.join("certs").join(name))
+            .with_context(|| format!("no certs/{name}: run shardsign-devcert first"))?
+            .trim()
+            .to_string())
+    };
+    let mut coordinator_cert_sha256 = fingerprint("coordinator-client.sha256")?;
+    if ha {
+        coordinator_cert_sha256 = format!(
+            "{coordinator_cert_sha256},{}",
+            fingerprint("coordinator-2-client.sha256")?
+        );
+    }
     let shared = cluster_files::Shared {
         cluster_id,
         policy_public_key: policy_key.public_hex(),
-        coordinator_cert_sha256: std::fs::read_to_string(
-            dir.join("certs/coordinator-client.sha256"),
-        )
-        .context("no certs/coordinator-client.sha256: run shardsign-devcert first")?
-        .trim()
-        .to_string(),
+        coordinator_cert_sha256,
         members: cluster_files::read_members(dir)?,
         membership_public_keys: cluster_files::dev_membership_keys(dir)?,
     };
-    let (nodes, coordinator) = cluster_files::compose(&shared);
+    let (nodes, mut coordinator) = cluster_files::compose(&shared);
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
+    if ha {
+        cluster_files::share_postgres(&mut coordinator);
+        let second = cluster_files::second_coordinator(&coordinator);
+        let path = config.join("coordinator-2.toml");
+        std::fs::write(&path, second.to_toml())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     cluster_files::write(&config, &nodes, &coordinator)
 }

@@ -219,6 +219,7 @@ impl Admin {
         let now = now_ms();
         self.registry.revoke_api_key(&key.id, now)?;
         self.rate.forget(&key.id);
+        self.registry.forget_shared_rate(&key.id)?;
         let key = self
             .auth
             .refresh(&self.registry, &key.id)?
@@ -236,6 +237,7 @@ impl Admin {
         self.registry
             .set_api_key_policy(&key.id, &rules.to_proto(RulesFor::ApiKey))?;
         self.rate.forget(&key.id);
+        self.registry.forget_shared_rate(&key.id)?;
         let key = self
             .auth
             .refresh(&self.registry, &key.id)?

@@ -36,8 +36,21 @@ pub fn backup(config: &CoordinatorConfig, out: &Path) -> Result<CoordinatorBacku
             format!("{} exists; refusing to overwrite it", out.display()),
         ));
     }
-    if !config.database.exists() {
-        return Err(failed("no registry at", &config.database, "missing"));
+    let database = match &config.database {
+        crate::config::Database::Sqlite(path) => path,
+        crate::config::Database::Postgres(target) => {
+            return Err(CoordError::config(
+                "backup",
+                format!(
+                    "the registry is in PostgreSQL ({}): back it up with pg_dump, and keep a copy of {}",
+                    target.describe(),
+                    config.api_key_hmac_key_file.display()
+                ),
+            ));
+        }
+    };
+    if !database.exists() {
+        return Err(failed("no registry at", database, "missing"));
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -48,7 +61,7 @@ pub fn backup(config: &CoordinatorConfig, out: &Path) -> Result<CoordinatorBacku
     let target = registry_copy
         .to_str()
         .ok_or_else(|| CoordError::config("backup", "the output path must be valid UTF-8"))?;
-    let conn = Connection::open_with_flags(&config.database, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute("VACUUM INTO ?1", [target])?;
     drop(conn);

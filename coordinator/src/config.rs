@@ -45,11 +45,72 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Where the registry lives.
+#[derive(Clone)]
+pub enum Database {
+    /// An embedded SQLite file: one coordinator (the default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database that several coordinators share.
+    Postgres(Box<crate::registry::db::postgres::Target>),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+            // Never the password.
+            Database::Postgres(target) => write!(f, "Postgres({})", target.describe()),
+        }
+    }
+}
+
+/// The environment variable holding the PostgreSQL password (never in the config file).
+pub const DATABASE_PASSWORD_ENV: &str = "SHARDSIGN_DATABASE_PASSWORD";
+/// Or the environment variable naming a file that holds it (a container's secret).
+pub const DATABASE_PASSWORD_FILE_ENV: &str = "SHARDSIGN_DATABASE_PASSWORD_FILE";
+
+fn database_password() -> Result<Option<Zeroizing<String>>, CoordError> {
+    if let Ok(password) = std::env::var(DATABASE_PASSWORD_ENV) {
+        return Ok(Some(Zeroizing::new(password)));
+    }
+    let Ok(path) = std::env::var(DATABASE_PASSWORD_FILE_ENV) else {
+        return Ok(None);
+    };
+    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        CoordError::config(
+            DATABASE_PASSWORD_FILE_ENV,
+            format!("cannot read {path}: {e}"),
+        )
+    })?);
+    Ok(Some(Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_string(),
+    )))
+}
+
+impl Database {
+    /// `database = "..."`: a `postgres://` URL, else a SQLite file's path.
+    fn parse(text: &Path) -> Result<Database, CoordError> {
+        let Some(url) = text
+            .to_str()
+            .filter(|t| t.starts_with("postgres://") || t.starts_with("postgresql://"))
+        else {
+            return Ok(Database::Sqlite(text.to_path_buf()));
+        };
+        let password = database_password()?;
+        Ok(Database::Postgres(Box::new(
+            crate::registry::db::postgres::Target::parse(
+                url,
+                password.as_deref().map(|p| p.as_str()),
+            )?,
+        )))
+    }
+}
+
 #[derive(Debug)]
 pub struct CoordinatorConfig {
     pub cluster_id: String,
     pub listen: SocketAddr,
-    pub database: PathBuf,
+    pub database: Database,
     pub ready_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub request_timeout: Duration,
@@ -205,16 +266,25 @@ impl CoordinatorConfig {
             }),
             None => None,
         };
-        let api_key_hmac_key_file = raw.auth.api_key_hmac_key_file.clone().unwrap_or_else(|| {
-            raw.database
+        let database = Database::parse(&raw.database)?;
+        let api_key_hmac_key_file = match (&raw.auth.api_key_hmac_key_file, &database) {
+            (Some(file), _) => file.clone(),
+            (None, Database::Sqlite(path)) => path
                 .parent()
                 .unwrap_or(Path::new("."))
-                .join("api-key-hmac.key")
-        });
+                .join("api-key-hmac.key"),
+            // Every coordinator of a shared registry must hash API keys with the same key.
+            (None, Database::Postgres(_)) => {
+                return Err(CoordError::config(
+                    "auth.api_key_hmac_key_file",
+                    "required with a PostgreSQL database: every coordinator sharing it needs the same hashing key file (copy the first coordinator's)",
+                ));
+            }
+        };
         Ok(CoordinatorConfig {
             cluster_id: raw.cluster_id,
             listen,
-            database: raw.database,
+            database,
             ready_file: raw.ready_file,
             metrics_listen: raw
                 .metrics_listen

@@ -96,6 +96,8 @@ pub enum CoordError {
     #[error("registry error: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("registry error: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("registry error: {0}")]
     Commit(#[from] shardsign_groupcommit::CommitFailed),
     #[error("configuration: {setting}: {problem}")]
     Config { setting: String, problem: String },

@@ -29,7 +29,7 @@ pub fn recover_admin(config: &CoordinatorConfig, label: &str) -> Result<Recovere
             format!("expected 1 to {MAX_LABEL_LEN} characters, no control characters"),
         ));
     }
-    let registry = Registry::open(&config.database)?;
+    let registry = Registry::open_configured(&config.database)?;
     let hasher = SecretHasher::new(load_or_create_hmac_key(&config.api_key_hmac_key_file)?);
     let rules = Rules::from_proto(&Default::default(), RulesFor::ApiKey)?;
     let now = now_ms();

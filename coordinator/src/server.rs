@@ -13,6 +13,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::access::apikeys::{SecretHasher, load_or_create_hmac_key};
 use crate::access::auth::Authenticator;
+use crate::access::freshness::{Freshness, Reload};
 use crate::access::ratelimit::RateLimiter;
 use crate::admin::Admin;
 use crate::api::{AdminService, ApprovalsService, SignerService};
@@ -29,6 +30,7 @@ use crate::signing::admission::Admission;
 use crate::signing::bans::Bans;
 use crate::signing::key_policies::KeyPolicies;
 use crate::signing::pool::NodePool;
+use sha2::Digest as _;
 use shardsign_policy::PolicyVerifier;
 
 /// Largest public request: a transaction with the largest allowed data, with room to spare.
@@ -46,13 +48,34 @@ struct Components {
 /// Opens the registry and builds every component from the config (the bootstrap token moves
 /// into the authenticator).
 fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
-    let registry = Arc::new(Registry::open(&config.database)?);
+    let registry = Arc::new(Registry::open_configured(&config.database)?);
     let metrics = Arc::new(CoordinatorMetrics::new());
     let bans = Arc::new(Bans::new(registry.clone(), metrics.clone()));
     let pool = Arc::new(NodePool::new(config, bans)?);
     let hmac_key = load_or_create_hmac_key(&config.api_key_hmac_key_file)?;
     if config.bootstrap_token.is_some() {
         tracing::info!("the bootstrap credential is enabled until an admin API key exists");
+    }
+    if registry.is_shared() {
+        // Every coordinator must hash API keys alike, or keys made on one fail on another.
+        let fingerprint: [u8; 8] = sha2::Sha256::new()
+            .chain_update(b"shardsign api-key hashing key fingerprint\0")
+            .chain_update(hmac_key.as_slice())
+            .finalize()[..8]
+            .try_into()
+            .expect("8 bytes");
+        if !registry.agree_on(
+            "api_key_hmac_fingerprint",
+            i64::from_be_bytes(fingerprint) >> 1,
+        )? {
+            return Err(CoordError::config(
+                "auth.api_key_hmac_key_file",
+                format!(
+                    "{} is not the hashing key the other coordinators of this registry use; copy theirs",
+                    config.api_key_hmac_key_file.display()
+                ),
+            ));
+        }
     }
     let auth = Arc::new(Authenticator::new(
         &registry,
@@ -78,6 +101,12 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         &registry,
         metrics.registry.clone(),
     )?);
+    if registry.is_shared() {
+        auth.follow(Freshness::new(
+            registry.clone(),
+            vec![key_policies.clone() as Arc<dyn Reload>],
+        )?);
+    }
     let rate = Arc::new(RateLimiter::default());
     let approvals = Arc::new(Approvals::new(
         registry.clone(),
@@ -92,6 +121,7 @@ fn build(config: &mut CoordinatorConfig) -> Result<Components, CoordError> {
         rate.clone(),
         metrics.clone(),
         approvals.clone(),
+        config.request_timeout,
     );
     let signing = Arc::new(Signing::new(
         registry.clone(),

@@ -89,6 +89,14 @@ impl CoordinatorProcess {
         }
     }
 
+    /// SIGKILL: the process dies at once, mid-request, the way a host dies.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Rewrites the coordinator's config with `change` and restarts it on the new one.
     pub fn reconfigure(&mut self, change: impl FnOnce(&mut CoordinatorFile)) {
         let text = std::fs::read_to_string(&self.config).expect("coordinator config");
@@ -121,6 +129,8 @@ impl Drop for CoordinatorProcess {
 pub struct Cluster {
     pub nodes: NodeCluster,
     pub coordinator: CoordinatorProcess,
+    /// A second coordinator sharing the first one's PostgreSQL registry ([`Cluster::start_shared`]).
+    pub second: Option<CoordinatorProcess>,
     pub bootstrap_token: String,
     /// An admin API key (created with the bootstrap credential).
     pub admin_token: String,
@@ -227,6 +237,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with the nodes' stores sealed by `kek`.
     pub fn start_with(kek: KekKind) -> Cluster {
+        Self::start_configured(kek, false)
+    }
+
+    /// Two coordinators (`coordinator` and `second`) sharing one throw-away PostgreSQL database
+    /// on the server `SHARDSIGN_TEST_POSTGRES` names, in front of the same three nodes.
+    pub fn start_shared() -> Cluster {
+        Self::start_configured(KekKind::KeyFile, true)
+    }
+
+    fn start_configured(kek: KekKind, shared: bool) -> Cluster {
         let policy_key = OperatorPolicyKey::generate();
         let nodes = NodeCluster::start_with(kek, Some(&policy_key.public_hex()));
         let dir = nodes.root.path().join("coordinator");
@@ -243,10 +263,15 @@ impl Cluster {
         write(&dir.join("api.key"), &server.key_pem);
         write(&dir.join("node-client.pem"), &nodes.coordinator.cert_pem);
         write(&dir.join("node-client.key"), &nodes.coordinator.key_pem);
+        let database = if shared {
+            PathBuf::from(crate::postgres::fresh_database_url())
+        } else {
+            dir.join("coordinator.db")
+        };
         let file = CoordinatorFile {
             cluster_id: "test-cluster".into(),
             listen: "127.0.0.1:0".into(),
-            database: dir.join("coordinator.db"),
+            database,
             ready_file: Some(dir.join("ready")),
             metrics_listen: Some("127.0.0.1:0".into()),
             request_timeout_secs: Some(20),
@@ -260,6 +285,8 @@ impl Cluster {
             auth: AuthFile {
                 bootstrap_token_env: Some("SHARDSIGN_TEST_BOOTSTRAP_TOKEN".into()),
                 environment: Some("test".into()),
+                // Coordinators sharing a registry share the API-key hashing key.
+                api_key_hmac_key_file: shared.then(|| nodes.root.path().join("api-key-hmac.key")),
                 ..Default::default()
             },
             tls: Some(ApiTlsFile {
@@ -295,9 +322,39 @@ impl Cluster {
             bootstrap_token: bootstrap_token.clone(),
         };
         coordinator.start();
+        let second = shared.then(|| {
+            // The same API certificate; its own node-client certificate (the nodes pin both).
+            let dir = nodes.root.path().join("coordinator-2");
+            std::fs::create_dir_all(&dir).expect("second coordinator dir");
+            write(
+                &dir.join("node-client.pem"),
+                &nodes.standby_coordinator.cert_pem,
+            );
+            write(
+                &dir.join("node-client.key"),
+                &nodes.standby_coordinator.key_pem,
+            );
+            let mut file = file.clone();
+            file.ready_file = Some(dir.join("ready"));
+            file.node_tls.cert = dir.join("node-client.pem");
+            file.node_tls.key = dir.join("node-client.key");
+            let config = dir.join("coordinator.toml");
+            write(&config, &file.to_toml());
+            let mut second = CoordinatorProcess {
+                log: dir.join("coordinator.log"),
+                dir,
+                config,
+                address: String::new(),
+                child: None,
+                bootstrap_token: bootstrap_token.clone(),
+            };
+            second.start();
+            second
+        });
         let mut cluster = Cluster {
             nodes,
             coordinator,
+            second,
             bootstrap_token: bootstrap_token.clone(),
             admin_token: String::new(),
             signer_token: String::new(),
@@ -511,6 +568,29 @@ impl Cluster {
 
     pub fn channel(&self) -> Channel {
         channel_to(&self.coordinator.address, self.nodes.ca.cert_pem())
+    }
+
+    /// The second coordinator ([`Cluster::start_shared`]).
+    pub fn second(&self) -> &CoordinatorProcess {
+        self.second
+            .as_ref()
+            .expect("a cluster started with start_shared")
+    }
+
+    /// A channel to the second coordinator.
+    pub fn second_channel(&self) -> Channel {
+        channel_to(&self.second().address, self.nodes.ca.cert_pem())
+    }
+
+    pub fn second_signer_with(&self, token: Option<&str>) -> Signer {
+        SignerClient::with_interceptor(self.second_channel(), Bearer(token.map(str::to_string)))
+    }
+
+    pub fn second_admin(&self) -> Admin {
+        AdminClient::with_interceptor(
+            self.second_channel(),
+            Bearer(Some(self.admin_token.clone())),
+        )
     }
 
     pub fn signer_with(&self, token: Option<&str>) -> Signer {

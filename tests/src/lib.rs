@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod eth_account;
 pub mod full;
 pub mod leak;
+pub mod postgres;
 pub mod random_tx;
 pub mod relay;
 pub mod tmpfs;

@@ -70,6 +70,15 @@ struct Args {
     /// document, EIP-7702 authorization, set-code transaction) and report each kind's latency.
     #[arg(long, default_value_t = 0)]
     per_kind: usize,
+    /// Keep the coordinator's registry in PostgreSQL (a throw-away database on the server
+    /// SHARDSIGN_TEST_POSTGRES names; `eval "$(bash scripts/postgres.sh start)"`) instead of
+    /// SQLite. Two coordinators share it; the clients use the first only, unless
+    /// --two-coordinators.
+    #[arg(long)]
+    postgres: bool,
+    /// With --postgres: spread the clients over both coordinators (half start on each).
+    #[arg(long, requires = "postgres")]
+    two_coordinators: bool,
     /// Copy the coordinator's and nodes' logs (with per-stage debug timings) into this directory.
     #[arg(long)]
     keep_logs: Option<std::path::PathBuf>,
@@ -155,9 +164,28 @@ fn transaction(nonce: u64) -> UnsignedTransaction {
     })
 }
 
+/// Which coordinators the clients use.
+static SPREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static NEXT_CLIENT: AtomicUsize = AtomicUsize::new(0);
+
 async fn client_with(cluster: &Cluster, api_key: &str) -> Client {
+    let first = format!("https://{}", cluster.coordinator.address);
+    let endpoints = match &cluster.second {
+        Some(second) if SPREAD.load(Ordering::Relaxed) => {
+            let second = format!("https://{}", second.address);
+            if NEXT_CLIENT
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(2)
+            {
+                format!("{first},{second}")
+            } else {
+                format!("{second},{first}")
+            }
+        }
+        _ => first,
+    };
     let config = ClientConfig::new(
-        format!("https://{}", cluster.coordinator.address),
+        endpoints,
         Credential::api_key(api_key.to_string()).expect("API key"),
     )
     .with_ca_pem(cluster.nodes.ca.cert_pem())
@@ -180,9 +208,16 @@ struct Level {
 }
 
 fn relayed(cluster: &Cluster) -> f64 {
-    let text = scrape(&cluster.coordinator.metrics_address());
-    metric_value(&text, "shardsign_relayed_bytes{direction=\"from_nodes\"}")
-        + metric_value(&text, "shardsign_relayed_bytes{direction=\"to_nodes\"}")
+    cluster
+        .second
+        .iter()
+        .chain(std::iter::once(&cluster.coordinator))
+        .map(|coordinator| {
+            let text = scrape(&coordinator.metrics_address());
+            metric_value(&text, "shardsign_relayed_bytes{direction=\"from_nodes\"}")
+                + metric_value(&text, "shardsign_relayed_bytes{direction=\"to_nodes\"}")
+        })
+        .sum()
 }
 
 async fn run_level(
@@ -513,7 +548,12 @@ fn main() {
         Some(d) => Budget::Duration(parse_duration(d)),
         None => Budget::Requests(args.requests),
     };
-    let cluster = Cluster::start();
+    let cluster = if args.postgres {
+        Cluster::start_shared()
+    } else {
+        Cluster::start()
+    };
+    SPREAD.store(args.two_coordinators, Ordering::Relaxed);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (ceremonies, results, memory, per_kind) = runtime.block_on(async {
         let mut ceremonies = Vec::new();
@@ -580,7 +620,13 @@ fn main() {
         ms(median(samples))
     };
     let ceremony_ms = ms(median(ceremonies.clone()));
-    let log = cluster.coordinator.log_text();
+    // Both coordinators' per-stage timings, when there are two.
+    let log = cluster.coordinator.log_text()
+        + &cluster
+            .second
+            .as_ref()
+            .map(|c| c.log_text())
+            .unwrap_or_default();
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).expect("create the log directory");
         std::fs::write(dir.join("coordinator.log"), &log).expect("write coordinator.log");
@@ -627,7 +673,12 @@ fn main() {
         );
     }
     println!(
-        "access path in the coordinator (median): admission {admission:.3} ms + durable write (audit row + idempotency record, group commit) {audit:.3} ms"
+        "access path in the coordinator (median, registry on {}): admission {admission:.3} ms + durable write (audit row + idempotency record) {audit:.3} ms",
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     println!(
         "key ceremony through the API: median {ceremony_ms:.0} ms over {} ceremonies",

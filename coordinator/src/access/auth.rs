@@ -17,6 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
 use crate::access::apikeys::{self, ApiKey, Match, Scope, SecretHasher};
+use crate::access::freshness::Freshness;
 use crate::access::guard::FailureGuard;
 use crate::audit::AuditEntry;
 use crate::config::Token;
@@ -107,6 +108,8 @@ pub struct Authenticator {
     bootstrap_used_at_ms: AtomicI64,
     guard: FailureGuard,
     metrics: Arc<CoordinatorMetrics>,
+    /// Set when the registry is shared with other coordinators (see `freshness`).
+    freshness: std::sync::OnceLock<Freshness>,
 }
 
 fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
@@ -145,6 +148,7 @@ impl Authenticator {
             bootstrap_used_at_ms: AtomicI64::new(0),
             guard: FailureGuard::default(),
             metrics,
+            freshness: std::sync::OnceLock::new(),
         };
         let now = now_ms();
         let used = match registry.bootstrap_used_at()? {
@@ -217,6 +221,35 @@ impl Authenticator {
         keys
     }
 
+    /// Follows a registry shared with other coordinators: before each request, the key table
+    /// (and `freshness`'s followers) are reloaded if another coordinator changed them.
+    pub fn follow(&self, freshness: Freshness) {
+        let _ = self.freshness.set(freshness);
+    }
+
+    /// Catches up with changes other coordinators made to a shared registry (nothing to do
+    /// with an unshared one).
+    pub fn sync(&self) -> Result<(), CoordError> {
+        match self.freshness.get() {
+            Some(freshness) => freshness.check(|registry| self.reload_keys(registry)),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the whole key table with the registry's.
+    fn reload_keys(&self, registry: &Registry) -> Result<(), CoordError> {
+        let keys = registry
+            .load_api_keys()?
+            .into_iter()
+            .map(|key| (key.id.clone(), Arc::new(key)))
+            .collect();
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(())
+    }
+
     /// Reloads one key from the registry after a change.
     pub fn refresh(
         &self,
@@ -273,6 +306,7 @@ impl Authenticator {
         let token = bearer(request).inspect_err(|_| {
             self.fail(peer_ip, None, "no or malformed authorization header");
         })?;
+        self.sync()?;
         let now = now_ms();
         let caller = |principal, expires_in| Caller {
             principal,

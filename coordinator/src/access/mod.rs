@@ -4,5 +4,6 @@
 
 pub mod apikeys;
 pub mod auth;
+pub mod freshness;
 pub mod guard;
 pub mod ratelimit;

@@ -64,7 +64,17 @@ impl From<CoordError> for Status {
             CoordError::SigningFailed(_)
             | CoordError::KeygenFailed(_)
             | CoordError::RefreshFailed(_) => Status::aborted(message),
-            CoordError::Store(_) | CoordError::Commit(_) | CoordError::Config { .. } => {
+            // A database that cannot be reached is a retry elsewhere or later, not a bug.
+            CoordError::Postgres(error) if error.as_db_error().is_none() => {
+                tracing::error!(error = %message, "the registry database is unreachable");
+                Status::unavailable(
+                    "the coordinator cannot reach its database; retry, or use another coordinator",
+                )
+            }
+            CoordError::Store(_)
+            | CoordError::Postgres(_)
+            | CoordError::Commit(_)
+            | CoordError::Config { .. } => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal("internal error in the coordinator; see its log")
             }

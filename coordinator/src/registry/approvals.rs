@@ -5,10 +5,10 @@
 //! decided row never changes again.
 
 use prost::Message as _;
-use rusqlite::{OptionalExtension, Row, params};
 use shardsign_proto::v1 as api;
 
 use super::Registry;
+use super::db::{Row, Sql, args};
 use crate::error::CoordError;
 
 /// Where a parked request stands. Everything but `Pending` is final.
@@ -30,16 +30,15 @@ impl ApprovalState {
         }
     }
 
-    fn parse(text: &str) -> rusqlite::Result<Self> {
+    fn parse(text: &str) -> Result<Self, CoordError> {
         match text {
             "pending" => Ok(ApprovalState::Pending),
             "approved" => Ok(ApprovalState::Approved),
             "rejected" => Ok(ApprovalState::Rejected),
             "expired" => Ok(ApprovalState::Expired),
-            other => Err(rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown approval state `{other}`").into(),
+            other => Err(CoordError::config(
+                "registry",
+                format!("unknown approval state `{other}`"),
             )),
         }
     }
@@ -107,39 +106,33 @@ impl ApprovalRow {
 
 const COLUMNS: &str = "approval_id, state, key_id, request_id, api_key_id, chain_id, rule, detail, created_at, expires_at, payload_kind, payload, statement, signatures, approvers, quorum, decided_at, rejected_by, reason";
 
-fn unreadable(what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Blob,
-        format!("an approval's {what} is unreadable").into(),
-    )
+fn unreadable(what: &str) -> CoordError {
+    CoordError::config("registry", format!("an approval's {what} is unreadable"))
 }
 
-fn row_to_approval(row: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
-    let signatures: Vec<u8> = row.get(13)?;
-    let approvers: String = row.get(14)?;
+fn row_to_approval(row: &Row) -> Result<ApprovalRow, CoordError> {
     Ok(ApprovalRow {
-        approval_id: row.get(0)?,
-        state: ApprovalState::parse(&row.get::<_, String>(1)?)?,
-        key_id: row.get(2)?,
-        request_id: row.get(3)?,
-        api_key_id: row.get(4)?,
-        chain_id: row.get::<_, i64>(5)? as u64,
-        rule: row.get(6)?,
-        detail: row.get(7)?,
-        created_at: row.get(8)?,
-        expires_at: row.get(9)?,
-        payload_kind: row.get(10)?,
-        payload: row.get(11)?,
-        statement: row.get(12)?,
-        signatures: api::SignedStatement::decode(signatures.as_slice())
+        approval_id: row.text(0)?,
+        state: ApprovalState::parse(&row.text(1)?)?,
+        key_id: row.text(2)?,
+        request_id: row.text(3)?,
+        api_key_id: row.text(4)?,
+        chain_id: row.int(5)? as u64,
+        rule: row.text(6)?,
+        detail: row.text(7)?,
+        created_at: row.int(8)?,
+        expires_at: row.int(9)?,
+        payload_kind: row.text(10)?,
+        payload: row.blob(11)?,
+        statement: row.blob(12)?,
+        signatures: api::SignedStatement::decode(row.blob(13)?.as_slice())
             .map_err(|_| unreadable("signatures"))?
             .signatures,
-        approvers: serde_json::from_str(&approvers).map_err(|_| unreadable("approvers"))?,
-        quorum: row.get::<_, i64>(15)? as u32,
-        decided_at: row.get(16)?,
-        rejected_by: row.get(17)?,
-        reason: row.get(18)?,
+        approvers: serde_json::from_str(&row.text(14)?).map_err(|_| unreadable("approvers"))?,
+        quorum: row.int(15)? as u32,
+        decided_at: row.int(16)?,
+        rejected_by: row.text(17)?,
+        reason: row.text(18)?,
     })
 }
 
@@ -151,53 +144,60 @@ fn encoded_signatures(signatures: &[api::StatementSignature]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn select(conn: &rusqlite::Connection, approval_id: &str) -> rusqlite::Result<Option<ApprovalRow>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM approvals WHERE approval_id = ?1"),
-        [approval_id],
-        row_to_approval,
-    )
-    .optional()
+fn select(
+    sql: &mut dyn Sql,
+    approval_id: &str,
+    lock: bool,
+) -> Result<Option<ApprovalRow>, CoordError> {
+    let lock = if lock { sql.for_update() } else { "" };
+    sql.query_opt(
+        &format!("SELECT {COLUMNS} FROM approvals WHERE approval_id = ?1{lock}"),
+        args![approval_id],
+    )?
+    .map(|row| row_to_approval(&row))
+    .transpose()
 }
 
 impl Registry {
     /// Stores `row` as a new parked request, unless one with its id exists; returns the stored
     /// row and whether it is new.
     pub fn park_approval(&self, row: &ApprovalRow) -> Result<(ApprovalRow, bool), CoordError> {
-        let conn = self.conn();
-        let inserted = conn.execute(
-            &format!(
-                "INSERT OR IGNORE INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-            ),
-            params![
-                row.approval_id,
-                row.state.as_str(),
-                row.key_id,
-                row.request_id,
-                row.api_key_id,
-                row.chain_id as i64,
-                row.rule,
-                row.detail,
-                row.created_at,
-                row.expires_at,
-                row.payload_kind,
-                row.payload,
-                row.statement,
-                encoded_signatures(&row.signatures),
-                serde_json::to_string(&row.approvers).expect("strings serialise"),
-                i64::from(row.quorum),
-                row.decided_at,
-                row.rejected_by,
-                row.reason,
-            ],
-        )?;
-        let stored = select(&conn, &row.approval_id)?
-            .ok_or_else(|| CoordError::config("registry", "a parked request vanished"))?;
-        Ok((stored, inserted == 1))
+        self.write(|sql| {
+            let inserted = sql.execute(
+                &format!(
+                    "INSERT INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                     ON CONFLICT DO NOTHING"
+                ),
+                args![
+                    &row.approval_id,
+                    row.state.as_str(),
+                    &row.key_id,
+                    &row.request_id,
+                    &row.api_key_id,
+                    row.chain_id as i64,
+                    &row.rule,
+                    &row.detail,
+                    row.created_at,
+                    row.expires_at,
+                    &row.payload_kind,
+                    &row.payload,
+                    &row.statement,
+                    encoded_signatures(&row.signatures),
+                    serde_json::to_string(&row.approvers).expect("strings serialise"),
+                    i64::from(row.quorum),
+                    row.decided_at,
+                    &row.rejected_by,
+                    &row.reason,
+                ],
+            )?;
+            let stored = select(sql, &row.approval_id, false)?
+                .ok_or_else(|| CoordError::config("registry", "a parked request vanished"))?;
+            Ok((stored, inserted == 1))
+        })
     }
 
     pub fn get_approval(&self, approval_id: &str) -> Result<Option<ApprovalRow>, CoordError> {
-        Ok(select(&self.reader(), approval_id)?)
+        self.read(|sql| select(sql, approval_id, false))
     }
 
     /// Parked requests, newest first: pending ones (or all), of one key (or every key).
@@ -207,17 +207,23 @@ impl Registry {
         key_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ApprovalRow>, CoordError> {
-        let conn = self.reader();
-        let mut statement = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM approvals
-             WHERE (?1 OR state = 'pending') AND (?2 IS NULL OR key_id = ?2)
-             ORDER BY created_at DESC, approval_id LIMIT ?3"
-        ))?;
-        let rows = statement.query_map(
-            params![include_decided, key_id, i64::from(limit)],
-            row_to_approval,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|sql| {
+            sql.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM approvals
+                     WHERE (?1 = 1 OR state = 'pending') AND (?2 = '' OR key_id = ?2)
+                     ORDER BY created_at DESC, approval_id LIMIT ?3"
+                ),
+                args![
+                    i64::from(include_decided),
+                    key_id.unwrap_or(""),
+                    i64::from(limit)
+                ],
+            )?
+            .iter()
+            .map(row_to_approval)
+            .collect()
+        })
     }
 
     /// Applies `decide` to a pending row under the write lock and stores what it returns (state,
@@ -226,75 +232,70 @@ impl Registry {
     pub fn decide_approval(
         &self,
         approval_id: &str,
-        decide: impl FnOnce(ApprovalRow) -> Result<ApprovalRow, CoordError>,
+        decide: impl FnOnce(ApprovalRow) -> Result<ApprovalRow, CoordError> + Send,
     ) -> Result<ApprovalRow, CoordError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let current = select(&tx, approval_id)?
-            .ok_or_else(|| CoordError::ApprovalNotFound(approval_id.to_string()))?;
-        if current.state != ApprovalState::Pending {
-            return Ok(current);
-        }
-        let decided = decide(current)?;
-        tx.execute(
-            "UPDATE approvals SET state = ?2, signatures = ?3, decided_at = ?4, rejected_by = ?5, reason = ?6
-             WHERE approval_id = ?1 AND state = 'pending'",
-            params![
-                approval_id,
-                decided.state.as_str(),
-                encoded_signatures(&decided.signatures),
-                decided.decided_at,
-                decided.rejected_by,
-                decided.reason,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(decided)
+        self.write(|sql| {
+            let current = select(sql, approval_id, true)?
+                .ok_or_else(|| CoordError::ApprovalNotFound(approval_id.to_string()))?;
+            if current.state != ApprovalState::Pending {
+                return Ok(current);
+            }
+            let decided = decide(current)?;
+            sql.execute(
+                "UPDATE approvals SET state = ?2, signatures = ?3, decided_at = ?4, rejected_by = ?5, reason = ?6
+                 WHERE approval_id = ?1 AND state = 'pending'",
+                args![
+                    approval_id,
+                    decided.state.as_str(),
+                    encoded_signatures(&decided.signatures),
+                    decided.decided_at,
+                    &decided.rejected_by,
+                    &decided.reason,
+                ],
+            )?;
+            Ok(decided)
+        })
     }
 
     /// Marks every pending request past its expiry as expired; returns them.
     pub fn expire_approvals(&self, now_unix: i64) -> Result<Vec<ApprovalRow>, CoordError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let expired: Vec<ApprovalRow> = {
-            let mut statement = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE state = 'pending' AND expires_at <= ?1"
-            ))?;
-            let rows = statement.query_map([now_unix], row_to_approval)?;
-            rows.collect::<Result<_, _>>()?
-        };
-        tx.execute(
-            "UPDATE approvals SET state = 'expired', decided_at = ?1
-             WHERE state = 'pending' AND expires_at <= ?1",
-            [now_unix],
-        )?;
-        tx.commit()?;
-        Ok(expired
-            .into_iter()
-            .map(|row| ApprovalRow {
-                state: ApprovalState::Expired,
-                decided_at: now_unix,
-                ..row
-            })
-            .collect())
+        let expired = self.write(|sql| {
+            // RETURNING gives exactly the rows this call expired (another coordinator's sweep
+            // running at once expires the rest, and audits those).
+            sql.query(
+                &format!(
+                    "UPDATE approvals SET state = 'expired', decided_at = ?1
+                     WHERE state = 'pending' AND expires_at <= ?1 RETURNING {COLUMNS}"
+                ),
+                args![now_unix],
+            )?
+            .iter()
+            .map(row_to_approval)
+            .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok(expired)
     }
 
     /// Deletes decided requests decided before `before_unix` (the audit log keeps their story);
     /// returns how many.
     pub fn prune_approvals(&self, before_unix: i64) -> Result<usize, CoordError> {
-        Ok(self.conn().execute(
-            "DELETE FROM approvals WHERE state != 'pending' AND decided_at < ?1",
-            [before_unix],
-        )?)
+        Ok(self.write(|sql| {
+            sql.execute(
+                "DELETE FROM approvals WHERE state != 'pending' AND decided_at < ?1",
+                args![before_unix],
+            )
+        })? as usize)
     }
 
     /// How many requests wait for approval.
     pub fn pending_approvals(&self) -> Result<u64, CoordError> {
-        Ok(self.reader().query_row(
-            "SELECT COUNT(*) FROM approvals WHERE state = 'pending'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        let row = self.read(|sql| {
+            sql.query_opt(
+                "SELECT COUNT(*) FROM approvals WHERE state = 'pending'",
+                &[],
+            )
+        })?;
+        Ok(row.map(|row| row.int(0)).transpose()?.unwrap_or(0) as u64)
     }
 }
 
@@ -326,15 +327,14 @@ mod tests {
         }
     }
 
-    fn registry() -> (tempfile::TempDir, Registry) {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
-        (dir, registry)
-    }
-
     #[test]
     fn a_parked_request_is_stored_once_and_a_decision_is_final() {
-        let (_dir, registry) = registry();
+        for registry in crate::registry::testing::each_backend() {
+            a_parked_request_is_stored_once_and_a_decision_is_final_on(&registry);
+        }
+    }
+
+    fn a_parked_request_is_stored_once_and_a_decision_is_final_on(registry: &Registry) {
         let (stored, new) = registry.park_approval(&row("a1", 1000)).unwrap();
         assert!(new);
         assert_eq!(stored, row("a1", 1000));
@@ -369,7 +369,12 @@ mod tests {
 
     #[test]
     fn pending_requests_expire_and_listing_filters() {
-        let (_dir, registry) = registry();
+        for registry in crate::registry::testing::each_backend() {
+            pending_requests_expire_and_listing_filters_on(&registry);
+        }
+    }
+
+    fn pending_requests_expire_and_listing_filters_on(registry: &Registry) {
         registry.park_approval(&row("old", 1000)).unwrap();
         registry.park_approval(&row("new", 5000)).unwrap();
         assert_eq!(registry.pending_approvals().unwrap(), 2);

@@ -1,41 +1,36 @@
-//! The audit log's storage: append under the connection lock (so the chain has one order),
-//! read back for verification and listing.
-
-use rusqlite::{Connection, OptionalExtension, params};
+//! The audit log's storage: appended under the audit table's lock (so the chain has one order,
+//! whichever coordinator writes), read back for verification and listing.
 
 use super::Registry;
+use super::db::{Row, Sql, args};
 use crate::audit::{self, AuditEntry, AuditReport, GENESIS, StoredRecord};
 use crate::error::CoordError;
 
 const COLUMNS: &str = "seq, at_ms, api_key_id, operation, key_id, decision, detail, tx_hash, request_id, peer, prev_hash, hash";
 
-fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+fn read_record(row: &Row) -> Result<StoredRecord, CoordError> {
     Ok(StoredRecord {
-        seq: row.get::<_, i64>(0)? as u64,
+        seq: row.int(0)? as u64,
         entry: AuditEntry {
-            at_ms: row.get(1)?,
-            api_key_id: row.get(2)?,
-            operation: row.get(3)?,
-            key_id: row.get(4)?,
-            decision: row.get(5)?,
-            detail: row.get(6)?,
-            tx_hash: row.get(7)?,
-            request_id: row.get(8)?,
-            peer: row.get(9)?,
+            at_ms: row.int(1)?,
+            api_key_id: row.text(2)?,
+            operation: row.text(3)?,
+            key_id: row.text(4)?,
+            decision: row.text(5)?,
+            detail: row.text(6)?,
+            tx_hash: row.blob(7)?,
+            request_id: row.text(8)?,
+            peer: row.text(9)?,
         },
-        prev_hash: row.get(10)?,
-        hash: row.get(11)?,
+        prev_hash: row.blob(10)?,
+        hash: row.blob(11)?,
     })
 }
 
 impl Registry {
     /// Appends a record to the chain in its own transaction; returns its sequence number.
     pub fn append_audit(&self, entry: AuditEntry) -> Result<u64, CoordError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let seq = append(&tx, entry)?;
-        tx.commit()?;
-        Ok(seq)
+        self.write(|sql| append(sql, entry))
     }
 }
 
@@ -90,28 +85,23 @@ fn cap(text: &mut String, max: usize) {
     text.push('…');
 }
 
-/// Appends a record to the chain within the caller's transaction (which keeps the chain in one
-/// order: the connection is held for the whole transaction).
-pub(super) fn append(tx: &Connection, mut entry: AuditEntry) -> Result<u64, CoordError> {
+/// Appends a record to the chain within the caller's transaction, which holds the audit
+/// table's lock from here to its end: the chain has one order.
+pub(super) fn append(sql: &mut dyn Sql, mut entry: AuditEntry) -> Result<u64, CoordError> {
     bound_fields(&mut entry);
-    let last: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    sql.lock_table("audit")?;
+    let last = sql.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
     let (seq, prev) = match last {
-        Some((seq, hash)) => (
-            seq as u64 + 1,
-            <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(GENESIS),
+        Some(row) => (
+            row.int(0)? as u64 + 1,
+            <[u8; 32]>::try_from(row.blob(1)?.as_slice()).unwrap_or(GENESIS),
         ),
         None => (1, GENESIS),
     };
     let hash = audit::chain_hash(seq, &entry, &prev);
-    tx.execute(
+    sql.execute(
         &format!("INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-        params![
+        args![
             seq as i64,
             entry.at_ms,
             entry.api_key_id,
@@ -129,51 +119,53 @@ pub(super) fn append(tx: &Connection, mut entry: AuditEntry) -> Result<u64, Coor
     Ok(seq)
 }
 
+/// Records read per query of the audit walk (a long log is never held in memory at once).
+const WALK_CHUNK: u32 = 10_000;
+
 impl Registry {
-    /// Walks the whole chain.
+    /// Walks the whole chain, a chunk at a time, on a connection of its own: appends go on.
     pub fn verify_audit(&self) -> Result<AuditReport, CoordError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
-        let mut rows = statement.query([])?;
-        let mut records = Vec::new();
-        // Stream in chunks so a long log is not held in memory at once.
-        let mut report: Option<AuditReport> = None;
-        let mut offset_records = 0u64;
-        let mut prev_hash = GENESIS;
-        loop {
-            records.clear();
-            while records.len() < 10_000 {
-                match rows.next()? {
-                    Some(row) => records.push(read_record(row)?),
-                    None => break,
+        self.read_long(|sql| {
+            let mut records = 0u64;
+            let mut head_hash = GENESIS;
+            let mut after = 0u64;
+            loop {
+                let rows = sql.query(
+                    &format!("SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                    args![after as i64, WALK_CHUNK],
+                )?;
+                let Some(last) = rows.last() else { break };
+                after = last.int(0)? as u64;
+                let chunk = rows
+                    .iter()
+                    .map(read_record)
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Re-base the chunk on the previous one's head.
+                let report = audit::verify_continuing(records, head_hash, chunk.into_iter());
+                if report.broken.is_some() {
+                    return Ok(report);
                 }
+                records = report.records;
+                head_hash = report.head_hash;
             }
-            if records.is_empty() {
-                break;
-            }
-            // Re-base the chunk on the previous one's head.
-            let chunk = audit::verify_continuing(offset_records, prev_hash, records.drain(..));
-            offset_records = chunk.records;
-            prev_hash = chunk.head_hash;
-            if chunk.broken.is_some() {
-                report = Some(chunk);
-                break;
-            }
-        }
-        Ok(report.unwrap_or(AuditReport {
-            records: offset_records,
-            broken: None,
-            head_hash: prev_hash,
-        }))
+            Ok(AuditReport {
+                records,
+                broken: None,
+                head_hash,
+            })
+        })
     }
 
     pub fn list_audit(&self, after_seq: u64, limit: u32) -> Result<Vec<StoredRecord>, CoordError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-        ))?;
-        let rows = statement.query_map(params![after_seq as i64, limit], read_record)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.read(|sql| {
+            sql.query(
+                &format!("SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                args![after_seq as i64, limit],
+            )?
+            .iter()
+            .map(read_record)
+            .collect()
+        })
     }
 }
 

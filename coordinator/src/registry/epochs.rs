@@ -3,9 +3,9 @@
 //! certificate it cannot hand to a node that missed the commit.
 
 use prost::Message as _;
-use rusqlite::{OptionalExtension, params};
 use shardsign_proto::node::v1::FinalizeRefreshRequest;
 
+use super::db::args;
 use super::{KeyRecord, Registry, now};
 use crate::error::CoordError;
 
@@ -18,25 +18,23 @@ impl Registry {
         from_epoch: u64,
         commit: &FinalizeRefreshRequest,
     ) -> Result<KeyRecord, CoordError> {
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
+        self.write(|sql| {
             let at = now();
-            let updated = tx.execute(
+            let updated = sql.execute(
                 "UPDATE keys SET epoch = ?2 + 1, epoch_changed_at = ?3 WHERE key_id = ?1 AND epoch = ?2",
-                params![key_id, from_epoch as i64, at],
+                args![key_id, from_epoch as i64, at],
             )?;
             if updated == 0 {
                 return Err(CoordError::RefreshFailed(format!(
                     "key `{key_id}` is no longer at epoch {from_epoch} in the registry (another refresh moved it)"
                 )));
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO refresh_commits (key_id, epoch, commit_request, at) VALUES (?1, ?2, ?3, ?4)",
-                params![key_id, from_epoch as i64 + 1, commit.encode_to_vec(), at],
-            )?;
-            tx.commit()?;
-        }
+            sql.execute(
+                "INSERT INTO refresh_commits (key_id, epoch, commit_request, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key_id, epoch) DO UPDATE SET commit_request = excluded.commit_request, at = excluded.at",
+                args![key_id, from_epoch as i64 + 1, commit.encode_to_vec(), at],
+            )
+        })?;
         self.get_key(key_id)
     }
 
@@ -46,14 +44,15 @@ impl Registry {
         key_id: &str,
         epoch: u64,
     ) -> Result<Option<FinalizeRefreshRequest>, CoordError> {
-        let bytes: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT commit_request FROM refresh_commits WHERE key_id = ?1 AND epoch = ?2",
-                params![key_id, epoch as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let bytes = self
+            .read(|sql| {
+                sql.query_opt(
+                    "SELECT commit_request FROM refresh_commits WHERE key_id = ?1 AND epoch = ?2",
+                    args![key_id, epoch as i64],
+                )
+            })?
+            .map(|row| row.blob(0))
+            .transpose()?;
         bytes
             .map(|bytes| {
                 FinalizeRefreshRequest::decode(bytes.as_slice()).map_err(|_| {

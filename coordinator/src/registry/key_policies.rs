@@ -1,9 +1,8 @@
 //! Operator-signed key policies as the coordinator stores and forwards them. The coordinator
 //! cannot make one (it has no policy key); it keeps the newest version per key.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::Registry;
+use super::db::args;
 use crate::error::CoordError;
 
 /// What storing a policy did.
@@ -27,35 +26,53 @@ impl Registry {
     ) -> Result<PolicyUpdate, CoordError> {
         let version =
             i64::try_from(version).map_err(|_| CoordError::invalid("version", "above 2^63 - 1"))?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let held: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT version, signed FROM key_policies WHERE key_id = ?1",
-                [key_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match held {
-            Some((_, bytes)) if bytes == signed => return Ok(PolicyUpdate::Unchanged),
-            Some((held, _)) if held >= version => {
-                return Ok(PolicyUpdate::NotNewer { held: held as u64 });
+        self.write(|sql| {
+            let held = sql.query_opt(
+                &format!(
+                    "SELECT version, signed FROM key_policies WHERE key_id = ?1{}",
+                    sql.for_update()
+                ),
+                args![key_id],
+            )?;
+            if let Some(row) = held {
+                if row.blob(1)? == signed {
+                    return Ok(PolicyUpdate::Unchanged);
+                }
+                let held = row.int(0)?;
+                if held >= version {
+                    return Ok(PolicyUpdate::NotNewer { held: held as u64 });
+                }
             }
-            _ => {}
-        }
-        tx.execute(
-            "INSERT INTO key_policies (key_id, version, signed) VALUES (?1, ?2, ?3)
-             ON CONFLICT(key_id) DO UPDATE SET version = excluded.version, signed = excluded.signed",
-            params![key_id, version, signed],
-        )?;
-        tx.commit()?;
-        Ok(PolicyUpdate::Stored)
+            // Two first policies of a key stored at once: the newer wins, the other is not
+            // newer (the conflict clause decides under the row's lock).
+            let stored = sql.execute(
+                "INSERT INTO key_policies (key_id, version, signed) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key_id) DO UPDATE SET version = excluded.version, signed = excluded.signed
+                 WHERE key_policies.version < excluded.version",
+                args![key_id, version, signed],
+            )?;
+            if stored == 1 {
+                super::shared::changed(sql)?;
+                return Ok(PolicyUpdate::Stored);
+            }
+            let held = sql
+                .query_opt(
+                    "SELECT version FROM key_policies WHERE key_id = ?1",
+                    args![key_id],
+                )?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(version);
+            Ok(PolicyUpdate::NotNewer { held: held as u64 })
+        })
     }
 
     pub fn load_key_policies(&self) -> Result<Vec<(String, Vec<u8>)>, CoordError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare("SELECT key_id, signed FROM key_policies")?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.read(|sql| {
+            sql.query("SELECT key_id, signed FROM key_policies", &[])?
+                .iter()
+                .map(|row| Ok((row.text(0)?, row.blob(1)?)))
+                .collect()
+        })
     }
 }

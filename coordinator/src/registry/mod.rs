@@ -1,145 +1,49 @@
 //! The coordinator's registry: keys (public data only), idempotency records, API keys (hashed),
-//! signed key policies, spend counters and the audit log, in one SQLite database (WAL, full
-//! fsync), so a restart loses nothing. One connection behind a mutex: every check-and-write
-//! (spend reservation, audit append) is serialised. The writes on the signing path (a response's
-//! idempotency record and its audit row) go through a group-commit writer: one transaction, one
-//! fsync for everything waiting, and nobody answered before their write is on disk.
+//! signed key policies, spend counters, approvals and the audit log, behind one interface with
+//! two backends (see `db`):
+//!
+//! - SQLite (the embedded default; one coordinator): WAL, full fsync, so a restart loses
+//!   nothing. One write connection behind a mutex serialises every check-and-write (spend
+//!   reservation, audit append); reads use their own connection and never wait for the writer.
+//!   The writes on the signing path (a response's idempotency record and its audit row) go
+//!   through a group-commit writer: one transaction, one fsync for everything waiting, and
+//!   nobody answered before their write is on disk.
+//! - PostgreSQL (several coordinators sharing one database): every check-and-write is one
+//!   transaction that locks what it checks (the spend table for a reservation, the audit table
+//!   for an append, the row for a decision), so coordinators cannot overspend or fork the chain.
 
 mod api_keys;
 mod approvals;
 mod audit;
 mod bootstrap;
+pub mod db;
 mod epochs;
 mod key_policies;
+mod schema;
+mod shared;
 mod spend;
+#[cfg(test)]
+pub mod testing;
 
 pub use approvals::{ApprovalRow, ApprovalState};
 pub use key_policies::PolicyUpdate;
+pub use shared::Claim;
 pub use spend::{Reservation, SpendRequest, SpendSubject};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use shardsign_groupcommit::{GroupCommit, Ticket};
 
 use crate::error::CoordError;
+use db::postgres::{Pool, Target};
+use db::sqlite::Lite;
+use db::{Dialect, Sql, args};
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE keys (
-         key_id TEXT PRIMARY KEY,
-         label TEXT NOT NULL,
-         public_key BLOB NOT NULL,
-         address TEXT NOT NULL,
-         allowed_chain_ids TEXT NOT NULL,
-         created_at INTEGER NOT NULL,
-         status TEXT NOT NULL
-     );
-     CREATE TABLE requests (
-         request_id TEXT PRIMARY KEY,
-         request_hash BLOB NOT NULL,
-         response BLOB NOT NULL,
-         created_at INTEGER NOT NULL
-     );",
-    // Agent access: API keys, signed key policies, spend counters, the audit log.
-    "CREATE TABLE api_keys (
-         id TEXT PRIMARY KEY,
-         label TEXT NOT NULL,
-         scopes TEXT NOT NULL,
-         key_ids TEXT,
-         expires_at_ms INTEGER,
-         created_at_ms INTEGER NOT NULL,
-         created_by TEXT NOT NULL,
-         revoked_at_ms INTEGER,
-         policy BLOB NOT NULL
-     );
-     CREATE TABLE api_key_secrets (
-         api_key_id TEXT NOT NULL REFERENCES api_keys(id),
-         hash BLOB NOT NULL,
-         created_at_ms INTEGER NOT NULL,
-         valid_until_ms INTEGER
-     );
-     CREATE INDEX api_key_secrets_by_key ON api_key_secrets(api_key_id);
-     CREATE TABLE key_policies (
-         key_id TEXT PRIMARY KEY,
-         version INTEGER NOT NULL,
-         signed BLOB NOT NULL
-     );
-     CREATE TABLE spends (
-         id INTEGER PRIMARY KEY,
-         api_key_id TEXT NOT NULL,
-         at_ms INTEGER NOT NULL,
-         value TEXT NOT NULL
-     );
-     CREATE INDEX spends_by_key ON spends(api_key_id, at_ms);
-     CREATE TABLE audit (
-         seq INTEGER PRIMARY KEY,
-         at_ms INTEGER NOT NULL,
-         api_key_id TEXT NOT NULL,
-         operation TEXT NOT NULL,
-         key_id TEXT NOT NULL,
-         decision TEXT NOT NULL,
-         detail TEXT NOT NULL,
-         tx_hash BLOB NOT NULL,
-         request_id TEXT NOT NULL,
-         peer TEXT NOT NULL,
-         prev_hash BLOB NOT NULL,
-         hash BLOB NOT NULL
-     );
-     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
-    // One-off facts (the bootstrap credential's use).
-    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-    // A wei on chain 1 is not a wei on chain 137: the 24 h cap counts per chain. Spends written
-    // before this did not say their chain (0) and age out within 24 h. `subject` says whose cap
-    // a row counts toward: an API key's, or a signing key's policy (then `api_key_id` holds the
-    // key id).
-    "ALTER TABLE spends ADD COLUMN chain_id INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE spends ADD COLUMN subject TEXT NOT NULL DEFAULT 'api_key';
-     CREATE INDEX spends_by_subject ON spends(subject, api_key_id, chain_id, at_ms);",
-    // Epochs: a key's shares are at epoch 0 after the ceremony and one more after each refresh.
-    // A refresh's commit certificate (the three nodes' votes, as the commit request sent to
-    // them) is kept so that a node that missed the commit can be given it later.
-    "ALTER TABLE keys ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE keys ADD COLUMN epoch_changed_at INTEGER NOT NULL DEFAULT 0;
-     UPDATE keys SET epoch_changed_at = created_at;
-     CREATE TABLE refresh_commits (
-         key_id TEXT NOT NULL,
-         epoch INTEGER NOT NULL,
-         commit_request BLOB NOT NULL,
-         at INTEGER NOT NULL,
-         PRIMARY KEY (key_id, epoch)
-     );",
-    // Token spends: `asset` is '' for ether, else the token contract (lowercase 0x hex) whose
-    // amount `value` then holds.
-    "ALTER TABLE spends ADD COLUMN asset TEXT NOT NULL DEFAULT '';",
-    // Requests parked for human approval (see `approvals`): the id is the request hash.
-    "CREATE TABLE approvals (
-         approval_id TEXT PRIMARY KEY,
-         state TEXT NOT NULL,
-         key_id TEXT NOT NULL,
-         request_id TEXT NOT NULL,
-         api_key_id TEXT NOT NULL,
-         chain_id INTEGER NOT NULL,
-         rule TEXT NOT NULL,
-         detail TEXT NOT NULL,
-         created_at INTEGER NOT NULL,
-         expires_at INTEGER NOT NULL,
-         payload_kind TEXT NOT NULL,
-         payload BLOB NOT NULL,
-         statement BLOB NOT NULL,
-         signatures BLOB NOT NULL,
-         approvers TEXT NOT NULL,
-         quorum INTEGER NOT NULL,
-         decided_at INTEGER NOT NULL,
-         rejected_by TEXT NOT NULL,
-         reason TEXT NOT NULL
-     );
-     CREATE INDEX approvals_by_state ON approvals(state, expires_at);",
-];
+/// How long a starting coordinator waits for its PostgreSQL registry to answer.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A registered key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +83,18 @@ impl KeyRecord {
 }
 
 pub struct Registry {
+    backend: Backend,
+    /// This process's name on the claims it holds (random per start).
+    owner: String,
+}
+
+enum Backend {
+    Sqlite(Box<SqliteStore>),
+    Postgres(Arc<Pool>),
+}
+
+struct SqliteStore {
+    path: PathBuf,
     /// Every write (and check-and-write) goes through this connection, shared with `writer`.
     conn: Arc<Mutex<Connection>>,
     writer: GroupCommit,
@@ -186,6 +102,12 @@ pub struct Registry {
     /// connection: in WAL mode a reader never waits for the writer, so they do not queue behind
     /// a group commit's fsync.
     reader: Mutex<Connection>,
+    /// Request ids being signed: the request's hash and until when (see `shared`).
+    claims: Mutex<std::collections::HashMap<String, ([u8; 32], std::time::Instant)>>,
+}
+
+fn locked(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A signing request's outcome, on disk.
@@ -215,36 +137,44 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecord, String)> {
-    Ok((
-        KeyRecord {
-            key_id: row.get(0)?,
-            label: row.get(1)?,
-            public_key: row.get(2)?,
-            address: row.get(3)?,
-            allowed_chain_ids: Vec::new(),
-            created_at: row.get(5)?,
-            disabled: row.get::<_, String>(6)? == "disabled",
-            epoch: row.get::<_, i64>(7)? as u64,
-            epoch_changed_at: row.get(8)?,
-        },
-        row.get(4)?,
-    ))
-}
-
-fn with_chains((mut key, chains): (KeyRecord, String)) -> Result<KeyRecord, CoordError> {
-    key.allowed_chain_ids = serde_json::from_str(&chains).map_err(|_| {
+fn row_to_key(row: &db::Row) -> Result<KeyRecord, CoordError> {
+    let key_id = row.text(0)?;
+    let allowed_chain_ids = serde_json::from_str(&row.text(4)?).map_err(|_| {
         CoordError::config(
             "registry",
-            format!("chain ids of key `{}` are unreadable", key.key_id),
+            format!("chain ids of key `{key_id}` are unreadable"),
         )
     })?;
-    Ok(key)
+    Ok(KeyRecord {
+        label: row.text(1)?,
+        public_key: row.blob(2)?,
+        address: row.text(3)?,
+        allowed_chain_ids,
+        created_at: row.int(5)?,
+        disabled: row.text(6)? == "disabled",
+        epoch: row.int(7)? as u64,
+        epoch_changed_at: row.int(8)?,
+        key_id,
+    })
+}
+
+fn new_owner() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, CoordError> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(reader)
 }
 
 const KEY_COLUMNS: &str = "key_id, label, public_key, address, allowed_chain_ids, created_at, status, epoch, epoch_changed_at";
 
 impl Registry {
+    /// Opens (creating and migrating) the embedded SQLite registry at `path`.
     pub fn open(path: &Path) -> Result<Self, CoordError> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if let Some(parent) = path.parent()
@@ -277,53 +207,156 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let applied: usize =
             conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-        if applied > MIGRATIONS.len() {
+        if applied > schema::SQLITE.len() {
             return Err(CoordError::config(
                 "database",
                 "the schema is newer than this binary",
             ));
         }
-        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        for (index, migration) in schema::SQLITE.iter().enumerate().skip(applied) {
             let tx = conn.transaction()?;
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let reader = open_reader(path)?;
         let conn = Arc::new(Mutex::new(conn));
         let writer = GroupCommit::start(conn.clone(), "registry-writer").map_err(|e| {
             CoordError::config("database", format!("cannot start the writer thread: {e}"))
         })?;
         Ok(Registry {
-            conn,
-            writer,
-            reader: Mutex::new(reader),
+            backend: Backend::Sqlite(Box::new(SqliteStore {
+                path: path.to_path_buf(),
+                conn,
+                writer,
+                reader: Mutex::new(reader),
+                claims: Mutex::default(),
+            })),
+            owner: new_owner(),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Connects to a PostgreSQL registry shared with other coordinators, migrating it first
+    /// (under an advisory lock, so coordinators starting together migrate once).
+    pub fn connect(target: Target) -> Result<Self, CoordError> {
+        let pool = Pool::new(target);
+        // A database starting beside the coordinator (a container, a host booting) is waited
+        // for a while; then the coordinator says it cannot reach it.
+        let waiting_since = std::time::Instant::now();
+        loop {
+            match pool.run(|conn| Ok(conn.client.simple_query("SELECT 1")?.len())) {
+                Ok(_) => break,
+                Err(CoordError::Unavailable(why)) if waiting_since.elapsed() < CONNECT_PATIENCE => {
+                    tracing::warn!(reason = why, "waiting for the registry database");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        pool.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            // Any constant: one lock for "the schema is changing".
+            tx.batch_execute(
+                "SELECT pg_advisory_xact_lock(7100);
+                 CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);",
+            )?;
+            let applied = tx
+                .query_opt("SELECT version FROM schema_version", &[])?
+                .map(|row| row.get::<_, i64>(0))
+                .unwrap_or(0) as usize;
+            if applied > schema::POSTGRES.len() {
+                return Err(CoordError::config(
+                    "database",
+                    "the schema is newer than this binary",
+                ));
+            }
+            for migration in &schema::POSTGRES[applied..] {
+                tx.batch_execute(migration)?;
+            }
+            let version = schema::POSTGRES.len() as i64;
+            tx.execute("DELETE FROM schema_version", &[])?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&version],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(Registry {
+            backend: Backend::Postgres(Arc::new(pool)),
+            owner: new_owner(),
+        })
     }
 
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Opens the registry the configuration names.
+    pub fn open_configured(database: &crate::config::Database) -> Result<Self, CoordError> {
+        match database {
+            crate::config::Database::Sqlite(path) => Registry::open(path),
+            crate::config::Database::Postgres(target) => Registry::connect((**target).clone()),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Whether other coordinators may change this registry (their changes must be looked for).
+    pub fn is_shared(&self) -> bool {
+        self.dialect() == Dialect::Postgres
+    }
+
+    /// Runs `work` in one write transaction: all of it is stored, or none.
+    pub(crate) fn write<T: Send>(
+        &self,
+        work: impl FnOnce(&mut dyn Sql) -> Result<T, CoordError> + Send,
+    ) -> Result<T, CoordError> {
+        match &self.backend {
+            Backend::Sqlite(store) => {
+                let mut conn = locked(&store.conn);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let result = work(&mut Lite(&tx))?;
+                tx.commit()?;
+                Ok(result)
+            }
+            Backend::Postgres(pool) => pool.transaction(work),
+        }
+    }
+
+    /// Runs `work`'s reads; they never wait for a writer's commit.
+    pub(crate) fn read<T: Send>(
+        &self,
+        work: impl FnOnce(&mut dyn Sql) -> Result<T, CoordError> + Send,
+    ) -> Result<T, CoordError> {
+        match &self.backend {
+            Backend::Sqlite(store) => work(&mut Lite(&locked(&store.reader))),
+            Backend::Postgres(pool) => pool.autocommit(work),
+        }
+    }
+
+    /// Runs a long read (the audit walk) without holding the signing path's reader: SQLite
+    /// gets a connection of its own for it.
+    pub(crate) fn read_long<T: Send>(
+        &self,
+        work: impl FnOnce(&mut dyn Sql) -> Result<T, CoordError> + Send,
+    ) -> Result<T, CoordError> {
+        match &self.backend {
+            Backend::Sqlite(store) => work(&mut Lite(&open_reader(&store.path)?)),
+            Backend::Postgres(pool) => pool.autocommit(work),
+        }
     }
 
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), CoordError> {
         let chains = serde_json::to_string(&key.allowed_chain_ids).expect("numbers serialise");
-        let inserted = self.conn().execute(
-            "INSERT OR IGNORE INTO keys (key_id, label, public_key, address, allowed_chain_ids, created_at, status, epoch, epoch_changed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', 0, ?6)",
-            params![key.key_id, key.label, key.public_key, key.address, chains, key.created_at],
-        )?;
+        let inserted = self.write(|sql| {
+            sql.execute(
+                "INSERT INTO keys (key_id, label, public_key, address, allowed_chain_ids, created_at, status, epoch, epoch_changed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', 0, ?6) ON CONFLICT DO NOTHING",
+                args![&key.key_id, &key.label, &key.public_key, &key.address, chains, key.created_at],
+            )
+        })?;
         if inserted == 0 {
             return Err(CoordError::KeyExists(key.key_id.clone()));
         }
@@ -331,39 +364,41 @@ impl Registry {
     }
 
     pub fn get_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
-        let row = self
-            .reader()
-            .query_row(
+        let row = self.read(|sql| {
+            sql.query_opt(
                 &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
-                [key_id],
-                row_to_key,
+                args![key_id],
             )
-            .optional()?;
-        with_chains(row.ok_or_else(|| CoordError::KeyNotFound(key_id.to_string()))?)
+        })?;
+        row_to_key(&row.ok_or_else(|| CoordError::KeyNotFound(key_id.to_string()))?)
     }
 
     pub fn key_exists(&self, key_id: &str) -> Result<bool, CoordError> {
         Ok(self
-            .reader()
-            .query_row("SELECT 1 FROM keys WHERE key_id = ?1", [key_id], |_| Ok(()))
-            .optional()?
+            .read(|sql| sql.query_opt("SELECT 1 FROM keys WHERE key_id = ?1", args![key_id]))?
             .is_some())
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, CoordError> {
-        let conn = self.reader();
-        let mut statement = conn.prepare(&format!(
-            "SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
-        ))?;
-        let rows = statement.query_map([], row_to_key)?;
-        rows.map(|row| with_chains(row?)).collect()
+        self.read(|sql| {
+            sql.query(
+                &format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"),
+                &[],
+            )
+        })?
+        .iter()
+        .map(row_to_key)
+        .collect()
     }
 
     pub fn disable_key(&self, key_id: &str) -> Result<KeyRecord, CoordError> {
-        let updated = self.conn().execute(
-            "UPDATE keys SET status = 'disabled' WHERE key_id = ?1",
-            [key_id],
-        )?;
+        let updated = self.write(|sql| {
+            sql.execute(
+                "UPDATE keys SET status = 'disabled' WHERE key_id = ?1",
+                args![key_id],
+            )
+            .and_then(|updated| shared::changed(sql).map(|()| updated))
+        })?;
         if updated == 0 {
             return Err(CoordError::KeyNotFound(key_id.to_string()));
         }
@@ -376,60 +411,92 @@ impl Registry {
         request_id: &str,
         request_hash: &[u8; 32],
     ) -> Result<Option<Vec<u8>>, CoordError> {
-        stored_response(&self.reader(), request_id, request_hash)
+        self.read(|sql| stored_response(sql, request_id, request_hash))
     }
 
     /// Deletes the idempotency records older than the window; returns how many.
     pub fn prune_idempotency(&self) -> Result<usize, CoordError> {
-        Ok(self.conn().execute(
-            "DELETE FROM requests WHERE created_at <= ?1",
-            [now() - IDEMPOTENCY_WINDOW_SECS],
-        )?)
+        let cutoff = now() - IDEMPOTENCY_WINDOW_SECS;
+        Ok(self.write(|sql| {
+            sql.execute("DELETE FROM requests WHERE created_at <= ?1", args![cutoff])
+        })? as usize)
     }
 
-    /// Makes a signing request's outcome durable in one group commit: its audit row and, for a
-    /// signature, its idempotency record. The ticket answers once both are on disk.
+    /// Makes a signing request's outcome durable: its audit row and, for a signature, its
+    /// idempotency record, in one transaction (on SQLite, one group commit). The ticket answers
+    /// once both are on disk.
     pub fn complete_signing(
         &self,
         entry: crate::audit::AuditEntry,
         record: Option<IdempotencyRecord>,
+        keep: Vec<i64>,
     ) -> Ticket<Result<Completed, CoordError>> {
-        self.writer.submit(move |conn| {
-            let earlier_response = match record {
-                Some(record) => insert_response(conn, &record),
-                None => Ok(None),
-            };
-            // A request id reused for another request is still audited, as what it became.
-            let entry = match &earlier_response {
-                Err(error) => crate::audit::AuditEntry {
-                    decision: crate::audit::Decision::of(error).as_str().to_string(),
-                    detail: error.to_string(),
-                    tx_hash: Vec::new(),
-                    ..entry
-                },
-                Ok(_) => entry,
-            };
-            audit::append(conn, entry)?;
-            Ok(Completed { earlier_response })
-        })
+        match &self.backend {
+            Backend::Sqlite(store) => store
+                .writer
+                .submit(move |conn| complete(&mut Lite(conn), entry, record, &keep)),
+            Backend::Postgres(pool) => {
+                let (reply, ticket) = Ticket::channel();
+                let pool = pool.clone();
+                // A thread of its own, so that the caller awaits the ticket instead of blocking
+                // a runtime worker for the round trips and the commit.
+                let spawned = std::thread::Builder::new()
+                    .name("registry-complete".into())
+                    .spawn(move || {
+                        let _ = reply.send(
+                            pool.transaction_here(move |sql| complete(sql, entry, record, &keep)),
+                        );
+                    });
+                if let Err(error) = spawned {
+                    tracing::error!(%error, "cannot start a thread to store a signing's outcome");
+                }
+                ticket
+            }
+        }
     }
 }
 
+/// The body of [`Registry::complete_signing`], in the caller's transaction: `keep` are the
+/// request's spend reservations, kept when its record is stored.
+fn complete(
+    sql: &mut dyn Sql,
+    entry: crate::audit::AuditEntry,
+    record: Option<IdempotencyRecord>,
+    keep: &[i64],
+) -> Result<Completed, CoordError> {
+    let earlier_response = match record {
+        Some(record) => insert_response(sql, &record),
+        None => Ok(None),
+    };
+    if earlier_response.is_ok() {
+        spend::keep_spends(sql, keep)?;
+    }
+    // A request id reused for another request is still audited, as what it became.
+    let entry = match &earlier_response {
+        Err(error) => crate::audit::AuditEntry {
+            decision: crate::audit::Decision::of(error).as_str().to_string(),
+            detail: error.to_string(),
+            tx_hash: Vec::new(),
+            ..entry
+        },
+        Ok(_) => entry,
+    };
+    audit::append(sql, entry)?;
+    Ok(Completed { earlier_response })
+}
+
 fn stored_response(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     request_id: &str,
     request_hash: &[u8; 32],
 ) -> Result<Option<Vec<u8>>, CoordError> {
-    let row: Option<(Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT request_hash, response FROM requests WHERE request_id = ?1 AND created_at > ?2",
-            params![request_id, now() - IDEMPOTENCY_WINDOW_SECS],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let row = sql.query_opt(
+        "SELECT request_hash, response FROM requests WHERE request_id = ?1 AND created_at > ?2",
+        args![request_id, now() - IDEMPOTENCY_WINDOW_SECS],
+    )?;
     match row {
         None => Ok(None),
-        Some((hash, response)) if hash == request_hash => Ok(Some(response)),
+        Some(row) if row.blob(0)? == request_hash => Ok(Some(row.blob(1)?)),
         Some(_) => Err(CoordError::RequestIdReused(request_id.to_string())),
     }
 }
@@ -437,22 +504,23 @@ fn stored_response(
 /// Records a response; if a concurrent call with the same id stored one first, returns that one
 /// (the row is read back only then).
 fn insert_response(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     record: &IdempotencyRecord,
 ) -> Result<Option<Vec<u8>>, CoordError> {
     // An expired record of this id no longer counts: make room for the new one.
-    conn.execute(
+    sql.execute(
         "DELETE FROM requests WHERE request_id = ?1 AND created_at <= ?2",
-        params![record.request_id, now() - IDEMPOTENCY_WINDOW_SECS],
+        args![&record.request_id, now() - IDEMPOTENCY_WINDOW_SECS],
     )?;
-    let inserted = conn.execute(
-        "INSERT OR IGNORE INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![record.request_id, record.request_hash.as_slice(), record.response, now()],
+    let inserted = sql.execute(
+        "INSERT INTO requests (request_id, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+        args![&record.request_id, record.request_hash.as_slice(), &record.response, now()],
     )?;
     if inserted == 1 {
         return Ok(None);
     }
-    stored_response(conn, &record.request_id, &record.request_hash)
+    stored_response(sql, &record.request_id, &record.request_hash)
 }
 
 pub fn unix_now() -> i64 {
@@ -509,10 +577,14 @@ mod tests {
 
     #[test]
     fn a_completed_signing_stores_its_record_and_audit_row_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
+        for registry in crate::registry::testing::each_backend() {
+            a_completed_signing_stores_its_record_and_audit_row_together_on(&registry);
+        }
+    }
+
+    fn a_completed_signing_stores_its_record_and_audit_row_together_on(registry: &Registry) {
         let first = registry
-            .complete_signing(entry("r1"), record("r1", 7, b"first"))
+            .complete_signing(entry("r1"), record("r1", 7, b"first"), Vec::new())
             .wait_blocking()
             .unwrap();
         assert!(matches!(first.earlier_response, Ok(None)));
@@ -522,13 +594,13 @@ mod tests {
         );
         // The same request again (a concurrent retry that signed too): the first response wins.
         let retry = registry
-            .complete_signing(entry("r1"), record("r1", 7, b"second"))
+            .complete_signing(entry("r1"), record("r1", 7, b"second"), Vec::new())
             .wait_blocking()
             .unwrap();
         assert_eq!(retry.earlier_response.unwrap(), Some(b"first".to_vec()));
         // Another request under the same id: refused, and still audited as what it became.
         let reused = registry
-            .complete_signing(entry("r1"), record("r1", 8, b"other"))
+            .complete_signing(entry("r1"), record("r1", 8, b"other"), Vec::new())
             .wait_blocking()
             .unwrap();
         assert!(matches!(
@@ -550,21 +622,28 @@ mod tests {
 
     #[test]
     fn idempotency_records_expire_after_the_window_and_the_id_can_be_used_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&dir.path().join("r.db")).unwrap();
+        for registry in crate::registry::testing::each_backend() {
+            idempotency_records_expire_after_the_window_and_the_id_can_be_used_again_on(&registry);
+        }
+    }
+
+    fn idempotency_records_expire_after_the_window_and_the_id_can_be_used_again_on(
+        registry: &Registry,
+    ) {
         for id in ["old", "fresh"] {
             registry
-                .complete_signing(entry(id), record(id, 7, b"signed"))
+                .complete_signing(entry(id), record(id, 7, b"signed"), Vec::new())
                 .wait_blocking()
                 .unwrap();
         }
         // "old" was stored a window and a second ago.
         registry
-            .conn()
-            .execute(
-                "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'old'",
-                [IDEMPOTENCY_WINDOW_SECS + 1],
-            )
+            .write(|sql| {
+                sql.execute(
+                    "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'old'",
+                    args![IDEMPOTENCY_WINDOW_SECS + 1],
+                )
+            })
             .unwrap();
         assert_eq!(registry.idempotent_response("old", &[7; 32]).unwrap(), None);
         assert!(
@@ -575,7 +654,7 @@ mod tests {
         );
         // Another request under the expired id is a new request, not a reuse.
         let again = registry
-            .complete_signing(entry("old"), record("old", 8, b"new"))
+            .complete_signing(entry("old"), record("old", 8, b"new"), Vec::new())
             .wait_blocking()
             .unwrap();
         assert!(matches!(again.earlier_response, Ok(None)));
@@ -585,11 +664,12 @@ mod tests {
         );
         // Pruning deletes only what aged out.
         registry
-            .conn()
-            .execute(
-                "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'fresh'",
-                [IDEMPOTENCY_WINDOW_SECS + 1],
-            )
+            .write(|sql| {
+                sql.execute(
+                    "UPDATE requests SET created_at = created_at - ?1 WHERE request_id = 'fresh'",
+                    args![IDEMPOTENCY_WINDOW_SECS + 1],
+                )
+            })
             .unwrap();
         assert_eq!(registry.prune_idempotency().unwrap(), 1);
         assert!(

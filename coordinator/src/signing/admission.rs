@@ -5,7 +5,7 @@
 //! spend reservation that is given back if signing does not complete.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shardsign_eth::{U256, format_eth};
 use shardsign_policy::tokens::{TokenRule, token_spend};
@@ -30,6 +30,9 @@ pub struct Admission {
     rate: Arc<RateLimiter>,
     metrics: Arc<CoordinatorMetrics>,
     approvals: Arc<Approvals>,
+    /// How long a reservation counts before the signing's closing write keeps it: longer than
+    /// any request may run, so only a coordinator that died mid-request lets one lapse.
+    reservation_lease: Duration,
 }
 
 /// An admitted request: the signed key policy to forward, and the spends (the API key's, the
@@ -43,6 +46,11 @@ pub struct Admitted<'a> {
 }
 
 impl Admitted<'_> {
+    /// The spend reservations made for this request.
+    pub fn reservations(&self) -> &[i64] {
+        &self.reservations
+    }
+
     /// The signature was returned: the spends stay counted.
     pub fn commit(mut self) {
         self.reservations.clear();
@@ -178,6 +186,7 @@ impl Admission {
         rate: Arc<RateLimiter>,
         metrics: Arc<CoordinatorMetrics>,
         approvals: Arc<Approvals>,
+        request_timeout: Duration,
     ) -> Self {
         Admission {
             registry,
@@ -185,6 +194,8 @@ impl Admission {
             rate,
             metrics,
             approvals,
+            // The handler's backstop is the request timeout + 30 s.
+            reservation_lease: request_timeout + Duration::from_secs(60),
         }
     }
 
@@ -219,21 +230,26 @@ impl Admission {
 
     /// One request from `id`'s allowance of `per_minute`.
     fn take_rate_of(&self, id: &str, per_minute: u32) -> Result<(), CoordError> {
-        self.rate
-            .take(id, per_minute, Instant::now())
-            .map_err(|wait| {
-                self.metrics.refused("requests_per_minute");
-                if per_minute == 0 {
-                    CoordError::RateLimited(
-                        "policy requests_per_minute: 0, so this key may not sign".into(),
-                    )
-                } else {
-                    CoordError::RateLimited(format!(
-                        "policy requests_per_minute: limit of {per_minute} reached; retry in {:.1} s",
-                        wait.as_secs_f64()
-                    ))
-                }
-            })
+        // Shared by several coordinators: the budget is counted in the registry, so that it
+        // holds cluster-wide (a read-modify-write of one row).
+        let taken = if self.registry.is_shared() {
+            self.registry.take_shared_rate(id, per_minute)?
+        } else {
+            self.rate.take(id, per_minute, Instant::now())
+        };
+        taken.map_err(|wait| {
+            self.metrics.refused("requests_per_minute");
+            if per_minute == 0 {
+                CoordError::RateLimited(
+                    "policy requests_per_minute: 0, so this key may not sign".into(),
+                )
+            } else {
+                CoordError::RateLimited(format!(
+                    "policy requests_per_minute: limit of {per_minute} reached; retry in {:.1} s",
+                    wait.as_secs_f64()
+                ))
+            }
+        })
     }
 
     /// The signing key's policy in force (`None` when key policies are off): refused when it is
@@ -299,7 +315,11 @@ impl Admission {
         };
         let spends = all_counted(api_key, key, key_policy.as_deref(), payload);
         let requests: Vec<SpendRequest<'_>> = spends.iter().map(|c| c.request).collect();
-        match self.registry.reserve_spends(&requests, now_ms())? {
+        let lease_ms = self.reservation_lease.as_millis() as i64;
+        match self
+            .registry
+            .reserve_spends(&requests, now_ms(), lease_ms)?
+        {
             Reservation::Reserved(ids) => admitted.reservations = ids,
             Reservation::Over { index, spent } => {
                 return Err(self.refuse(spends[index].over(spent)));

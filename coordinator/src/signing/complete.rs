@@ -75,8 +75,13 @@ pub async fn complete<T: prost::Message + Default>(
         Ok(Signed { value, .. }) => (Ok((value, None)), None),
         Err(error) => (Err(error), None),
     };
+    // A fresh signature keeps its spend reservations in the same write as its record.
+    let keep = match &outcome {
+        Ok((_, Some(admitted))) => admitted.reservations().to_vec(),
+        _ => Vec::new(),
+    };
     let writing = Instant::now();
-    let written = registry.complete_signing(entry, record).wait().await;
+    let written = registry.complete_signing(entry, record, keep).wait().await;
     tracing::debug!(
         stage = "audit",
         micros = writing.elapsed().as_micros() as u64,

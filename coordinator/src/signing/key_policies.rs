@@ -21,6 +21,27 @@ pub struct KeyPolicies {
     by_key: RwLock<HashMap<String, Arc<VerifiedKeyPolicy>>>,
 }
 
+/// Every stored policy, re-verified.
+fn verified(
+    verifier: Option<&PolicyVerifier>,
+    cluster_id: &str,
+    registry: &Registry,
+) -> Result<HashMap<String, Arc<VerifiedKeyPolicy>>, CoordError> {
+    let mut by_key = HashMap::new();
+    if let Some(verifier) = verifier {
+        for (key_id, signed) in registry.load_key_policies()? {
+            let policy = verifier.verify(cluster_id, &signed).map_err(|e| {
+                CoordError::config(
+                    "policy_public_key",
+                    format!("the stored policy of `{key_id}` does not verify: {e}"),
+                )
+            })?;
+            by_key.insert(key_id, Arc::new(policy));
+        }
+    }
+    Ok(by_key)
+}
+
 impl KeyPolicies {
     /// Loads and re-verifies every stored policy.
     pub fn load(
@@ -29,18 +50,7 @@ impl KeyPolicies {
         registry: &Registry,
         metrics: shardsign_metrics::Metrics,
     ) -> Result<Self, CoordError> {
-        let mut by_key = HashMap::new();
-        if let Some(verifier) = &verifier {
-            for (key_id, signed) in registry.load_key_policies()? {
-                let policy = verifier.verify(cluster_id, &signed).map_err(|e| {
-                    CoordError::config(
-                        "policy_public_key",
-                        format!("the stored policy of `{key_id}` does not verify: {e}"),
-                    )
-                })?;
-                by_key.insert(key_id, Arc::new(policy));
-            }
-        }
+        let by_key = verified(verifier.as_ref(), cluster_id, registry)?;
         Ok(KeyPolicies {
             verifier,
             metrics,
@@ -109,5 +119,17 @@ impl KeyPolicies {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(policy.key_id.clone(), policy);
+    }
+}
+
+impl crate::access::freshness::Reload for KeyPolicies {
+    /// Another coordinator stored a policy: take every stored policy again.
+    fn reload(&self, registry: &Registry) -> Result<(), CoordError> {
+        let by_key = verified(self.verifier.as_ref(), &self.cluster_id, registry)?;
+        *self
+            .by_key
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = by_key;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod bans;
+mod claim;
 mod complete;
 pub mod finalize;
 pub mod key_policies;
@@ -91,8 +92,12 @@ impl Signing {
         let key_id = request.key_id().to_string();
         let request_id = request.request_id().to_string();
         let _in_flight = self.metrics.in_flight();
-        let outcome = self.sign_unaudited(caller, request, deadline).await;
-        complete::complete(
+        // Released after the outcome is stored (a retry waiting for it then finds the response).
+        let mut claim = None;
+        let outcome = self
+            .sign_unaudited(caller, request, deadline, &mut claim)
+            .await;
+        let completed = complete::complete(
             &self.registry,
             &self.metrics,
             caller,
@@ -101,7 +106,9 @@ impl Signing {
             &request_id,
             outcome,
         )
-        .await
+        .await;
+        drop(claim);
+        completed
     }
 
     /// A dry run of signing `request` for `caller`: the same checks up to admission, nothing
@@ -146,6 +153,7 @@ impl Signing {
         caller: &Caller,
         request: O,
         deadline: Instant,
+        claimed: &mut Option<claim::ClaimGuard>,
     ) -> Result<Signed<'_, O::Response>, CoordError> {
         let request_id = RequestId::parse(request.request_id())?;
         let key_id = KeyId::field(request.key_id())?;
@@ -167,13 +175,20 @@ impl Signing {
         }
         let encoded = request.payload.encode();
         let fingerprint = request_hash(request.payload.kind(), caller.id(), &key.key_id, &encoded);
+        let replay = |stored: Vec<u8>| {
+            let value = O::Response::decode(stored.as_slice())
+                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))?;
+            Ok(Signed::replayed(O::evidence(&value), value))
+        };
         if let Some(stored) = self
             .registry
             .idempotent_response(request_id.as_str(), &fingerprint)?
         {
-            let value = O::Response::decode(stored.as_slice())
-                .map_err(|_| CoordError::config("registry", "a stored response is unreadable"))?;
-            return Ok(Signed::replayed(O::evidence(&value), value));
+            return replay(stored);
+        }
+        match claim::claim(&self.registry, request_id.as_str(), &fingerprint, deadline).await? {
+            claim::Claimed::Mine(guard) => *claimed = Some(guard),
+            claim::Claimed::Done(stored) => return replay(stored),
         }
         let admitting = Instant::now();
         let admitted: Admitted<'_> =
@@ -218,6 +233,8 @@ impl Signing {
     /// A revocation that landed while the request was in flight withholds the signature.
     fn still_authorised(&self, caller: &Caller) -> Result<(), CoordError> {
         if let Some(key) = caller.api_key() {
+            // Another coordinator may have revoked it meanwhile.
+            self.auth.sync()?;
             let now = self.auth.current(&key.id);
             if now.is_none_or(|k| k.revoked_at_ms.is_some()) {
                 return Err(CoordError::Unauthenticated(format!(

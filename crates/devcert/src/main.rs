@@ -1,7 +1,9 @@
 //! `shardsign-devcert <dir>`: writes a development CA and every certificate a local cluster needs:
 //! `ca.pem`, `node-{1,2,3}.{pem,key}` (server, for localhost/127.0.0.1 and `node-N`),
 //! `coordinator-client.{pem,key}` (the client the nodes admit; its SHA-256 is printed and written
-//! to `coordinator-client.sha256`), `api.{pem,key}` (the public API). Keys are written 0600.
+//! to `coordinator-client.sha256`), `coordinator-2-client.{pem,key,sha256}` (a second
+//! coordinator's, for coordinators sharing a PostgreSQL registry), `api.{pem,key}` (the public
+//! API). Keys are written 0600.
 //! For development only: production operators bring their own PKI.
 
 use std::io::Write;
@@ -40,9 +42,18 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     write(dir, "coordinator-client.pem", &client.cert_pem, 0o644)?;
     write(dir, "coordinator-client.key", &client.key_pem, 0o600)?;
     write(dir, "coordinator-client.sha256", &client.fingerprint, 0o644)?;
+    let second = ca.issue("coordinator-2", &["coordinator-2"], Usage::Client)?;
+    write(dir, "coordinator-2-client.pem", &second.cert_pem, 0o644)?;
+    write(dir, "coordinator-2-client.key", &second.key_pem, 0o600)?;
+    write(
+        dir,
+        "coordinator-2-client.sha256",
+        &second.fingerprint,
+        0o644,
+    )?;
     let api = ca.issue(
         "shardsign-api",
-        &["localhost", "127.0.0.1", "coordinator"],
+        &["localhost", "127.0.0.1", "coordinator", "coordinator-2"],
         Usage::Server,
     )?;
     write(dir, "api.pem", &api.cert_pem, 0o644)?;

@@ -51,6 +51,15 @@ type Finish = Box<dyn FnOnce(Option<&CommitFailed>) + Send>;
 /// The outcome of one submitted write, available once its batch committed (or failed).
 pub struct Ticket<T>(oneshot::Receiver<T>);
 
+impl<T> Ticket<T> {
+    /// A ticket answered by whoever holds the sender (a write made elsewhere than a group
+    /// commit, e.g. on another database, that callers wait for the same way).
+    pub fn channel() -> (oneshot::Sender<T>, Self) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, Ticket(receiver))
+    }
+}
+
 impl<T, E: From<CommitFailed>> Ticket<Result<T, E>> {
     /// Waits for the outcome (in async code).
     pub async fn wait(self) -> Result<T, E> {

@@ -109,6 +109,9 @@ impl Identity {
 pub struct CoordinatorFile {
     pub cluster_id: String,
     pub listen: String,
+    /// The registry: a SQLite file's path (the default, one coordinator), or
+    /// `postgres://USER@HOST:PORT/DATABASE` shared by several coordinators (the password, if
+    /// any, in the `SHARDSIGN_DATABASE_PASSWORD` environment variable, never here).
     pub database: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_file: Option<PathBuf>,
@@ -157,7 +160,8 @@ pub struct AuthFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_token_file: Option<PathBuf>,
     /// 32 random bytes (64 hex digits) keying the API-key hashes; created on first start when
-    /// missing. Default: `api-key-hmac.key` beside the database.
+    /// missing. Default: `api-key-hmac.key` beside a SQLite database; required with PostgreSQL
+    /// (every coordinator sharing it needs the same file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_hmac_key_file: Option<PathBuf>,
     /// `live` (default) or `test`: the API-key prefix this deployment issues and accepts.

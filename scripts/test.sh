@@ -28,6 +28,10 @@ if [ "$#" -gt 0 ]; then
 fi
 cargo test --locked --workspace
 
+echo "== the public-API suites again, the coordinator's registry on PostgreSQL"
+SHARDSIGN_TEST_REGISTRY=postgres cargo test --locked -p shardsign-tests \
+  --test agent_access --test approvals --test token_rules --test coordinator_api --test signing_surface
+
 echo "== Prometheus alert rules (promtool check and unit tests)"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts.test.yml

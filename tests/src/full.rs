@@ -263,7 +263,11 @@ impl Cluster {
         write(&dir.join("api.key"), &server.key_pem);
         write(&dir.join("node-client.pem"), &nodes.coordinator.cert_pem);
         write(&dir.join("node-client.key"), &nodes.coordinator.key_pem);
-        let database = if shared {
+        // SHARDSIGN_TEST_REGISTRY=postgres runs a test's one coordinator on PostgreSQL too
+        // (scripts/test.sh reruns the suites that do not open the SQLite file themselves).
+        let postgres =
+            shared || std::env::var("SHARDSIGN_TEST_REGISTRY").as_deref() == Ok("postgres");
+        let database = if postgres {
             PathBuf::from(crate::postgres::fresh_database_url())
         } else {
             dir.join("coordinator.db")
@@ -286,7 +290,7 @@ impl Cluster {
                 bootstrap_token_env: Some("SHARDSIGN_TEST_BOOTSTRAP_TOKEN".into()),
                 environment: Some("test".into()),
                 // Coordinators sharing a registry share the API-key hashing key.
-                api_key_hmac_key_file: shared.then(|| nodes.root.path().join("api-key-hmac.key")),
+                api_key_hmac_key_file: postgres.then(|| nodes.root.path().join("api-key-hmac.key")),
                 ..Default::default()
             },
             tls: Some(ApiTlsFile {

@@ -7,7 +7,7 @@ use shardsign_policy::{Rules, RulesFor};
 use shardsign_proto::v1 as api;
 
 use super::Registry;
-use super::db::{Row, Sql, args};
+use super::db::{Row, args};
 use super::shared::changed;
 use crate::access::apikeys::{ApiKey, Scopes, SecretHash};
 use crate::error::CoordError;
@@ -19,8 +19,12 @@ fn unreadable(id: &str) -> CoordError {
     CoordError::config("registry", format!("API key `{id}` is unreadable"))
 }
 
-/// Builds an API key from its row and its secrets' hashes.
-fn build_api_key(sql: &mut dyn Sql, row: &Row) -> Result<ApiKey, CoordError> {
+/// Builds an API key from its row and the rows of its secrets' hashes (`api_key_id, hash,
+/// valid_until_ms`).
+fn build_api_key<'r>(
+    row: &Row,
+    secret_rows: impl Iterator<Item = &'r Row>,
+) -> Result<ApiKey, CoordError> {
     let id = row.text(0)?;
     let key_ids: Option<BTreeSet<String>> = row
         .opt_text(3)?
@@ -28,17 +32,12 @@ fn build_api_key(sql: &mut dyn Sql, row: &Row) -> Result<ApiKey, CoordError> {
         .transpose()?;
     let policy = api::Policy::decode(row.blob(8)?.as_slice()).map_err(|_| unreadable(&id))?;
     let rules = Rules::from_proto(&policy, RulesFor::ApiKey).map_err(|_| unreadable(&id))?;
-    let secrets = sql
-        .query(
-            "SELECT hash, valid_until_ms FROM api_key_secrets WHERE api_key_id = ?1",
-            args![&id],
-        )?
-        .iter()
+    let secrets = secret_rows
         .map(|secret| {
-            let hash: [u8; 32] = secret.blob(0)?.try_into().map_err(|_| unreadable(&id))?;
+            let hash: [u8; 32] = secret.blob(1)?.try_into().map_err(|_| unreadable(&id))?;
             Ok(SecretHash {
                 hash,
-                valid_until_ms: secret.opt_int(1)?,
+                valid_until_ms: secret.opt_int(2)?,
             })
         })
         .collect::<Result<Vec<_>, CoordError>>()?;
@@ -56,6 +55,8 @@ fn build_api_key(sql: &mut dyn Sql, row: &Row) -> Result<ApiKey, CoordError> {
         id,
     })
 }
+
+const SECRET_COLUMNS: &str = "api_key_id, hash, valid_until_ms";
 
 impl Registry {
     pub fn insert_api_key(&self, key: &ApiKey, secret_hash: &[u8; 32]) -> Result<(), CoordError> {
@@ -90,21 +91,44 @@ impl Registry {
 
     pub fn load_api_key(&self, id: &str) -> Result<Option<ApiKey>, CoordError> {
         self.read(|sql| {
-            let row = sql.query_opt(
+            let Some(row) = sql.query_opt(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
                 args![id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let secrets = sql.query(
+                &format!("SELECT {SECRET_COLUMNS} FROM api_key_secrets WHERE api_key_id = ?1"),
+                args![id],
             )?;
-            row.map(|row| build_api_key(sql, &row)).transpose()
+            build_api_key(&row, secrets.iter()).map(Some)
         })
     }
 
+    /// Every API key, in two queries (a coordinator sharing the registry reloads them all
+    /// whenever another changed one).
     pub fn load_api_keys(&self) -> Result<Vec<ApiKey>, CoordError> {
         self.read(|sql| {
             let rows = sql.query(
                 &format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at_ms, id"),
                 &[],
             )?;
-            rows.iter().map(|row| build_api_key(sql, row)).collect()
+            let secrets = sql.query(
+                &format!("SELECT {SECRET_COLUMNS} FROM api_key_secrets"),
+                &[],
+            )?;
+            let mut by_key: std::collections::HashMap<String, Vec<&Row>> =
+                std::collections::HashMap::new();
+            for secret in &secrets {
+                by_key.entry(secret.text(0)?).or_default().push(secret);
+            }
+            rows.iter()
+                .map(|row| {
+                    let mine = by_key.remove(&row.text(0)?).unwrap_or_default();
+                    build_api_key(row, mine.into_iter())
+                })
+                .collect()
         })
     }
 
@@ -156,5 +180,66 @@ impl Registry {
             changed(sql)
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, created_at_ms: i64) -> ApiKey {
+        let policy = api::Policy::default();
+        ApiKey {
+            id: id.into(),
+            label: format!("label {id}"),
+            scopes: Scopes::parse(&["sign".to_string()]).unwrap(),
+            key_ids: Some(BTreeSet::from(["k1".to_string()])),
+            expires_at_ms: None,
+            created_at_ms,
+            created_by: "test".into(),
+            revoked_at_ms: None,
+            rules: Rules::from_proto(&policy, RulesFor::ApiKey).unwrap(),
+            policy,
+            secrets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn api_keys_round_trip_with_their_secrets_and_every_change_is_counted() {
+        for registry in crate::registry::testing::each_backend() {
+            let before = registry.generation().unwrap();
+            registry.insert_api_key(&key("a", 1), &[1; 32]).unwrap();
+            registry.insert_api_key(&key("b", 2), &[2; 32]).unwrap();
+            registry.rotate_api_key("a", &[3; 32], 10, 100).unwrap();
+            registry.revoke_api_key("b", 20).unwrap();
+            assert_eq!(
+                registry.generation().unwrap(),
+                before + 4,
+                "{}",
+                registry.backend
+            );
+            let all = registry.load_api_keys().unwrap();
+            assert_eq!(
+                all.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+                ["a", "b"]
+            );
+            let hashes = |k: &ApiKey| {
+                let mut h: Vec<_> = k
+                    .secrets
+                    .iter()
+                    .map(|s| (s.hash[0], s.valid_until_ms))
+                    .collect();
+                h.sort();
+                h
+            };
+            // The rotated key's old secret is valid until the grace ends; the new one has no end.
+            assert_eq!(hashes(&all[0]), [(1, Some(100)), (3, None)]);
+            assert_eq!(hashes(&all[1]), [(2, None)]);
+            assert_eq!(all[1].revoked_at_ms, Some(20));
+            let one = registry.load_api_key("a").unwrap().unwrap();
+            assert_eq!(hashes(&one), hashes(&all[0]));
+            assert_eq!(one.key_ids, all[0].key_ids);
+            assert!(registry.load_api_key("missing").unwrap().is_none());
+        }
     }
 }

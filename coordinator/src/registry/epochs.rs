@@ -65,3 +65,54 @@ impl Registry {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_moves_the_epoch_once_and_keeps_its_certificate() {
+        for registry in crate::registry::testing::each_backend() {
+            registry
+                .insert_key(&KeyRecord {
+                    key_id: "k".into(),
+                    label: "key".into(),
+                    public_key: vec![2; 33],
+                    address: "0x00".into(),
+                    allowed_chain_ids: vec![1, 137],
+                    created_at: 5,
+                    disabled: false,
+                    epoch: 0,
+                    epoch_changed_at: 5,
+                })
+                .unwrap();
+            assert!(matches!(
+                registry.insert_key(&registry.get_key("k").unwrap()),
+                Err(CoordError::KeyExists(_))
+            ));
+            let commit = FinalizeRefreshRequest {
+                key_id: "k".into(),
+                ..Default::default()
+            };
+            let moved = registry.record_refresh("k", 0, &commit).unwrap();
+            assert_eq!(
+                (moved.epoch, moved.allowed_chain_ids.clone()),
+                (1, vec![1, 137])
+            );
+            // Another refresh from epoch 0 lost the race.
+            assert!(registry.record_refresh("k", 0, &commit).is_err());
+            assert_eq!(registry.refresh_commit("k", 1).unwrap(), Some(commit));
+            assert_eq!(registry.refresh_commit("k", 2).unwrap(), None);
+            assert!(registry.disable_key("k").unwrap().disabled);
+            assert!(matches!(
+                registry.disable_key("nope"),
+                Err(CoordError::KeyNotFound(_))
+            ));
+            // The bootstrap credential is used once.
+            assert_eq!(registry.bootstrap_used_at().unwrap(), None);
+            assert!(registry.use_bootstrap(42).unwrap());
+            assert!(!registry.use_bootstrap(43).unwrap());
+            assert_eq!(registry.bootstrap_used_at().unwrap(), Some(42));
+        }
+    }
+}

@@ -76,3 +76,48 @@ impl Registry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_newer_policy_replaces_the_stored_one() {
+        for registry in crate::registry::testing::each_backend() {
+            assert_eq!(
+                registry.put_key_policy("k", 2, b"v2").unwrap(),
+                PolicyUpdate::Stored
+            );
+            assert_eq!(
+                registry.put_key_policy("k", 2, b"v2").unwrap(),
+                PolicyUpdate::Unchanged
+            );
+            assert_eq!(
+                registry.put_key_policy("k", 1, b"v1").unwrap(),
+                PolicyUpdate::NotNewer { held: 2 }
+            );
+            assert_eq!(
+                registry.put_key_policy("k", 2, b"other").unwrap(),
+                PolicyUpdate::NotNewer { held: 2 }
+            );
+            assert_eq!(
+                registry.put_key_policy("k", 3, b"v3").unwrap(),
+                PolicyUpdate::Stored
+            );
+            assert_eq!(
+                registry.put_key_policy("j", 1, b"j1").unwrap(),
+                PolicyUpdate::Stored
+            );
+            let mut all = registry.load_key_policies().unwrap();
+            all.sort();
+            assert_eq!(
+                all,
+                [
+                    ("j".to_string(), b"j1".to_vec()),
+                    ("k".to_string(), b"v3".to_vec())
+                ]
+            );
+            assert!(registry.put_key_policy("k", u64::MAX, b"x").is_err());
+        }
+    }
+}

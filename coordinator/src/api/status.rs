@@ -65,7 +65,11 @@ impl From<CoordError> for Status {
             | CoordError::KeygenFailed(_)
             | CoordError::RefreshFailed(_) => Status::aborted(message),
             // A database that cannot be reached is a retry elsewhere or later, not a bug.
-            CoordError::Postgres(error) if error.as_db_error().is_none() => {
+            CoordError::Postgres(error)
+                if error.is_closed()
+                    || std::error::Error::source(&error)
+                        .is_some_and(|source| source.is::<std::io::Error>()) =>
+            {
                 tracing::error!(error = %message, "the registry database is unreachable");
                 Status::unavailable(
                     "the coordinator cannot reach its database; retry, or use another coordinator",
